@@ -1,0 +1,15 @@
+//! Embedded adapters: the conversation store on redb (on disk, or in memory
+//! for tests) and durable in-process queues with SQS semantics (FIFO groups,
+//! deduplication, redelivery with a bounded receive count, a dead-letter
+//! list). They let the whole system run on one machine with no AWS account
+//! and no emulator.
+//!
+//! Implements the ports of `convo-domain`; depends on no AWS crate.
+
+mod db;
+pub mod queue;
+pub mod store;
+
+pub use db::open_database;
+pub use queue::{EmbeddedQueue, QueueKind, QueueStats, Received};
+pub use store::EmbeddedStore;

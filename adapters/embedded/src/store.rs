@@ -1,0 +1,509 @@
+//! The conversation store on redb. Every write is one redb transaction, so a
+//! commit is atomic and two writers are serialised; the version check makes
+//! a stale writer fail with `Conflict` exactly as a DynamoDB condition would.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use convo_domain::cursor;
+use convo_domain::ports::*;
+use convo_schema::{Conversation, ConversationStatus, Message, Timestamp, UserStats};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{SEP, key, millis, num};
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const CONVERSATIONS: Table = TableDefinition::new("conversations");
+const MESSAGES: Table = TableDefinition::new("messages");
+const EXTERNAL_IDS: Table = TableDefinition::new("external_ids");
+const PAIRS: Table = TableDefinition::new("active_pairs");
+const BY_USER: Table = TableDefinition::new("conversations_by_user");
+const ACTIVE: Table = TableDefinition::new("active_by_start");
+const STATS: Table = TableDefinition::new("user_stats");
+const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
+
+const ALL_TABLES: [Table; 8] = [CONVERSATIONS, MESSAGES, EXTERNAL_IDS, PAIRS, BY_USER, ACTIVE, STATS, IDEMPOTENCY];
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdempotencyItem {
+    fingerprint: String,
+    response: Option<String>,
+    expires_at: Timestamp,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored types serialize")
+}
+
+fn pair_key(c: &Conversation) -> String {
+    key(&[&c.owner_id, &c.agent_id, &c.user_id])
+}
+
+fn by_user_key(c: &Conversation) -> String {
+    key(&[&c.owner_id, &c.user_id, &millis(c.created_at), &c.conversation_id])
+}
+
+fn active_key(c: &Conversation) -> String {
+    key(&[&millis(c.start_time), &c.conversation_id])
+}
+
+fn message_key(conversation_id: &str, index: u64) -> String {
+    key(&[conversation_id, &num(index)])
+}
+
+impl EmbeddedStore {
+    pub fn new(db: Arc<Database>) -> Result<Self, String> {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        for t in ALL_TABLES {
+            txn.open_table(t).map_err(|e| e.to_string())?;
+        }
+        txn.commit().map_err(|e| e.to_string())?;
+        Ok(Self { db })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+    }
+
+    /// Writes the index entries that follow a conversation's state.
+    fn write_indexes(
+        txn: &redb::WriteTransaction,
+        old: Option<&Conversation>,
+        new: &Conversation,
+    ) -> Result<(), StoreError> {
+        let mut active = txn.open_table(ACTIVE).map_err(unavailable)?;
+        if let Some(old) = old
+            && old.status == ConversationStatus::Active
+        {
+            active.remove(active_key(old).as_str()).map_err(unavailable)?;
+        }
+        if new.status == ConversationStatus::Active {
+            active.insert(active_key(new).as_str(), &[][..]).map_err(unavailable)?;
+        }
+        let mut by_user = txn.open_table(BY_USER).map_err(unavailable)?;
+        by_user.insert(by_user_key(new).as_str(), &[][..]).map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn check_version(txn: &redb::WriteTransaction, id: &str, expected: u64) -> Result<ConversationRecord, StoreError> {
+        let table = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+        let current: ConversationRecord = match table.get(id).map_err(unavailable)? {
+            Some(bytes) => decode(bytes.value())?,
+            None => return Err(StoreError::Conflict(format!("conversation {id} does not exist"))),
+        };
+        if current.version != expected {
+            return Err(StoreError::Conflict(format!(
+                "version is {}, expected {expected}",
+                current.version
+            )));
+        }
+        Ok(current)
+    }
+}
+
+#[async_trait]
+impl ConversationStore for EmbeddedStore {
+    async fn create_conversation(&self, record: &ConversationRecord, reuse_active: bool) -> Result<Created, StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let c = &record.conversation;
+            {
+                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
+                let pair = pair_key(c);
+                if reuse_active {
+                    let existing_id = pairs.get(pair.as_str()).map_err(unavailable)?.map(|v| v.value().to_vec());
+                    if let Some(existing_id) = existing_id {
+                        let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+                        let id = String::from_utf8_lossy(&existing_id).to_string();
+                        if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
+                            let existing: ConversationRecord = decode(bytes.value())?;
+                            if existing.conversation.status == ConversationStatus::Active {
+                                return Ok(Created::Existing(Box::new(existing)));
+                            }
+                        }
+                    }
+                }
+                pairs.insert(pair.as_str(), c.conversation_id.as_bytes()).map_err(unavailable)?;
+                let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+                convs.insert(c.conversation_id.as_str(), encode(&record).as_slice()).map_err(unavailable)?;
+            }
+            Self::write_indexes(&txn, None, c)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(Created::New)
+        })
+        .await
+    }
+
+    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        let id = conversation_id.to_string();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            match table.get(id.as_str()).map_err(unavailable)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let old = Self::check_version(&txn, record.id(), expected_version)?;
+            {
+                let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+                convs.insert(record.id(), encode(&record).as_slice()).map_err(unavailable)?;
+            }
+            Self::write_indexes(&txn, Some(&old.conversation), &record.conversation)?;
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_conversations(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let prefix = format!("{}{SEP}", key(&[owner_id, user_id]));
+        let scope = format!("U{SEP}{owner_id}{SEP}{user_id}");
+        let upper = match cursor_in {
+            Some(c) => {
+                let pos = cursor::decode(&scope, c)?;
+                if !pos.starts_with(&prefix) {
+                    return Err(StoreError::InvalidCursor);
+                }
+                pos
+            }
+            None => format!("{prefix}\u{7f}"),
+        };
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(BY_USER).map_err(unavailable)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let mut items = Vec::new();
+            let mut last_key = None;
+            let mut more = false;
+            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
+                let (k, _) = entry.map_err(unavailable)?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                let k = k.value().to_string();
+                let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
+                if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
+                    let rec: ConversationRecord = decode(bytes.value())?;
+                    items.push(rec.conversation);
+                }
+                last_key = Some(k);
+            }
+            let next_cursor = if more { last_key.map(|k| cursor::encode(&scope, &k)) } else { None };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+        let id = conversation_id.to_string();
+        let scope = format!("M{SEP}{conversation_id}");
+        // The cursor holds the index of the next message to return.
+        let start: Option<u64> = match &q.cursor {
+            Some(c) => Some(cursor::decode(&scope, c)?.parse().map_err(|_| StoreError::InvalidCursor)?),
+            None => None,
+        };
+        let q = q.clone();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let lo = message_key(&id, if q.order == Order::Asc { start.unwrap_or(0) } else { 0 });
+            let hi = match (q.order, start) {
+                (Order::Desc, Some(s)) => message_key(&id, s.saturating_add(1)),
+                _ => message_key(&id, u64::MAX),
+            };
+            let range = table.range(lo.as_str()..hi.as_str()).map_err(unavailable)?;
+            let iter: Box<dyn Iterator<Item = _>> = match q.order {
+                Order::Asc => Box::new(range),
+                Order::Desc => Box::new(range.rev()),
+            };
+            let mut items = Vec::new();
+            let mut next = None;
+            for entry in iter {
+                let (_, v) = entry.map_err(unavailable)?;
+                let m: Message = decode(v.value())?;
+                let in_window = q.since.is_none_or(|s| m.created_at >= s) && q.until.is_none_or(|u| m.created_at < u);
+                if !in_window {
+                    // Messages are appended in time order: once past the
+                    // window in the reading direction, nothing later matches.
+                    let past = match q.order {
+                        Order::Desc => q.since.is_some_and(|s| m.created_at < s && m.accepted_at < s),
+                        Order::Asc => q.until.is_some_and(|u| m.created_at >= u && m.accepted_at >= u),
+                    };
+                    if past {
+                        break;
+                    }
+                    continue;
+                }
+                if items.len() == q.limit {
+                    next = Some(m.message_index);
+                    break;
+                }
+                items.push(m);
+            }
+            let next_cursor = next.map(|n| cursor::encode(&scope, &n.to_string()));
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn existing_external_ids(
+        &self,
+        conversation_id: &str,
+        external_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let id = conversation_id.to_string();
+        let ids = external_ids.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
+            let mut found = HashSet::new();
+            for ext in ids {
+                if table.get(key(&[&id, &ext]).as_str()).map_err(unavailable)?.is_some() {
+                    found.insert(ext);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let commit = commit.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let id = commit.record.id().to_string();
+            let old = Self::check_version(&txn, &id, commit.expected_version)?;
+            {
+                let mut messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+                let mut externals = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
+                for m in &commit.messages {
+                    let k = message_key(&id, m.message_index);
+                    if messages.get(k.as_str()).map_err(unavailable)?.is_some() {
+                        return Err(StoreError::Conflict(format!("message index {} taken", m.message_index)));
+                    }
+                    messages.insert(k.as_str(), encode(m).as_slice()).map_err(unavailable)?;
+                    if let Some(ext) = &m.external_id {
+                        let ek = key(&[&id, ext]);
+                        if externals.get(ek.as_str()).map_err(unavailable)?.is_some() {
+                            return Err(StoreError::Conflict("externalId already stored".into()));
+                        }
+                        externals.insert(ek.as_str(), m.message_id.as_bytes()).map_err(unavailable)?;
+                    }
+                }
+                let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+                convs.insert(id.as_str(), encode(&commit.record).as_slice()).map_err(unavailable)?;
+            }
+            Self::write_indexes(&txn, Some(&old.conversation), &commit.record.conversation)?;
+            let c = &commit.record.conversation;
+            if commit.release_pair {
+                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
+                let pk = pair_key(c);
+                let points_here = pairs
+                    .get(pk.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|v| v.value() == id.as_bytes());
+                if points_here {
+                    pairs.remove(pk.as_str()).map_err(unavailable)?;
+                }
+            }
+            if let Some(delta) = commit.stats {
+                let mut stats = txn.open_table(STATS).map_err(unavailable)?;
+                let sk = key(&[&c.owner_id, &c.user_id]);
+                let mut s: UserStats = match stats.get(sk.as_str()).map_err(unavailable)? {
+                    Some(v) => decode(v.value())?,
+                    None => UserStats {
+                        user_id: c.user_id.clone(),
+                        ..UserStats::default()
+                    },
+                };
+                s.conversations += delta.conversations;
+                s.messages += delta.messages;
+                s.total_seconds += delta.seconds;
+                s.last_conversation_at = s.last_conversation_at.max(delta.at);
+                stats.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+        let sk = key(&[owner_id, user_id]);
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(STATS).map_err(unavailable)?;
+            match table.get(sk.as_str()).map_err(unavailable)? {
+                Some(v) => Ok(Some(decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn active_started_before(
+        &self,
+        started_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let hi = millis(started_before);
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(ACTIVE).map_err(unavailable)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in index.range(..hi.as_str()).map_err(unavailable)? {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, _) = entry.map_err(unavailable)?;
+                let k = k.value().to_string();
+                let id = k.rsplit(SEP).next().unwrap_or_default();
+                if let Some(v) = convs.get(id).map_err(unavailable)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        owner_id: &str,
+        idem_key: &str,
+        fingerprint: &str,
+        expires_at: Timestamp,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        let k = key(&[owner_id, idem_key]);
+        let fingerprint = fingerprint.to_string();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let claim = {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                let existing: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                match existing {
+                    Some(item) if item.expires_at > chrono::Utc::now() => match item.response {
+                        Some(response) => IdempotencyClaim::Done {
+                            fingerprint: item.fingerprint,
+                            response,
+                        },
+                        None => IdempotencyClaim::Pending {
+                            fingerprint: item.fingerprint,
+                        },
+                    },
+                    _ => {
+                        let item = IdempotencyItem {
+                            fingerprint,
+                            response: None,
+                            expires_at,
+                        };
+                        table.insert(k.as_str(), encode(&item).as_slice()).map_err(unavailable)?;
+                        IdempotencyClaim::Claimed
+                    }
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(claim)
+        })
+        .await
+    }
+
+    async fn complete_idempotency_key(&self, owner_id: &str, idem_key: &str, response: &str) -> Result<(), StoreError> {
+        let k = key(&[owner_id, idem_key]);
+        let response = response.to_string();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(mut item) = item {
+                    item.response = Some(response);
+                    table.insert(k.as_str(), encode(&item).as_slice()).map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn release_idempotency_key(&self, owner_id: &str, idem_key: &str) -> Result<(), StoreError> {
+        let k = key(&[owner_id, idem_key]);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(IDEMPOTENCY).map_err(unavailable)?.remove(k.as_str()).map_err(unavailable)?;
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn health(&self) -> ComponentHealth {
+        let result = self
+            .run(|db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+                let active = txn.open_table(ACTIVE).map_err(unavailable)?;
+                Ok((convs.len().map_err(unavailable)?, active.len().map_err(unavailable)?))
+            })
+            .await;
+        let mut figures = serde_json::Map::new();
+        figures.insert("kind".into(), "embedded (redb)".into());
+        let ok = match result {
+            Ok((total, active)) => {
+                figures.insert("conversations".into(), total.into());
+                figures.insert("activeSessions".into(), active.into());
+                true
+            }
+            Err(e) => {
+                figures.insert("error".into(), e.to_string().into());
+                false
+            }
+        };
+        ComponentHealth {
+            name: "store".into(),
+            ok,
+            figures,
+        }
+    }
+}

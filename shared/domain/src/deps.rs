@@ -1,0 +1,41 @@
+//! Everything a handler needs, built once per process and shared.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use crate::ports::*;
+
+/// Tunables, with the defaults documented in the README.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A session idle for longer is ended by the sweeper.
+    pub idle_timeout: Duration,
+    /// A title is requested once a conversation holds this many messages
+    /// and has none yet (the "first few exchanges").
+    pub early_title_after_messages: u64,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::minutes(30),
+            early_title_after_messages: 6,
+            idempotency_ttl: Duration::hours(24),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn ConversationStore>,
+    pub writes: Arc<dyn WriteQueue>,
+    pub titles: Arc<dyn TitleQueue>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+    pub moderator: Arc<dyn Moderator>,
+    pub titler: Arc<dyn TitleGenerator>,
+    pub config: Config,
+}

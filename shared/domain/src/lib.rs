@@ -1,0 +1,21 @@
+//! convo's domain: the rules every function applies and the ports through
+//! which it reaches the outside world (store, queues, clock, ids, moderator,
+//! title generator).
+//!
+//! Handlers decode an event, call into this crate, and encode the result.
+//! This crate must not depend on any AWS crate, HTTP framework or database:
+//! adapters implement the traits in [`ports`].
+
+pub mod cursor;
+pub mod deps;
+pub mod error;
+pub mod moderation;
+pub mod persist;
+pub mod ports;
+pub mod service;
+pub mod sweep;
+pub mod titles;
+
+pub use deps::{Config, Deps};
+pub use error::DomainError;
+pub use ports::*;

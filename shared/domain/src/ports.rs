@@ -1,0 +1,264 @@
+//! The ports: what the domain needs from the outside world. Adapters (the
+//! embedded ones for local runs and tests, the AWS ones for Lambda) implement
+//! them; the domain and the handlers see only these traits.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use convo_schema::commands::{TitleJob, WriteCommand};
+use convo_schema::{Conversation, Message, SafetyVerdict, Timestamp, UserStats};
+use serde::{Deserialize, Serialize};
+
+/// A conversation as stored: the public fields plus what the worker needs
+/// to stay exactly-once and race-free.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationRecord {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    /// Incremented by every write; writes are conditional on it.
+    pub version: u64,
+    /// The most recent applied write command ids, newest last (bounded by
+    /// [`crate::persist::RECENT_COMMANDS`]): a redelivered command is found
+    /// here and changes nothing.
+    #[serde(default)]
+    pub applied_commands: Vec<String>,
+    /// A title job has been queued (so the early-exchange trigger fires once).
+    #[serde(default)]
+    pub title_requested: bool,
+}
+
+impl ConversationRecord {
+    pub fn id(&self) -> &str {
+        &self.conversation.conversation_id
+    }
+}
+
+/// What `create_conversation` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// The new conversation was stored.
+    New,
+    /// `reuse_active` was asked and this pair already had an active
+    /// conversation: it is returned and nothing was written.
+    Existing(Box<ConversationRecord>),
+}
+
+/// One atomic write of the worker: the new conversation state (conditional
+/// on `expected_version`), the messages to insert (each `externalId` claimed
+/// at most once per conversation), and, when a session ends, the user's
+/// stats delta and the release of the (agent, user) pair.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub record: ConversationRecord,
+    pub expected_version: u64,
+    pub messages: Vec<Message>,
+    pub stats: Option<StatsDelta>,
+    pub release_pair: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StatsDelta {
+    pub conversations: u64,
+    pub messages: u64,
+    pub seconds: i64,
+    pub at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// A page request for messages. `cursor` is opaque; the store issued it.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub cursor: Option<String>,
+    pub limit: usize,
+    pub order: Order,
+    /// Inclusive lower bound on createdAt.
+    pub since: Option<Timestamp>,
+    /// Exclusive upper bound on createdAt.
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The state of an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyClaim {
+    /// The key was free and is now held by this request.
+    Claimed,
+    /// Another request holds the key and has not finished.
+    Pending { fingerprint: String },
+    /// A request with this key finished; its answer is stored.
+    Done { fingerprint: String, response: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentHealth {
+    pub name: String,
+    pub ok: bool,
+    #[serde(flatten)]
+    pub figures: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    /// A conditional write lost a race (version moved, key taken).
+    #[error("write conflict: {0}")]
+    Conflict(String),
+    /// A cursor that this store did not issue for this scope.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// The store could not be reached or refused for now; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("corrupt item: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("message of {0} bytes is too large for the queue")]
+    TooLarge(usize),
+}
+
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Stores a new conversation and points its (owner, agent, user) pair at
+    /// it. With `reuse_active`, an existing active conversation of the pair
+    /// wins instead (race-free: two concurrent calls create one).
+    async fn create_conversation(&self, record: &ConversationRecord, reuse_active: bool) -> Result<Created, StoreError>;
+
+    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError>;
+
+    /// Replaces the conversation if its version is still `expected_version`.
+    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
+
+    /// The owner's conversations with one user, newest first.
+    async fn list_conversations(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Conversation>, StoreError>;
+
+    async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
+
+    /// Which of `external_ids` are already stored in the conversation.
+    async fn existing_external_ids(
+        &self,
+        conversation_id: &str,
+        external_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError>;
+
+    /// Applies a [`Commit`] atomically, or not at all ([`StoreError::Conflict`]
+    /// when the version moved or an externalId is already taken).
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
+
+    /// Active conversations that started before `started_before`, oldest
+    /// first (the sweeper's sparse index; the caller checks idleness).
+    async fn active_started_before(
+        &self,
+        started_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Takes an idempotency key for `owner_id`, or reports who holds it.
+    async fn claim_idempotency_key(
+        &self,
+        owner_id: &str,
+        key: &str,
+        fingerprint: &str,
+        expires_at: Timestamp,
+    ) -> Result<IdempotencyClaim, StoreError>;
+
+    /// Records the answer of the request holding the key.
+    async fn complete_idempotency_key(&self, owner_id: &str, key: &str, response: &str) -> Result<(), StoreError>;
+
+    /// Frees a key whose request failed before anything was accepted.
+    async fn release_idempotency_key(&self, owner_id: &str, key: &str) -> Result<(), StoreError>;
+
+    async fn health(&self) -> ComponentHealth;
+
+    /// The most messages one [`Commit`] may carry (a DynamoDB transaction
+    /// takes 100 items); the worker splits larger runs of commands.
+    fn max_messages_per_commit(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// The FIFO writes queue: group = conversation id, deduplication id =
+/// command id, so every write of one conversation is applied in order.
+#[async_trait]
+pub trait WriteQueue: Send + Sync {
+    async fn send_write(&self, command: &WriteCommand) -> Result<(), QueueError>;
+    async fn health(&self) -> ComponentHealth;
+}
+
+/// The titles queue (standard; jobs are idempotent).
+#[async_trait]
+pub trait TitleQueue: Send + Sync {
+    async fn send_title(&self, job: &TitleJob) -> Result<(), QueueError>;
+    async fn health(&self) -> ComponentHealth;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Sortable unique ids (ULIDs in production).
+pub trait IdSource: Send + Sync {
+    fn new_id(&self) -> String;
+}
+
+pub trait Moderator: Send + Sync {
+    fn screen(&self, content: &str) -> SafetyVerdict;
+}
+
+pub trait TitleGenerator: Send + Sync {
+    /// A title from the conversation's user turns (oldest first), or `None`
+    /// when they hold nothing to build one from.
+    fn title(&self, user_turns: &[&str]) -> Option<String>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        // Millisecond precision, as stored and serialized.
+        let now = chrono::Utc::now();
+        chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    }
+}
+
+/// ULIDs, monotonic within one process.
+pub struct UlidSource(std::sync::Mutex<ulid::Generator>);
+
+impl Default for UlidSource {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(ulid::Generator::new()))
+    }
+}
+
+impl IdSource for UlidSource {
+    fn new_id(&self) -> String {
+        let mut generator = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+    }
+}

@@ -1,0 +1,505 @@
+//! The API operations: what each HTTP route does, independent of HTTP.
+//! Every operation takes the caller's owner id (the JWT `sub`); another
+//! owner's conversation is reported exactly like a missing one.
+
+use chrono::Duration;
+use convo_schema::api::*;
+use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
+use convo_schema::limits::*;
+use convo_schema::{
+    Conversation, ConversationStatus, ErrorCode, Metadata, SafetyAction, TitleSource, UserStats, ValidationError,
+    phone, validate,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::DomainError;
+use crate::ports::*;
+use crate::Deps;
+
+/// An `Idempotency-Key` header and the fingerprint of the request body.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// Checks the key and fingerprints the request it came with.
+    pub fn new(key: &str, body: &[u8]) -> Result<Self, ValidationError> {
+        if key.trim().is_empty() || key.chars().count() > MAX_EXTERNAL_ID_CHARS || key.chars().any(char::is_control) {
+            return Err(ValidationError::invalid(
+                "Idempotency-Key",
+                format!("Idempotency-Key must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable characters"),
+            ));
+        }
+        let digest = Sha256::digest(body);
+        Ok(Self {
+            key: key.to_string(),
+            fingerprint: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+}
+
+/// Loads a conversation the owner may see; anything else is `NotFound`.
+pub async fn load_owned(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<ConversationRecord, DomainError> {
+    if !is_conversation_id(conversation_id) {
+        return Err(DomainError::NotFound);
+    }
+    match deps.store.get_conversation(conversation_id).await? {
+        Some(rec) if rec.conversation.owner_id == owner_id => Ok(rec),
+        _ => Err(DomainError::NotFound),
+    }
+}
+
+/// Conversation ids are ULIDs; anything else cannot exist.
+pub fn is_conversation_id(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub async fn create_conversation(
+    deps: &Deps,
+    owner_id: &str,
+    req: CreateConversationRequest,
+) -> Result<(Conversation, bool), DomainError> {
+    validate::create(&req)?;
+    let channel = req.channel.clone().unwrap_or_else(|| "web".to_string());
+    let (user_id, agent_id) = if channel.eq_ignore_ascii_case("sms") {
+        (
+            phone::normalize_e164("userId", &req.user_id)?,
+            phone::normalize_e164("agentId", &req.agent_id)?,
+        )
+    } else {
+        (req.user_id.clone(), req.agent_id.clone())
+    };
+    let now = deps.clock.now();
+    let conversation = Conversation {
+        conversation_id: deps.ids.new_id(),
+        owner_id: owner_id.to_string(),
+        status: ConversationStatus::Active,
+        kind: req.kind.clone().unwrap_or_else(|| "chat".to_string()),
+        channel,
+        user_id,
+        user_name: req.user_name.clone(),
+        agent_id,
+        agent_name: req.agent_name.clone(),
+        created_at: now,
+        start_time: now,
+        last_activity_at: now,
+        end_time: None,
+        duration_seconds: None,
+        duration_minutes: None,
+        title_source: req.title.as_ref().map(|_| TitleSource::User),
+        title: req.title.clone(),
+        title_generated_at: None,
+        message_count: 0,
+        first_message_preview: None,
+        last_message_preview: None,
+        flagged: false,
+        flag_type: None,
+        flag_reason: None,
+        severity: None,
+        flag_status: None,
+        metadata: req.metadata.clone().unwrap_or_default(),
+        archived_at: None,
+        expires_at: None,
+    };
+    let record = ConversationRecord {
+        conversation,
+        version: 1,
+        applied_commands: Vec::new(),
+        title_requested: false,
+    };
+    match deps.store.create_conversation(&record, req.reuse_active).await? {
+        Created::New => Ok((record.conversation, true)),
+        Created::Existing(existing) => Ok((existing.conversation, false)),
+    }
+}
+
+/// Validates, screens and enqueues an exchange; answers before anything is
+/// stored. The worker assigns indexes and applies it in queue order.
+pub async fn append_messages(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    req: AppendRequest,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<AppendResponse, DomainError> {
+    let now = deps.clock.now();
+    validate::append(&req, now)?;
+    let record = load_owned(deps, owner_id, conversation_id).await?;
+    idempotent(deps, owner_id, conversation_id, "append", idempotency, || async {
+        ensure_active(&record)?;
+        let command_id = deps.ids.new_id();
+        let messages: Vec<AcceptedMessage> = req
+            .messages
+            .into_iter()
+            .map(|m| AcceptedMessage {
+                message_id: deps.ids.new_id(),
+                safety: deps.moderator.screen(&m.content),
+                role: m.role,
+                content: m.content,
+                created_at: m.created_at.unwrap_or(now),
+                external_id: m.external_id,
+                direction: m.direction,
+                audio_url: m.audio_url,
+                metadata: m.metadata.unwrap_or_default(),
+            })
+            .collect();
+        let response = AppendResponse {
+            conversation_id: conversation_id.to_string(),
+            command_id: command_id.clone(),
+            accepted_at: now,
+            blocked: messages.iter().any(|m| m.safety.action == SafetyAction::Blocked),
+            messages: messages
+                .iter()
+                .map(|m| AcceptedMessageView {
+                    message_id: m.message_id.clone(),
+                    role: m.role,
+                    external_id: m.external_id.clone(),
+                    safety: m.safety.clone(),
+                })
+                .collect(),
+        };
+        let command = WriteCommand {
+            v: WRITE_COMMAND_VERSION,
+            command_id,
+            conversation_id: conversation_id.to_string(),
+            owner_id: owner_id.to_string(),
+            accepted_at: now,
+            kind: WriteKind::Append { messages },
+        };
+        send_write(deps, &command).await?;
+        Ok(response)
+    })
+    .await
+}
+
+/// Enqueues the end of a session behind every write accepted before it.
+pub async fn end_session(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<EndResponse, DomainError> {
+    let record = load_owned(deps, owner_id, conversation_id).await?;
+    idempotent(deps, owner_id, conversation_id, "end", idempotency, || async {
+        ensure_active(&record)?;
+        let now = deps.clock.now();
+        let command = WriteCommand {
+            v: WRITE_COMMAND_VERSION,
+            command_id: deps.ids.new_id(),
+            conversation_id: conversation_id.to_string(),
+            owner_id: owner_id.to_string(),
+            accepted_at: now,
+            kind: WriteKind::End { reason: EndReason::Client },
+        };
+        send_write(deps, &command).await?;
+        Ok(EndResponse {
+            conversation_id: conversation_id.to_string(),
+            command_id: command.command_id,
+            accepted_at: now,
+            status: "ending".to_string(),
+        })
+    })
+    .await
+}
+
+fn ensure_active(record: &ConversationRecord) -> Result<(), DomainError> {
+    match record.conversation.status {
+        ConversationStatus::Active => Ok(()),
+        _ => Err(DomainError::ended()),
+    }
+}
+
+/// Largest encoded write command: SQS takes 256 KiB per message, and the
+/// message attributes need a little room.
+pub const MAX_COMMAND_BYTES: usize = 250 * 1024;
+
+pub async fn send_write(deps: &Deps, command: &WriteCommand) -> Result<(), DomainError> {
+    let size = serde_json::to_vec(command).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_COMMAND_BYTES {
+        return Err(ValidationError::too_large(
+            "messages",
+            format!("the messages encode to {size} bytes; one append takes at most {MAX_COMMAND_BYTES}"),
+        )
+        .into());
+    }
+    deps.writes.send_write(command).await?;
+    Ok(())
+}
+
+/// Runs `op` at most once per (owner, conversation, operation, key): a
+/// retry with the same key and body gets the first answer again.
+async fn idempotent<T, F, Fut>(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    operation: &str,
+    key: Option<IdempotencyKey>,
+    op: F,
+) -> Result<T, DomainError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DomainError>>,
+{
+    let Some(key) = key else { return op().await };
+    let scoped = format!("{conversation_id}:{operation}:{}", key.key);
+    let expires = deps.clock.now() + deps.config.idempotency_ttl;
+    match deps
+        .store
+        .claim_idempotency_key(owner_id, &scoped, &key.fingerprint, expires)
+        .await?
+    {
+        IdempotencyClaim::Claimed => {}
+        IdempotencyClaim::Pending { .. } => {
+            return Err(DomainError::Conflict(
+                ErrorCode::RequestInProgress,
+                "a request with this Idempotency-Key is still in progress; retry shortly".into(),
+            ));
+        }
+        IdempotencyClaim::Done { fingerprint, response } => {
+            if fingerprint != key.fingerprint {
+                return Err(reused_key());
+            }
+            return serde_json::from_str(&response)
+                .map_err(|e| DomainError::Internal(format!("stored idempotent answer unreadable: {e}")));
+        }
+    }
+    match op().await {
+        Ok(answer) => {
+            let json = serde_json::to_string(&answer).map_err(|e| DomainError::Internal(e.to_string()))?;
+            // The write is already accepted: failing to record the answer
+            // must not turn it into an error (a retry would then be refused
+            // as in progress until the key expires, which is safe).
+            if let Err(e) = deps.store.complete_idempotency_key(owner_id, &scoped, &json).await {
+                tracing::warn!(error = %e, "could not record idempotent answer");
+            }
+            Ok(answer)
+        }
+        Err(err) => {
+            if let Err(e) = deps.store.release_idempotency_key(owner_id, &scoped).await {
+                tracing::warn!(error = %e, "could not release idempotency key");
+            }
+            Err(err)
+        }
+    }
+}
+
+fn reused_key() -> DomainError {
+    DomainError::Conflict(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used for a different request".into(),
+    )
+}
+
+/// Sets a user title, merges metadata, or archives an ended conversation.
+pub async fn patch_conversation(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    req: PatchConversationRequest,
+) -> Result<Conversation, DomainError> {
+    validate::patch(&req)?;
+    for _ in 0..8 {
+        let mut record = load_owned(deps, owner_id, conversation_id).await?;
+        let expected = record.version;
+        let c = &mut record.conversation;
+        if let Some(title) = &req.title {
+            c.title = Some(title.clone());
+            c.title_source = Some(TitleSource::User);
+        }
+        if let Some(changes) = &req.metadata {
+            merge_metadata(&mut c.metadata, changes);
+            validate::metadata("metadata", &c.metadata)?;
+        }
+        if req.status.is_some() && c.status != ConversationStatus::Archived {
+            if c.status != ConversationStatus::Ended {
+                return Err(DomainError::Conflict(
+                    ErrorCode::ConversationNotEnded,
+                    "only an ended conversation can be archived; end it first".into(),
+                ));
+            }
+            c.status = ConversationStatus::Archived;
+            c.archived_at = Some(deps.clock.now());
+        }
+        record.version = expected + 1;
+        match deps.store.put_conversation(&record, expected).await {
+            Ok(()) => return Ok(record.conversation),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DomainError::Unavailable("the conversation is being written heavily; retry".into()))
+}
+
+fn merge_metadata(target: &mut Metadata, changes: &Metadata) {
+    for (k, v) in changes {
+        if v.is_null() {
+            target.remove(k);
+        } else {
+            target.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+pub async fn get_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<Conversation, DomainError> {
+    Ok(load_owned(deps, owner_id, conversation_id).await?.conversation)
+}
+
+/// The query string of `GET /conversations`.
+#[derive(Debug, Default)]
+pub struct ListParams<'a> {
+    pub user_id: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+    pub limit: Option<&'a str>,
+}
+
+pub async fn list_conversations(deps: &Deps, owner_id: &str, p: ListParams<'_>) -> Result<ConversationPage, DomainError> {
+    let Some(raw_user) = p.user_id else {
+        return Err(ValidationError::invalid("userId", "userId is required").into());
+    };
+    validate::id("userId", raw_user)?;
+    // SMS users are stored in E.164; accept any spelling of their number.
+    let user_id = if raw_user.trim_start().starts_with('+') {
+        phone::normalize_e164("userId", raw_user).unwrap_or_else(|_| raw_user.to_string())
+    } else {
+        raw_user.to_string()
+    };
+    let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
+    let page = deps.store.list_conversations(owner_id, &user_id, p.cursor, limit).await?;
+    Ok(ConversationPage {
+        conversations: page.items,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// The query string of `GET /conversations/{id}/messages`.
+#[derive(Debug, Default)]
+pub struct MessageParams<'a> {
+    pub cursor: Option<&'a str>,
+    pub limit: Option<&'a str>,
+    pub order: Option<&'a str>,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
+pub async fn list_messages(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    p: MessageParams<'_>,
+) -> Result<MessagePage, DomainError> {
+    let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
+    let order = match p.order {
+        None | Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        Some(_) => return Err(ValidationError::invalid("order", "order must be asc or desc").into()),
+    };
+    let since = p.since.map(|s| validate::timestamp("since", s)).transpose()?;
+    let until = p.until.map(|s| validate::timestamp("until", s)).transpose()?;
+    load_owned(deps, owner_id, conversation_id).await?;
+    let page = deps
+        .store
+        .list_messages(
+            conversation_id,
+            &MessageQuery {
+                cursor: p.cursor.map(str::to_string),
+                limit,
+                order,
+                since,
+                until,
+            },
+        )
+        .await?;
+    Ok(MessagePage {
+        conversation_id: conversation_id.to_string(),
+        messages: page.items,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// The recent messages, oldest first, ready for an LLM. Blocked messages are
+/// left out: the agent must not answer them.
+pub async fn context(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    max_messages: Option<&str>,
+    max_age: Option<&str>,
+) -> Result<ContextResponse, DomainError> {
+    let wanted = validate::limit("maxMessages", max_messages, DEFAULT_CONTEXT_MESSAGES, MAX_CONTEXT_MESSAGES)?;
+    let since = match max_age {
+        Some(raw) => Some(deps.clock.now() - validate::duration("maxAge", raw)?),
+        None => None,
+    };
+    load_owned(deps, owner_id, conversation_id).await?;
+    let mut picked = Vec::with_capacity(wanted);
+    let mut cursor = None;
+    // Bounded: blocked messages are rare; stop after a few pages regardless.
+    for _ in 0..4 {
+        let page = deps
+            .store
+            .list_messages(
+                conversation_id,
+                &MessageQuery {
+                    cursor,
+                    limit: wanted,
+                    order: Order::Desc,
+                    since,
+                    until: None,
+                },
+            )
+            .await?;
+        picked.extend(page.items.into_iter().filter(|m| !m.blocked));
+        if picked.len() >= wanted || page.next_cursor.is_none() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    picked.truncate(wanted);
+    picked.reverse();
+    Ok(ContextResponse {
+        conversation_id: conversation_id.to_string(),
+        messages: picked
+            .into_iter()
+            .map(|m| ContextMessage {
+                role: m.role,
+                content: m.content,
+            })
+            .collect(),
+    })
+}
+
+pub async fn user_stats(deps: &Deps, owner_id: &str, user_id: &str) -> Result<UserStats, DomainError> {
+    validate::id("userId", user_id)?;
+    let user_id = if user_id.starts_with('+') {
+        phone::normalize_e164("userId", user_id).unwrap_or_else(|_| user_id.to_string())
+    } else {
+        user_id.to_string()
+    };
+    Ok(deps.store.user_stats(owner_id, &user_id).await?.unwrap_or(UserStats {
+        user_id,
+        ..UserStats::default()
+    }))
+}
+
+/// `GET /health`: the store and both queues.
+pub async fn health(deps: &Deps) -> (bool, serde_json::Value) {
+    let (store, writes, titles) =
+        futures::join!(deps.store.health(), deps.writes.health(), deps.titles.health());
+    let ok = store.ok && writes.ok && titles.ok;
+    let body = serde_json::json!({
+        "status": if ok { "healthy" } else { "unhealthy" },
+        "timestamp": deps.clock.now(),
+        "components": [store, writes, titles],
+    });
+    (ok, body)
+}
+
+/// How long until a time, rounded up to whole seconds (for durations).
+pub fn whole_seconds(d: Duration) -> i64 {
+    d.num_milliseconds().max(0).div_euclid(1000)
+}

@@ -1,0 +1,201 @@
+//! Titles: the offline extractive generator and the title job's rules.
+//!
+//! The generator is deterministic: it takes the topic words of the user's
+//! early turns (no stop words, no numbers, no e-mail addresses, nothing the
+//! moderator objects to, no names of the participants), ranks them by how
+//! often they occur and how early, and keeps 3 to 8 in first-seen order.
+
+use std::collections::{HashMap, HashSet};
+
+use convo_schema::commands::TitleJob;
+use convo_schema::{Role, SafetyAction, TitleSource};
+
+use crate::error::DomainError;
+use crate::moderation::fold;
+use crate::ports::*;
+use crate::Deps;
+
+/// How many of the user's first turns feed the title.
+pub const TITLE_TURNS: usize = 8;
+pub const MIN_TITLE_WORDS: usize = 3;
+pub const MAX_TITLE_WORDS: usize = 6;
+
+pub struct ExtractiveTitler {
+    stop_words: HashSet<String>,
+    moderator: std::sync::Arc<dyn Moderator>,
+}
+
+impl ExtractiveTitler {
+    pub fn new(moderator: std::sync::Arc<dyn Moderator>) -> Self {
+        let stop_words = include_str!("../data/stopwords.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(str::to_string)
+            .collect();
+        Self { stop_words, moderator }
+    }
+
+    fn topic_word(&self, raw: &str) -> Option<String> {
+        if raw.contains('@') || raw.chars().any(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let word: String = raw
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '\'' || *c == '-')
+            .collect();
+        let folded = fold(&word);
+        if folded.chars().count() < 3 || self.stop_words.contains(&folded) {
+            return None;
+        }
+        if self.moderator.screen(&folded).action != SafetyAction::Safe {
+            return None;
+        }
+        Some(folded)
+    }
+}
+
+impl TitleGenerator for ExtractiveTitler {
+    fn title(&self, user_turns: &[&str]) -> Option<String> {
+        // word -> (count, first position)
+        let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut position = 0;
+        for turn in user_turns.iter().take(TITLE_TURNS) {
+            for raw in turn.split_whitespace() {
+                if let Some(w) = self.topic_word(raw) {
+                    seen.entry(w).or_insert((0, position)).0 += 1;
+                    position += 1;
+                }
+            }
+        }
+        if seen.is_empty() {
+            return None;
+        }
+        let mut ranked: Vec<(String, usize, usize)> = seen.into_iter().map(|(w, (n, p))| (w, n, p)).collect();
+        // Most frequent first; ties go to the earlier word, then alphabetical.
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+        ranked.truncate(MAX_TITLE_WORDS);
+        ranked.sort_by_key(|(_, _, p)| *p);
+        let words: Vec<String> = ranked.into_iter().map(|(w, _, _)| capitalize(&w)).collect();
+        Some(words.join(" "))
+    }
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Pads a title that has fewer than [`MIN_TITLE_WORDS`] words so that it
+/// always reads as a title: "Dinosaurs" becomes "Chat about Dinosaurs".
+fn shape_title(kind: &str, topic: Option<String>, date: &str) -> String {
+    let kind = capitalize(kind);
+    match topic {
+        Some(t) if t.split_whitespace().count() >= MIN_TITLE_WORDS => t,
+        Some(t) if t.split_whitespace().count() == 2 => format!("{kind}: {t}"),
+        Some(t) => format!("{kind} about {t}"),
+        None => format!("{kind} on {date}"),
+    }
+}
+
+/// What a title job did.
+#[derive(Debug, PartialEq)]
+pub enum TitleOutcome {
+    Set(String),
+    /// The user chose the title; it is never overwritten.
+    KeptUserTitle,
+    /// The conversation no longer exists.
+    Gone,
+}
+
+/// Applies a title job. Idempotent: the same conversation gives the same title.
+pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome, DomainError> {
+    for _ in 0..8 {
+        let Some(mut record) = deps.store.get_conversation(&job.conversation_id).await? else {
+            return Ok(TitleOutcome::Gone);
+        };
+        if record.conversation.owner_id != job.owner_id {
+            return Ok(TitleOutcome::Gone);
+        }
+        if record.conversation.title_source == Some(TitleSource::User) {
+            return Ok(TitleOutcome::KeptUserTitle);
+        }
+        let page = deps
+            .store
+            .list_messages(
+                &job.conversation_id,
+                &MessageQuery {
+                    limit: TITLE_TURNS * 4,
+                    ..MessageQuery::default()
+                },
+            )
+            .await?;
+        let turns: Vec<&str> = page
+            .items
+            .iter()
+            .filter(|m| m.role == Role::User && !m.flagged)
+            .map(|m| m.content.as_str())
+            .take(TITLE_TURNS)
+            .collect();
+        let date = record.conversation.start_time.format("%-d %B %Y").to_string();
+        let title = shape_title(&record.conversation.kind, deps.titler.title(&turns), &date);
+        let expected = record.version;
+        let c = &mut record.conversation;
+        if c.title.as_deref() == Some(title.as_str()) && c.title_generated_at.is_some() {
+            return Ok(TitleOutcome::Set(title));
+        }
+        c.title = Some(title.clone());
+        c.title_source = Some(TitleSource::Generated);
+        c.title_generated_at = Some(deps.clock.now());
+        record.version = expected + 1;
+        match deps.store.put_conversation(&record, expected).await {
+            Ok(()) => return Ok(TitleOutcome::Set(title)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DomainError::Unavailable("conversation busy; title job will be retried".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moderation::RuleModerator;
+
+    fn titler() -> ExtractiveTitler {
+        ExtractiveTitler::new(std::sync::Arc::new(RuleModerator::default()))
+    }
+
+    #[test]
+    fn takes_topic_words_in_order() {
+        let t = titler()
+            .title(&[
+                "Can you tell me about dinosaurs?",
+                "Which dinosaurs could fly? I love pterodactyls",
+                "Do volcanoes erupt often?",
+            ])
+            .unwrap();
+        assert_eq!(t, "Dinosaurs Fly Love Pterodactyls Volcanoes Erupt");
+        let words = t.split_whitespace().count();
+        assert!((MIN_TITLE_WORDS..=8).contains(&words));
+    }
+
+    #[test]
+    fn leaves_out_personal_data_and_bad_words() {
+        let t = titler()
+            .title(&["my number is 415 555 2671 and email is kid@example.com, shit, let's talk rockets"])
+            .unwrap();
+        assert_eq!(t, "Number Email Talk Rockets");
+    }
+
+    #[test]
+    fn short_topics_are_padded_and_empty_falls_back() {
+        assert_eq!(shape_title("story", Some("Dragons".into()), "1 May 2026"), "Story about Dragons");
+        assert_eq!(shape_title("chat", None, "1 May 2026"), "Chat on 1 May 2026");
+        assert_eq!(titler().title(&["hi", "ok thanks"]), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! Queue message formats: the write commands on the FIFO writes queue
+//! (group = conversation id, deduplication id = command id) and the title
+//! jobs on the titles queue. Versioned so old messages stay readable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Direction, Metadata, Role, SafetyVerdict, Timestamp};
+
+/// One write accepted by the API, to be applied by `persist-writes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteCommand {
+    /// Format version of this message.
+    pub v: u32,
+    pub command_id: String,
+    pub conversation_id: String,
+    pub owner_id: String,
+    pub accepted_at: Timestamp,
+    #[serde(flatten)]
+    pub kind: WriteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum WriteKind {
+    Append { messages: Vec<AcceptedMessage> },
+    End { reason: EndReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// The client ended the session.
+    Client,
+    /// The sweeper ended a session idle for too long.
+    Idle,
+}
+
+/// A message validated and screened at ingress, waiting to be stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedMessage {
+    pub message_id: String,
+    pub role: Role,
+    pub content: String,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_url: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: Metadata,
+    pub safety: SafetyVerdict,
+}
+
+pub const WRITE_COMMAND_VERSION: u32 = 1;
+
+/// A request to (re)generate a conversation's title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TitleJob {
+    pub conversation_id: String,
+    pub owner_id: String,
+    pub reason: TitleReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TitleReason {
+    SessionEnded,
+    EarlyExchanges,
+}

@@ -1,0 +1,184 @@
+//! The stored and returned shapes of conversations, messages and user stats.
+//! Field names follow the seed systems (camelCase on the wire).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Metadata, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    Active,
+    Ended,
+    Archived,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    Tool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TitleSource {
+    Generated,
+    User,
+}
+
+/// The review state of a flagged conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagStatus {
+    Unreviewed,
+    Reviewed,
+    Dismissed,
+    Escalated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// What the moderator decided for one message (the seed service's bands:
+/// score ≥ 0.8 safe, 0.5–0.8 flagged, < 0.5 blocked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SafetyAction {
+    Safe,
+    Flagged,
+    Blocked,
+}
+
+/// The moderator's verdict on one message; returned in the 202 answer and
+/// stored with the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SafetyVerdict {
+    pub score: f64,
+    pub action: SafetyAction,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl SafetyVerdict {
+    pub fn safe() -> Self {
+        Self {
+            score: 1.0,
+            action: SafetyAction::Safe,
+            categories: Vec::new(),
+            severity: None,
+            reason: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub conversation_id: String,
+    pub owner_id: String,
+    pub status: ConversationStatus,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub user_name: Option<String>,
+    pub agent_id: String,
+    #[serde(default)]
+    pub agent_name: Option<String>,
+    pub created_at: Timestamp,
+    pub start_time: Timestamp,
+    pub last_activity_at: Timestamp,
+    #[serde(default)]
+    pub end_time: Option<Timestamp>,
+    #[serde(default)]
+    pub duration_seconds: Option<i64>,
+    /// The seeds' clients read whole minutes (rounded), kept alongside.
+    #[serde(default)]
+    pub duration_minutes: Option<i64>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub title_source: Option<TitleSource>,
+    #[serde(default)]
+    pub title_generated_at: Option<Timestamp>,
+    pub message_count: u64,
+    #[serde(default)]
+    pub first_message_preview: Option<String>,
+    #[serde(default)]
+    pub last_message_preview: Option<String>,
+    pub flagged: bool,
+    #[serde(default)]
+    pub flag_type: Option<String>,
+    #[serde(default)]
+    pub flag_reason: Option<String>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub flag_status: Option<FlagStatus>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub archived_at: Option<Timestamp>,
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub message_index: u64,
+    pub role: Role,
+    pub content: String,
+    pub created_at: Timestamp,
+    /// When the API accepted the message (server clock).
+    pub accepted_at: Timestamp,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    #[serde(default)]
+    pub audio_url: Option<String>,
+    pub flagged: bool,
+    pub blocked: bool,
+    #[serde(default)]
+    pub flag_reason: Option<String>,
+    pub safety: SafetyVerdict,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// Per (owner, user) totals, updated when a session ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStats {
+    pub user_id: String,
+    pub conversations: u64,
+    pub messages: u64,
+    pub total_seconds: i64,
+    #[serde(default)]
+    pub last_conversation_at: Option<Timestamp>,
+}

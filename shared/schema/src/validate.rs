@@ -1,0 +1,235 @@
+//! Validation of API input. Every function returns the first problem found,
+//! with the field it concerns; nothing here has side effects.
+
+use chrono::Duration;
+
+use crate::api::{AppendRequest, CreateConversationRequest, NewMessage, PatchConversationRequest};
+use crate::limits::*;
+use crate::{Metadata, Timestamp, ValidationError};
+
+/// A required identifier: non-empty, at most [`MAX_NAME_CHARS`], no control
+/// characters, and none of the characters convo uses as key separators.
+pub fn id(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::invalid(field, format!("{field} must not be empty")));
+    }
+    if value.chars().count() > MAX_NAME_CHARS {
+        return Err(ValidationError::invalid(
+            field,
+            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() || c == '#' || c == '/') {
+        return Err(ValidationError::invalid(
+            field,
+            format!("{field} must not contain control characters, '#' or '/'"),
+        ));
+    }
+    Ok(())
+}
+
+/// An optional display text (names, titles, channel, type).
+pub fn text(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::invalid(field, format!("{field} must not be blank")));
+    }
+    if value.chars().count() > MAX_NAME_CHARS {
+        return Err(ValidationError::invalid(
+            field,
+            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::invalid(field, format!("{field} must not contain control characters")));
+    }
+    Ok(())
+}
+
+pub fn metadata(field: &str, value: &Metadata) -> Result<(), ValidationError> {
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(ValidationError::too_large(
+            field,
+            format!("{field} is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn create(req: &CreateConversationRequest) -> Result<(), ValidationError> {
+    id("userId", &req.user_id)?;
+    id("agentId", &req.agent_id)?;
+    for (field, value) in [
+        ("userName", &req.user_name),
+        ("agentName", &req.agent_name),
+        ("channel", &req.channel),
+        ("type", &req.kind),
+        ("title", &req.title),
+    ] {
+        if let Some(v) = value {
+            text(field, v)?;
+        }
+    }
+    if let Some(m) = &req.metadata {
+        metadata("metadata", m)?;
+    }
+    Ok(())
+}
+
+pub fn append(req: &AppendRequest, now: Timestamp) -> Result<(), ValidationError> {
+    if req.messages.is_empty() {
+        return Err(ValidationError::invalid("messages", "messages must hold at least one message"));
+    }
+    if req.messages.len() > MAX_MESSAGES_PER_APPEND {
+        return Err(ValidationError::invalid(
+            "messages",
+            format!(
+                "{} messages in one append; the limit is {MAX_MESSAGES_PER_APPEND}",
+                req.messages.len()
+            ),
+        ));
+    }
+    let mut seen_external = std::collections::HashSet::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        message(i, m, now)?;
+        if let Some(ext) = &m.external_id
+            && !seen_external.insert(ext.as_str())
+        {
+            return Err(ValidationError::invalid(
+                format!("messages[{i}].externalId"),
+                "externalId repeats within one request",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationError> {
+    let field = |name: &str| format!("messages[{i}].{name}");
+    if m.content.trim().is_empty() {
+        return Err(ValidationError::invalid(field("content"), "content must not be empty"));
+    }
+    if m.content.len() > MAX_CONTENT_BYTES {
+        return Err(ValidationError::too_large(
+            field("content"),
+            format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", m.content.len()),
+        ));
+    }
+    if let Some(ext) = &m.external_id {
+        if ext.trim().is_empty() || ext.chars().count() > MAX_EXTERNAL_ID_CHARS {
+            return Err(ValidationError::invalid(
+                field("externalId"),
+                format!("externalId must hold 1 to {MAX_EXTERNAL_ID_CHARS} characters"),
+            ));
+        }
+    }
+    if let Some(url) = &m.audio_url
+        && (url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("s3://")))
+    {
+        return Err(ValidationError::invalid(
+            field("audioUrl"),
+            "audioUrl must be an https:// or s3:// URL of at most 2048 characters",
+        ));
+    }
+    if let Some(at) = m.created_at
+        && at > now + Duration::seconds(MAX_FUTURE_SKEW_SECONDS)
+    {
+        return Err(ValidationError::invalid(field("createdAt"), "createdAt lies in the future"));
+    }
+    if let Some(meta) = &m.metadata {
+        metadata(&field("metadata"), meta)?;
+    }
+    Ok(())
+}
+
+pub fn patch(req: &PatchConversationRequest) -> Result<(), ValidationError> {
+    if req.title.is_none() && req.metadata.is_none() && req.status.is_none() {
+        return Err(ValidationError::invalid("body", "nothing to change: give title, metadata or status"));
+    }
+    if let Some(t) = &req.title {
+        text("title", t)?;
+    }
+    if let Some(m) = &req.metadata {
+        metadata("metadata", m)?;
+    }
+    if let Some(s) = &req.status
+        && s != "archived"
+    {
+        return Err(ValidationError::invalid("status", "status can only be set to \"archived\""));
+    }
+    Ok(())
+}
+
+/// Parses a page size: 1..=max, default when absent.
+pub fn limit(field: &str, raw: Option<&str>, default: usize, max: usize) -> Result<usize, ValidationError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.parse::<i64>() {
+        Ok(n) if n >= 1 && n as u64 <= max as u64 => Ok(n as usize),
+        _ => Err(ValidationError::invalid(field, format!("{field} must be an integer from 1 to {max}"))),
+    }
+}
+
+/// Parses a duration such as `90s`, `30m`, `24h` or `7d` (at most 366 days).
+pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
+    let err = || ValidationError::invalid(field, format!("{field} must look like 90s, 30m, 24h or 7d"));
+    let raw = raw.trim();
+    if raw.len() < 2 {
+        return Err(err());
+    }
+    let (num, unit) = raw.split_at(raw.len() - 1);
+    let n: i64 = num.parse().map_err(|_| err())?;
+    if n <= 0 {
+        return Err(err());
+    }
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60).ok_or_else(err)?,
+        "h" => n.checked_mul(3600).ok_or_else(err)?,
+        "d" => n.checked_mul(86_400).ok_or_else(err)?,
+        _ => return Err(err()),
+    };
+    if secs > 366 * 86_400 {
+        return Err(err());
+    }
+    Ok(Duration::seconds(secs))
+}
+
+/// Parses an RFC 3339 timestamp given as a query parameter.
+pub fn timestamp(field: &str, raw: &str) -> Result<Timestamp, ValidationError> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| ValidationError::invalid(field, format!("{field} must be an RFC 3339 timestamp")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("maxAge", "24h").unwrap(), Duration::hours(24));
+        assert_eq!(duration("maxAge", "90s").unwrap(), Duration::seconds(90));
+        assert_eq!(duration("maxAge", "7d").unwrap(), Duration::days(7));
+        for bad in ["", "h", "-1h", "0m", "12", "3w", "99999d"] {
+            assert!(duration("maxAge", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(limit("limit", None, 50, 200).unwrap(), 50);
+        assert_eq!(limit("limit", Some("200"), 50, 200).unwrap(), 200);
+        for bad in ["0", "-3", "201", "abc", "1e9", "99999999999999999999"] {
+            assert!(limit("limit", Some(bad), 50, 200).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_reject_separators_and_blank() {
+        assert!(id("userId", "child-42").is_ok());
+        for bad in ["", "  ", "a#b", "a/b", "a\nb"] {
+            assert!(id("userId", bad).is_err(), "{bad:?}");
+        }
+        assert!(id("userId", &"x".repeat(201)).is_err());
+    }
+}
