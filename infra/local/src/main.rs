@@ -1,1 +1,232 @@
-fn main() {}
+//! `convo-local`: every convo function in one process, on embedded defaults.
+//!
+//! `convo-local serve` (the default) hosts the HTTP functions behind an API
+//! Gateway stand-in, feeds the queue workers from durable embedded queues,
+//! and runs the sweeper on a timer. `convo-local token --sub alice` mints a
+//! token the server accepts.
+
+mod auth;
+mod gateway;
+mod pollers;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use convo_domain::moderation::RuleModerator;
+use convo_domain::titles::ExtractiveTitler;
+use convo_domain::{Config, Deps, SystemClock, UlidSource};
+use convo_embedded::{EmbeddedQueue, EmbeddedStore, QueueKind, open_database};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "convo-local", version, about = "Run convo on one machine, no AWS needed")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API and run the workers (the default).
+    Serve(ServeArgs),
+    /// Print a bearer token for an owner.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CONVO_ADDR", default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Where the database and the JWT secret live.
+    #[arg(long, env = "CONVO_DATA_DIR", default_value = "./.convo")]
+    data_dir: PathBuf,
+    /// Keep conversations in memory only (the JWT secret still lives in --data-dir).
+    #[arg(long, env = "CONVO_IN_MEMORY")]
+    in_memory: bool,
+    /// End sessions idle for longer than this (e.g. 30m, 2h).
+    #[arg(long, env = "CONVO_IDLE_TIMEOUT", default_value = "30m")]
+    idle_timeout: String,
+    /// How often the sweeper looks for idle sessions.
+    #[arg(long, env = "CONVO_SWEEP_INTERVAL", default_value = "60s")]
+    sweep_interval: String,
+    /// Request a title once a conversation holds this many messages.
+    #[arg(long, env = "CONVO_EARLY_TITLE_AFTER", default_value_t = 6)]
+    early_title_after: u64,
+    /// Receives before a failing queue message is parked as a dead letter.
+    #[arg(long, env = "CONVO_MAX_RECEIVES", default_value_t = 5)]
+    max_receives: u32,
+    /// Concurrent pollers of the writes queue (Lambda's maximum concurrency).
+    #[arg(long, env = "CONVO_WRITE_WORKERS", default_value_t = 4)]
+    write_workers: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "CONVO_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The owner the token speaks for (the JWT `sub`).
+    #[arg(long)]
+    sub: String,
+    /// Lifetime, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Where the JWT secret lives (ignored when CONVO_JWT_SECRET is set).
+    #[arg(long, env = "CONVO_DATA_DIR", default_value = "./.convo")]
+    data_dir: PathBuf,
+}
+
+fn duration(flag: &str, raw: &str) -> Result<chrono::Duration, String> {
+    convo_schema::validate::duration(flag, raw).map_err(|e| format!("--{flag}: {}", e.message))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(t)) => token(t),
+        Some(Command::Serve(s)) => serve(s),
+        None => serve(cli.serve),
+    };
+    if let Err(e) = result {
+        eprintln!("convo-local: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn token(args: TokenArgs) -> Result<(), String> {
+    validate_owner(&args.sub)?;
+    let ttl = duration("ttl", &args.ttl)?;
+    let (secret, _) = auth::load_or_create_secret(&args.data_dir)?;
+    println!("{}", auth::mint(&secret, &args.sub, ttl.num_seconds())?);
+    Ok(())
+}
+
+fn validate_owner(sub: &str) -> Result<(), String> {
+    convo_schema::validate::id("sub", sub).map_err(|e| e.message)
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+struct Runtime {
+    deps: Deps,
+    writes: Arc<EmbeddedQueue>,
+    titles: Arc<EmbeddedQueue>,
+}
+
+fn build(args: &ServeArgs) -> Result<Runtime, String> {
+    let db = open_database(if args.in_memory { None } else { Some(Path::new(&args.data_dir)) })?;
+    let store = Arc::new(EmbeddedStore::new(db.clone())?);
+    let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, args.max_receives)?;
+    let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, args.max_receives)?;
+    let moderator = Arc::new(RuleModerator::default());
+    let config = Config {
+        idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
+        early_title_after_messages: args.early_title_after,
+        ..Config::default()
+    };
+    let deps = Deps {
+        store,
+        writes: writes.clone(),
+        titles: titles.clone(),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(UlidSource::default()),
+        titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
+        moderator,
+        config,
+    };
+    Ok(Runtime { deps, writes, titles })
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    init_tracing(&args.log_format);
+    let sweep_every = duration("sweep-interval", &args.sweep_interval)?
+        .to_std()
+        .map_err(|e| e.to_string())?;
+    let (secret, origin) = auth::load_or_create_secret(&args.data_dir)?;
+    let rt = build(&args)?;
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokio_rt.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for _ in 0..args.write_workers.max(1) {
+            tasks.push(tokio::spawn(pollers::poll(
+                rt.writes.clone(),
+                "writes",
+                rt.deps.clone(),
+                |deps, event| async move { persist_writes::handle(&deps, event).await },
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(pollers::poll(
+            rt.titles.clone(),
+            "titles",
+            rt.deps.clone(),
+            |deps, event| async move { generate_title::handle(&deps, event).await },
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(pollers::sweep_on_timer(rt.deps.clone(), sweep_every, stop_rx.clone())));
+
+        let gw = Arc::new(gateway::Gateway {
+            deps: rt.deps.clone(),
+            verifier: auth::Verifier::new(&secret),
+        });
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let storage = if args.in_memory {
+            "in memory".to_string()
+        } else {
+            format!("{}", args.data_dir.join("convo.redb").display())
+        };
+        tracing::info!(%addr, storage = %storage, jwt_secret = origin, "convo-local listening");
+        println!("convo-local listening on http://{addr} (data: {storage}; JWT secret: {origin})");
+        println!("get a token: convo-local token --sub alice");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        tracing::info!("convo-local stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

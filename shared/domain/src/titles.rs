@@ -58,13 +58,15 @@ impl ExtractiveTitler {
 
 impl TitleGenerator for ExtractiveTitler {
     fn title(&self, user_turns: &[&str]) -> Option<String> {
-        // word -> (count, first position)
-        let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+        // stem -> (first spelling, count, first position); "dragon" and
+        // "dragons" count as one word.
+        let mut seen: HashMap<String, (String, usize, usize)> = HashMap::new();
         let mut position = 0;
         for turn in user_turns.iter().take(TITLE_TURNS) {
             for raw in turn.split_whitespace() {
                 if let Some(w) = self.topic_word(raw) {
-                    seen.entry(w).or_insert((0, position)).0 += 1;
+                    let stem = stem(&w);
+                    seen.entry(stem).or_insert((w, 0, position)).1 += 1;
                     position += 1;
                 }
             }
@@ -72,13 +74,21 @@ impl TitleGenerator for ExtractiveTitler {
         if seen.is_empty() {
             return None;
         }
-        let mut ranked: Vec<(String, usize, usize)> = seen.into_iter().map(|(w, (n, p))| (w, n, p)).collect();
+        let mut ranked: Vec<(String, usize, usize)> = seen.into_values().collect();
         // Most frequent first; ties go to the earlier word, then alphabetical.
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
         ranked.truncate(MAX_TITLE_WORDS);
         ranked.sort_by_key(|(_, _, p)| *p);
         let words: Vec<String> = ranked.into_iter().map(|(w, _, _)| capitalize(&w)).collect();
         Some(words.join(" "))
+    }
+}
+
+/// A plural's singular, crudely: enough to merge "castle" and "castles".
+fn stem(word: &str) -> String {
+    match word.strip_suffix('s') {
+        Some(base) if base.chars().count() >= 3 && !base.ends_with('s') => base.to_string(),
+        _ => word.to_string(),
     }
 }
 
@@ -180,6 +190,8 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(t, "Dinosaurs Fly Love Pterodactyls Volcanoes Erupt");
+        let t = titler().title(&["a dragon story", "more dragons and castles", "the castle"]).unwrap();
+        assert_eq!(t, "Dragon Story Castles");
         let words = t.split_whitespace().count();
         assert!((MIN_TITLE_WORDS..=8).contains(&words));
     }

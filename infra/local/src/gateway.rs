@@ -1,0 +1,247 @@
+//! The API Gateway stand-in: matches routes as the HTTP API does, verifies
+//! the JWT, builds the payload-2.0 event Lambda would receive (so handlers
+//! are fed exactly what they get on AWS) and turns the response back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body as AxumBody, to_bytes};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use convo_domain::Deps;
+use convo_http::ApiError;
+use convo_schema::ErrorCode;
+use lambda_http::Body;
+
+use crate::auth::Verifier;
+
+/// Which function serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    CreateConversation,
+    AppendMessage,
+    EndSession,
+    ReadApi,
+}
+
+/// The routes, as in the SAM template: method, path template, function,
+/// and whether the JWT authorizer guards it.
+pub const ROUTES: &[(&str, &str, Function, bool)] = &[
+    ("POST", "/conversations", Function::CreateConversation, true),
+    ("PATCH", "/conversations/{id}", Function::CreateConversation, true),
+    ("POST", "/conversations/{id}/messages", Function::AppendMessage, true),
+    ("POST", "/conversations/{id}/end", Function::EndSession, true),
+    ("GET", "/conversations", Function::ReadApi, true),
+    ("GET", "/conversations/{id}", Function::ReadApi, true),
+    ("GET", "/conversations/{id}/messages", Function::ReadApi, true),
+    ("GET", "/conversations/{id}/context", Function::ReadApi, true),
+    ("GET", "/users/{userId}/stats", Function::ReadApi, true),
+    ("GET", "/health", Function::ReadApi, false),
+];
+
+/// Matches a path against a template; returns the path parameters.
+fn match_path(template: &str, path: &str) -> Option<HashMap<String, String>> {
+    let t: Vec<&str> = template.trim_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = HashMap::new();
+    for (ts, ps) in t.iter().zip(&p) {
+        if let Some(name) = ts.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            if ps.is_empty() {
+                return None;
+            }
+            let decoded = percent_decode(ps)?;
+            params.insert(name.to_string(), decoded);
+        } else if ts != ps {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes: Vec<u8> = form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())?;
+    String::from_utf8(bytes).ok()
+}
+
+pub struct Gateway {
+    pub deps: Deps,
+    pub verifier: Verifier,
+}
+
+/// Largest body the gateway forwards (API Gateway's limit is 10 MB; convo's
+/// handlers refuse more than 512 KiB with a clear error anyway).
+const GATEWAY_BODY_LIMIT: usize = 1024 * 1024;
+
+pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Response {
+    let started = Instant::now();
+    let request_id = ulid::Ulid::new().to_string();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+
+    let mut path_matched = false;
+    let mut found = None;
+    for (m, template, function, guarded) in ROUTES {
+        if let Some(params) = match_path(template, &path) {
+            path_matched = true;
+            if *m == method {
+                found = Some((format!("{m} {template}"), *function, *guarded, params));
+                break;
+            }
+        }
+    }
+    let Some((route_key, function, guarded, params)) = found else {
+        let err = if path_matched {
+            ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"))
+        } else {
+            ApiError::not_found_route()
+        };
+        return to_axum(err.into_response(Some(request_id)));
+    };
+
+    let headers = req.headers().clone();
+    let claims = if guarded {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        match gw.verifier.verify(auth) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                tracing::info!(route = %route_key, status = 401, reason = why, "request refused");
+                return to_axum(ApiError::new(ErrorCode::Unauthorized, why).into_response(Some(request_id)));
+            }
+        }
+    } else {
+        None
+    };
+
+    let body = match to_bytes(req.into_body(), GATEWAY_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return to_axum(
+                ApiError::new(ErrorCode::PayloadTooLarge, "the body exceeds 1 MiB").into_response(Some(request_id)),
+            );
+        }
+    };
+
+    let event = build_event(&method, &path, &raw_query, &headers, &route_key, &request_id, claims, params, &body);
+    let lambda_req = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "could not build the Lambda request");
+            return to_axum(ApiError::new(ErrorCode::Internal, "internal error").into_response(Some(request_id)));
+        }
+    };
+    let deps = &gw.deps;
+    let result = match function {
+        Function::CreateConversation => create_conversation::handle(deps, lambda_req).await,
+        Function::AppendMessage => append_message::handle(deps, lambda_req).await,
+        Function::EndSession => end_session::handle(deps, lambda_req).await,
+        Function::ReadApi => read_api::handle(deps, lambda_req).await,
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, route = %route_key, "handler failed");
+            ApiError::new(ErrorCode::Internal, "internal error").into_response(Some(request_id))
+        }
+    };
+    tracing::debug!(route = %route_key, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
+    to_axum(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_event(
+    method: &str,
+    path: &str,
+    raw_query: &str,
+    headers: &http::HeaderMap,
+    route_key: &str,
+    request_id: &str,
+    claims: Option<HashMap<String, String>>,
+    params: HashMap<String, String>,
+    body: &[u8],
+) -> serde_json::Value {
+    let mut header_map = serde_json::Map::new();
+    for (name, value) in headers {
+        if let Ok(v) = value.to_str() {
+            let entry = header_map.entry(name.as_str().to_string()).or_insert_with(|| "".into());
+            let joined = match entry.as_str() {
+                Some("") | None => v.to_string(),
+                Some(prev) => format!("{prev},{v}"),
+            };
+            *entry = joined.into();
+        }
+    }
+    // API Gateway joins repeated query parameters with commas.
+    let mut query: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        let joined = match query.get(k.as_ref()).and_then(|p| p.as_str()) {
+            Some(prev) => format!("{prev},{v}"),
+            None => v.into_owned(),
+        };
+        query.insert(k.into_owned(), joined.into());
+    }
+    let (body_value, is_base64) = match std::str::from_utf8(body) {
+        _ if body.is_empty() => (serde_json::Value::Null, false),
+        Ok(s) => (s.into(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(body).into(), true),
+    };
+    let now = chrono::Utc::now();
+    let mut context = serde_json::json!({
+        "accountId": "000000000000",
+        "apiId": "local",
+        "domainName": "localhost",
+        "domainPrefix": "localhost",
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": ""},
+        "requestId": request_id,
+        "routeKey": route_key,
+        "stage": "$default",
+        "time": now.format("%d/%b/%Y:%H:%M:%S +0000").to_string(),
+        "timeEpoch": now.timestamp_millis(),
+    });
+    if let Some(claims) = claims {
+        context["authorizer"] = serde_json::json!({"jwt": {"claims": claims, "scopes": null}});
+    }
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": raw_query,
+        "headers": header_map,
+        "queryStringParameters": if query.is_empty() { serde_json::Value::Null } else { query.into() },
+        "pathParameters": if params.is_empty() { serde_json::Value::Null } else { serde_json::to_value(params).unwrap_or_default() },
+        "requestContext": context,
+        "body": body_value,
+        "isBase64Encoded": is_base64,
+    })
+}
+
+fn to_axum(resp: lambda_http::Response<Body>) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes: Vec<u8> = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(t) => t.into_bytes(),
+        Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    (parts.status, parts.headers, AxumBody::from(bytes)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_templates_and_decodes_parameters() {
+        let p = match_path("/users/{userId}/stats", "/users/%2B14155552671/stats").unwrap();
+        assert_eq!(p["userId"], "+14155552671");
+        assert!(match_path("/conversations/{id}", "/conversations").is_none());
+        assert!(match_path("/conversations/{id}", "/conversations/a/b").is_none());
+        assert!(match_path("/conversations", "/conversations/").is_some());
+    }
+}
