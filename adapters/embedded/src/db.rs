@@ -1,15 +1,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::backends::InMemoryBackend;
 use redb::Database;
+use redb::backends::InMemoryBackend;
 
 /// Opens (creating if needed) the database file `convo.redb` under
 /// `data_dir`, or an in-memory database when `data_dir` is `None`.
 pub fn open_database(data_dir: Option<&Path>) -> Result<Arc<Database>, String> {
     let db = match data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let path = dir.join("convo.redb");
             Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?
         }

@@ -25,7 +25,16 @@ const ACTIVE: Table = TableDefinition::new("active_by_start");
 const STATS: Table = TableDefinition::new("user_stats");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
 
-const ALL_TABLES: [Table; 8] = [CONVERSATIONS, MESSAGES, EXTERNAL_IDS, PAIRS, BY_USER, ACTIVE, STATS, IDEMPOTENCY];
+const ALL_TABLES: [Table; 8] = [
+    CONVERSATIONS,
+    MESSAGES,
+    EXTERNAL_IDS,
+    PAIRS,
+    BY_USER,
+    ACTIVE,
+    STATS,
+    IDEMPOTENCY,
+];
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -56,7 +65,12 @@ fn pair_key(c: &Conversation) -> String {
 }
 
 fn by_user_key(c: &Conversation) -> String {
-    key(&[&c.owner_id, &c.user_id, &millis(c.created_at), &c.conversation_id])
+    key(&[
+        &c.owner_id,
+        &c.user_id,
+        &millis(c.created_at),
+        &c.conversation_id,
+    ])
 }
 
 fn active_key(c: &Conversation) -> String {
@@ -83,7 +97,9 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(unavailable)?
     }
 
     /// Writes the index entries that follow a conversation's state.
@@ -96,21 +112,35 @@ impl EmbeddedStore {
         if let Some(old) = old
             && old.status == ConversationStatus::Active
         {
-            active.remove(active_key(old).as_str()).map_err(unavailable)?;
+            active
+                .remove(active_key(old).as_str())
+                .map_err(unavailable)?;
         }
         if new.status == ConversationStatus::Active {
-            active.insert(active_key(new).as_str(), &[][..]).map_err(unavailable)?;
+            active
+                .insert(active_key(new).as_str(), &[][..])
+                .map_err(unavailable)?;
         }
         let mut by_user = txn.open_table(BY_USER).map_err(unavailable)?;
-        by_user.insert(by_user_key(new).as_str(), &[][..]).map_err(unavailable)?;
+        by_user
+            .insert(by_user_key(new).as_str(), &[][..])
+            .map_err(unavailable)?;
         Ok(())
     }
 
-    fn check_version(txn: &redb::WriteTransaction, id: &str, expected: u64) -> Result<ConversationRecord, StoreError> {
+    fn check_version(
+        txn: &redb::WriteTransaction,
+        id: &str,
+        expected: u64,
+    ) -> Result<ConversationRecord, StoreError> {
         let table = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
         let current: ConversationRecord = match table.get(id).map_err(unavailable)? {
             Some(bytes) => decode(bytes.value())?,
-            None => return Err(StoreError::Conflict(format!("conversation {id} does not exist"))),
+            None => {
+                return Err(StoreError::Conflict(format!(
+                    "conversation {id} does not exist"
+                )));
+            }
         };
         if current.version != expected {
             return Err(StoreError::Conflict(format!(
@@ -124,7 +154,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl ConversationStore for EmbeddedStore {
-    async fn create_conversation(&self, record: &ConversationRecord, reuse_active: bool) -> Result<Created, StoreError> {
+    async fn create_conversation(
+        &self,
+        record: &ConversationRecord,
+        reuse_active: bool,
+    ) -> Result<Created, StoreError> {
         let record = record.clone();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -133,7 +167,10 @@ impl ConversationStore for EmbeddedStore {
                 let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
                 let pair = pair_key(c);
                 if reuse_active {
-                    let existing_id = pairs.get(pair.as_str()).map_err(unavailable)?.map(|v| v.value().to_vec());
+                    let existing_id = pairs
+                        .get(pair.as_str())
+                        .map_err(unavailable)?
+                        .map(|v| v.value().to_vec());
                     if let Some(existing_id) = existing_id {
                         let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
                         let id = String::from_utf8_lossy(&existing_id).to_string();
@@ -145,9 +182,13 @@ impl ConversationStore for EmbeddedStore {
                         }
                     }
                 }
-                pairs.insert(pair.as_str(), c.conversation_id.as_bytes()).map_err(unavailable)?;
+                pairs
+                    .insert(pair.as_str(), c.conversation_id.as_bytes())
+                    .map_err(unavailable)?;
                 let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-                convs.insert(c.conversation_id.as_str(), encode(&record).as_slice()).map_err(unavailable)?;
+                convs
+                    .insert(c.conversation_id.as_str(), encode(&record).as_slice())
+                    .map_err(unavailable)?;
             }
             Self::write_indexes(&txn, None, c)?;
             txn.commit().map_err(unavailable)?;
@@ -156,7 +197,10 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+    async fn get_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
         let id = conversation_id.to_string();
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -169,14 +213,20 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
+    async fn put_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
         let record = record.clone();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             let old = Self::check_version(&txn, record.id(), expected_version)?;
             {
                 let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-                convs.insert(record.id(), encode(&record).as_slice()).map_err(unavailable)?;
+                convs
+                    .insert(record.id(), encode(&record).as_slice())
+                    .map_err(unavailable)?;
             }
             Self::write_indexes(&txn, Some(&old.conversation), &record.conversation)?;
             txn.commit().map_err(unavailable)
@@ -210,7 +260,11 @@ impl ConversationStore for EmbeddedStore {
             let mut items = Vec::new();
             let mut last_key = None;
             let mut more = false;
-            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
+            for entry in index
+                .range(prefix.as_str()..upper.as_str())
+                .map_err(unavailable)?
+                .rev()
+            {
                 let (k, _) = entry.map_err(unavailable)?;
                 if items.len() == limit {
                     more = true;
@@ -224,25 +278,44 @@ impl ConversationStore for EmbeddedStore {
                 }
                 last_key = Some(k);
             }
-            let next_cursor = if more { last_key.map(|k| cursor::encode(&scope, &k)) } else { None };
+            let next_cursor = if more {
+                last_key.map(|k| cursor::encode(&scope, &k))
+            } else {
+                None
+            };
             Ok(Page { items, next_cursor })
         })
         .await
     }
 
-    async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        q: &MessageQuery,
+    ) -> Result<Page<Message>, StoreError> {
         let id = conversation_id.to_string();
         let scope = format!("M{SEP}{conversation_id}");
         // The cursor holds the index of the next message to return.
         let start: Option<u64> = match &q.cursor {
-            Some(c) => Some(cursor::decode(&scope, c)?.parse().map_err(|_| StoreError::InvalidCursor)?),
+            Some(c) => Some(
+                cursor::decode(&scope, c)?
+                    .parse()
+                    .map_err(|_| StoreError::InvalidCursor)?,
+            ),
             None => None,
         };
         let q = q.clone();
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let table = txn.open_table(MESSAGES).map_err(unavailable)?;
-            let lo = message_key(&id, if q.order == Order::Asc { start.unwrap_or(0) } else { 0 });
+            let lo = message_key(
+                &id,
+                if q.order == Order::Asc {
+                    start.unwrap_or(0)
+                } else {
+                    0
+                },
+            );
             let hi = match (q.order, start) {
                 (Order::Desc, Some(s)) => message_key(&id, s.saturating_add(1)),
                 _ => message_key(&id, u64::MAX),
@@ -257,13 +330,18 @@ impl ConversationStore for EmbeddedStore {
             for entry in iter {
                 let (_, v) = entry.map_err(unavailable)?;
                 let m: Message = decode(v.value())?;
-                let in_window = q.since.is_none_or(|s| m.created_at >= s) && q.until.is_none_or(|u| m.created_at < u);
+                let in_window = q.since.is_none_or(|s| m.created_at >= s)
+                    && q.until.is_none_or(|u| m.created_at < u);
                 if !in_window {
                     // Messages are appended in time order: once past the
                     // window in the reading direction, nothing later matches.
                     let past = match q.order {
-                        Order::Desc => q.since.is_some_and(|s| m.created_at < s && m.accepted_at < s),
-                        Order::Asc => q.until.is_some_and(|u| m.created_at >= u && m.accepted_at >= u),
+                        Order::Desc => q
+                            .since
+                            .is_some_and(|s| m.created_at < s && m.accepted_at < s),
+                        Order::Asc => q
+                            .until
+                            .is_some_and(|u| m.created_at >= u && m.accepted_at >= u),
                     };
                     if past {
                         break;
@@ -294,7 +372,11 @@ impl ConversationStore for EmbeddedStore {
             let table = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
             let mut found = HashSet::new();
             for ext in ids {
-                if table.get(key(&[&id, &ext]).as_str()).map_err(unavailable)?.is_some() {
+                if table
+                    .get(key(&[&id, &ext]).as_str())
+                    .map_err(unavailable)?
+                    .is_some()
+                {
                     found.insert(ext);
                 }
             }
@@ -315,19 +397,28 @@ impl ConversationStore for EmbeddedStore {
                 for m in &commit.messages {
                     let k = message_key(&id, m.message_index);
                     if messages.get(k.as_str()).map_err(unavailable)?.is_some() {
-                        return Err(StoreError::Conflict(format!("message index {} taken", m.message_index)));
+                        return Err(StoreError::Conflict(format!(
+                            "message index {} taken",
+                            m.message_index
+                        )));
                     }
-                    messages.insert(k.as_str(), encode(m).as_slice()).map_err(unavailable)?;
+                    messages
+                        .insert(k.as_str(), encode(m).as_slice())
+                        .map_err(unavailable)?;
                     if let Some(ext) = &m.external_id {
                         let ek = key(&[&id, ext]);
                         if externals.get(ek.as_str()).map_err(unavailable)?.is_some() {
                             return Err(StoreError::Conflict("externalId already stored".into()));
                         }
-                        externals.insert(ek.as_str(), m.message_id.as_bytes()).map_err(unavailable)?;
+                        externals
+                            .insert(ek.as_str(), m.message_id.as_bytes())
+                            .map_err(unavailable)?;
                     }
                 }
                 let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-                convs.insert(id.as_str(), encode(&commit.record).as_slice()).map_err(unavailable)?;
+                convs
+                    .insert(id.as_str(), encode(&commit.record).as_slice())
+                    .map_err(unavailable)?;
             }
             Self::write_indexes(&txn, Some(&old.conversation), &commit.record.conversation)?;
             let c = &commit.record.conversation;
@@ -356,14 +447,20 @@ impl ConversationStore for EmbeddedStore {
                 s.messages += delta.messages;
                 s.total_seconds += delta.seconds;
                 s.last_conversation_at = s.last_conversation_at.max(delta.at);
-                stats.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
+                stats
+                    .insert(sk.as_str(), encode(&s).as_slice())
+                    .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
         .await
     }
 
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+    async fn user_stats(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+    ) -> Result<Option<UserStats>, StoreError> {
         let sk = key(&[owner_id, user_id]);
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -408,6 +505,7 @@ impl ConversationStore for EmbeddedStore {
         owner_id: &str,
         idem_key: &str,
         fingerprint: &str,
+        now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<IdempotencyClaim, StoreError> {
         let k = key(&[owner_id, idem_key]);
@@ -416,12 +514,13 @@ impl ConversationStore for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             let claim = {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let existing: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
+                let existing: Option<IdempotencyItem> =
+                    match table.get(k.as_str()).map_err(unavailable)? {
+                        Some(v) => Some(decode(v.value())?),
+                        None => None,
+                    };
                 match existing {
-                    Some(item) if item.expires_at > chrono::Utc::now() => match item.response {
+                    Some(item) if item.expires_at > now => match item.response {
                         Some(response) => IdempotencyClaim::Done {
                             fingerprint: item.fingerprint,
                             response,
@@ -436,7 +535,9 @@ impl ConversationStore for EmbeddedStore {
                             response: None,
                             expires_at,
                         };
-                        table.insert(k.as_str(), encode(&item).as_slice()).map_err(unavailable)?;
+                        table
+                            .insert(k.as_str(), encode(&item).as_slice())
+                            .map_err(unavailable)?;
                         IdempotencyClaim::Claimed
                     }
                 }
@@ -447,20 +548,28 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn complete_idempotency_key(&self, owner_id: &str, idem_key: &str, response: &str) -> Result<(), StoreError> {
+    async fn complete_idempotency_key(
+        &self,
+        owner_id: &str,
+        idem_key: &str,
+        response: &str,
+    ) -> Result<(), StoreError> {
         let k = key(&[owner_id, idem_key]);
         let response = response.to_string();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
+                let item: Option<IdempotencyItem> =
+                    match table.get(k.as_str()).map_err(unavailable)? {
+                        Some(v) => Some(decode(v.value())?),
+                        None => None,
+                    };
                 if let Some(mut item) = item {
                     item.response = Some(response);
-                    table.insert(k.as_str(), encode(&item).as_slice()).map_err(unavailable)?;
+                    table
+                        .insert(k.as_str(), encode(&item).as_slice())
+                        .map_err(unavailable)?;
                 }
             }
             txn.commit().map_err(unavailable)
@@ -468,11 +577,18 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn release_idempotency_key(&self, owner_id: &str, idem_key: &str) -> Result<(), StoreError> {
+    async fn release_idempotency_key(
+        &self,
+        owner_id: &str,
+        idem_key: &str,
+    ) -> Result<(), StoreError> {
         let k = key(&[owner_id, idem_key]);
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            txn.open_table(IDEMPOTENCY).map_err(unavailable)?.remove(k.as_str()).map_err(unavailable)?;
+            txn.open_table(IDEMPOTENCY)
+                .map_err(unavailable)?
+                .remove(k.as_str())
+                .map_err(unavailable)?;
             txn.commit().map_err(unavailable)
         })
         .await
@@ -484,7 +600,10 @@ impl ConversationStore for EmbeddedStore {
                 let txn = db.begin_read().map_err(unavailable)?;
                 let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
                 let active = txn.open_table(ACTIVE).map_err(unavailable)?;
-                Ok((convs.len().map_err(unavailable)?, active.len().map_err(unavailable)?))
+                Ok((
+                    convs.len().map_err(unavailable)?,
+                    active.len().map_err(unavailable)?,
+                ))
             })
             .await;
         let mut figures = serde_json::Map::new();

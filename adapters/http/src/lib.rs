@@ -33,7 +33,10 @@ pub fn owner(req: &Request) -> Result<String, ApiError> {
     };
     match sub {
         Some(s) if !s.trim().is_empty() => Ok(s),
-        _ => Err(ApiError::new(ErrorCode::Unauthorized, "a valid bearer token is required")),
+        _ => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a valid bearer token is required",
+        )),
     }
 }
 
@@ -46,11 +49,14 @@ pub fn trace_id(req: &Request) -> Option<String> {
 }
 
 pub fn path_param(req: &Request, name: &str) -> Option<String> {
-    req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_string)
+    req.path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_string)
 }
 
 pub fn query<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.query_string_parameters_ref().and_then(|q| q.first(name))
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
 }
 
 pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -70,11 +76,18 @@ pub fn body_bytes(req: &Request) -> &[u8] {
 pub fn json_body<T: DeserializeOwned>(req: &Request, empty_ok: bool) -> Result<T, ApiError> {
     let bytes = body_bytes(req);
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ValidationError::too_large("body", format!("the body exceeds {MAX_BODY_BYTES} bytes")).into());
+        return Err(ValidationError::too_large(
+            "body",
+            format!("the body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+        .into());
     }
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         if !empty_ok {
-            return Err(ApiError::new(ErrorCode::MalformedJson, "a JSON body is required"));
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "a JSON body is required",
+            ));
         }
         b"{}"
     } else {
@@ -84,7 +97,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, empty_ok: bool) -> Result<T
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ValidationError::invalid("body", e.to_string()).into(),
-            _ => ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {e}")),
+            _ => ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
         }
     })
 }
@@ -157,7 +173,9 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Validation(v) => v.into(),
-            DomainError::RateLimited { retry_after_seconds } => Self {
+            DomainError::RateLimited {
+                retry_after_seconds,
+            } => Self {
                 retry_after: Some(retry_after_seconds),
                 ..Self::new(ErrorCode::RateLimited, e.to_string())
             },
@@ -168,7 +186,10 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Unavailable(ref what) => {
                 tracing::warn!(error = %what, "dependency unavailable");
-                Self::new(ErrorCode::DependencyUnavailable, "a dependency is unavailable; retry shortly")
+                Self::new(
+                    ErrorCode::DependencyUnavailable,
+                    "a dependency is unavailable; retry shortly",
+                )
             }
             other => Self::new(other.code(), other.to_string()),
         }
@@ -177,12 +198,22 @@ impl From<DomainError> for ApiError {
 
 /// Turns an operation's result into the answer, logging route and status
 /// (never bodies: message content stays out of logs).
-pub fn finish<T: Serialize>(req: &Request, route: &str, ok_status: u16, result: Result<T, ApiError>) -> Response<Body> {
+pub fn finish<T: Serialize>(
+    req: &Request,
+    route: &str,
+    ok_status: u16,
+    result: Result<T, ApiError>,
+) -> Response<Body> {
     let trace = trace_id(req);
     let resp = match result {
         Ok(v) => json(ok_status, &v),
         Err(e) => e.into_response(trace.clone()),
     };
-    tracing::info!(route, status = resp.status().as_u16(), request_id = trace.as_deref().unwrap_or(""), "request");
+    tracing::info!(
+        route,
+        status = resp.status().as_u16(),
+        request_id = trace.as_deref().unwrap_or(""),
+        "request"
+    );
     resp
 }

@@ -3,9 +3,11 @@
 //! group and answers 202 with ids and verdicts, without waiting for the store.
 //! An `Idempotency-Key` header makes a retry return the first answer.
 
-use convo_domain::service::{self, IdempotencyKey};
 use convo_domain::Deps;
-use convo_http::{ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param};
+use convo_domain::service::{self, IdempotencyKey};
+use convo_http::{
+    ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param,
+};
 use convo_schema::api::AppendRequest;
 use lambda_http::Request;
 
@@ -20,5 +22,10 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         Ok::<_, ApiError>(service::append_messages(deps, &owner, &id, body, key).await?)
     }
     .await;
-    Ok(finish(&req, "POST /conversations/{id}/messages", 202, result))
+    Ok(finish(
+        &req,
+        "POST /conversations/{id}/messages",
+        202,
+        result,
+    ))
 }

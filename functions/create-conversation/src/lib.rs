@@ -11,14 +11,21 @@ use lambda_http::Request;
 pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
     let method = req.method().as_str().to_string();
     let id = path_param(&req, "id");
-    let route = if id.is_some() { "PATCH /conversations/{id}" } else { "POST /conversations" };
+    let route = if id.is_some() {
+        "PATCH /conversations/{id}"
+    } else {
+        "POST /conversations"
+    };
     let result: Result<(u16, serde_json::Value), ApiError> = async {
         let owner = owner(&req)?;
         match (method.as_str(), id) {
             ("POST", None) => {
                 let body: CreateConversationRequest = json_body(&req, false)?;
                 let (conv, created) = service::create_conversation(deps, &owner, body).await?;
-                Ok((if created { 201 } else { 200 }, serde_json::to_value(conv).unwrap_or_default()))
+                Ok((
+                    if created { 201 } else { 200 },
+                    serde_json::to_value(conv).unwrap_or_default(),
+                ))
             }
             ("PATCH", Some(id)) => {
                 let body: PatchConversationRequest = json_body(&req, false)?;

@@ -3,9 +3,11 @@
 //! before it, and answers 202. The worker sets the end time, duration and
 //! user stats, and queues a title job.
 
-use convo_domain::service::{self, IdempotencyKey};
 use convo_domain::Deps;
-use convo_http::{ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param};
+use convo_domain::service::{self, IdempotencyKey};
+use convo_http::{
+    ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param,
+};
 use convo_schema::api::EndRequest;
 use lambda_http::Request;
 

@@ -12,7 +12,10 @@ pub struct SweepSummary {
     pub sessions_ended: usize,
 }
 
-pub async fn handle(deps: &Deps, _event: LambdaEvent<EventBridgeEvent<serde_json::Value>>) -> Result<SweepSummary, Error> {
+pub async fn handle(
+    deps: &Deps,
+    _event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
+) -> Result<SweepSummary, Error> {
     let sessions_ended = sweep_idle_sessions(deps).await?;
     Ok(SweepSummary { sessions_ended })
 }

@@ -37,7 +37,8 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(String, &'static str), 
     {
         return Ok((s.trim().to_string(), "data directory"));
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -50,7 +51,12 @@ fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
         f.write_all(secret.as_bytes())
     }
     #[cfg(not(unix))]
@@ -66,8 +72,12 @@ pub fn mint(secret: &str, sub: &str, ttl_seconds: i64) -> Result<String, String>
         iat: now,
         exp: now + ttl_seconds,
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .map_err(|e| e.to_string())
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
 }
 
 pub struct Verifier {
@@ -90,19 +100,24 @@ impl Verifier {
 
     /// Verifies `Authorization: Bearer <jwt>` and returns the claims as API
     /// Gateway passes them (strings), or why the token was refused.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<HashMap<String, String>, &'static str> {
+    pub fn verify(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<HashMap<String, String>, &'static str> {
         let header = authorization.ok_or("missing Authorization header")?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or("Authorization must be 'Bearer <token>'")?;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is invalid",
-                _ => "the token is invalid",
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.key, &self.validation)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                        "the token's signature is invalid"
+                    }
+                    _ => "the token is invalid",
+                })?;
         let mut claims = HashMap::new();
         if let serde_json::Value::Object(map) = data.claims {
             for (k, v) in map {
@@ -128,9 +143,15 @@ mod tests {
         let claims = v.verify(Some(&format!("Bearer {t}"))).unwrap();
         assert_eq!(claims["sub"], "alice");
         let other = mint("other", "alice", 60).unwrap();
-        assert_eq!(v.verify(Some(&format!("Bearer {other}"))), Err("the token's signature is invalid"));
+        assert_eq!(
+            v.verify(Some(&format!("Bearer {other}"))),
+            Err("the token's signature is invalid")
+        );
         let expired = mint("s3cret", "alice", -60).unwrap();
-        assert_eq!(v.verify(Some(&format!("Bearer {expired}"))), Err("the token has expired"));
+        assert_eq!(
+            v.verify(Some(&format!("Bearer {expired}"))),
+            Err("the token has expired")
+        );
         assert!(v.verify(None).is_err());
         assert!(v.verify(Some(&t)).is_err());
     }

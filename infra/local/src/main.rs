@@ -21,7 +21,11 @@ use convo_embedded::{EmbeddedQueue, EmbeddedStore, QueueKind, open_database};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "convo-local", version, about = "Run convo on one machine, no AWS needed")]
+#[command(
+    name = "convo-local",
+    version,
+    about = "Run convo on one machine, no AWS needed"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -113,7 +117,9 @@ fn validate_owner(sub: &str) -> Result<(), String> {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -128,7 +134,11 @@ struct Runtime {
 }
 
 fn build(args: &ServeArgs) -> Result<Runtime, String> {
-    let db = open_database(if args.in_memory { None } else { Some(Path::new(&args.data_dir)) })?;
+    let db = open_database(if args.in_memory {
+        None
+    } else {
+        Some(Path::new(&args.data_dir))
+    })?;
     let store = Arc::new(EmbeddedStore::new(db.clone())?);
     let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, args.max_receives)?;
     let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, args.max_receives)?;
@@ -148,7 +158,11 @@ fn build(args: &ServeArgs) -> Result<Runtime, String> {
         moderator,
         config,
     };
-    Ok(Runtime { deps, writes, titles })
+    Ok(Runtime {
+        deps,
+        writes,
+        titles,
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -181,13 +195,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             |deps, event| async move { generate_title::handle(&deps, event).await },
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(pollers::sweep_on_timer(rt.deps.clone(), sweep_every, stop_rx.clone())));
+        tasks.push(tokio::spawn(pollers::sweep_on_timer(
+            rt.deps.clone(),
+            sweep_every,
+            stop_rx.clone(),
+        )));
 
         let gw = Arc::new(gateway::Gateway {
             deps: rt.deps.clone(),
             verifier: auth::Verifier::new(&secret),
         });
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
+        let app = axum::Router::new()
+            .fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
@@ -219,7 +238,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -27,8 +27,14 @@ fn to_sqs_event(queue_name: &str, batch: &[Received]) -> SqsEvent {
             m.message_id = Some(r.message_id.clone());
             m.receipt_handle = Some(r.receipt.to_string());
             m.body = Some(r.body.clone());
-            m.attributes.insert("ApproximateReceiveCount".into(), r.receive_count.to_string());
-            m.attributes.insert("SentTimestamp".into(), r.sent_at.timestamp_millis().to_string());
+            m.attributes.insert(
+                "ApproximateReceiveCount".into(),
+                r.receive_count.to_string(),
+            );
+            m.attributes.insert(
+                "SentTimestamp".into(),
+                r.sent_at.timestamp_millis().to_string(),
+            );
             if let Some(g) = &r.group {
                 m.attributes.insert("MessageGroupId".into(), g.clone());
             }
@@ -42,8 +48,13 @@ fn to_sqs_event(queue_name: &str, batch: &[Received]) -> SqsEvent {
 }
 
 /// Feeds `queue` to `handler` until `stop` turns true.
-pub async fn poll<H, Fut>(queue: Arc<EmbeddedQueue>, name: &'static str, deps: Deps, handler: H, mut stop: watch::Receiver<bool>)
-where
+pub async fn poll<H, Fut>(
+    queue: Arc<EmbeddedQueue>,
+    name: &'static str,
+    deps: Deps,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Deps, LambdaEvent<SqsEvent>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<SqsBatchResponse, Error>> + Send,
 {
@@ -60,7 +71,11 @@ where
         }
         let event = LambdaEvent::new(to_sqs_event(name, &batch), Context::default());
         let failed: HashSet<String> = match handler(deps.clone(), event).await {
-            Ok(resp) => resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(resp) => resp
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
             Err(e) => {
                 // A failed invocation retries the whole batch, as on Lambda.
                 tracing::error!(queue = name, error = %e, "worker invocation failed");
@@ -92,7 +107,9 @@ pub async fn sweep_on_timer(deps: Deps, every: Duration, mut stop: watch::Receiv
         let mut event: EventBridgeEvent<serde_json::Value> = EventBridgeEvent::default();
         event.detail_type = "Scheduled Event".into();
         event.source = "aws.events".into();
-        if let Err(e) = sweep_sessions::handle(&deps, LambdaEvent::new(event, Context::default())).await {
+        if let Err(e) =
+            sweep_sessions::handle(&deps, LambdaEvent::new(event, Context::default())).await
+        {
             tracing::warn!(error = %e, "sweep failed");
         }
     }

@@ -12,24 +12,30 @@ use serde::{Deserialize, Serialize};
 use crate::ports::StoreError;
 
 #[derive(Serialize, Deserialize)]
-struct Wire<'a> {
-    s: &'a str,
-    p: &'a str,
+struct Wire {
+    s: String,
+    p: String,
 }
 
 pub fn encode(scope: &str, position: &str) -> String {
-    let json = serde_json::to_vec(&Wire { s: scope, p: position }).unwrap_or_default();
+    let json = serde_json::to_vec(&Wire {
+        s: scope.to_string(),
+        p: position.to_string(),
+    })
+    .unwrap_or_default();
     URL_SAFE_NO_PAD.encode(json)
 }
 
 /// Returns the position of a cursor issued for `scope`.
 pub fn decode(scope: &str, cursor: &str) -> Result<String, StoreError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
-    let wire: Wire<'_> = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::InvalidCursor)?;
+    let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
     if wire.s != scope {
         return Err(StoreError::InvalidCursor);
     }
-    Ok(wire.p.to_string())
+    Ok(wire.p)
 }
 
 #[cfg(test)]
@@ -38,10 +44,18 @@ mod tests {
 
     #[test]
     fn round_trips_within_its_scope_only() {
+        let c = encode("C#1\u{1f}x", "42");
+        assert_eq!(decode("C#1\u{1f}x", &c).unwrap(), "42");
         let c = encode("C#1", "42");
         assert_eq!(decode("C#1", &c).unwrap(), "42");
         assert_eq!(decode("C#2", &c), Err(StoreError::InvalidCursor));
-        assert_eq!(decode("C#1", "not a cursor!"), Err(StoreError::InvalidCursor));
-        assert_eq!(decode("C#1", &c[..c.len() - 2]), Err(StoreError::InvalidCursor));
+        assert_eq!(
+            decode("C#1", "not a cursor!"),
+            Err(StoreError::InvalidCursor)
+        );
+        assert_eq!(
+            decode("C#1", &c[..c.len() - 2]),
+            Err(StoreError::InvalidCursor)
+        );
     }
 }

@@ -31,14 +31,44 @@ pub fn default_categories() -> Vec<Category> {
         terms: parse_word_list(text),
     };
     vec![
-        list("profanity", 0.3, Severity::Low, include_str!("../data/moderation/profanity.txt")),
-        list("violence", 0.35, Severity::Medium, include_str!("../data/moderation/violence.txt")),
+        list(
+            "profanity",
+            0.3,
+            Severity::Low,
+            include_str!("../data/moderation/profanity.txt"),
+        ),
+        list(
+            "violence",
+            0.35,
+            Severity::Medium,
+            include_str!("../data/moderation/violence.txt"),
+        ),
         // Flagged rather than blocked, at the highest severity: the agent
         // must answer a child in distress, carefully.
-        list("self_harm", 0.45, Severity::Critical, include_str!("../data/moderation/self_harm.txt")),
-        list("sexual", 0.6, Severity::High, include_str!("../data/moderation/sexual.txt")),
-        list("bullying", 0.3, Severity::Medium, include_str!("../data/moderation/bullying.txt")),
-        list("drugs", 0.35, Severity::Medium, include_str!("../data/moderation/drugs.txt")),
+        list(
+            "self_harm",
+            0.45,
+            Severity::Critical,
+            include_str!("../data/moderation/self_harm.txt"),
+        ),
+        list(
+            "sexual",
+            0.6,
+            Severity::High,
+            include_str!("../data/moderation/sexual.txt"),
+        ),
+        list(
+            "bullying",
+            0.3,
+            Severity::Medium,
+            include_str!("../data/moderation/bullying.txt"),
+        ),
+        list(
+            "drugs",
+            0.35,
+            Severity::Medium,
+            include_str!("../data/moderation/drugs.txt"),
+        ),
     ]
 }
 
@@ -115,7 +145,11 @@ impl Default for RuleModerator {
 
 /// Whether the character just before (`before`) or at byte `at` is part of a word.
 fn is_word_byte(s: &str, at: usize, before: bool) -> bool {
-    let c = if before { s[..at].chars().next_back() } else { s[at..].chars().next() };
+    let c = if before {
+        s[..at].chars().next_back()
+    } else {
+        s[at..].chars().next()
+    };
     c.is_some_and(|c| c.is_alphanumeric() || c == '\'')
 }
 
@@ -153,7 +187,11 @@ impl Moderator for RuleModerator {
         SafetyVerdict {
             score,
             action,
-            severity: if categories.is_empty() { None } else { severity },
+            severity: if categories.is_empty() {
+                None
+            } else {
+                severity
+            },
             categories,
             reason,
         }
@@ -171,7 +209,9 @@ fn has_email(text: &str) -> bool {
                         && domain.contains('.')
                         && !domain.starts_with('.')
                         && !domain.ends_with('.')
-                        && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                        && domain
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
                 }
                 None => false,
             }
@@ -224,7 +264,10 @@ mod tests {
 
     #[test]
     fn whole_words_only_and_accent_insensitive() {
-        assert_eq!(screen("We drove through Scunthorpe and Essex").action, SafetyAction::Safe);
+        assert_eq!(
+            screen("We drove through Scunthorpe and Essex").action,
+            SafetyAction::Safe
+        );
         assert_eq!(screen("the class assessment").action, SafetyAction::Safe);
         let v = screen("ŠHIT happens");
         assert_eq!(v.categories, vec!["profanity"]);
@@ -244,7 +287,10 @@ mod tests {
 
     #[test]
     fn personal_data() {
-        assert_eq!(screen("call me at (415) 555-2671").categories, vec!["pii_phone"]);
+        assert_eq!(
+            screen("call me at (415) 555-2671").categories,
+            vec!["pii_phone"]
+        );
         assert_eq!(screen("mail kid@example.com").categories, vec!["pii_email"]);
         assert!(screen("I have 3 cats and 12 fish").categories.is_empty());
         assert!(screen("in 2024 we went to 2 parks").categories.is_empty());

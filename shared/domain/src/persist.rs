@@ -14,7 +14,9 @@
 
 use std::collections::HashSet;
 
-use convo_schema::commands::{AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind};
+use convo_schema::commands::{
+    AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind,
+};
 use convo_schema::limits::PREVIEW_CHARS;
 use convo_schema::{ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
 use futures::future::join_all;
@@ -41,7 +43,11 @@ pub struct Delivery {
 impl Delivery {
     pub fn decode(record_id: String, group: Option<String>, body: &str) -> Self {
         let command = serde_json::from_str::<WriteCommand>(body).map_err(|e| e.to_string());
-        Self { record_id, group, command }
+        Self {
+            record_id,
+            group,
+            command,
+        }
     }
 
     fn group_key(&self) -> String {
@@ -73,7 +79,12 @@ pub async fn persist_batch(deps: &Deps, deliveries: Vec<Delivery>) -> BatchOutco
             None => groups.push((key, vec![d])),
         }
     }
-    let results = join_all(groups.into_iter().map(|(_, list)| persist_group(deps, list))).await;
+    let results = join_all(
+        groups
+            .into_iter()
+            .map(|(_, list)| persist_group(deps, list)),
+    )
+    .await;
     let mut outcome = BatchOutcome::default();
     for r in results {
         outcome.failed.extend(r.failed);
@@ -114,18 +125,28 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             }
         };
         let chunk_end = chunk_end(&list, next, deps.store.max_messages_per_commit());
-        let commands: Vec<&WriteCommand> = list[next..chunk_end].iter().filter_map(|d| d.command.as_ref().ok()).collect();
+        let commands: Vec<&WriteCommand> = list[next..chunk_end]
+            .iter()
+            .filter_map(|d| d.command.as_ref().ok())
+            .collect();
         let external_ids: Vec<String> = commands
             .iter()
             .flat_map(|c| match &c.kind {
-                WriteKind::Append { messages } => messages.iter().filter_map(|m| m.external_id.clone()).collect(),
+                WriteKind::Append { messages } => messages
+                    .iter()
+                    .filter_map(|m| m.external_id.clone())
+                    .collect(),
                 WriteKind::End { .. } => Vec::new(),
             })
             .collect();
         let existing = if external_ids.is_empty() {
             HashSet::new()
         } else {
-            match deps.store.existing_external_ids(&cmd.conversation_id, &external_ids).await {
+            match deps
+                .store
+                .existing_external_ids(&cmd.conversation_id, &external_ids)
+                .await
+            {
                 Ok(set) => set,
                 Err(e) => {
                     tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not read external ids");
@@ -175,7 +196,9 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
 }
 
 fn fail_rest(outcome: &mut BatchOutcome, rest: &[Delivery]) {
-    outcome.failed.extend(rest.iter().map(|d| d.record_id.clone()));
+    outcome
+        .failed
+        .extend(rest.iter().map(|d| d.record_id.clone()));
 }
 
 /// The end (exclusive) of the run of decodable commands starting at `start`
@@ -249,7 +272,10 @@ pub fn plan_commit(
                     messages.push(append_message(&mut rec, m, cmd));
                 }
                 let c = &rec.conversation;
-                if c.title.is_none() && !rec.title_requested && c.message_count >= config.early_title_after_messages {
+                if c.title.is_none()
+                    && !rec.title_requested
+                    && c.message_count >= config.early_title_after_messages
+                {
                     rec.title_requested = true;
                     title_jobs.push(title_job(&rec, TitleReason::EarlyExchanges));
                 }
@@ -290,7 +316,8 @@ pub fn plan_commit(
 }
 
 fn needs_title(rec: &ConversationRecord) -> bool {
-    rec.conversation.title_source != Some(TitleSource::User) && rec.conversation.title_generated_at.is_none()
+    rec.conversation.title_source != Some(TitleSource::User)
+        && rec.conversation.title_generated_at.is_none()
 }
 
 fn title_job(rec: &ConversationRecord, reason: TitleReason) -> TitleJob {
@@ -301,7 +328,11 @@ fn title_job(rec: &ConversationRecord, reason: TitleReason) -> TitleJob {
     }
 }
 
-fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &WriteCommand) -> Message {
+fn append_message(
+    rec: &mut ConversationRecord,
+    m: &AcceptedMessage,
+    cmd: &WriteCommand,
+) -> Message {
     let c = &mut rec.conversation;
     let flagged = m.safety.action != SafetyAction::Safe;
     let blocked = m.safety.action == SafetyAction::Blocked;
@@ -318,7 +349,11 @@ fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &Write
         audio_url: m.audio_url.clone(),
         flagged,
         blocked,
-        flag_reason: if flagged { m.safety.reason.clone() } else { None },
+        flag_reason: if flagged {
+            m.safety.reason.clone()
+        } else {
+            None
+        },
         safety: m.safety.clone(),
         metadata: m.metadata.clone(),
     };
@@ -326,16 +361,30 @@ fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &Write
     if cmd.accepted_at > c.last_activity_at {
         c.last_activity_at = cmd.accepted_at;
     }
-    let shown = preview(if blocked { "[withheld by moderation]" } else { &m.content });
+    let shown = preview(if blocked {
+        "[withheld by moderation]"
+    } else {
+        &m.content
+    });
     if c.first_message_preview.is_none() {
         c.first_message_preview = Some(shown.clone());
     }
     c.last_message_preview = Some(shown);
     if flagged {
-        let severity = m.safety.severity.unwrap_or(if blocked { Severity::High } else { Severity::Medium });
+        let severity = m.safety.severity.unwrap_or(if blocked {
+            Severity::High
+        } else {
+            Severity::Medium
+        });
         if !c.flagged {
             c.flagged = true;
-            c.flag_type = Some(m.safety.categories.first().cloned().unwrap_or_else(|| "content".into()));
+            c.flag_type = Some(
+                m.safety
+                    .categories
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "content".into()),
+            );
             c.flag_reason = m.safety.reason.clone();
             c.severity = Some(severity);
             c.flag_status = Some(FlagStatus::Unreviewed);
@@ -346,7 +395,11 @@ fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &Write
     message
 }
 
-fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &WriteCommand) -> StatsDelta {
+fn end_conversation(
+    rec: &mut ConversationRecord,
+    reason: EndReason,
+    cmd: &WriteCommand,
+) -> StatsDelta {
     let c = &mut rec.conversation;
     // An idle session ended when it was last active, not when swept.
     let end = match reason {

@@ -98,7 +98,10 @@ pub enum IdempotencyClaim {
     /// Another request holds the key and has not finished.
     Pending { fingerprint: String },
     /// A request with this key finished; its answer is stored.
-    Done { fingerprint: String, response: String },
+    Done {
+        fingerprint: String,
+        response: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,12 +142,23 @@ pub trait ConversationStore: Send + Sync {
     /// Stores a new conversation and points its (owner, agent, user) pair at
     /// it. With `reuse_active`, an existing active conversation of the pair
     /// wins instead (race-free: two concurrent calls create one).
-    async fn create_conversation(&self, record: &ConversationRecord, reuse_active: bool) -> Result<Created, StoreError>;
+    async fn create_conversation(
+        &self,
+        record: &ConversationRecord,
+        reuse_active: bool,
+    ) -> Result<Created, StoreError>;
 
-    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError>;
+    async fn get_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError>;
 
     /// Replaces the conversation if its version is still `expected_version`.
-    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
+    async fn put_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+    ) -> Result<(), StoreError>;
 
     /// The owner's conversations with one user, newest first.
     async fn list_conversations(
@@ -155,7 +169,11 @@ pub trait ConversationStore: Send + Sync {
         limit: usize,
     ) -> Result<Page<Conversation>, StoreError>;
 
-    async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        query: &MessageQuery,
+    ) -> Result<Page<Message>, StoreError>;
 
     /// Which of `external_ids` are already stored in the conversation.
     async fn existing_external_ids(
@@ -168,7 +186,11 @@ pub trait ConversationStore: Send + Sync {
     /// when the version moved or an externalId is already taken).
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
+    async fn user_stats(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+    ) -> Result<Option<UserStats>, StoreError>;
 
     /// Active conversations that started before `started_before`, oldest
     /// first (the sweeper's sparse index; the caller checks idleness).
@@ -178,17 +200,24 @@ pub trait ConversationStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ConversationRecord>, StoreError>;
 
-    /// Takes an idempotency key for `owner_id`, or reports who holds it.
+    /// Takes an idempotency key for `owner_id`, or reports who holds it. A
+    /// key whose `expires_at` is not after `now` is free again.
     async fn claim_idempotency_key(
         &self,
         owner_id: &str,
         key: &str,
         fingerprint: &str,
+        now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<IdempotencyClaim, StoreError>;
 
     /// Records the answer of the request holding the key.
-    async fn complete_idempotency_key(&self, owner_id: &str, key: &str, response: &str) -> Result<(), StoreError>;
+    async fn complete_idempotency_key(
+        &self,
+        owner_id: &str,
+        key: &str,
+        response: &str,
+    ) -> Result<(), StoreError>;
 
     /// Frees a key whose request failed before anything was accepted.
     async fn release_idempotency_key(&self, owner_id: &str, key: &str) -> Result<(), StoreError>;
@@ -259,6 +288,9 @@ impl Default for UlidSource {
 impl IdSource for UlidSource {
     fn new_id(&self) -> String {
         let mut generator = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+        generator
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::new())
+            .to_string()
     }
 }

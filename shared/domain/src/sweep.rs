@@ -2,12 +2,12 @@
 //! time, through the same FIFO group as every other write (so an end never
 //! overtakes a message accepted before it).
 
-use convo_schema::commands::{EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::ConversationStatus;
+use convo_schema::commands::{EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 
+use crate::Deps;
 use crate::error::DomainError;
 use crate::service::send_write;
-use crate::Deps;
 
 /// How many candidates one sweep examines per page.
 const PAGE: usize = 100;
@@ -20,7 +20,10 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
     let idle_before = now - deps.config.idle_timeout;
     // A session idle since `idle_before` started before it: the sparse index
     // of active sessions by start time yields every candidate.
-    let candidates = deps.store.active_started_before(idle_before, MAX_PER_RUN.min(PAGE * 50)).await?;
+    let candidates = deps
+        .store
+        .active_started_before(idle_before, MAX_PER_RUN.min(PAGE * 50))
+        .await?;
     let mut ended = 0;
     for rec in candidates {
         let c = &rec.conversation;
@@ -30,11 +33,17 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
         // Deterministic id: two overlapping sweeps enqueue one end.
         let command = WriteCommand {
             v: WRITE_COMMAND_VERSION,
-            command_id: format!("sweep-{}-{}", c.conversation_id, c.last_activity_at.timestamp_millis()),
+            command_id: format!(
+                "sweep-{}-{}",
+                c.conversation_id,
+                c.last_activity_at.timestamp_millis()
+            ),
             conversation_id: c.conversation_id.clone(),
             owner_id: c.owner_id.clone(),
             accepted_at: now,
-            kind: WriteKind::End { reason: EndReason::Idle },
+            kind: WriteKind::End {
+                reason: EndReason::Idle,
+            },
         };
         send_write(deps, &command).await?;
         ended += 1;

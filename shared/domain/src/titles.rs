@@ -10,10 +10,10 @@ use std::collections::{HashMap, HashSet};
 use convo_schema::commands::TitleJob;
 use convo_schema::{Role, SafetyAction, TitleSource};
 
+use crate::Deps;
 use crate::error::DomainError;
 use crate::moderation::fold;
 use crate::ports::*;
-use crate::Deps;
 
 /// How many of the user's first turns feed the title.
 pub const TITLE_TURNS: usize = 8;
@@ -33,7 +33,10 @@ impl ExtractiveTitler {
             .flat_map(str::split_whitespace)
             .map(str::to_string)
             .collect();
-        Self { stop_words, moderator }
+        Self {
+            stop_words,
+            moderator,
+        }
     }
 
     fn topic_word(&self, raw: &str) -> Option<String> {
@@ -151,7 +154,11 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
             .map(|m| m.content.as_str())
             .take(TITLE_TURNS)
             .collect();
-        let date = record.conversation.start_time.format("%-d %B %Y").to_string();
+        let date = record
+            .conversation
+            .start_time
+            .format("%-d %B %Y")
+            .to_string();
         let title = shape_title(&record.conversation.kind, deps.titler.title(&turns), &date);
         let expected = record.version;
         let c = &mut record.conversation;
@@ -168,7 +175,9 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(DomainError::Unavailable("conversation busy; title job will be retried".into()))
+    Err(DomainError::Unavailable(
+        "conversation busy; title job will be retried".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -190,7 +199,9 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(t, "Dinosaurs Fly Love Pterodactyls Volcanoes Erupt");
-        let t = titler().title(&["a dragon story", "more dragons and castles", "the castle"]).unwrap();
+        let t = titler()
+            .title(&["a dragon story", "more dragons and castles", "the castle"])
+            .unwrap();
         assert_eq!(t, "Dragon Story Castles");
         let words = t.split_whitespace().count();
         assert!((MIN_TITLE_WORDS..=8).contains(&words));
@@ -199,15 +210,23 @@ mod tests {
     #[test]
     fn leaves_out_personal_data_and_bad_words() {
         let t = titler()
-            .title(&["my number is 415 555 2671 and email is kid@example.com, shit, let's talk rockets"])
+            .title(&[
+                "my number is 415 555 2671 and email is kid@example.com, shit, let's talk rockets",
+            ])
             .unwrap();
         assert_eq!(t, "Number Email Talk Rockets");
     }
 
     #[test]
     fn short_topics_are_padded_and_empty_falls_back() {
-        assert_eq!(shape_title("story", Some("Dragons".into()), "1 May 2026"), "Story about Dragons");
-        assert_eq!(shape_title("chat", None, "1 May 2026"), "Chat on 1 May 2026");
+        assert_eq!(
+            shape_title("story", Some("Dragons".into()), "1 May 2026"),
+            "Story about Dragons"
+        );
+        assert_eq!(
+            shape_title("chat", None, "1 May 2026"),
+            "Chat on 1 May 2026"
+        );
         assert_eq!(titler().title(&["hi", "ok thanks"]), None);
     }
 }

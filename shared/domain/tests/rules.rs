@@ -1,0 +1,935 @@
+//! The domain's rules, proven on the embedded store: every promise of the
+//! walking skeleton that does not need HTTP.
+
+mod support;
+
+use chrono::Duration;
+use convo_domain::Config;
+use convo_domain::DomainError;
+use convo_domain::persist::{Delivery, persist_batch};
+use convo_domain::ports::*;
+use convo_domain::service::{self, IdempotencyKey, ListParams, MessageParams};
+use convo_domain::sweep::sweep_idle_sessions;
+use convo_schema::api::*;
+use convo_schema::commands::WriteCommand;
+use convo_schema::*;
+use support::*;
+
+fn create_req(user: &str, agent: &str) -> CreateConversationRequest {
+    serde_json::from_value(serde_json::json!({
+        "userId": user, "userName": "Mia", "agentId": agent, "agentName": "Teddy",
+        "type": "story", "metadata": {"lang": "en"}
+    }))
+    .unwrap()
+}
+
+fn exchange(user: &str, agent: &str) -> AppendRequest {
+    serde_json::from_value(serde_json::json!({"messages": [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": agent}
+    ]}))
+    .unwrap()
+}
+
+fn one(role: &str, content: &str, external_id: Option<&str>) -> AppendRequest {
+    let mut m = serde_json::json!({"role": role, "content": content});
+    if let Some(e) = external_id {
+        m["externalId"] = e.into();
+    }
+    serde_json::from_value(serde_json::json!({ "messages": [m] })).unwrap()
+}
+
+async fn new_conversation(w: &World, owner: &str) -> Conversation {
+    service::create_conversation(&w.deps, owner, create_req("child-1", "toy-1"))
+        .await
+        .unwrap()
+        .0
+}
+
+fn code(e: DomainError) -> ErrorCode {
+    e.code()
+}
+
+#[tokio::test]
+async fn create_sets_the_seed_fields() {
+    let w = world();
+    let (c, created) =
+        service::create_conversation(&w.deps, "alice", create_req("child-1", "toy-1"))
+            .await
+            .unwrap();
+    assert!(created);
+    assert_eq!(c.status, ConversationStatus::Active);
+    assert_eq!(
+        (c.user_id.as_str(), c.user_name.as_deref()),
+        ("child-1", Some("Mia"))
+    );
+    assert_eq!(
+        (c.agent_id.as_str(), c.agent_name.as_deref()),
+        ("toy-1", Some("Teddy"))
+    );
+    assert_eq!((c.kind.as_str(), c.channel.as_str()), ("story", "web"));
+    assert_eq!(c.owner_id, "alice");
+    assert_eq!(c.created_at, w.clock.now());
+    assert_eq!(c.start_time, c.created_at);
+    assert_eq!(c.message_count, 0);
+    assert_eq!(c.metadata["lang"], "en");
+    assert_eq!(w.conversation(&c.conversation_id).await, c);
+}
+
+#[tokio::test]
+async fn sms_numbers_are_normalized_and_bad_ones_refused() {
+    let w = world();
+    let mut req = create_req("(415) 555-2671", "+1 224 242 3142");
+    req.channel = Some("sms".into());
+    let (c, _) = service::create_conversation(&w.deps, "alice", req)
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.user_id.as_str(), c.agent_id.as_str()),
+        ("+14155552671", "+12242423142")
+    );
+    let mut bad = create_req("not a number", "+12242423142");
+    bad.channel = Some("sms".into());
+    let err = service::create_conversation(&w.deps, "alice", bad)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidPhoneNumber);
+}
+
+#[tokio::test]
+async fn reuse_active_returns_one_conversation_under_a_race() {
+    let w = world();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let deps = w.deps.clone();
+            tokio::spawn(async move {
+                let mut req = create_req("child-9", "toy-9");
+                req.reuse_active = true;
+                service::create_conversation(&deps, "alice", req)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let (c, new) = t.await.unwrap();
+        ids.insert(c.conversation_id);
+        created += new as usize;
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(created, 1);
+    // Without reuse, a second conversation starts.
+    let (other, _) = service::create_conversation(&w.deps, "alice", create_req("child-9", "toy-9"))
+        .await
+        .unwrap();
+    assert!(!ids.contains(&other.conversation_id));
+}
+
+#[tokio::test]
+async fn append_answers_before_storing_and_the_worker_assigns_indexes() {
+    let w = world();
+    let c = new_conversation(&w, "alice").await;
+    let id = &c.conversation_id;
+    let r1 = service::append_messages(
+        &w.deps,
+        "alice",
+        id,
+        exchange("Tell me about dragons", "Dragons fly."),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r1.messages.len(), 2);
+    assert!(
+        r1.messages
+            .iter()
+            .all(|m| m.safety.action == SafetyAction::Safe)
+    );
+    assert!(
+        w.all_messages(id).await.is_empty(),
+        "nothing is stored before the worker runs"
+    );
+    service::append_messages(
+        &w.deps,
+        "alice",
+        id,
+        exchange("And castles?", "Castles are big."),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    let msgs = w.all_messages(id).await;
+    assert_eq!(
+        msgs.iter().map(|m| m.message_index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(msgs[0].message_id, r1.messages[0].message_id);
+    assert_eq!(msgs[2].content, "And castles?");
+    let c = w.conversation(id).await;
+    assert_eq!(c.message_count, 4);
+    assert_eq!(
+        c.first_message_preview.as_deref(),
+        Some("Tell me about dragons")
+    );
+    assert_eq!(c.last_message_preview.as_deref(), Some("Castles are big."));
+}
+
+#[tokio::test]
+async fn a_redelivered_command_changes_nothing() {
+    let w = world();
+    let c = new_conversation(&w, "alice").await;
+    let id = c.conversation_id.clone();
+    service::append_messages(&w.deps, "alice", &id, exchange("one", "two"), None)
+        .await
+        .unwrap();
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    let body = batch[0].body.clone();
+    let deliver = || vec![Delivery::decode("r1".into(), Some(id.clone()), &body)];
+    let first = persist_batch(&w.deps, deliver()).await;
+    assert_eq!((first.commands_applied, first.messages_persisted), (1, 2));
+    let before = w.conversation(&id).await;
+    // The same command again (a crash before the delete, a replayed batch).
+    let again = persist_batch(&w.deps, deliver()).await;
+    assert!(again.failed.is_empty());
+    assert_eq!((again.commands_applied, again.duplicates_skipped), (0, 1));
+    assert_eq!(w.conversation(&id).await, before);
+    assert_eq!(w.all_messages(&id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_repeated_external_id_is_stored_once() {
+    let w = world();
+    let c = new_conversation(&w, "alice").await;
+    let id = &c.conversation_id;
+    for _ in 0..3 {
+        service::append_messages(
+            &w.deps,
+            "alice",
+            id,
+            one("user", "hi there", Some("SM123")),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    service::append_messages(
+        &w.deps,
+        "alice",
+        id,
+        one("user", "other", Some("SM124")),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    let msgs = w.all_messages(id).await;
+    let ext: Vec<_> = msgs
+        .iter()
+        .map(|m| m.external_id.clone().unwrap())
+        .collect();
+    assert_eq!(ext, vec!["SM123", "SM124"]);
+    assert_eq!(w.conversation(id).await.message_count, 2);
+}
+
+#[tokio::test]
+async fn failed_records_are_reported_exactly_and_retried_in_order() {
+    let w = world();
+    let a = new_conversation(&w, "alice").await.conversation_id;
+    let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
+        .await
+        .unwrap()
+        .0
+        .conversation_id;
+    service::append_messages(&w.deps, "alice", &a, one("user", "a1", None), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &b, one("user", "b1", None), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &a, one("user", "a2", None), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &b, one("user", "b2", None), None)
+        .await
+        .unwrap();
+    w.faulty.fail_commits_for.lock().unwrap().insert(b.clone());
+    let (ids, outcome) = w.persist_once().await.unwrap();
+    assert_eq!(ids.len(), 4);
+    // Exactly b's two records, in order; a's are stored.
+    assert_eq!(outcome.failed, vec![ids[1].clone(), ids[3].clone()]);
+    assert_eq!(
+        w.all_messages(&a)
+            .await
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["a1", "a2"]
+    );
+    assert!(w.all_messages(&b).await.is_empty());
+    w.faulty.fail_commits_for.lock().unwrap().clear();
+    w.settle().await;
+    let bs = w.all_messages(&b).await;
+    assert_eq!(
+        bs.iter()
+            .map(|m| (m.message_index, m.content.as_str()))
+            .collect::<Vec<_>>(),
+        [(0, "b1"), (1, "b2")]
+    );
+    assert_eq!(w.conversation(&a).await.message_count, 2);
+}
+
+#[tokio::test]
+async fn a_poison_message_is_parked_and_its_batch_is_stored() {
+    let w = world();
+    let a = new_conversation(&w, "alice").await.conversation_id;
+    w.writes
+        .send(Some("poison-group"), Some("p1"), "{not json".into())
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &a, one("user", "fine", None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(w.all_messages(&a).await.len(), 1);
+    let stats = w.writes.stats();
+    assert_eq!(
+        (stats.visible, stats.in_flight, stats.dead_letters),
+        (0, 0, 1)
+    );
+    assert_eq!(w.writes.dead_letters(), vec!["{not json".to_string()]);
+}
+
+#[tokio::test]
+async fn end_sets_duration_stats_and_a_generated_title() {
+    let w = world();
+    let c = new_conversation(&w, "alice").await;
+    let id = &c.conversation_id;
+    service::append_messages(
+        &w.deps,
+        "alice",
+        id,
+        exchange("I love volcanoes and lava", "Me too!"),
+        None,
+    )
+    .await
+    .unwrap();
+    w.clock.advance(Duration::seconds(95));
+    service::end_session(&w.deps, "alice", id, None)
+        .await
+        .unwrap();
+    // Accepted before the end was applied, so still stored after it.
+    w.settle().await;
+    let c = w.conversation(id).await;
+    assert_eq!(c.status, ConversationStatus::Ended);
+    assert_eq!(c.end_time, Some(c.start_time + Duration::seconds(95)));
+    assert_eq!(
+        (c.duration_seconds, c.duration_minutes),
+        (Some(95), Some(2))
+    );
+    assert_eq!(c.title.as_deref(), Some("Love Volcanoes Lava"));
+    assert_eq!(c.title_source, Some(TitleSource::Generated));
+    assert!(c.title_generated_at.is_some());
+    let stats = service::user_stats(&w.deps, "alice", "child-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.conversations, stats.messages, stats.total_seconds),
+        (1, 2, 95)
+    );
+    let err = service::append_messages(&w.deps, "alice", id, one("user", "late", None), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::ConversationEnded);
+    let err = service::end_session(&w.deps, "alice", id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::ConversationEnded);
+}
+
+#[tokio::test]
+async fn an_end_never_overtakes_messages_accepted_before_it() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    for i in 0..12 {
+        service::append_messages(
+            &w.deps,
+            "alice",
+            &id,
+            one("user", &format!("m{i}"), None),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    service::end_session(&w.deps, "alice", &id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let stats = service::user_stats(&w.deps, "alice", "child-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        stats.messages, 12,
+        "the end was applied after all 12 messages"
+    );
+}
+
+#[tokio::test]
+async fn a_user_title_is_never_overwritten() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        exchange("rockets and planets", "yes"),
+        None,
+    )
+    .await
+    .unwrap();
+    let patch = PatchConversationRequest {
+        title: Some("Mia's space chat".into()),
+        ..Default::default()
+    };
+    service::patch_conversation(&w.deps, "alice", &id, patch)
+        .await
+        .unwrap();
+    service::end_session(&w.deps, "alice", &id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let c = w.conversation(&id).await;
+    assert_eq!(c.title.as_deref(), Some("Mia's space chat"));
+    assert_eq!(c.title_source, Some(TitleSource::User));
+    assert_eq!(c.status, ConversationStatus::Ended);
+}
+
+#[tokio::test]
+async fn a_title_is_requested_after_the_first_exchanges() {
+    let w = world_with(Config {
+        early_title_after_messages: 4,
+        ..Config::default()
+    });
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        exchange("penguins live where", "In the south."),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    assert_eq!(w.conversation(&id).await.title, None);
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        exchange("penguins swim fast", "Very fast."),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    let c = w.conversation(&id).await;
+    assert_eq!(c.title.as_deref(), Some("Penguins Live Swim Fast"));
+    // Later exchanges do not queue more title jobs.
+    service::append_messages(&w.deps, "alice", &id, exchange("more penguins", "ok"), None)
+        .await
+        .unwrap();
+    let persisted = w.persist_once().await.unwrap().1;
+    assert_eq!(persisted.commands_applied, 1);
+    assert_eq!(w.titles.stats().visible, 0);
+}
+
+#[tokio::test]
+async fn patch_merges_metadata_and_archives_only_ended_conversations() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let meta = serde_json::json!({"lang": null, "mood": "happy"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let c = service::patch_conversation(
+        &w.deps,
+        "alice",
+        &id,
+        PatchConversationRequest {
+            metadata: Some(meta),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        serde_json::Value::Object(c.metadata.clone()),
+        serde_json::json!({"mood": "happy"})
+    );
+    let archive = || PatchConversationRequest {
+        status: Some("archived".into()),
+        ..Default::default()
+    };
+    let err = service::patch_conversation(&w.deps, "alice", &id, archive())
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::ConversationNotEnded);
+    assert_eq!(w.conversation(&id).await.status, ConversationStatus::Active);
+    service::end_session(&w.deps, "alice", &id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let c = service::patch_conversation(&w.deps, "alice", &id, archive())
+        .await
+        .unwrap();
+    assert_eq!(c.status, ConversationStatus::Archived);
+    assert!(c.archived_at.is_some());
+}
+
+#[tokio::test]
+async fn another_owner_sees_exactly_what_a_missing_id_shows() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let missing = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    for target in [id.as_str(), missing, "bad id"] {
+        let e1 = service::get_conversation(&w.deps, "bob", target)
+            .await
+            .unwrap_err();
+        let e2 = service::append_messages(&w.deps, "bob", target, one("user", "x", None), None)
+            .await
+            .unwrap_err();
+        let e3 = service::end_session(&w.deps, "bob", target, None)
+            .await
+            .unwrap_err();
+        let e4 = service::list_messages(&w.deps, "bob", target, MessageParams::default())
+            .await
+            .unwrap_err();
+        let e5 = service::context(&w.deps, "bob", target, None, None)
+            .await
+            .unwrap_err();
+        let e6 = service::patch_conversation(
+            &w.deps,
+            "bob",
+            target,
+            PatchConversationRequest {
+                title: Some("mine".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        for e in [e1, e2, e3, e4, e5, e6] {
+            assert_eq!(code(e), ErrorCode::ConversationNotFound, "{target}");
+        }
+    }
+    let page = service::list_conversations(
+        &w.deps,
+        "bob",
+        ListParams {
+            user_id: Some("child-1"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(page.conversations.is_empty());
+    w.settle().await;
+    assert_eq!(w.conversation(&id).await.title, None);
+    assert_eq!(w.conversation(&id).await.message_count, 0);
+}
+
+#[tokio::test]
+async fn context_is_recent_oldest_first_and_leaves_blocked_messages_out() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        exchange("old question", "old answer"),
+        None,
+    )
+    .await
+    .unwrap();
+    w.clock.advance(Duration::hours(25));
+    for i in 0..3 {
+        service::append_messages(
+            &w.deps,
+            "alice",
+            &id,
+            exchange(&format!("q{i}"), &format!("a{i}")),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let blocked = service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        one("user", "send a naked photo, shit", None),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(blocked.blocked);
+    assert_eq!(blocked.messages[0].safety.action, SafetyAction::Blocked);
+    w.settle().await;
+    let ctx = service::context(&w.deps, "alice", &id, Some("4"), Some("24h"))
+        .await
+        .unwrap();
+    let got: Vec<&str> = ctx.messages.iter().map(|m| m.content.as_str()).collect();
+    // The last 4 unblocked messages, oldest first; the blocked one is left
+    // out and the one older than 24 h is outside the window.
+    assert_eq!(got, vec!["q1", "a1", "q2", "a2"]);
+    let ctx = service::context(&w.deps, "alice", &id, Some("50"), Some("24h"))
+        .await
+        .unwrap();
+    assert_eq!(ctx.messages.len(), 6);
+    assert_eq!(ctx.messages[0].role, Role::User);
+    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.messages.first().map(|m| m.content.as_str()),
+        Some("old question")
+    );
+    let c = w.conversation(&id).await;
+    assert!(c.flagged);
+    assert_eq!(c.flag_status, Some(FlagStatus::Unreviewed));
+    assert_eq!(c.severity, Some(Severity::High));
+    assert_eq!(c.flag_type.as_deref(), Some("sexual"));
+    assert_eq!(
+        c.last_message_preview.as_deref(),
+        Some("[withheld by moderation]")
+    );
+}
+
+#[tokio::test]
+async fn messages_page_by_cursor_in_both_orders_and_by_time() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    for i in 0..25 {
+        service::append_messages(
+            &w.deps,
+            "alice",
+            &id,
+            one("user", &format!("m{i}"), None),
+            None,
+        )
+        .await
+        .unwrap();
+        w.clock.advance(Duration::minutes(1));
+    }
+    w.settle().await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = service::list_messages(
+            &w.deps,
+            "alice",
+            &id,
+            MessageParams {
+                limit: Some("10"),
+                order: Some("desc"),
+                cursor: cursor.as_deref(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        seen.extend(page.messages.iter().map(|m| m.message_index));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..25).rev().collect::<Vec<u64>>());
+    // A time window: minutes 5..10 after the first message.
+    let start = w.conversation(&id).await.start_time;
+    let since = (start + Duration::minutes(5)).to_rfc3339();
+    let until = (start + Duration::minutes(10)).to_rfc3339();
+    let page = service::list_messages(
+        &w.deps,
+        "alice",
+        &id,
+        MessageParams {
+            since: Some(&since),
+            until: Some(&until),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.message_index)
+            .collect::<Vec<_>>(),
+        vec![5, 6, 7, 8, 9]
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_or_foreign_cursor_is_refused() {
+    let w = world();
+    let a = new_conversation(&w, "alice").await.conversation_id;
+    let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
+        .await
+        .unwrap()
+        .0
+        .conversation_id;
+    for i in 0..5 {
+        service::append_messages(
+            &w.deps,
+            "alice",
+            &a,
+            one("user", &format!("a{i}"), None),
+            None,
+        )
+        .await
+        .unwrap();
+        service::append_messages(
+            &w.deps,
+            "alice",
+            &b,
+            one("user", &format!("b{i}"), None),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    w.settle().await;
+    let params = |cursor| MessageParams {
+        limit: Some("2"),
+        cursor,
+        ..Default::default()
+    };
+    let page = service::list_messages(&w.deps, "alice", &a, params(None))
+        .await
+        .unwrap();
+    let cursor = page.next_cursor.unwrap();
+    let err = service::list_messages(&w.deps, "alice", &b, params(Some(&cursor)))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidCursor);
+    let mut tampered = cursor.clone();
+    tampered.insert(3, 'x');
+    for bad in [tampered.as_str(), "garbage", ""] {
+        let err = service::list_messages(&w.deps, "alice", &a, params(Some(bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(code(err), ErrorCode::InvalidCursor, "{bad}");
+    }
+    let list = |cursor| ListParams {
+        user_id: Some("child-1"),
+        cursor,
+        limit: Some("1"),
+    };
+    let err = service::list_conversations(&w.deps, "alice", list(Some(&cursor)))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidCursor);
+}
+
+#[tokio::test]
+async fn conversations_list_newest_first_with_pages() {
+    let w = world();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(new_conversation(&w, "alice").await.conversation_id);
+        w.clock.advance(Duration::seconds(10));
+    }
+    service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-1"))
+        .await
+        .unwrap();
+    service::create_conversation(&w.deps, "bob", create_req("child-1", "toy-1"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = service::list_conversations(
+            &w.deps,
+            "alice",
+            ListParams {
+                user_id: Some("child-1"),
+                cursor: cursor.as_deref(),
+                limit: Some("2"),
+            },
+        )
+        .await
+        .unwrap();
+        got.extend(page.conversations.into_iter().map(|c| c.conversation_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn the_sweeper_ends_idle_sessions_only() {
+    let w = world();
+    let idle = new_conversation(&w, "alice").await.conversation_id;
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &idle,
+        exchange("hello bear", "hello!"),
+        None,
+    )
+    .await
+    .unwrap();
+    let busy = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
+        .await
+        .unwrap()
+        .0
+        .conversation_id;
+    w.settle().await;
+    let last_activity = w.conversation(&idle).await.last_activity_at;
+    w.clock.advance(Duration::minutes(25));
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &busy,
+        one("user", "still here", None),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    w.clock.advance(Duration::minutes(6));
+    assert_eq!(sweep_idle_sessions(&w.deps).await.unwrap(), 1);
+    // A second sweep before the worker ran enqueues a duplicate that the
+    // FIFO deduplication drops.
+    assert_eq!(sweep_idle_sessions(&w.deps).await.unwrap(), 1);
+    w.settle().await;
+    let c = w.conversation(&idle).await;
+    assert_eq!(c.status, ConversationStatus::Ended);
+    assert_eq!(c.end_time, Some(last_activity));
+    assert_eq!(
+        w.conversation(&busy).await.status,
+        ConversationStatus::Active
+    );
+    let stats = service::user_stats(&w.deps, "alice", "child-1")
+        .await
+        .unwrap();
+    assert_eq!(stats.conversations, 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let body = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let key = || Some(IdempotencyKey::new("retry-1", body).unwrap());
+    let first = service::append_messages(&w.deps, "alice", &id, one("user", "hi", None), key())
+        .await
+        .unwrap();
+    let again = service::append_messages(&w.deps, "alice", &id, one("user", "hi", None), key())
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let other = Some(IdempotencyKey::new("retry-1", b"something else").unwrap());
+    let err = service::append_messages(&w.deps, "alice", &id, one("user", "bye", None), other)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::IdempotencyKeyReused);
+    w.settle().await;
+    assert_eq!(w.all_messages(&id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_writers_get_gapless_indexes() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            let deps = w.deps.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    service::append_messages(
+                        &deps,
+                        "alice",
+                        &id,
+                        one("user", &format!("w{t}-{i}"), None),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    // The worker runs while the writers write.
+    for _ in 0..20 {
+        w.persist_once().await;
+        tokio::task::yield_now().await;
+    }
+    for t in writers {
+        t.await.unwrap();
+    }
+    w.settle().await;
+    let msgs = w.all_messages(&id).await;
+    assert_eq!(
+        msgs.iter().map(|m| m.message_index).collect::<Vec<_>>(),
+        (0..400).collect::<Vec<u64>>()
+    );
+    let distinct: std::collections::HashSet<_> = msgs.iter().map(|m| m.content.clone()).collect();
+    assert_eq!(distinct.len(), 400);
+    assert_eq!(w.conversation(&id).await.message_count, 400);
+    // Each writer's messages keep that writer's order.
+    for t in 0..8 {
+        let mine: Vec<_> = msgs
+            .iter()
+            .filter(|m| m.content.starts_with(&format!("w{t}-")))
+            .map(|m| m.content.clone())
+            .collect();
+        assert_eq!(
+            mine,
+            (0..50).map(|i| format!("w{t}-{i}")).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_append_too_large_for_one_queue_message_is_refused() {
+    let w = world();
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let big = "x".repeat(16 * 1024);
+    let messages: Vec<_> = (0..20)
+        .map(|_| serde_json::json!({"role": "user", "content": big}))
+        .collect();
+    let req: AppendRequest =
+        serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap();
+    let err = service::append_messages(&w.deps, "alice", &id, req, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::PayloadTooLarge);
+    assert_eq!(w.writes.stats().visible, 0);
+}
+
+#[test]
+fn write_commands_keep_their_wire_format() {
+    // Messages already on the queue must stay readable across releases.
+    let body = r#"{"v":1,"commandId":"c1","conversationId":"01ARZ3NDEKTSV4RRFFQ69G5FAV","ownerId":"alice",
+        "acceptedAt":"2026-05-01T09:00:00.000Z","kind":"append","messages":[{"messageId":"m1","role":"user",
+        "content":"hi","createdAt":"2026-05-01T09:00:00Z","safety":{"score":1.0,"action":"safe"}}]}"#;
+    let cmd: WriteCommand = serde_json::from_str(body).unwrap();
+    assert_eq!(cmd.command_id, "c1");
+    let end = r#"{"v":1,"commandId":"c2","conversationId":"x","ownerId":"alice","acceptedAt":"2026-05-01T09:00:00Z","kind":"end","reason":"idle"}"#;
+    let cmd: WriteCommand = serde_json::from_str(end).unwrap();
+    assert!(matches!(
+        cmd.kind,
+        convo_schema::commands::WriteKind::End {
+            reason: convo_schema::commands::EndReason::Idle
+        }
+    ));
+}

@@ -1,0 +1,246 @@
+//! Shared set-up for the domain tests: the embedded store and queues in
+//! memory, a clock the test moves, and helpers that play the part of
+//! Lambda's event source mapping.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::TimeZone;
+use convo_domain::moderation::RuleModerator;
+use convo_domain::persist::{BatchOutcome, Delivery, persist_batch};
+use convo_domain::ports::*;
+use convo_domain::titles::{ExtractiveTitler, generate_title};
+use convo_domain::{Config, Deps, UlidSource};
+use convo_embedded::{EmbeddedQueue, EmbeddedStore, QueueKind, open_database};
+use convo_schema::commands::TitleJob;
+use convo_schema::{Conversation, Message, Timestamp, UserStats};
+
+pub struct TestClock(Mutex<Timestamp>);
+
+impl TestClock {
+    pub fn advance(&self, d: chrono::Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+pub struct World {
+    pub deps: Deps,
+    pub store: Arc<EmbeddedStore>,
+    pub faulty: Arc<FaultyStore>,
+    pub writes: Arc<EmbeddedQueue>,
+    pub titles: Arc<EmbeddedQueue>,
+    pub clock: Arc<TestClock>,
+}
+
+pub fn world() -> World {
+    world_with(Config::default())
+}
+
+pub fn world_with(config: Config) -> World {
+    let db = open_database(None).unwrap();
+    let store = Arc::new(EmbeddedStore::new(db.clone()).unwrap());
+    let faulty = Arc::new(FaultyStore {
+        inner: store.clone(),
+        fail_commits_for: Mutex::new(HashSet::new()),
+    });
+    let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, 3).unwrap();
+    let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, 3).unwrap();
+    let clock = Arc::new(TestClock(Mutex::new(
+        chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap(),
+    )));
+    let moderator = Arc::new(RuleModerator::default());
+    let deps = Deps {
+        store: faulty.clone(),
+        writes: writes.clone(),
+        titles: titles.clone(),
+        clock: clock.clone(),
+        ids: Arc::new(UlidSource::default()),
+        titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
+        moderator,
+        config,
+    };
+    World {
+        deps,
+        store,
+        faulty,
+        writes,
+        titles,
+        clock,
+    }
+}
+
+impl World {
+    /// Receives one batch from the writes queue and runs the worker on it,
+    /// settling records as Lambda's event source mapping would.
+    pub async fn persist_once(&self) -> Option<(Vec<String>, BatchOutcome)> {
+        let batch = self.writes.receive(10, Duration::from_millis(0)).await;
+        if batch.is_empty() {
+            return None;
+        }
+        let ids = batch.iter().map(|r| r.message_id.clone()).collect();
+        let deliveries = batch
+            .iter()
+            .map(|r| Delivery::decode(r.message_id.clone(), r.group.clone(), &r.body))
+            .collect();
+        let outcome = persist_batch(&self.deps, deliveries).await;
+        for r in &batch {
+            if outcome.failed.contains(&r.message_id) {
+                self.writes.nack(r.receipt).await.unwrap();
+            } else {
+                self.writes.ack(r.receipt).await.unwrap();
+            }
+        }
+        Some((ids, outcome))
+    }
+
+    /// Runs the worker until the writes queue is empty (waiting out retry
+    /// backoffs), then the title worker.
+    pub async fn settle(&self) {
+        for _ in 0..1000 {
+            if self.persist_once().await.is_none() {
+                let stats = self.writes.stats();
+                if stats.visible == 0 && stats.in_flight == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        loop {
+            let batch = self.titles.receive(10, Duration::from_millis(0)).await;
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                let job: TitleJob = serde_json::from_str(&r.body).unwrap();
+                generate_title(&self.deps, &job).await.unwrap();
+                self.titles.ack(r.receipt).await.unwrap();
+            }
+        }
+    }
+
+    pub async fn conversation(&self, id: &str) -> Conversation {
+        self.store
+            .get_conversation(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation
+    }
+
+    pub async fn all_messages(&self, id: &str) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .list_messages(
+                    id,
+                    &MessageQuery {
+                        cursor,
+                        limit: 37,
+                        ..MessageQuery::default()
+                    },
+                )
+                .await
+                .unwrap();
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// The embedded store, with commits of chosen conversations failing as a
+/// throttled DynamoDB would.
+pub struct FaultyStore {
+    pub inner: Arc<EmbeddedStore>,
+    pub fail_commits_for: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl ConversationStore for FaultyStore {
+    async fn create_conversation(
+        &self,
+        r: &ConversationRecord,
+        reuse: bool,
+    ) -> Result<Created, StoreError> {
+        self.inner.create_conversation(r, reuse).await
+    }
+    async fn get_conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        self.inner.get_conversation(id).await
+    }
+    async fn put_conversation(&self, r: &ConversationRecord, v: u64) -> Result<(), StoreError> {
+        self.inner.put_conversation(r, v).await
+    }
+    async fn list_conversations(
+        &self,
+        o: &str,
+        u: &str,
+        c: Option<&str>,
+        l: usize,
+    ) -> Result<Page<Conversation>, StoreError> {
+        self.inner.list_conversations(o, u, c, l).await
+    }
+    async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+        self.inner.list_messages(id, q).await
+    }
+    async fn existing_external_ids(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        self.inner.existing_external_ids(id, ids).await
+    }
+    async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        if self
+            .fail_commits_for
+            .lock()
+            .unwrap()
+            .contains(c.record.id())
+        {
+            return Err(StoreError::Unavailable("injected throttle".into()));
+        }
+        self.inner.commit(c).await
+    }
+    async fn user_stats(&self, o: &str, u: &str) -> Result<Option<UserStats>, StoreError> {
+        self.inner.user_stats(o, u).await
+    }
+    async fn active_started_before(
+        &self,
+        t: Timestamp,
+        l: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.active_started_before(t, l).await
+    }
+    async fn claim_idempotency_key(
+        &self,
+        o: &str,
+        k: &str,
+        f: &str,
+        n: Timestamp,
+        e: Timestamp,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        self.inner.claim_idempotency_key(o, k, f, n, e).await
+    }
+    async fn complete_idempotency_key(&self, o: &str, k: &str, r: &str) -> Result<(), StoreError> {
+        self.inner.complete_idempotency_key(o, k, r).await
+    }
+    async fn release_idempotency_key(&self, o: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.release_idempotency_key(o, k).await
+    }
+    async fn health(&self) -> ComponentHealth {
+        self.inner.health().await
+    }
+}
