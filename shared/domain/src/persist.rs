@@ -248,7 +248,7 @@ pub fn plan_commit(
     let mut applied = 0;
     let mut duplicates = 0;
     for cmd in commands {
-        if rec.applied_commands.iter().any(|id| *id == cmd.command_id) {
+        if rec.applied_commands.contains(&cmd.command_id) {
             duplicates += 1;
             // A redelivered end whose title job may not have been queued.
             if matches!(cmd.kind, WriteKind::End { .. }) && needs_title(&rec) {

@@ -260,9 +260,10 @@ pub trait Moderator: Send + Sync {
 }
 
 pub trait TitleGenerator: Send + Sync {
-    /// A title from the conversation's user turns (oldest first), or `None`
-    /// when they hold nothing to build one from.
-    fn title(&self, user_turns: &[&str]) -> Option<String>;
+    /// A title from the conversation's user turns (oldest first), never
+    /// using a word of `avoid` (the participants' names), or `None` when the
+    /// turns hold nothing to build one from.
+    fn title(&self, user_turns: &[&str], avoid: &[&str]) -> Option<String>;
 }
 
 /// The system clock.

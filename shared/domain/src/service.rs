@@ -2,7 +2,6 @@
 //! Every operation takes the caller's owner id (the JWT `sub`); another
 //! owner's conversation is reported exactly like a missing one.
 
-use chrono::Duration;
 use convo_schema::api::*;
 use convo_schema::commands::{
     AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind,
@@ -583,9 +582,4 @@ pub async fn health(deps: &Deps) -> (bool, serde_json::Value) {
         "components": [store, writes, titles],
     });
     (ok, body)
-}
-
-/// How long until a time, rounded up to whole seconds (for durations).
-pub fn whole_seconds(d: Duration) -> i64 {
-    d.num_milliseconds().max(0).div_euclid(1000)
 }

@@ -60,14 +60,19 @@ impl ExtractiveTitler {
 }
 
 impl TitleGenerator for ExtractiveTitler {
-    fn title(&self, user_turns: &[&str]) -> Option<String> {
+    fn title(&self, user_turns: &[&str], avoid: &[&str]) -> Option<String> {
+        let avoid: HashSet<String> = avoid
+            .iter()
+            .flat_map(|n| n.split_whitespace())
+            .map(fold)
+            .collect();
         // stem -> (first spelling, count, first position); "dragon" and
         // "dragons" count as one word.
         let mut seen: HashMap<String, (String, usize, usize)> = HashMap::new();
         let mut position = 0;
         for turn in user_turns.iter().take(TITLE_TURNS) {
             for raw in turn.split_whitespace() {
-                if let Some(w) = self.topic_word(raw) {
+                if let Some(w) = self.topic_word(raw).filter(|w| !avoid.contains(w)) {
                     let stem = stem(&w);
                     seen.entry(stem).or_insert((w, 0, position)).1 += 1;
                     position += 1;
@@ -159,7 +164,12 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
             .start_time
             .format("%-d %B %Y")
             .to_string();
-        let title = shape_title(&record.conversation.kind, deps.titler.title(&turns), &date);
+        let c = &record.conversation;
+        let names: Vec<&str> = [c.user_name.as_deref(), c.agent_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let title = shape_title(&c.kind, deps.titler.title(&turns, &names), &date);
         let expected = record.version;
         let c = &mut record.conversation;
         if c.title.as_deref() == Some(title.as_str()) && c.title_generated_at.is_some() {
@@ -192,15 +202,21 @@ mod tests {
     #[test]
     fn takes_topic_words_in_order() {
         let t = titler()
-            .title(&[
-                "Can you tell me about dinosaurs?",
-                "Which dinosaurs could fly? I love pterodactyls",
-                "Do volcanoes erupt often?",
-            ])
+            .title(
+                &[
+                    "Can you tell me about dinosaurs?",
+                    "Which dinosaurs could fly? I love pterodactyls",
+                    "Do volcanoes erupt often?",
+                ],
+                &[],
+            )
             .unwrap();
         assert_eq!(t, "Dinosaurs Fly Love Pterodactyls Volcanoes Erupt");
         let t = titler()
-            .title(&["a dragon story", "more dragons and castles", "the castle"])
+            .title(
+                &["a dragon story", "more dragons and castles", "the castle"],
+                &[],
+            )
             .unwrap();
         assert_eq!(t, "Dragon Story Castles");
         let words = t.split_whitespace().count();
@@ -210,9 +226,10 @@ mod tests {
     #[test]
     fn leaves_out_personal_data_and_bad_words() {
         let t = titler()
-            .title(&[
-                "my number is 415 555 2671 and email is kid@example.com, shit, let's talk rockets",
-            ])
+            .title(
+                &["Mia here: my number is 415 555 2671 and email is kid@example.com, shit, let's talk rockets"],
+                &["Mia Jones", "Teddy"],
+            )
             .unwrap();
         assert_eq!(t, "Number Email Talk Rockets");
     }
@@ -227,6 +244,6 @@ mod tests {
             shape_title("chat", None, "1 May 2026"),
             "Chat on 1 May 2026"
         );
-        assert_eq!(titler().title(&["hi", "ok thanks"]), None);
+        assert_eq!(titler().title(&["hi", "ok thanks"], &[]), None);
     }
 }

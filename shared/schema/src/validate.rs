@@ -138,13 +138,15 @@ fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationErr
             ),
         ));
     }
-    if let Some(ext) = &m.external_id {
-        if ext.trim().is_empty() || ext.chars().count() > MAX_EXTERNAL_ID_CHARS {
-            return Err(ValidationError::invalid(
-                field("externalId"),
-                format!("externalId must hold 1 to {MAX_EXTERNAL_ID_CHARS} characters"),
-            ));
-        }
+    if let Some(ext) = &m.external_id
+        && (ext.trim().is_empty()
+            || ext.chars().count() > MAX_EXTERNAL_ID_CHARS
+            || ext.chars().any(char::is_control))
+    {
+        return Err(ValidationError::invalid(
+            field("externalId"),
+            format!("externalId must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable characters"),
+        ));
     }
     if let Some(url) = &m.audio_url
         && (url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("s3://")))
