@@ -330,23 +330,10 @@ impl ConversationStore for EmbeddedStore {
             for entry in iter {
                 let (_, v) = entry.map_err(unavailable)?;
                 let m: Message = decode(v.value())?;
-                let in_window = q.since.is_none_or(|s| m.created_at >= s)
-                    && q.until.is_none_or(|u| m.created_at < u);
-                if !in_window {
-                    // Messages are appended in time order: once past the
-                    // window in the reading direction, nothing later matches.
-                    let past = match q.order {
-                        Order::Desc => q
-                            .since
-                            .is_some_and(|s| m.created_at < s && m.accepted_at < s),
-                        Order::Asc => q
-                            .until
-                            .is_some_and(|u| m.created_at >= u && m.accepted_at >= u),
-                    };
-                    if past {
-                        break;
-                    }
-                    continue;
+                match q.window(&m) {
+                    Window::Inside => {}
+                    Window::Skip => continue,
+                    Window::Past => break,
                 }
                 if items.len() == q.limit {
                     next = Some(m.message_index);

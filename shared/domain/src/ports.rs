@@ -84,6 +84,38 @@ pub struct MessageQuery {
     pub until: Option<Timestamp>,
 }
 
+/// Where a message stands relative to a query's time window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Inside,
+    /// Outside, but later messages in the reading direction may be inside.
+    Skip,
+    /// Outside, and so is everything after it in the reading direction:
+    /// messages are appended in time order, so reading can stop here.
+    Past,
+}
+
+impl MessageQuery {
+    pub fn window(&self, m: &Message) -> Window {
+        let inside = self.since.is_none_or(|s| m.created_at >= s)
+            && self.until.is_none_or(|u| m.created_at < u);
+        if inside {
+            return Window::Inside;
+        }
+        // `acceptedAt` is the server's clock and grows with the index; a
+        // client-supplied `createdAt` may lag it, so both must be past.
+        let past = match self.order {
+            Order::Desc => self
+                .since
+                .is_some_and(|s| m.created_at < s && m.accepted_at < s),
+            Order::Asc => self
+                .until
+                .is_some_and(|u| m.created_at >= u && m.accepted_at >= u),
+        };
+        if past { Window::Past } else { Window::Skip }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,

@@ -1,0 +1,104 @@
+//! Configuration from the environment, read once at cold start. A missing
+//! variable is a startup error that names it.
+
+use std::sync::Arc;
+
+use convo_domain::moderation::RuleModerator;
+use convo_domain::titles::ExtractiveTitler;
+use convo_domain::{Config, Deps, SystemClock, UlidSource};
+
+use crate::{DynamoStore, SqsQueue, SqsQueueConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing environment variable(s): {}", .0.join(", "))]
+    Missing(Vec<&'static str>),
+    #[error("environment variable {0} is invalid: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Where convo's resources are, and its tunables.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub table: String,
+    pub writes_queue_url: String,
+    pub titles_queue_url: String,
+    pub writes_dlq_url: Option<String>,
+    pub titles_dlq_url: Option<String>,
+    pub config: Config,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl AwsSettings {
+    /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`
+    /// (required), `CONVO_WRITES_DLQ_URL`, `CONVO_TITLES_DLQ_URL` (for
+    /// `/health`), `CONVO_IDLE_TIMEOUT` (default 30m) and
+    /// `CONVO_EARLY_TITLE_AFTER` (default 6).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let required = [
+            "CONVO_TABLE",
+            "CONVO_WRITES_QUEUE_URL",
+            "CONVO_TITLES_QUEUE_URL",
+        ];
+        let missing: Vec<&'static str> =
+            required.into_iter().filter(|n| var(n).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing(missing));
+        }
+        let mut config = Config::default();
+        if let Some(raw) = var("CONVO_IDLE_TIMEOUT") {
+            config.idle_timeout = convo_schema::validate::duration("CONVO_IDLE_TIMEOUT", &raw)
+                .map_err(|e| ConfigError::Invalid("CONVO_IDLE_TIMEOUT", e.message))?;
+        }
+        if let Some(raw) = var("CONVO_EARLY_TITLE_AFTER") {
+            config.early_title_after_messages = raw.parse().map_err(|_| {
+                ConfigError::Invalid("CONVO_EARLY_TITLE_AFTER", "expected a whole number".into())
+            })?;
+        }
+        Ok(Self {
+            table: var("CONVO_TABLE").unwrap_or_default(),
+            writes_queue_url: var("CONVO_WRITES_QUEUE_URL").unwrap_or_default(),
+            titles_queue_url: var("CONVO_TITLES_QUEUE_URL").unwrap_or_default(),
+            writes_dlq_url: var("CONVO_WRITES_DLQ_URL"),
+            titles_dlq_url: var("CONVO_TITLES_DLQ_URL"),
+            config,
+        })
+    }
+
+    /// Builds the handlers' dependencies on DynamoDB and SQS. Clients are
+    /// built here, once per process, and shared by every invocation.
+    pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Deps {
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let moderator = Arc::new(RuleModerator::default());
+        Deps {
+            store: Arc::new(DynamoStore::new(dynamo, &self.table)),
+            writes: Arc::new(SqsQueue::new(
+                sqs.clone(),
+                SqsQueueConfig {
+                    name: "writes".into(),
+                    url: self.writes_queue_url.clone(),
+                    dlq_url: self.writes_dlq_url.clone(),
+                    fifo: true,
+                },
+            )),
+            titles: Arc::new(SqsQueue::new(
+                sqs,
+                SqsQueueConfig {
+                    name: "titles".into(),
+                    url: self.titles_queue_url.clone(),
+                    dlq_url: self.titles_dlq_url.clone(),
+                    fifo: false,
+                },
+            )),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UlidSource::default()),
+            titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
+            moderator,
+            config: self.config.clone(),
+        }
+    }
+}

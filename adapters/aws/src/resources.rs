@@ -1,0 +1,214 @@
+//! The table and queues convo runs on, defined once. `convo-local init-aws`
+//! creates them from here, the tests create them from here, and the SAM
+//! template is checked against here.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// Conversations by (owner, user), newest first.
+pub const BY_USER_INDEX: &str = "byUser";
+pub const BY_USER_PK: &str = "gsi1pk";
+pub const BY_USER_SK: &str = "gsi1sk";
+/// Active conversations by start time (sparse: the keys are removed when a
+/// session ends), sharded so no index partition runs hot.
+pub const ACTIVE_INDEX: &str = "activeByStart";
+pub const ACTIVE_PK: &str = "gsi2pk";
+pub const ACTIVE_SK: &str = "gsi2sk";
+pub const ACTIVE_SHARDS: u32 = 8;
+/// Epoch seconds; DynamoDB's TTL deletes expired items.
+pub const TTL_ATTRIBUTE: &str = "ttl";
+
+/// Both indexes project keys only: an index entry is written when its keys
+/// change, never when other attributes of the conversation do, so an
+/// append does not pay for index writes.
+pub fn indexes() -> [(&'static str, &'static str, &'static str); 2] {
+    [
+        (BY_USER_INDEX, BY_USER_PK, BY_USER_SK),
+        (ACTIVE_INDEX, ACTIVE_PK, ACTIVE_SK),
+    ]
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .expect("key schema element")
+}
+
+fn attr(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("attribute definition")
+}
+
+/// Creates the table (on demand) and turns TTL on; an existing table is left
+/// as it is.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<bool, String> {
+    let mut req = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(PK, KeyType::Hash))
+        .key_schema(key(SK, KeyType::Range))
+        .attribute_definitions(attr(PK))
+        .attribute_definitions(attr(SK));
+    for (name, pk, sk) in indexes() {
+        req = req
+            .attribute_definitions(attr(pk))
+            .attribute_definitions(attr(sk))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(name)
+                    .key_schema(key(pk, KeyType::Hash))
+                    .key_schema(key(sk, KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(format!(
+                "create table {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            ));
+        }
+    }
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "enable TTL on {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(true)
+}
+
+/// A queue and its dead-letter queue.
+pub struct QueueSpec {
+    pub name: String,
+    pub fifo: bool,
+    /// Receives before SQS moves a message to the dead-letter queue.
+    pub max_receive_count: u32,
+    pub visibility_timeout_seconds: u32,
+}
+
+/// The writes queue: FIFO, high-throughput mode (deduplication and
+/// throughput per message group), content deduplication off (the command id
+/// is the deduplication id).
+pub fn writes_queue(prefix: &str) -> QueueSpec {
+    QueueSpec {
+        name: format!("{prefix}-writes.fifo"),
+        fifo: true,
+        max_receive_count: 5,
+        visibility_timeout_seconds: 180,
+    }
+}
+
+pub fn titles_queue(prefix: &str) -> QueueSpec {
+    QueueSpec {
+        name: format!("{prefix}-titles"),
+        fifo: false,
+        max_receive_count: 5,
+        visibility_timeout_seconds: 180,
+    }
+}
+
+/// Creates a queue and its dead-letter queue; returns (queue URL, DLQ URL).
+pub async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    spec: &QueueSpec,
+) -> Result<(String, String), String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let dlq_name = match spec.name.strip_suffix(".fifo") {
+        Some(base) => format!("{base}-dlq.fifo"),
+        None => format!("{}-dlq", spec.name),
+    };
+    let mut dlq = client.create_queue().queue_name(&dlq_name);
+    if spec.fifo {
+        dlq = dlq.attributes(A::FifoQueue, "true");
+    }
+    let dlq_url = dlq
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create queue {dlq_name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "read {dlq_name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .attributes
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .unwrap_or_default();
+    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count});
+    let mut q = client
+        .create_queue()
+        .queue_name(&spec.name)
+        .attributes(
+            A::VisibilityTimeout,
+            spec.visibility_timeout_seconds.to_string(),
+        )
+        .attributes(A::RedrivePolicy, redrive.to_string());
+    if spec.fifo {
+        q = q
+            .attributes(A::FifoQueue, "true")
+            .attributes(A::DeduplicationScope, "messageGroup")
+            .attributes(A::FifoThroughputLimit, "perMessageGroupId");
+    }
+    let url = q
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create queue {}: {}",
+                spec.name,
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .queue_url
+        .unwrap_or_default();
+    Ok((url, dlq_url))
+}
