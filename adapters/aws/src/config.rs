@@ -38,13 +38,8 @@ impl AwsSettings {
     /// `/health`), `CONVO_IDLE_TIMEOUT` (default 30m) and
     /// `CONVO_EARLY_TITLE_AFTER` (default 6).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let required = [
-            "CONVO_TABLE",
-            "CONVO_WRITES_QUEUE_URL",
-            "CONVO_TITLES_QUEUE_URL",
-        ];
-        let missing: Vec<&'static str> =
-            required.into_iter().filter(|n| var(n).is_none()).collect();
+        let required = ["CONVO_TABLE", "CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"];
+        let missing: Vec<&'static str> = required.into_iter().filter(|n| var(n).is_none()).collect();
         if !missing.is_empty() {
             return Err(ConfigError::Missing(missing));
         }
@@ -54,9 +49,9 @@ impl AwsSettings {
                 .map_err(|e| ConfigError::Invalid("CONVO_IDLE_TIMEOUT", e.message))?;
         }
         if let Some(raw) = var("CONVO_EARLY_TITLE_AFTER") {
-            config.early_title_after_messages = raw.parse().map_err(|_| {
-                ConfigError::Invalid("CONVO_EARLY_TITLE_AFTER", "expected a whole number".into())
-            })?;
+            config.early_title_after_messages = raw
+                .parse()
+                .map_err(|_| ConfigError::Invalid("CONVO_EARLY_TITLE_AFTER", "expected a whole number".into()))?;
         }
         Ok(Self {
             table: var("CONVO_TABLE").unwrap_or_default(),

@@ -82,9 +82,7 @@ fn millis(t: Timestamp) -> String {
 }
 
 fn shard(id: &str) -> u32 {
-    id.bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
-        % ACTIVE_SHARDS
+    id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % ACTIVE_SHARDS
 }
 
 fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
@@ -122,20 +120,14 @@ fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
             AttributeValue::L(r.applied_commands.iter().map(s).collect()),
         );
     }
-    item.insert(
-        "titleRequested".into(),
-        AttributeValue::Bool(r.title_requested),
-    );
+    item.insert("titleRequested".into(), AttributeValue::Bool(r.title_requested));
     item.insert(BY_USER_PK.into(), s(by_user_pk(&c.owner_id, &c.user_id)));
     item.insert(
         BY_USER_SK.into(),
         s(format!("{}#{}", millis(c.created_at), c.conversation_id)),
     );
     if c.status == ConversationStatus::Active {
-        item.insert(
-            ACTIVE_PK.into(),
-            s(format!("A#{}", shard(&c.conversation_id))),
-        );
+        item.insert(ACTIVE_PK.into(), s(format!("A#{}", shard(&c.conversation_id))));
         item.insert(
             ACTIVE_SK.into(),
             s(format!("{}#{}", millis(c.start_time), c.conversation_id)),
@@ -174,9 +166,7 @@ fn key(pk: String, sk: &str) -> Item {
 }
 
 fn str_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
 async fn backoff(attempt: u32) {
@@ -240,9 +230,7 @@ impl DynamoStore {
                 if !pending.is_empty() {
                     attempt += 1;
                     if attempt > BATCH_RETRIES {
-                        return Err(StoreError::Unavailable(
-                            "batch get: keys still unprocessed".into(),
-                        ));
+                        return Err(StoreError::Unavailable("batch get: keys still unprocessed".into()));
                     }
                     backoff(attempt).await;
                 }
@@ -351,18 +339,14 @@ impl ConversationStore for DynamoStore {
                     None => pair = pair.condition_expression("attribute_not_exists(pk)"),
                     Some(old) => {
                         pair = pair
-                            .condition_expression(
-                                "attribute_not_exists(pk) OR conversationId = :stale",
-                            )
+                            .condition_expression("attribute_not_exists(pk) OR conversationId = :stale")
                             .expression_attribute_values(":stale", s(old))
                     }
                 }
             }
             let items = vec![
                 TransactWriteItem::builder().put(meta).build(),
-                TransactWriteItem::builder()
-                    .put(pair.build().map_err(corrupt)?)
-                    .build(),
+                TransactWriteItem::builder().put(pair.build().map_err(corrupt)?).build(),
             ];
             match self.transact(items).await {
                 Ok(()) => return Ok(Created::New),
@@ -370,14 +354,11 @@ impl ConversationStore for DynamoStore {
                     let Some(p) = self.get(pair_pk(c), "ACTIVE").await? else {
                         continue;
                     };
-                    let Some(existing_id) = str_attr(&p, "conversationId").map(str::to_string)
-                    else {
+                    let Some(existing_id) = str_attr(&p, "conversationId").map(str::to_string) else {
                         continue;
                     };
                     match self.get_conversation(&existing_id).await? {
-                        Some(existing)
-                            if existing.conversation.status == ConversationStatus::Active =>
-                        {
+                        Some(existing) if existing.conversation.status == ConversationStatus::Active => {
                             return Ok(Created::Existing(Box::new(existing)));
                         }
                         _ => stale = Some(existing_id),
@@ -386,26 +367,17 @@ impl ConversationStore for DynamoStore {
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Conflict(
-            "could not settle the active pair".into(),
-        ))
+        Err(StoreError::Conflict("could not settle the active pair".into()))
     }
 
-    async fn get_conversation(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Option<ConversationRecord>, StoreError> {
+    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         self.get(conv_pk(conversation_id), META)
             .await?
             .map(record_from)
             .transpose()
     }
 
-    async fn put_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-    ) -> Result<(), StoreError> {
+    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
         let result = self
             .client
             .put_item()
@@ -421,9 +393,7 @@ impl ConversationStore for DynamoStore {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::Conflict(format!(
-                    "version is no longer {expected_version}"
-                )))
+                Err(StoreError::Conflict(format!("version is no longer {expected_version}")))
             }
             Err(e) => Err(sdk(e)),
         }
@@ -493,11 +463,7 @@ impl ConversationStore for DynamoStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn list_messages(
-        &self,
-        conversation_id: &str,
-        q: &MessageQuery,
-    ) -> Result<Page<Message>, StoreError> {
+    async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         let pk = conv_pk(conversation_id);
         let scope = format!("M#{conversation_id}");
         let start: Option<u64> = match &q.cursor {
@@ -563,10 +529,7 @@ impl ConversationStore for DynamoStore {
     ) -> Result<HashSet<String>, StoreError> {
         let pk = conv_pk(conversation_id);
         let unique: HashSet<&String> = external_ids.iter().collect();
-        let keys = unique
-            .into_iter()
-            .map(|e| key(pk.clone(), &format!("X#{e}")))
-            .collect();
+        let keys = unique.into_iter().map(|e| key(pk.clone(), &format!("X#{e}"))).collect();
         let found = self.batch_get(keys, true).await?;
         Ok(found
             .iter()
@@ -586,10 +549,7 @@ impl ConversationStore for DynamoStore {
             .map_err(corrupt)?;
         items.push(TransactWriteItem::builder().put(meta).build());
         for m in &commit.messages {
-            let put = self.put(
-                message_item(m, c.expires_at)?,
-                Some("attribute_not_exists(pk)"),
-            )?;
+            let put = self.put(message_item(m, c.expires_at)?, Some("attribute_not_exists(pk)"))?;
             items.push(TransactWriteItem::builder().put(put).build());
             if let Some(ext) = &m.external_id {
                 let mut claim = key(conv_pk(&c.conversation_id), &format!("X#{ext}"));
@@ -608,20 +568,19 @@ impl ConversationStore for DynamoStore {
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
-                .update_expression(
-                    "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u, lastConversationAt = :at",
-                )
+                .update_expression(if delta.at.is_some() {
+                    "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u, lastConversationAt = :at"
+                } else {
+                    "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u"
+                })
                 .expression_attribute_values(":c", n(delta.conversations))
                 .expression_attribute_values(":m", n(delta.messages))
                 .expression_attribute_values(":s", n(delta.seconds))
                 .expression_attribute_values(":u", s(&c.user_id));
-            update = update.expression_attribute_values(
-                ":at",
-                match delta.at {
-                    Some(t) => s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                    None => AttributeValue::Null(true),
-                },
-            );
+            if let Some(t) = delta.at {
+                update = update
+                    .expression_attribute_values(":at", s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+            }
             items.push(
                 TransactWriteItem::builder()
                     .update(update.build().map_err(corrupt)?)
@@ -635,11 +594,7 @@ impl ConversationStore for DynamoStore {
         Ok(())
     }
 
-    async fn user_stats(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-    ) -> Result<Option<UserStats>, StoreError> {
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
         match self.get(stats_pk(owner_id, user_id), "STATS").await? {
             Some(item) => Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?)),
             None => Ok(None),
@@ -677,9 +632,7 @@ impl ConversationStore for DynamoStore {
                     }
                 }
                 match resp.last_evaluated_key {
-                    Some(k) if candidates.len() < limit * (shard as usize + 1) => {
-                        exclusive_start = Some(k)
-                    }
+                    Some(k) if candidates.len() < limit * (shard as usize + 1) => exclusive_start = Some(k),
                     _ => break,
                 }
             }
@@ -725,9 +678,7 @@ impl ConversationStore for DynamoStore {
                 fingerprint: String::new(),
             });
         };
-        let fingerprint = str_attr(&item, "fingerprint")
-            .unwrap_or_default()
-            .to_string();
+        let fingerprint = str_attr(&item, "fingerprint").unwrap_or_default().to_string();
         Ok(match str_attr(&item, "response") {
             Some(r) => IdempotencyClaim::Done {
                 fingerprint,
@@ -737,12 +688,7 @@ impl ConversationStore for DynamoStore {
         })
     }
 
-    async fn complete_idempotency_key(
-        &self,
-        owner_id: &str,
-        idem_key: &str,
-        response: &str,
-    ) -> Result<(), StoreError> {
+    async fn complete_idempotency_key(&self, owner_id: &str, idem_key: &str, response: &str) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -757,11 +703,7 @@ impl ConversationStore for DynamoStore {
         Ok(())
     }
 
-    async fn release_idempotency_key(
-        &self,
-        owner_id: &str,
-        idem_key: &str,
-    ) -> Result<(), StoreError> {
+    async fn release_idempotency_key(&self, owner_id: &str, idem_key: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -776,13 +718,7 @@ impl ConversationStore for DynamoStore {
         let mut figures = serde_json::Map::new();
         figures.insert("kind".into(), "dynamodb".into());
         figures.insert("table".into(), self.table.clone().into());
-        let ok = match self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-        {
+        let ok = match self.client.describe_table().table_name(&self.table).send().await {
             Ok(out) => {
                 if let Some(t) = out.table {
                     figures.insert(

@@ -3,8 +3,8 @@
 //! template is checked against here.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 
 pub const PK: &str = "pk";
@@ -68,21 +68,14 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
                     .index_name(name)
                     .key_schema(key(pk, KeyType::Hash))
                     .key_schema(key(sk, KeyType::Range))
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::KeysOnly)
-                            .build(),
-                    )
+                    .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
                     .build()
                     .map_err(|e| e.to_string())?,
             );
     }
     match req.send().await {
         Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
             return Ok(false);
         }
         Err(e) => {
@@ -144,10 +137,7 @@ pub fn titles_queue(prefix: &str) -> QueueSpec {
 }
 
 /// Creates a queue and its dead-letter queue; returns (queue URL, DLQ URL).
-pub async fn create_queue(
-    client: &aws_sdk_sqs::Client,
-    spec: &QueueSpec,
-) -> Result<(String, String), String> {
+pub async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Result<(String, String), String> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let dlq_name = match spec.name.strip_suffix(".fifo") {
         Some(base) => format!("{base}-dlq.fifo"),
@@ -174,12 +164,7 @@ pub async fn create_queue(
         .attribute_names(A::QueueArn)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "read {dlq_name}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(|e| format!("read {dlq_name}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
         .attributes
         .and_then(|a| a.get(&A::QueueArn).cloned())
         .unwrap_or_default();
@@ -187,10 +172,7 @@ pub async fn create_queue(
     let mut q = client
         .create_queue()
         .queue_name(&spec.name)
-        .attributes(
-            A::VisibilityTimeout,
-            spec.visibility_timeout_seconds.to_string(),
-        )
+        .attributes(A::VisibilityTimeout, spec.visibility_timeout_seconds.to_string())
         .attributes(A::RedrivePolicy, redrive.to_string());
     if spec.fifo {
         q = q

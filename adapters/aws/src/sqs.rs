@@ -33,12 +33,7 @@ impl SqsQueue {
         Self { client, config }
     }
 
-    async fn send(
-        &self,
-        body: String,
-        group: Option<&str>,
-        dedup: Option<&str>,
-    ) -> Result<(), QueueError> {
+    async fn send(&self, body: String, group: Option<&str>, dedup: Option<&str>) -> Result<(), QueueError> {
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(QueueError::TooLarge(body.len()));
         }
@@ -78,12 +73,7 @@ impl SqsQueue {
         let mut figures = serde_json::Map::new();
         figures.insert(
             "kind".into(),
-            if self.config.fifo {
-                "sqs fifo"
-            } else {
-                "sqs standard"
-            }
-            .into(),
+            if self.config.fifo { "sqs fifo" } else { "sqs standard" }.into(),
         );
         let mut ok = true;
         match self.depth(&self.config.url).await {
@@ -117,14 +107,9 @@ impl SqsQueue {
 #[async_trait]
 impl WriteQueue for SqsQueue {
     async fn send_write(&self, command: &WriteCommand) -> Result<(), QueueError> {
-        let body =
-            serde_json::to_string(command).map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        self.send(
-            body,
-            Some(&command.conversation_id),
-            Some(&command.command_id),
-        )
-        .await
+        let body = serde_json::to_string(command).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        self.send(body, Some(&command.conversation_id), Some(&command.command_id))
+            .await
     }
 
     async fn health(&self) -> ComponentHealth {
@@ -135,8 +120,7 @@ impl WriteQueue for SqsQueue {
 #[async_trait]
 impl TitleQueue for SqsQueue {
     async fn send_title(&self, job: &TitleJob) -> Result<(), QueueError> {
-        let body =
-            serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        let body = serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()))?;
         self.send(body, None, None).await
     }
 

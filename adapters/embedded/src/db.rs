@@ -9,8 +9,7 @@ use redb::backends::InMemoryBackend;
 pub fn open_database(data_dir: Option<&Path>) -> Result<Arc<Database>, String> {
     let db = match data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let path = dir.join("convo.redb");
             Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?
         }

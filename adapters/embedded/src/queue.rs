@@ -98,12 +98,7 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 impl EmbeddedQueue {
     /// Opens the queue `name` in `db`, reloading messages left by a previous
     /// run (all visible again, as after a visibility timeout).
-    pub fn open(
-        db: Arc<Database>,
-        name: &str,
-        kind: QueueKind,
-        max_receives: u32,
-    ) -> Result<Arc<Self>, String> {
+    pub fn open(db: Arc<Database>, name: &str, kind: QueueKind, max_receives: u32) -> Result<Arc<Self>, String> {
         // redb table names must be 'static; queues are few and live for the
         // whole process.
         let table_name: &'static str = Box::leak(format!("queue_{name}").into_boxed_str());
@@ -121,8 +116,7 @@ impl EmbeddedQueue {
             for entry in t.iter().map_err(|e| e.to_string())? {
                 let (k, v) = entry.map_err(|e| e.to_string())?;
                 let seq: u64 = k.value().parse().map_err(|_| "bad queue key".to_string())?;
-                let msg: StoredMessage =
-                    serde_json::from_slice(v.value()).map_err(|e| e.to_string())?;
+                let msg: StoredMessage = serde_json::from_slice(v.value()).map_err(|e| e.to_string())?;
                 state.entries.insert(
                     seq,
                     Entry {
@@ -152,19 +146,12 @@ impl EmbeddedQueue {
 
     /// Sends one message. On a FIFO queue `group` is required and a repeated
     /// `dedup_id` within five minutes is accepted and dropped.
-    pub async fn send(
-        &self,
-        group: Option<&str>,
-        dedup_id: Option<&str>,
-        body: String,
-    ) -> Result<(), QueueError> {
+    pub async fn send(&self, group: Option<&str>, dedup_id: Option<&str>, body: String) -> Result<(), QueueError> {
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(QueueError::TooLarge(body.len()));
         }
         if self.kind == QueueKind::Fifo && group.is_none() {
-            return Err(QueueError::Unavailable(
-                "a FIFO queue needs a message group".into(),
-            ));
+            return Err(QueueError::Unavailable("a FIFO queue needs a message group".into()));
         }
         let msg = StoredMessage {
             message_id: ulid::Ulid::new().to_string(),
@@ -178,8 +165,7 @@ impl EmbeddedQueue {
         let seq = {
             let mut st = self.lock();
             let now = Instant::now();
-            st.dedup
-                .retain(|_, at| now.duration_since(*at) < DEDUP_WINDOW);
+            st.dedup.retain(|_, at| now.duration_since(*at) < DEDUP_WINDOW);
             if self.kind == QueueKind::Fifo
                 && let Some(id) = dedup_id
             {
@@ -388,10 +374,7 @@ impl EmbeddedQueue {
             Ok(serde_json::Value::Object(m)) => m,
             _ => serde_json::Map::new(),
         };
-        figures.insert(
-            "kind".into(),
-            format!("embedded {:?}", self.kind).to_lowercase().into(),
-        );
+        figures.insert("kind".into(), format!("embedded {:?}", self.kind).to_lowercase().into());
         ComponentHealth {
             name: format!("{}Queue", self.name),
             // Dead letters need a person; the queue itself still works.
@@ -405,12 +388,8 @@ impl EmbeddedQueue {
 impl WriteQueue for EmbeddedQueue {
     async fn send_write(&self, command: &WriteCommand) -> Result<(), QueueError> {
         let body = serde_json::to_string(command).map_err(unavailable)?;
-        self.send(
-            Some(&command.conversation_id),
-            Some(&command.command_id),
-            body,
-        )
-        .await
+        self.send(Some(&command.conversation_id), Some(&command.command_id), body)
+            .await
     }
 
     async fn health(&self) -> ComponentHealth {

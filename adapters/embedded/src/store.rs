@@ -65,12 +65,7 @@ fn pair_key(c: &Conversation) -> String {
 }
 
 fn by_user_key(c: &Conversation) -> String {
-    key(&[
-        &c.owner_id,
-        &c.user_id,
-        &millis(c.created_at),
-        &c.conversation_id,
-    ])
+    key(&[&c.owner_id, &c.user_id, &millis(c.created_at), &c.conversation_id])
 }
 
 fn active_key(c: &Conversation) -> String {
@@ -97,9 +92,7 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
     }
 
     /// Writes the index entries that follow a conversation's state.
@@ -112,14 +105,10 @@ impl EmbeddedStore {
         if let Some(old) = old
             && old.status == ConversationStatus::Active
         {
-            active
-                .remove(active_key(old).as_str())
-                .map_err(unavailable)?;
+            active.remove(active_key(old).as_str()).map_err(unavailable)?;
         }
         if new.status == ConversationStatus::Active {
-            active
-                .insert(active_key(new).as_str(), &[][..])
-                .map_err(unavailable)?;
+            active.insert(active_key(new).as_str(), &[][..]).map_err(unavailable)?;
         }
         let mut by_user = txn.open_table(BY_USER).map_err(unavailable)?;
         by_user
@@ -128,18 +117,12 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    fn check_version(
-        txn: &redb::WriteTransaction,
-        id: &str,
-        expected: u64,
-    ) -> Result<ConversationRecord, StoreError> {
+    fn check_version(txn: &redb::WriteTransaction, id: &str, expected: u64) -> Result<ConversationRecord, StoreError> {
         let table = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
         let current: ConversationRecord = match table.get(id).map_err(unavailable)? {
             Some(bytes) => decode(bytes.value())?,
             None => {
-                return Err(StoreError::Conflict(format!(
-                    "conversation {id} does not exist"
-                )));
+                return Err(StoreError::Conflict(format!("conversation {id} does not exist")));
             }
         };
         if current.version != expected {
@@ -197,10 +180,7 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn get_conversation(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Option<ConversationRecord>, StoreError> {
+    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         let id = conversation_id.to_string();
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -213,11 +193,7 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn put_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-    ) -> Result<(), StoreError> {
+    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
         let record = record.clone();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -260,11 +236,7 @@ impl ConversationStore for EmbeddedStore {
             let mut items = Vec::new();
             let mut last_key = None;
             let mut more = false;
-            for entry in index
-                .range(prefix.as_str()..upper.as_str())
-                .map_err(unavailable)?
-                .rev()
-            {
+            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
                 let (k, _) = entry.map_err(unavailable)?;
                 if items.len() == limit {
                     more = true;
@@ -288,11 +260,7 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn list_messages(
-        &self,
-        conversation_id: &str,
-        q: &MessageQuery,
-    ) -> Result<Page<Message>, StoreError> {
+    async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         let id = conversation_id.to_string();
         let scope = format!("M{SEP}{conversation_id}");
         // The cursor holds the index of the next message to return.
@@ -308,14 +276,7 @@ impl ConversationStore for EmbeddedStore {
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let table = txn.open_table(MESSAGES).map_err(unavailable)?;
-            let lo = message_key(
-                &id,
-                if q.order == Order::Asc {
-                    start.unwrap_or(0)
-                } else {
-                    0
-                },
-            );
+            let lo = message_key(&id, if q.order == Order::Asc { start.unwrap_or(0) } else { 0 });
             let hi = match (q.order, start) {
                 (Order::Desc, Some(s)) => message_key(&id, s.saturating_add(1)),
                 _ => message_key(&id, u64::MAX),
@@ -359,11 +320,7 @@ impl ConversationStore for EmbeddedStore {
             let table = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
             let mut found = HashSet::new();
             for ext in ids {
-                if table
-                    .get(key(&[&id, &ext]).as_str())
-                    .map_err(unavailable)?
-                    .is_some()
-                {
+                if table.get(key(&[&id, &ext]).as_str()).map_err(unavailable)?.is_some() {
                     found.insert(ext);
                 }
             }
@@ -384,14 +341,9 @@ impl ConversationStore for EmbeddedStore {
                 for m in &commit.messages {
                     let k = message_key(&id, m.message_index);
                     if messages.get(k.as_str()).map_err(unavailable)?.is_some() {
-                        return Err(StoreError::Conflict(format!(
-                            "message index {} taken",
-                            m.message_index
-                        )));
+                        return Err(StoreError::Conflict(format!("message index {} taken", m.message_index)));
                     }
-                    messages
-                        .insert(k.as_str(), encode(m).as_slice())
-                        .map_err(unavailable)?;
+                    messages.insert(k.as_str(), encode(m).as_slice()).map_err(unavailable)?;
                     if let Some(ext) = &m.external_id {
                         let ek = key(&[&id, ext]);
                         if externals.get(ek.as_str()).map_err(unavailable)?.is_some() {
@@ -434,20 +386,14 @@ impl ConversationStore for EmbeddedStore {
                 s.messages += delta.messages;
                 s.total_seconds += delta.seconds;
                 s.last_conversation_at = s.last_conversation_at.max(delta.at);
-                stats
-                    .insert(sk.as_str(), encode(&s).as_slice())
-                    .map_err(unavailable)?;
+                stats.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
         .await
     }
 
-    async fn user_stats(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-    ) -> Result<Option<UserStats>, StoreError> {
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
         let sk = key(&[owner_id, user_id]);
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -501,11 +447,10 @@ impl ConversationStore for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             let claim = {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let existing: Option<IdempotencyItem> =
-                    match table.get(k.as_str()).map_err(unavailable)? {
-                        Some(v) => Some(decode(v.value())?),
-                        None => None,
-                    };
+                let existing: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
                 match existing {
                     Some(item) if item.expires_at > now => match item.response {
                         Some(response) => IdempotencyClaim::Done {
@@ -535,23 +480,17 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn complete_idempotency_key(
-        &self,
-        owner_id: &str,
-        idem_key: &str,
-        response: &str,
-    ) -> Result<(), StoreError> {
+    async fn complete_idempotency_key(&self, owner_id: &str, idem_key: &str, response: &str) -> Result<(), StoreError> {
         let k = key(&[owner_id, idem_key]);
         let response = response.to_string();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let item: Option<IdempotencyItem> =
-                    match table.get(k.as_str()).map_err(unavailable)? {
-                        Some(v) => Some(decode(v.value())?),
-                        None => None,
-                    };
+                let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
                 if let Some(mut item) = item {
                     item.response = Some(response);
                     table
@@ -564,11 +503,7 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn release_idempotency_key(
-        &self,
-        owner_id: &str,
-        idem_key: &str,
-    ) -> Result<(), StoreError> {
+    async fn release_idempotency_key(&self, owner_id: &str, idem_key: &str) -> Result<(), StoreError> {
         let k = key(&[owner_id, idem_key]);
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -587,10 +522,7 @@ impl ConversationStore for EmbeddedStore {
                 let txn = db.begin_read().map_err(unavailable)?;
                 let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
                 let active = txn.open_table(ACTIVE).map_err(unavailable)?;
-                Ok((
-                    convs.len().map_err(unavailable)?,
-                    active.len().map_err(unavailable)?,
-                ))
+                Ok((convs.len().map_err(unavailable)?, active.len().map_err(unavailable)?))
             })
             .await;
         let mut figures = serde_json::Map::new();

@@ -55,8 +55,7 @@ pub fn path_param(req: &Request, name: &str) -> Option<String> {
 }
 
 pub fn query<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.query_string_parameters_ref()
-        .and_then(|q| q.first(name))
+    req.query_string_parameters_ref().and_then(|q| q.first(name))
 }
 
 pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -76,18 +75,11 @@ pub fn body_bytes(req: &Request) -> &[u8] {
 pub fn json_body<T: DeserializeOwned>(req: &Request, empty_ok: bool) -> Result<T, ApiError> {
     let bytes = body_bytes(req);
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ValidationError::too_large(
-            "body",
-            format!("the body exceeds {MAX_BODY_BYTES} bytes"),
-        )
-        .into());
+        return Err(ValidationError::too_large("body", format!("the body exceeds {MAX_BODY_BYTES} bytes")).into());
     }
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         if !empty_ok {
-            return Err(ApiError::new(
-                ErrorCode::MalformedJson,
-                "a JSON body is required",
-            ));
+            return Err(ApiError::new(ErrorCode::MalformedJson, "a JSON body is required"));
         }
         b"{}"
     } else {
@@ -97,10 +89,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, empty_ok: bool) -> Result<T
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ValidationError::invalid("body", e.to_string()).into(),
-            _ => ApiError::new(
-                ErrorCode::MalformedJson,
-                format!("the body is not valid JSON: {e}"),
-            ),
+            _ => ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {e}")),
         }
     })
 }
@@ -173,9 +162,7 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Validation(v) => v.into(),
-            DomainError::RateLimited {
-                retry_after_seconds,
-            } => Self {
+            DomainError::RateLimited { retry_after_seconds } => Self {
                 retry_after: Some(retry_after_seconds),
                 ..Self::new(ErrorCode::RateLimited, e.to_string())
             },
@@ -198,12 +185,7 @@ impl From<DomainError> for ApiError {
 
 /// Turns an operation's result into the answer, logging route and status
 /// (never bodies: message content stays out of logs).
-pub fn finish<T: Serialize>(
-    req: &Request,
-    route: &str,
-    ok_status: u16,
-    result: Result<T, ApiError>,
-) -> Response<Body> {
+pub fn finish<T: Serialize>(req: &Request, route: &str, ok_status: u16, result: Result<T, ApiError>) -> Response<Body> {
     let trace = trace_id(req);
     let resp = match result {
         Ok(v) => json(ok_status, &v),

@@ -5,9 +5,7 @@
 
 use convo_domain::Deps;
 use convo_domain::service::{self, IdempotencyKey};
-use convo_http::{
-    ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param,
-};
+use convo_http::{ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param};
 use convo_schema::api::AppendRequest;
 use lambda_http::Request;
 
@@ -22,10 +20,5 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         Ok::<_, ApiError>(service::append_messages(deps, &owner, &id, body, key).await?)
     }
     .await;
-    Ok(finish(
-        &req,
-        "POST /conversations/{id}/messages",
-        202,
-        result,
-    ))
+    Ok(finish(&req, "POST /conversations/{id}/messages", 202, result))
 }

@@ -5,9 +5,7 @@
 
 use convo_domain::Deps;
 use convo_domain::service::{self, IdempotencyKey};
-use convo_http::{
-    ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param,
-};
+use convo_http::{ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param};
 use convo_schema::api::EndRequest;
 use lambda_http::Request;
 

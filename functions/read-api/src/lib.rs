@@ -40,9 +40,7 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                 };
                 to_json(service::list_conversations(deps, &owner, p).await?)
             }
-            "GET /conversations/{id}" => {
-                to_json(service::get_conversation(deps, &owner, &id()?).await?)
-            }
+            "GET /conversations/{id}" => to_json(service::get_conversation(deps, &owner, &id()?).await?),
             "GET /conversations/{id}/messages" => {
                 let p = MessageParams {
                     cursor: query(&req, "cursor"),
@@ -54,14 +52,7 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                 to_json(service::list_messages(deps, &owner, &id()?, p).await?)
             }
             "GET /conversations/{id}/context" => to_json(
-                service::context(
-                    deps,
-                    &owner,
-                    &id()?,
-                    query(&req, "maxMessages"),
-                    query(&req, "maxAge"),
-                )
-                .await?,
+                service::context(deps, &owner, &id()?, query(&req, "maxMessages"), query(&req, "maxAge")).await?,
             ),
             "GET /users/{userId}/stats" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;

@@ -37,8 +37,7 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(String, &'static str), 
     {
         return Ok((s.trim().to_string(), "data directory"));
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -100,24 +99,19 @@ impl Verifier {
 
     /// Verifies `Authorization: Bearer <jwt>` and returns the claims as API
     /// Gateway passes them (strings), or why the token was refused.
-    pub fn verify(
-        &self,
-        authorization: Option<&str>,
-    ) -> Result<HashMap<String, String>, &'static str> {
+    pub fn verify(&self, authorization: Option<&str>) -> Result<HashMap<String, String>, &'static str> {
         let header = authorization.ok_or("missing Authorization header")?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or("Authorization must be 'Bearer <token>'")?;
-        let data =
-            jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.key, &self.validation)
-                .map_err(|e| match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
-                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                        "the token's signature is invalid"
-                    }
-                    _ => "the token is invalid",
-                })?;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is invalid",
+                _ => "the token is invalid",
+            },
+        )?;
         let mut claims = HashMap::new();
         if let serde_json::Value::Object(map) = data.claims {
             for (k, v) in map {

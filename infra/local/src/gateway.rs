@@ -29,38 +29,13 @@ pub enum Function {
 /// and whether the JWT authorizer guards it.
 pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("POST", "/conversations", Function::CreateConversation, true),
-    (
-        "PATCH",
-        "/conversations/{id}",
-        Function::CreateConversation,
-        true,
-    ),
-    (
-        "POST",
-        "/conversations/{id}/messages",
-        Function::AppendMessage,
-        true,
-    ),
-    (
-        "POST",
-        "/conversations/{id}/end",
-        Function::EndSession,
-        true,
-    ),
+    ("PATCH", "/conversations/{id}", Function::CreateConversation, true),
+    ("POST", "/conversations/{id}/messages", Function::AppendMessage, true),
+    ("POST", "/conversations/{id}/end", Function::EndSession, true),
     ("GET", "/conversations", Function::ReadApi, true),
     ("GET", "/conversations/{id}", Function::ReadApi, true),
-    (
-        "GET",
-        "/conversations/{id}/messages",
-        Function::ReadApi,
-        true,
-    ),
-    (
-        "GET",
-        "/conversations/{id}/context",
-        Function::ReadApi,
-        true,
-    ),
+    ("GET", "/conversations/{id}/messages", Function::ReadApi, true),
+    ("GET", "/conversations/{id}/context", Function::ReadApi, true),
     ("GET", "/users/{userId}/stats", Function::ReadApi, true),
     ("GET", "/health", Function::ReadApi, false),
 ];
@@ -140,9 +115,7 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
             Ok(c) => Some(c),
             Err(why) => {
                 tracing::info!(route = %route_key, status = 401, reason = why, "request refused");
-                return to_axum(
-                    ApiError::new(ErrorCode::Unauthorized, why).into_response(Some(request_id)),
-                );
+                return to_axum(ApiError::new(ErrorCode::Unauthorized, why).into_response(Some(request_id)));
             }
         }
     } else {
@@ -153,8 +126,7 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
         Ok(b) => b,
         Err(_) => {
             return to_axum(
-                ApiError::new(ErrorCode::PayloadTooLarge, "the body exceeds 1 MiB")
-                    .into_response(Some(request_id)),
+                ApiError::new(ErrorCode::PayloadTooLarge, "the body exceeds 1 MiB").into_response(Some(request_id)),
             );
         }
     };
@@ -174,10 +146,7 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "could not build the Lambda request");
-            return to_axum(
-                ApiError::new(ErrorCode::Internal, "internal error")
-                    .into_response(Some(request_id)),
-            );
+            return to_axum(ApiError::new(ErrorCode::Internal, "internal error").into_response(Some(request_id)));
         }
     };
     let deps = &gw.deps;
@@ -213,9 +182,7 @@ fn build_event(
     let mut header_map = serde_json::Map::new();
     for (name, value) in headers {
         if let Ok(v) = value.to_str() {
-            let entry = header_map
-                .entry(name.as_str().to_string())
-                .or_insert_with(|| "".into());
+            let entry = header_map.entry(name.as_str().to_string()).or_insert_with(|| "".into());
             let joined = match entry.as_str() {
                 Some("") | None => v.to_string(),
                 Some(prev) => format!("{prev},{v}"),
@@ -235,12 +202,7 @@ fn build_event(
     let (body_value, is_base64) = match std::str::from_utf8(body) {
         _ if body.is_empty() => (serde_json::Value::Null, false),
         Ok(s) => (s.into(), false),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD
-                .encode(body)
-                .into(),
-            true,
-        ),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(body).into(), true),
     };
     let now = chrono::Utc::now();
     let mut context = serde_json::json!({

@@ -21,11 +21,7 @@ use convo_embedded::{EmbeddedQueue, EmbeddedStore, QueueKind, open_database};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(
-    name = "convo-local",
-    version,
-    about = "Run convo on one machine, no AWS needed"
-)]
+#[command(name = "convo-local", version, about = "Run convo on one machine, no AWS needed")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -158,11 +154,7 @@ fn build(args: &ServeArgs) -> Result<Runtime, String> {
         moderator,
         config,
     };
-    Ok(Runtime {
-        deps,
-        writes,
-        titles,
-    })
+    Ok(Runtime { deps, writes, titles })
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -205,8 +197,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             deps: rt.deps.clone(),
             verifier: auth::Verifier::new(&secret),
         });
-        let app = axum::Router::new()
-            .fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
+        let app =
+            axum::Router::new().fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
@@ -238,8 +230,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -27,14 +27,10 @@ fn to_sqs_event(queue_name: &str, batch: &[Received]) -> SqsEvent {
             m.message_id = Some(r.message_id.clone());
             m.receipt_handle = Some(r.receipt.to_string());
             m.body = Some(r.body.clone());
-            m.attributes.insert(
-                "ApproximateReceiveCount".into(),
-                r.receive_count.to_string(),
-            );
-            m.attributes.insert(
-                "SentTimestamp".into(),
-                r.sent_at.timestamp_millis().to_string(),
-            );
+            m.attributes
+                .insert("ApproximateReceiveCount".into(), r.receive_count.to_string());
+            m.attributes
+                .insert("SentTimestamp".into(), r.sent_at.timestamp_millis().to_string());
             if let Some(g) = &r.group {
                 m.attributes.insert("MessageGroupId".into(), g.clone());
             }
@@ -107,9 +103,7 @@ pub async fn sweep_on_timer(deps: Deps, every: Duration, mut stop: watch::Receiv
         let mut event: EventBridgeEvent<serde_json::Value> = EventBridgeEvent::default();
         event.detail_type = "Scheduled Event".into();
         event.source = "aws.events".into();
-        if let Err(e) =
-            sweep_sessions::handle(&deps, LambdaEvent::new(event, Context::default())).await
-        {
+        if let Err(e) = sweep_sessions::handle(&deps, LambdaEvent::new(event, Context::default())).await {
             tracing::warn!(error = %e, "sweep failed");
         }
     }

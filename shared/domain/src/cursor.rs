@@ -28,9 +28,7 @@ pub fn encode(scope: &str, position: &str) -> String {
 
 /// Returns the position of a cursor issued for `scope`.
 pub fn decode(scope: &str, cursor: &str) -> Result<String, StoreError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| StoreError::InvalidCursor)?;
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
     let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
     if wire.s != scope {
         return Err(StoreError::InvalidCursor);
@@ -49,13 +47,7 @@ mod tests {
         let c = encode("C#1", "42");
         assert_eq!(decode("C#1", &c).unwrap(), "42");
         assert_eq!(decode("C#2", &c), Err(StoreError::InvalidCursor));
-        assert_eq!(
-            decode("C#1", "not a cursor!"),
-            Err(StoreError::InvalidCursor)
-        );
-        assert_eq!(
-            decode("C#1", &c[..c.len() - 2]),
-            Err(StoreError::InvalidCursor)
-        );
+        assert_eq!(decode("C#1", "not a cursor!"), Err(StoreError::InvalidCursor));
+        assert_eq!(decode("C#1", &c[..c.len() - 2]), Err(StoreError::InvalidCursor));
     }
 }

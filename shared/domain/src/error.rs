@@ -49,9 +49,7 @@ impl From<StoreError> for DomainError {
                 "cursor",
                 "cursor is not one this endpoint issued",
             )),
-            StoreError::Conflict(what) => {
-                DomainError::Internal(format!("unresolved write conflict: {what}"))
-            }
+            StoreError::Conflict(what) => DomainError::Internal(format!("unresolved write conflict: {what}")),
             StoreError::Unavailable(what) => DomainError::Unavailable(what),
             StoreError::Corrupt(what) => DomainError::Internal(what),
         }
@@ -64,9 +62,7 @@ impl From<QueueError> for DomainError {
             QueueError::Unavailable(what) => DomainError::Unavailable(what),
             QueueError::TooLarge(size) => DomainError::Validation(ValidationError::too_large(
                 "messages",
-                format!(
-                    "the request is {size} bytes once encoded; the queue takes at most 256 KiB"
-                ),
+                format!("the request is {size} bytes once encoded; the queue takes at most 256 KiB"),
             )),
         }
     }

@@ -187,11 +187,7 @@ impl Moderator for RuleModerator {
         SafetyVerdict {
             score,
             action,
-            severity: if categories.is_empty() {
-                None
-            } else {
-                severity
-            },
+            severity: if categories.is_empty() { None } else { severity },
             categories,
             reason,
         }
@@ -287,10 +283,7 @@ mod tests {
 
     #[test]
     fn personal_data() {
-        assert_eq!(
-            screen("call me at (415) 555-2671").categories,
-            vec!["pii_phone"]
-        );
+        assert_eq!(screen("call me at (415) 555-2671").categories, vec!["pii_phone"]);
         assert_eq!(screen("mail kid@example.com").categories, vec!["pii_email"]);
         assert!(screen("I have 3 cats and 12 fish").categories.is_empty());
         assert!(screen("in 2024 we went to 2 parks").categories.is_empty());

@@ -14,9 +14,7 @@
 
 use std::collections::HashSet;
 
-use convo_schema::commands::{
-    AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind,
-};
+use convo_schema::commands::{AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind};
 use convo_schema::limits::PREVIEW_CHARS;
 use convo_schema::{ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
 use futures::future::join_all;
@@ -79,12 +77,7 @@ pub async fn persist_batch(deps: &Deps, deliveries: Vec<Delivery>) -> BatchOutco
             None => groups.push((key, vec![d])),
         }
     }
-    let results = join_all(
-        groups
-            .into_iter()
-            .map(|(_, list)| persist_group(deps, list)),
-    )
-    .await;
+    let results = join_all(groups.into_iter().map(|(_, list)| persist_group(deps, list))).await;
     let mut outcome = BatchOutcome::default();
     for r in results {
         outcome.failed.extend(r.failed);
@@ -132,10 +125,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
         let external_ids: Vec<String> = commands
             .iter()
             .flat_map(|c| match &c.kind {
-                WriteKind::Append { messages } => messages
-                    .iter()
-                    .filter_map(|m| m.external_id.clone())
-                    .collect(),
+                WriteKind::Append { messages } => messages.iter().filter_map(|m| m.external_id.clone()).collect(),
                 WriteKind::End { .. } => Vec::new(),
             })
             .collect();
@@ -196,9 +186,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
 }
 
 fn fail_rest(outcome: &mut BatchOutcome, rest: &[Delivery]) {
-    outcome
-        .failed
-        .extend(rest.iter().map(|d| d.record_id.clone()));
+    outcome.failed.extend(rest.iter().map(|d| d.record_id.clone()));
 }
 
 /// The end (exclusive) of the run of decodable commands starting at `start`
@@ -262,6 +250,7 @@ pub fn plan_commit(
         }
         match &cmd.kind {
             WriteKind::Append { messages: incoming } => {
+                let before = messages.len();
                 for m in incoming {
                     if let Some(ext) = &m.external_id
                         && !existing_external.insert(ext.clone())
@@ -271,18 +260,28 @@ pub fn plan_commit(
                     }
                     messages.push(append_message(&mut rec, m, cmd));
                 }
+                // Accepted before the end was applied, stored after it: the
+                // write is kept (it was answered 202) and the user's totals,
+                // already counted at the end, take it in.
+                if rec.conversation.status != ConversationStatus::Active {
+                    let late = (messages.len() - before) as u64;
+                    let delta = stats.get_or_insert_with(StatsDelta::default);
+                    delta.messages += late;
+                }
                 let c = &rec.conversation;
-                if c.title.is_none()
-                    && !rec.title_requested
-                    && c.message_count >= config.early_title_after_messages
-                {
+                if c.title.is_none() && !rec.title_requested && c.message_count >= config.early_title_after_messages {
                     rec.title_requested = true;
                     title_jobs.push(title_job(&rec, TitleReason::EarlyExchanges));
                 }
             }
             WriteKind::End { reason } => {
                 if rec.conversation.status == ConversationStatus::Active {
-                    stats = Some(end_conversation(&mut rec, *reason, cmd));
+                    let ended = end_conversation(&mut rec, *reason, cmd);
+                    let delta = stats.get_or_insert_with(StatsDelta::default);
+                    delta.conversations += ended.conversations;
+                    delta.messages += ended.messages;
+                    delta.seconds += ended.seconds;
+                    delta.at = ended.at;
                     release_pair = true;
                     if rec.conversation.title_source != Some(TitleSource::User) {
                         rec.title_requested = true;
@@ -316,8 +315,7 @@ pub fn plan_commit(
 }
 
 fn needs_title(rec: &ConversationRecord) -> bool {
-    rec.conversation.title_source != Some(TitleSource::User)
-        && rec.conversation.title_generated_at.is_none()
+    rec.conversation.title_source != Some(TitleSource::User) && rec.conversation.title_generated_at.is_none()
 }
 
 fn title_job(rec: &ConversationRecord, reason: TitleReason) -> TitleJob {
@@ -328,11 +326,7 @@ fn title_job(rec: &ConversationRecord, reason: TitleReason) -> TitleJob {
     }
 }
 
-fn append_message(
-    rec: &mut ConversationRecord,
-    m: &AcceptedMessage,
-    cmd: &WriteCommand,
-) -> Message {
+fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &WriteCommand) -> Message {
     let c = &mut rec.conversation;
     let flagged = m.safety.action != SafetyAction::Safe;
     let blocked = m.safety.action == SafetyAction::Blocked;
@@ -349,16 +343,13 @@ fn append_message(
         audio_url: m.audio_url.clone(),
         flagged,
         blocked,
-        flag_reason: if flagged {
-            m.safety.reason.clone()
-        } else {
-            None
-        },
+        flag_reason: if flagged { m.safety.reason.clone() } else { None },
         safety: m.safety.clone(),
         metadata: m.metadata.clone(),
     };
     c.message_count += 1;
-    if cmd.accepted_at > c.last_activity_at {
+    // An ended session's last activity stays within it.
+    if c.status == ConversationStatus::Active && cmd.accepted_at > c.last_activity_at {
         c.last_activity_at = cmd.accepted_at;
     }
     let shown = preview(if blocked {
@@ -371,20 +362,13 @@ fn append_message(
     }
     c.last_message_preview = Some(shown);
     if flagged {
-        let severity = m.safety.severity.unwrap_or(if blocked {
-            Severity::High
-        } else {
-            Severity::Medium
-        });
+        let severity = m
+            .safety
+            .severity
+            .unwrap_or(if blocked { Severity::High } else { Severity::Medium });
         if !c.flagged {
             c.flagged = true;
-            c.flag_type = Some(
-                m.safety
-                    .categories
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "content".into()),
-            );
+            c.flag_type = Some(m.safety.categories.first().cloned().unwrap_or_else(|| "content".into()));
             c.flag_reason = m.safety.reason.clone();
             c.severity = Some(severity);
             c.flag_status = Some(FlagStatus::Unreviewed);
@@ -395,11 +379,7 @@ fn append_message(
     message
 }
 
-fn end_conversation(
-    rec: &mut ConversationRecord,
-    reason: EndReason,
-    cmd: &WriteCommand,
-) -> StatsDelta {
+fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &WriteCommand) -> StatsDelta {
     let c = &mut rec.conversation;
     // An idle session ended when it was last active, not when swept.
     let end = match reason {

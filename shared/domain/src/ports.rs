@@ -97,21 +97,17 @@ pub enum Window {
 
 impl MessageQuery {
     pub fn window(&self, m: &Message) -> Window {
-        let inside = self.since.is_none_or(|s| m.created_at >= s)
-            && self.until.is_none_or(|u| m.created_at < u);
+        let inside = self.since.is_none_or(|s| m.created_at >= s) && self.until.is_none_or(|u| m.created_at < u);
         if inside {
             return Window::Inside;
         }
-        // `acceptedAt` is the server's clock and grows with the index; a
-        // client-supplied `createdAt` may lag it, so both must be past.
-        let past = match self.order {
-            Order::Desc => self
-                .since
-                .is_some_and(|s| m.created_at < s && m.accepted_at < s),
-            Order::Asc => self
-                .until
-                .is_some_and(|u| m.created_at >= u && m.accepted_at >= u),
-        };
+        // A client may backfill `createdAt` with any past time, so only one
+        // bound ends a scan early: reading newest first, once `acceptedAt`
+        // (the server's clock, growing with the index up to small races) is
+        // older than `since` by more than the future skew a `createdAt` may
+        // have, no earlier message can be inside the window.
+        let margin = chrono::Duration::seconds(convo_schema::limits::MAX_FUTURE_SKEW_SECONDS + 60);
+        let past = self.order == Order::Desc && self.since.is_some_and(|s| m.accepted_at + margin < s);
         if past { Window::Past } else { Window::Skip }
     }
 }
@@ -130,10 +126,7 @@ pub enum IdempotencyClaim {
     /// Another request holds the key and has not finished.
     Pending { fingerprint: String },
     /// A request with this key finished; its answer is stored.
-    Done {
-        fingerprint: String,
-        response: String,
-    },
+    Done { fingerprint: String, response: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -174,23 +167,13 @@ pub trait ConversationStore: Send + Sync {
     /// Stores a new conversation and points its (owner, agent, user) pair at
     /// it. With `reuse_active`, an existing active conversation of the pair
     /// wins instead (race-free: two concurrent calls create one).
-    async fn create_conversation(
-        &self,
-        record: &ConversationRecord,
-        reuse_active: bool,
-    ) -> Result<Created, StoreError>;
+    async fn create_conversation(&self, record: &ConversationRecord, reuse_active: bool)
+    -> Result<Created, StoreError>;
 
-    async fn get_conversation(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Option<ConversationRecord>, StoreError>;
+    async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError>;
 
     /// Replaces the conversation if its version is still `expected_version`.
-    async fn put_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-    ) -> Result<(), StoreError>;
+    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
 
     /// The owner's conversations with one user, newest first.
     async fn list_conversations(
@@ -201,11 +184,7 @@ pub trait ConversationStore: Send + Sync {
         limit: usize,
     ) -> Result<Page<Conversation>, StoreError>;
 
-    async fn list_messages(
-        &self,
-        conversation_id: &str,
-        query: &MessageQuery,
-    ) -> Result<Page<Message>, StoreError>;
+    async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
 
     /// Which of `external_ids` are already stored in the conversation.
     async fn existing_external_ids(
@@ -218,11 +197,7 @@ pub trait ConversationStore: Send + Sync {
     /// when the version moved or an externalId is already taken).
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
-    async fn user_stats(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-    ) -> Result<Option<UserStats>, StoreError>;
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
 
     /// Active conversations that started before `started_before`, oldest
     /// first (the sweeper's sparse index; the caller checks idleness).
@@ -244,12 +219,7 @@ pub trait ConversationStore: Send + Sync {
     ) -> Result<IdempotencyClaim, StoreError>;
 
     /// Records the answer of the request holding the key.
-    async fn complete_idempotency_key(
-        &self,
-        owner_id: &str,
-        key: &str,
-        response: &str,
-    ) -> Result<(), StoreError>;
+    async fn complete_idempotency_key(&self, owner_id: &str, key: &str, response: &str) -> Result<(), StoreError>;
 
     /// Frees a key whose request failed before anything was accepted.
     async fn release_idempotency_key(&self, owner_id: &str, key: &str) -> Result<(), StoreError>;
@@ -321,9 +291,6 @@ impl Default for UlidSource {
 impl IdSource for UlidSource {
     fn new_id(&self) -> String {
         let mut generator = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        generator
-            .generate()
-            .unwrap_or_else(|_| ulid::Ulid::new())
-            .to_string()
+        generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
     }
 }

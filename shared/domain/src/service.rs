@@ -3,13 +3,11 @@
 //! owner's conversation is reported exactly like a missing one.
 
 use convo_schema::api::*;
-use convo_schema::commands::{
-    AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind,
-};
+use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::limits::*;
 use convo_schema::{
-    Conversation, ConversationStatus, ErrorCode, Metadata, SafetyAction, TitleSource, UserStats,
-    ValidationError, phone, validate,
+    Conversation, ConversationStatus, ErrorCode, Metadata, SafetyAction, TitleSource, UserStats, ValidationError,
+    phone, validate,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,15 +27,10 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     /// Checks the key and fingerprints the request it came with.
     pub fn new(key: &str, body: &[u8]) -> Result<Self, ValidationError> {
-        if key.trim().is_empty()
-            || key.chars().count() > MAX_EXTERNAL_ID_CHARS
-            || key.chars().any(char::is_control)
-        {
+        if key.trim().is_empty() || key.chars().count() > MAX_EXTERNAL_ID_CHARS || key.chars().any(char::is_control) {
             return Err(ValidationError::invalid(
                 "Idempotency-Key",
-                format!(
-                    "Idempotency-Key must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable characters"
-                ),
+                format!("Idempotency-Key must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable characters"),
             ));
         }
         let digest = Sha256::digest(body);
@@ -49,11 +42,7 @@ impl IdempotencyKey {
 }
 
 /// Loads a conversation the owner may see; anything else is `NotFound`.
-pub async fn load_owned(
-    deps: &Deps,
-    owner_id: &str,
-    conversation_id: &str,
-) -> Result<ConversationRecord, DomainError> {
+pub async fn load_owned(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<ConversationRecord, DomainError> {
     if !is_conversation_id(conversation_id) {
         return Err(DomainError::NotFound);
     }
@@ -121,11 +110,7 @@ pub async fn create_conversation(
         applied_commands: Vec::new(),
         title_requested: false,
     };
-    match deps
-        .store
-        .create_conversation(&record, req.reuse_active)
-        .await?
-    {
+    match deps.store.create_conversation(&record, req.reuse_active).await? {
         Created::New => Ok((record.conversation, true)),
         Created::Existing(existing) => Ok((existing.conversation, false)),
     }
@@ -143,59 +128,50 @@ pub async fn append_messages(
     let now = deps.clock.now();
     validate::append(&req, now)?;
     let record = load_owned(deps, owner_id, conversation_id).await?;
-    idempotent(
-        deps,
-        owner_id,
-        conversation_id,
-        "append",
-        idempotency,
-        || async {
-            ensure_active(&record)?;
-            let command_id = deps.ids.new_id();
-            let messages: Vec<AcceptedMessage> = req
-                .messages
-                .into_iter()
-                .map(|m| AcceptedMessage {
-                    message_id: deps.ids.new_id(),
-                    safety: deps.moderator.screen(&m.content),
+    idempotent(deps, owner_id, conversation_id, "append", idempotency, || async {
+        ensure_active(&record)?;
+        let command_id = deps.ids.new_id();
+        let messages: Vec<AcceptedMessage> = req
+            .messages
+            .into_iter()
+            .map(|m| AcceptedMessage {
+                message_id: deps.ids.new_id(),
+                safety: deps.moderator.screen(&m.content),
+                role: m.role,
+                content: m.content,
+                created_at: m.created_at.unwrap_or(now),
+                external_id: m.external_id,
+                direction: m.direction,
+                audio_url: m.audio_url,
+                metadata: m.metadata.unwrap_or_default(),
+            })
+            .collect();
+        let response = AppendResponse {
+            conversation_id: conversation_id.to_string(),
+            command_id: command_id.clone(),
+            accepted_at: now,
+            blocked: messages.iter().any(|m| m.safety.action == SafetyAction::Blocked),
+            messages: messages
+                .iter()
+                .map(|m| AcceptedMessageView {
+                    message_id: m.message_id.clone(),
                     role: m.role,
-                    content: m.content,
-                    created_at: m.created_at.unwrap_or(now),
-                    external_id: m.external_id,
-                    direction: m.direction,
-                    audio_url: m.audio_url,
-                    metadata: m.metadata.unwrap_or_default(),
+                    external_id: m.external_id.clone(),
+                    safety: m.safety.clone(),
                 })
-                .collect();
-            let response = AppendResponse {
-                conversation_id: conversation_id.to_string(),
-                command_id: command_id.clone(),
-                accepted_at: now,
-                blocked: messages
-                    .iter()
-                    .any(|m| m.safety.action == SafetyAction::Blocked),
-                messages: messages
-                    .iter()
-                    .map(|m| AcceptedMessageView {
-                        message_id: m.message_id.clone(),
-                        role: m.role,
-                        external_id: m.external_id.clone(),
-                        safety: m.safety.clone(),
-                    })
-                    .collect(),
-            };
-            let command = WriteCommand {
-                v: WRITE_COMMAND_VERSION,
-                command_id,
-                conversation_id: conversation_id.to_string(),
-                owner_id: owner_id.to_string(),
-                accepted_at: now,
-                kind: WriteKind::Append { messages },
-            };
-            send_write(deps, &command).await?;
-            Ok(response)
-        },
-    )
+                .collect(),
+        };
+        let command = WriteCommand {
+            v: WRITE_COMMAND_VERSION,
+            command_id,
+            conversation_id: conversation_id.to_string(),
+            owner_id: owner_id.to_string(),
+            accepted_at: now,
+            kind: WriteKind::Append { messages },
+        };
+        send_write(deps, &command).await?;
+        Ok(response)
+    })
     .await
 }
 
@@ -207,34 +183,27 @@ pub async fn end_session(
     idempotency: Option<IdempotencyKey>,
 ) -> Result<EndResponse, DomainError> {
     let record = load_owned(deps, owner_id, conversation_id).await?;
-    idempotent(
-        deps,
-        owner_id,
-        conversation_id,
-        "end",
-        idempotency,
-        || async {
-            ensure_active(&record)?;
-            let now = deps.clock.now();
-            let command = WriteCommand {
-                v: WRITE_COMMAND_VERSION,
-                command_id: deps.ids.new_id(),
-                conversation_id: conversation_id.to_string(),
-                owner_id: owner_id.to_string(),
-                accepted_at: now,
-                kind: WriteKind::End {
-                    reason: EndReason::Client,
-                },
-            };
-            send_write(deps, &command).await?;
-            Ok(EndResponse {
-                conversation_id: conversation_id.to_string(),
-                command_id: command.command_id,
-                accepted_at: now,
-                status: "ending".to_string(),
-            })
-        },
-    )
+    idempotent(deps, owner_id, conversation_id, "end", idempotency, || async {
+        ensure_active(&record)?;
+        let now = deps.clock.now();
+        let command = WriteCommand {
+            v: WRITE_COMMAND_VERSION,
+            command_id: deps.ids.new_id(),
+            conversation_id: conversation_id.to_string(),
+            owner_id: owner_id.to_string(),
+            accepted_at: now,
+            kind: WriteKind::End {
+                reason: EndReason::Client,
+            },
+        };
+        send_write(deps, &command).await?;
+        Ok(EndResponse {
+            conversation_id: conversation_id.to_string(),
+            command_id: command.command_id,
+            accepted_at: now,
+            status: "ending".to_string(),
+        })
+    })
     .await
 }
 
@@ -250,15 +219,11 @@ fn ensure_active(record: &ConversationRecord) -> Result<(), DomainError> {
 pub const MAX_COMMAND_BYTES: usize = 250 * 1024;
 
 pub async fn send_write(deps: &Deps, command: &WriteCommand) -> Result<(), DomainError> {
-    let size = serde_json::to_vec(command)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(command).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_COMMAND_BYTES {
         return Err(ValidationError::too_large(
             "messages",
-            format!(
-                "the messages encode to {size} bytes; one append takes at most {MAX_COMMAND_BYTES}"
-            ),
+            format!("the messages encode to {size} bytes; one append takes at most {MAX_COMMAND_BYTES}"),
         )
         .into());
     }
@@ -297,30 +262,21 @@ where
                 "a request with this Idempotency-Key is still in progress; retry shortly".into(),
             ));
         }
-        IdempotencyClaim::Done {
-            fingerprint,
-            response,
-        } => {
+        IdempotencyClaim::Done { fingerprint, response } => {
             if fingerprint != key.fingerprint {
                 return Err(reused_key());
             }
-            return serde_json::from_str(&response).map_err(|e| {
-                DomainError::Internal(format!("stored idempotent answer unreadable: {e}"))
-            });
+            return serde_json::from_str(&response)
+                .map_err(|e| DomainError::Internal(format!("stored idempotent answer unreadable: {e}")));
         }
     }
     match op().await {
         Ok(answer) => {
-            let json =
-                serde_json::to_string(&answer).map_err(|e| DomainError::Internal(e.to_string()))?;
+            let json = serde_json::to_string(&answer).map_err(|e| DomainError::Internal(e.to_string()))?;
             // The write is already accepted: failing to record the answer
             // must not turn it into an error (a retry would then be refused
             // as in progress until the key expires, which is safe).
-            if let Err(e) = deps
-                .store
-                .complete_idempotency_key(owner_id, &scoped, &json)
-                .await
-            {
+            if let Err(e) = deps.store.complete_idempotency_key(owner_id, &scoped, &json).await {
                 tracing::warn!(error = %e, "could not record idempotent answer");
             }
             Ok(answer)
@@ -393,14 +349,8 @@ fn merge_metadata(target: &mut Metadata, changes: &Metadata) {
     }
 }
 
-pub async fn get_conversation(
-    deps: &Deps,
-    owner_id: &str,
-    conversation_id: &str,
-) -> Result<Conversation, DomainError> {
-    Ok(load_owned(deps, owner_id, conversation_id)
-        .await?
-        .conversation)
+pub async fn get_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<Conversation, DomainError> {
+    Ok(load_owned(deps, owner_id, conversation_id).await?.conversation)
 }
 
 /// The query string of `GET /conversations`.
@@ -461,14 +411,8 @@ pub async fn list_messages(
             return Err(ValidationError::invalid("order", "order must be asc or desc").into());
         }
     };
-    let since = p
-        .since
-        .map(|s| validate::timestamp("since", s))
-        .transpose()?;
-    let until = p
-        .until
-        .map(|s| validate::timestamp("until", s))
-        .transpose()?;
+    let since = p.since.map(|s| validate::timestamp("since", s)).transpose()?;
+    let until = p.until.map(|s| validate::timestamp("until", s)).transpose()?;
     load_owned(deps, owner_id, conversation_id).await?;
     let page = deps
         .store
@@ -547,34 +491,22 @@ pub async fn context(
     })
 }
 
-pub async fn user_stats(
-    deps: &Deps,
-    owner_id: &str,
-    user_id: &str,
-) -> Result<UserStats, DomainError> {
+pub async fn user_stats(deps: &Deps, owner_id: &str, user_id: &str) -> Result<UserStats, DomainError> {
     validate::id("userId", user_id)?;
     let user_id = if user_id.starts_with('+') {
         phone::normalize_e164("userId", user_id).unwrap_or_else(|_| user_id.to_string())
     } else {
         user_id.to_string()
     };
-    Ok(deps
-        .store
-        .user_stats(owner_id, &user_id)
-        .await?
-        .unwrap_or(UserStats {
-            user_id,
-            ..UserStats::default()
-        }))
+    Ok(deps.store.user_stats(owner_id, &user_id).await?.unwrap_or(UserStats {
+        user_id,
+        ..UserStats::default()
+    }))
 }
 
 /// `GET /health`: the store and both queues.
 pub async fn health(deps: &Deps) -> (bool, serde_json::Value) {
-    let (store, writes, titles) = futures::join!(
-        deps.store.health(),
-        deps.writes.health(),
-        deps.titles.health()
-    );
+    let (store, writes, titles) = futures::join!(deps.store.health(), deps.writes.health(), deps.titles.health());
     let ok = store.ok && writes.ok && titles.ok;
     let body = serde_json::json!({
         "status": if ok { "healthy" } else { "unhealthy" },

@@ -33,11 +33,7 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
         // Deterministic id: two overlapping sweeps enqueue one end.
         let command = WriteCommand {
             v: WRITE_COMMAND_VERSION,
-            command_id: format!(
-                "sweep-{}-{}",
-                c.conversation_id,
-                c.last_activity_at.timestamp_millis()
-            ),
+            command_id: format!("sweep-{}-{}", c.conversation_id, c.last_activity_at.timestamp_millis()),
             conversation_id: c.conversation_id.clone(),
             owner_id: c.owner_id.clone(),
             accepted_at: now,

@@ -33,10 +33,7 @@ impl ExtractiveTitler {
             .flat_map(str::split_whitespace)
             .map(str::to_string)
             .collect();
-        Self {
-            stop_words,
-            moderator,
-        }
+        Self { stop_words, moderator }
     }
 
     fn topic_word(&self, raw: &str) -> Option<String> {
@@ -61,11 +58,7 @@ impl ExtractiveTitler {
 
 impl TitleGenerator for ExtractiveTitler {
     fn title(&self, user_turns: &[&str], avoid: &[&str]) -> Option<String> {
-        let avoid: HashSet<String> = avoid
-            .iter()
-            .flat_map(|n| n.split_whitespace())
-            .map(fold)
-            .collect();
+        let avoid: HashSet<String> = avoid.iter().flat_map(|n| n.split_whitespace()).map(fold).collect();
         // stem -> (first spelling, count, first position); "dragon" and
         // "dragons" count as one word.
         let mut seen: HashMap<String, (String, usize, usize)> = HashMap::new();
@@ -159,11 +152,7 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
             .map(|m| m.content.as_str())
             .take(TITLE_TURNS)
             .collect();
-        let date = record
-            .conversation
-            .start_time
-            .format("%-d %B %Y")
-            .to_string();
+        let date = record.conversation.start_time.format("%-d %B %Y").to_string();
         let c = &record.conversation;
         let names: Vec<&str> = [c.user_name.as_deref(), c.agent_name.as_deref()]
             .into_iter()
@@ -213,10 +202,7 @@ mod tests {
             .unwrap();
         assert_eq!(t, "Dinosaurs Fly Love Pterodactyls Volcanoes Erupt");
         let t = titler()
-            .title(
-                &["a dragon story", "more dragons and castles", "the castle"],
-                &[],
-            )
+            .title(&["a dragon story", "more dragons and castles", "the castle"], &[])
             .unwrap();
         assert_eq!(t, "Dragon Story Castles");
         let words = t.split_whitespace().count();
@@ -240,10 +226,7 @@ mod tests {
             shape_title("story", Some("Dragons".into()), "1 May 2026"),
             "Story about Dragons"
         );
-        assert_eq!(
-            shape_title("chat", None, "1 May 2026"),
-            "Chat on 1 May 2026"
-        );
+        assert_eq!(shape_title("chat", None, "1 May 2026"), "Chat on 1 May 2026");
         assert_eq!(titler().title(&["hi", "ok thanks"], &[]), None);
     }
 }

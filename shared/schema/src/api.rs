@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Conversation, Direction, Message, Metadata, Role, SafetyVerdict, Timestamp, UserStats,
-};
+use crate::{Conversation, Direction, Message, Metadata, Role, SafetyVerdict, Timestamp, UserStats};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -38,22 +38,10 @@ mod tests {
 
     #[test]
     fn formats_variants_of_one_number_identically() {
-        for input in [
-            "+1 415 555 2671",
-            "(415) 555-2671",
-            "+14155552671",
-            " 415.555.2671 ",
-        ] {
-            assert_eq!(
-                normalize_e164("userId", input).unwrap(),
-                "+14155552671",
-                "{input}"
-            );
+        for input in ["+1 415 555 2671", "(415) 555-2671", "+14155552671", " 415.555.2671 "] {
+            assert_eq!(normalize_e164("userId", input).unwrap(), "+14155552671", "{input}");
         }
-        assert_eq!(
-            normalize_e164("agentId", "+44 20 7946 0958").unwrap(),
-            "+442079460958"
-        );
+        assert_eq!(normalize_e164("agentId", "+44 20 7946 0958").unwrap(), "+442079460958");
     }
 
     #[test]

@@ -11,10 +11,7 @@ use crate::{Metadata, Timestamp, ValidationError};
 /// characters, and none of the characters convo uses as key separators.
 pub fn id(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
-        return Err(ValidationError::invalid(
-            field,
-            format!("{field} must not be empty"),
-        ));
+        return Err(ValidationError::invalid(field, format!("{field} must not be empty")));
     }
     if value.chars().count() > MAX_NAME_CHARS {
         return Err(ValidationError::invalid(
@@ -22,10 +19,7 @@ pub fn id(field: &str, value: &str) -> Result<(), ValidationError> {
             format!("{field} is longer than {MAX_NAME_CHARS} characters"),
         ));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() || c == '#' || c == '/')
-    {
+    if value.chars().any(|c| c.is_control() || c == '#' || c == '/') {
         return Err(ValidationError::invalid(
             field,
             format!("{field} must not contain control characters, '#' or '/'"),
@@ -37,10 +31,7 @@ pub fn id(field: &str, value: &str) -> Result<(), ValidationError> {
 /// An optional display text (names, titles, channel, type).
 pub fn text(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
-        return Err(ValidationError::invalid(
-            field,
-            format!("{field} must not be blank"),
-        ));
+        return Err(ValidationError::invalid(field, format!("{field} must not be blank")));
     }
     if value.chars().count() > MAX_NAME_CHARS {
         return Err(ValidationError::invalid(
@@ -58,9 +49,7 @@ pub fn text(field: &str, value: &str) -> Result<(), ValidationError> {
 }
 
 pub fn metadata(field: &str, value: &Metadata) -> Result<(), ValidationError> {
-    let size = serde_json::to_vec(value)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(ValidationError::too_large(
             field,
@@ -124,24 +113,16 @@ pub fn append(req: &AppendRequest, now: Timestamp) -> Result<(), ValidationError
 fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationError> {
     let field = |name: &str| format!("messages[{i}].{name}");
     if m.content.trim().is_empty() {
-        return Err(ValidationError::invalid(
-            field("content"),
-            "content must not be empty",
-        ));
+        return Err(ValidationError::invalid(field("content"), "content must not be empty"));
     }
     if m.content.len() > MAX_CONTENT_BYTES {
         return Err(ValidationError::too_large(
             field("content"),
-            format!(
-                "content is {} bytes; the limit is {MAX_CONTENT_BYTES}",
-                m.content.len()
-            ),
+            format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", m.content.len()),
         ));
     }
     if let Some(ext) = &m.external_id
-        && (ext.trim().is_empty()
-            || ext.chars().count() > MAX_EXTERNAL_ID_CHARS
-            || ext.chars().any(char::is_control))
+        && (ext.trim().is_empty() || ext.chars().count() > MAX_EXTERNAL_ID_CHARS || ext.chars().any(char::is_control))
     {
         return Err(ValidationError::invalid(
             field("externalId"),
@@ -195,12 +176,7 @@ pub fn patch(req: &PatchConversationRequest) -> Result<(), ValidationError> {
 }
 
 /// Parses a page size: 1..=max, default when absent.
-pub fn limit(
-    field: &str,
-    raw: Option<&str>,
-    default: usize,
-    max: usize,
-) -> Result<usize, ValidationError> {
+pub fn limit(field: &str, raw: Option<&str>, default: usize, max: usize) -> Result<usize, ValidationError> {
     let Some(raw) = raw else { return Ok(default) };
     match raw.parse::<i64>() {
         Ok(n) if n >= 1 && n as u64 <= max as u64 => Ok(n as usize),
@@ -213,8 +189,7 @@ pub fn limit(
 
 /// Parses a duration such as `90s`, `30m`, `24h` or `7d` (at most 366 days).
 pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
-    let err =
-        || ValidationError::invalid(field, format!("{field} must look like 90s, 30m, 24h or 7d"));
+    let err = || ValidationError::invalid(field, format!("{field} must look like 90s, 30m, 24h or 7d"));
     let raw = raw.trim();
     if raw.len() < 2 {
         return Err(err());
@@ -241,9 +216,7 @@ pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
 pub fn timestamp(field: &str, raw: &str) -> Result<Timestamp, ValidationError> {
     chrono::DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| {
-            ValidationError::invalid(field, format!("{field} must be an RFC 3339 timestamp"))
-        })
+        .map_err(|_| ValidationError::invalid(field, format!("{field} must be an RFC 3339 timestamp")))
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
-//! Shared set-up for the domain tests: the embedded store and queues in
-//! memory, a clock the test moves, and helpers that play the part of
-//! Lambda's event source mapping.
-
-#![allow(dead_code)]
+//! The world the store contract suite runs in: a store under test (the
+//! embedded one in memory, or DynamoDB at `AWS_ENDPOINT_URL`, a moto server
+//! in `tests/run`), embedded queues, a clock the test moves, and helpers
+//! that play the part of Lambda's event source mapping.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::TimeZone;
+use convo_aws::DynamoStore;
 use convo_domain::moderation::RuleModerator;
 use convo_domain::persist::{BatchOutcome, Delivery, persist_batch};
 use convo_domain::ports::*;
@@ -33,22 +33,48 @@ impl Clock for TestClock {
     }
 }
 
+/// Which store implementation a test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreKind {
+    Embedded,
+    DynamoDb,
+}
+
 pub struct World {
     pub deps: Deps,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Arc<dyn ConversationStore>,
     pub faulty: Arc<FaultyStore>,
     pub writes: Arc<EmbeddedQueue>,
     pub titles: Arc<EmbeddedQueue>,
     pub clock: Arc<TestClock>,
 }
 
-pub fn world() -> World {
-    world_with(Config::default())
+/// A DynamoDB client for the endpoint in the environment (`tests/run` starts
+/// moto and exports `AWS_ENDPOINT_URL`); a missing endpoint fails the test
+/// rather than skipping it.
+pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "AWS_ENDPOINT_URL is not set: run the suite through ./tests/run, which starts moto"
+    );
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    aws_sdk_dynamodb::Client::new(&sdk)
 }
 
-pub fn world_with(config: Config) -> World {
+/// A new table with convo's definition, named uniquely for one test.
+pub async fn fresh_dynamo_store() -> DynamoStore {
+    let client = dynamodb_client().await;
+    let table = format!("convo-test-{}", ulid::Ulid::new().to_string().to_lowercase());
+    convo_aws::resources::create_table(&client, &table).await.unwrap();
+    DynamoStore::new(client, &table)
+}
+
+pub async fn world(kind: StoreKind, config: Config) -> World {
     let db = open_database(None).unwrap();
-    let store = Arc::new(EmbeddedStore::new(db.clone()).unwrap());
+    let store: Arc<dyn ConversationStore> = match kind {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::new(db.clone()).unwrap()),
+        StoreKind::DynamoDb => Arc::new(fresh_dynamo_store().await),
+    };
     let faulty = Arc::new(FaultyStore {
         inner: store.clone(),
         fail_commits_for: Mutex::new(HashSet::new()),
@@ -77,6 +103,37 @@ pub fn world_with(config: Config) -> World {
         titles,
         clock,
     }
+}
+
+/// Instantiates each case once per store: `embedded::case` and
+/// `dynamodb::case`. A case is `async fn case(w: World)`; `case(config)`
+/// gives it a non-default [`Config`].
+#[macro_export]
+macro_rules! contract {
+    ($($case:ident $(($config:expr))?),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut config = convo_domain::Config::default();
+                    $( config = $config; )?
+                    super::$case(convo_contract_tests::world(convo_contract_tests::StoreKind::Embedded, config).await).await
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut config = convo_domain::Config::default();
+                    $( config = $config; )?
+                    super::$case(convo_contract_tests::world(convo_contract_tests::StoreKind::DynamoDb, config).await).await
+                }
+            )*
+        }
+    };
 }
 
 impl World {
@@ -129,12 +186,7 @@ impl World {
     }
 
     pub async fn conversation(&self, id: &str) -> Conversation {
-        self.store
-            .get_conversation(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .conversation
+        self.store.get_conversation(id).await.unwrap().unwrap().conversation
     }
 
     pub async fn all_messages(&self, id: &str) -> Vec<Message> {
@@ -165,17 +217,13 @@ impl World {
 /// The embedded store, with commits of chosen conversations failing as a
 /// throttled DynamoDB would.
 pub struct FaultyStore {
-    pub inner: Arc<EmbeddedStore>,
+    pub inner: Arc<dyn ConversationStore>,
     pub fail_commits_for: Mutex<HashSet<String>>,
 }
 
 #[async_trait]
 impl ConversationStore for FaultyStore {
-    async fn create_conversation(
-        &self,
-        r: &ConversationRecord,
-        reuse: bool,
-    ) -> Result<Created, StoreError> {
+    async fn create_conversation(&self, r: &ConversationRecord, reuse: bool) -> Result<Created, StoreError> {
         self.inner.create_conversation(r, reuse).await
     }
     async fn get_conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
@@ -196,20 +244,11 @@ impl ConversationStore for FaultyStore {
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         self.inner.list_messages(id, q).await
     }
-    async fn existing_external_ids(
-        &self,
-        id: &str,
-        ids: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
+    async fn existing_external_ids(&self, id: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
         self.inner.existing_external_ids(id, ids).await
     }
     async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
-        if self
-            .fail_commits_for
-            .lock()
-            .unwrap()
-            .contains(c.record.id())
-        {
+        if self.fail_commits_for.lock().unwrap().contains(c.record.id()) {
             return Err(StoreError::Unavailable("injected throttle".into()));
         }
         self.inner.commit(c).await
@@ -217,11 +256,7 @@ impl ConversationStore for FaultyStore {
     async fn user_stats(&self, o: &str, u: &str) -> Result<Option<UserStats>, StoreError> {
         self.inner.user_stats(o, u).await
     }
-    async fn active_started_before(
-        &self,
-        t: Timestamp,
-        l: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
+    async fn active_started_before(&self, t: Timestamp, l: usize) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.active_started_before(t, l).await
     }
     async fn claim_idempotency_key(
@@ -242,5 +277,8 @@ impl ConversationStore for FaultyStore {
     }
     async fn health(&self) -> ComponentHealth {
         self.inner.health().await
+    }
+    fn max_messages_per_commit(&self) -> usize {
+        self.inner.max_messages_per_commit()
     }
 }

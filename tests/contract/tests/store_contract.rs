@@ -1,10 +1,9 @@
-//! The domain's rules, proven on the embedded store: every promise of the
-//! walking skeleton that does not need HTTP.
-
-mod support;
+//! The store contract suite: the domain's rules (every promise that does not
+//! need HTTP) run against each store implementation, the embedded one and
+//! DynamoDB (moto in `tests/run`), so the two cannot drift.
 
 use chrono::Duration;
-use convo_domain::Config;
+use convo_contract_tests::*;
 use convo_domain::DomainError;
 use convo_domain::persist::{Delivery, persist_batch};
 use convo_domain::ports::*;
@@ -13,7 +12,6 @@ use convo_domain::sweep::sweep_idle_sessions;
 use convo_schema::api::*;
 use convo_schema::commands::WriteCommand;
 use convo_schema::*;
-use support::*;
 
 fn create_req(user: &str, agent: &str) -> CreateConversationRequest {
     serde_json::from_value(serde_json::json!({
@@ -50,23 +48,14 @@ fn code(e: DomainError) -> ErrorCode {
     e.code()
 }
 
-#[tokio::test]
-async fn create_sets_the_seed_fields() {
-    let w = world();
-    let (c, created) =
-        service::create_conversation(&w.deps, "alice", create_req("child-1", "toy-1"))
-            .await
-            .unwrap();
+async fn create_sets_the_seed_fields(w: World) {
+    let (c, created) = service::create_conversation(&w.deps, "alice", create_req("child-1", "toy-1"))
+        .await
+        .unwrap();
     assert!(created);
     assert_eq!(c.status, ConversationStatus::Active);
-    assert_eq!(
-        (c.user_id.as_str(), c.user_name.as_deref()),
-        ("child-1", Some("Mia"))
-    );
-    assert_eq!(
-        (c.agent_id.as_str(), c.agent_name.as_deref()),
-        ("toy-1", Some("Teddy"))
-    );
+    assert_eq!((c.user_id.as_str(), c.user_name.as_deref()), ("child-1", Some("Mia")));
+    assert_eq!((c.agent_id.as_str(), c.agent_name.as_deref()), ("toy-1", Some("Teddy")));
     assert_eq!((c.kind.as_str(), c.channel.as_str()), ("story", "web"));
     assert_eq!(c.owner_id, "alice");
     assert_eq!(c.created_at, w.clock.now());
@@ -76,38 +65,28 @@ async fn create_sets_the_seed_fields() {
     assert_eq!(w.conversation(&c.conversation_id).await, c);
 }
 
-#[tokio::test]
-async fn sms_numbers_are_normalized_and_bad_ones_refused() {
-    let w = world();
+async fn sms_numbers_are_normalized_and_bad_ones_refused(w: World) {
     let mut req = create_req("(415) 555-2671", "+1 224 242 3142");
     req.channel = Some("sms".into());
-    let (c, _) = service::create_conversation(&w.deps, "alice", req)
-        .await
-        .unwrap();
+    let (c, _) = service::create_conversation(&w.deps, "alice", req).await.unwrap();
     assert_eq!(
         (c.user_id.as_str(), c.agent_id.as_str()),
         ("+14155552671", "+12242423142")
     );
     let mut bad = create_req("not a number", "+12242423142");
     bad.channel = Some("sms".into());
-    let err = service::create_conversation(&w.deps, "alice", bad)
-        .await
-        .unwrap_err();
+    let err = service::create_conversation(&w.deps, "alice", bad).await.unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidPhoneNumber);
 }
 
-#[tokio::test]
-async fn reuse_active_returns_one_conversation_under_a_race() {
-    let w = world();
+async fn reuse_active_returns_one_conversation_under_a_race(w: World) {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let deps = w.deps.clone();
             tokio::spawn(async move {
                 let mut req = create_req("child-9", "toy-9");
                 req.reuse_active = true;
-                service::create_conversation(&deps, "alice", req)
-                    .await
-                    .unwrap()
+                service::create_conversation(&deps, "alice", req).await.unwrap()
             })
         })
         .collect();
@@ -127,9 +106,7 @@ async fn reuse_active_returns_one_conversation_under_a_race() {
     assert!(!ids.contains(&other.conversation_id));
 }
 
-#[tokio::test]
-async fn append_answers_before_storing_and_the_worker_assigns_indexes() {
-    let w = world();
+async fn append_answers_before_storing_and_the_worker_assigns_indexes(w: World) {
     let c = new_conversation(&w, "alice").await;
     let id = &c.conversation_id;
     let r1 = service::append_messages(
@@ -142,24 +119,14 @@ async fn append_answers_before_storing_and_the_worker_assigns_indexes() {
     .await
     .unwrap();
     assert_eq!(r1.messages.len(), 2);
-    assert!(
-        r1.messages
-            .iter()
-            .all(|m| m.safety.action == SafetyAction::Safe)
-    );
+    assert!(r1.messages.iter().all(|m| m.safety.action == SafetyAction::Safe));
     assert!(
         w.all_messages(id).await.is_empty(),
         "nothing is stored before the worker runs"
     );
-    service::append_messages(
-        &w.deps,
-        "alice",
-        id,
-        exchange("And castles?", "Castles are big."),
-        None,
-    )
-    .await
-    .unwrap();
+    service::append_messages(&w.deps, "alice", id, exchange("And castles?", "Castles are big."), None)
+        .await
+        .unwrap();
     w.settle().await;
     let msgs = w.all_messages(id).await;
     assert_eq!(
@@ -170,16 +137,11 @@ async fn append_answers_before_storing_and_the_worker_assigns_indexes() {
     assert_eq!(msgs[2].content, "And castles?");
     let c = w.conversation(id).await;
     assert_eq!(c.message_count, 4);
-    assert_eq!(
-        c.first_message_preview.as_deref(),
-        Some("Tell me about dragons")
-    );
+    assert_eq!(c.first_message_preview.as_deref(), Some("Tell me about dragons"));
     assert_eq!(c.last_message_preview.as_deref(), Some("Castles are big."));
 }
 
-#[tokio::test]
-async fn a_redelivered_command_changes_nothing() {
-    let w = world();
+async fn a_redelivered_command_changes_nothing(w: World) {
     let c = new_conversation(&w, "alice").await;
     let id = c.conversation_id.clone();
     service::append_messages(&w.deps, "alice", &id, exchange("one", "two"), None)
@@ -199,44 +161,25 @@ async fn a_redelivered_command_changes_nothing() {
     assert_eq!(w.all_messages(&id).await.len(), 2);
 }
 
-#[tokio::test]
-async fn a_repeated_external_id_is_stored_once() {
-    let w = world();
+async fn a_repeated_external_id_is_stored_once(w: World) {
     let c = new_conversation(&w, "alice").await;
     let id = &c.conversation_id;
     for _ in 0..3 {
-        service::append_messages(
-            &w.deps,
-            "alice",
-            id,
-            one("user", "hi there", Some("SM123")),
-            None,
-        )
+        service::append_messages(&w.deps, "alice", id, one("user", "hi there", Some("SM123")), None)
+            .await
+            .unwrap();
+    }
+    service::append_messages(&w.deps, "alice", id, one("user", "other", Some("SM124")), None)
         .await
         .unwrap();
-    }
-    service::append_messages(
-        &w.deps,
-        "alice",
-        id,
-        one("user", "other", Some("SM124")),
-        None,
-    )
-    .await
-    .unwrap();
     w.settle().await;
     let msgs = w.all_messages(id).await;
-    let ext: Vec<_> = msgs
-        .iter()
-        .map(|m| m.external_id.clone().unwrap())
-        .collect();
+    let ext: Vec<_> = msgs.iter().map(|m| m.external_id.clone().unwrap()).collect();
     assert_eq!(ext, vec!["SM123", "SM124"]);
     assert_eq!(w.conversation(id).await.message_count, 2);
 }
 
-#[tokio::test]
-async fn failed_records_are_reported_exactly_and_retried_in_order() {
-    let w = world();
+async fn failed_records_are_reported_exactly_and_retried_in_order(w: World) {
     let a = new_conversation(&w, "alice").await.conversation_id;
     let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
         .await
@@ -281,9 +224,7 @@ async fn failed_records_are_reported_exactly_and_retried_in_order() {
     assert_eq!(w.conversation(&a).await.message_count, 2);
 }
 
-#[tokio::test]
-async fn a_poison_message_is_parked_and_its_batch_is_stored() {
-    let w = world();
+async fn a_poison_message_is_parked_and_its_batch_is_stored(w: World) {
     let a = new_conversation(&w, "alice").await.conversation_id;
     w.writes
         .send(Some("poison-group"), Some("p1"), "{not json".into())
@@ -295,16 +236,11 @@ async fn a_poison_message_is_parked_and_its_batch_is_stored() {
     w.settle().await;
     assert_eq!(w.all_messages(&a).await.len(), 1);
     let stats = w.writes.stats();
-    assert_eq!(
-        (stats.visible, stats.in_flight, stats.dead_letters),
-        (0, 0, 1)
-    );
+    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 1));
     assert_eq!(w.writes.dead_letters(), vec!["{not json".to_string()]);
 }
 
-#[tokio::test]
-async fn end_sets_duration_stats_and_a_generated_title() {
-    let w = world();
+async fn end_sets_duration_stats_and_a_generated_title(w: World) {
     let c = new_conversation(&w, "alice").await;
     let id = &c.conversation_id;
     service::append_messages(
@@ -317,89 +253,50 @@ async fn end_sets_duration_stats_and_a_generated_title() {
     .await
     .unwrap();
     w.clock.advance(Duration::seconds(95));
-    service::end_session(&w.deps, "alice", id, None)
-        .await
-        .unwrap();
+    service::end_session(&w.deps, "alice", id, None).await.unwrap();
     // Accepted before the end was applied, so still stored after it.
     w.settle().await;
     let c = w.conversation(id).await;
     assert_eq!(c.status, ConversationStatus::Ended);
     assert_eq!(c.end_time, Some(c.start_time + Duration::seconds(95)));
-    assert_eq!(
-        (c.duration_seconds, c.duration_minutes),
-        (Some(95), Some(2))
-    );
+    assert_eq!((c.duration_seconds, c.duration_minutes), (Some(95), Some(2)));
     assert_eq!(c.title.as_deref(), Some("Love Volcanoes Lava"));
     assert_eq!(c.title_source, Some(TitleSource::Generated));
     assert!(c.title_generated_at.is_some());
-    let stats = service::user_stats(&w.deps, "alice", "child-1")
-        .await
-        .unwrap();
-    assert_eq!(
-        (stats.conversations, stats.messages, stats.total_seconds),
-        (1, 2, 95)
-    );
+    let stats = service::user_stats(&w.deps, "alice", "child-1").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages, stats.total_seconds), (1, 2, 95));
     let err = service::append_messages(&w.deps, "alice", id, one("user", "late", None), None)
         .await
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::ConversationEnded);
-    let err = service::end_session(&w.deps, "alice", id, None)
-        .await
-        .unwrap_err();
+    let err = service::end_session(&w.deps, "alice", id, None).await.unwrap_err();
     assert_eq!(code(err), ErrorCode::ConversationEnded);
 }
 
-#[tokio::test]
-async fn an_end_never_overtakes_messages_accepted_before_it() {
-    let w = world();
+async fn an_end_never_overtakes_messages_accepted_before_it(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     for i in 0..12 {
-        service::append_messages(
-            &w.deps,
-            "alice",
-            &id,
-            one("user", &format!("m{i}"), None),
-            None,
-        )
-        .await
-        .unwrap();
+        service::append_messages(&w.deps, "alice", &id, one("user", &format!("m{i}"), None), None)
+            .await
+            .unwrap();
     }
-    service::end_session(&w.deps, "alice", &id, None)
-        .await
-        .unwrap();
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
     w.settle().await;
-    let stats = service::user_stats(&w.deps, "alice", "child-1")
-        .await
-        .unwrap();
-    assert_eq!(
-        stats.messages, 12,
-        "the end was applied after all 12 messages"
-    );
+    let stats = service::user_stats(&w.deps, "alice", "child-1").await.unwrap();
+    assert_eq!(stats.messages, 12, "the end was applied after all 12 messages");
 }
 
-#[tokio::test]
-async fn a_user_title_is_never_overwritten() {
-    let w = world();
+async fn a_user_title_is_never_overwritten(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
-    service::append_messages(
-        &w.deps,
-        "alice",
-        &id,
-        exchange("rockets and planets", "yes"),
-        None,
-    )
-    .await
-    .unwrap();
+    service::append_messages(&w.deps, "alice", &id, exchange("rockets and planets", "yes"), None)
+        .await
+        .unwrap();
     let patch = PatchConversationRequest {
         title: Some("Mia's space chat".into()),
         ..Default::default()
     };
-    service::patch_conversation(&w.deps, "alice", &id, patch)
-        .await
-        .unwrap();
-    service::end_session(&w.deps, "alice", &id, None)
-        .await
-        .unwrap();
+    service::patch_conversation(&w.deps, "alice", &id, patch).await.unwrap();
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
     w.settle().await;
     let c = w.conversation(&id).await;
     assert_eq!(c.title.as_deref(), Some("Mia's space chat"));
@@ -407,12 +304,7 @@ async fn a_user_title_is_never_overwritten() {
     assert_eq!(c.status, ConversationStatus::Ended);
 }
 
-#[tokio::test]
-async fn a_title_is_requested_after_the_first_exchanges() {
-    let w = world_with(Config {
-        early_title_after_messages: 4,
-        ..Config::default()
-    });
+async fn a_title_is_requested_after_the_first_exchanges(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     service::append_messages(
         &w.deps,
@@ -446,9 +338,7 @@ async fn a_title_is_requested_after_the_first_exchanges() {
     assert_eq!(w.titles.stats().visible, 0);
 }
 
-#[tokio::test]
-async fn patch_merges_metadata_and_archives_only_ended_conversations() {
-    let w = world();
+async fn patch_merges_metadata_and_archives_only_ended_conversations(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     let meta = serde_json::json!({"lang": null, "mood": "happy"})
         .as_object()
@@ -478,9 +368,7 @@ async fn patch_merges_metadata_and_archives_only_ended_conversations() {
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::ConversationNotEnded);
     assert_eq!(w.conversation(&id).await.status, ConversationStatus::Active);
-    service::end_session(&w.deps, "alice", &id, None)
-        .await
-        .unwrap();
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
     w.settle().await;
     let c = service::patch_conversation(&w.deps, "alice", &id, archive())
         .await
@@ -489,27 +377,19 @@ async fn patch_merges_metadata_and_archives_only_ended_conversations() {
     assert!(c.archived_at.is_some());
 }
 
-#[tokio::test]
-async fn another_owner_sees_exactly_what_a_missing_id_shows() {
-    let w = world();
+async fn another_owner_sees_exactly_what_a_missing_id_shows(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     let missing = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     for target in [id.as_str(), missing, "bad id"] {
-        let e1 = service::get_conversation(&w.deps, "bob", target)
-            .await
-            .unwrap_err();
+        let e1 = service::get_conversation(&w.deps, "bob", target).await.unwrap_err();
         let e2 = service::append_messages(&w.deps, "bob", target, one("user", "x", None), None)
             .await
             .unwrap_err();
-        let e3 = service::end_session(&w.deps, "bob", target, None)
-            .await
-            .unwrap_err();
+        let e3 = service::end_session(&w.deps, "bob", target, None).await.unwrap_err();
         let e4 = service::list_messages(&w.deps, "bob", target, MessageParams::default())
             .await
             .unwrap_err();
-        let e5 = service::context(&w.deps, "bob", target, None, None)
-            .await
-            .unwrap_err();
+        let e5 = service::context(&w.deps, "bob", target, None, None).await.unwrap_err();
         let e6 = service::patch_conversation(
             &w.deps,
             "bob",
@@ -541,19 +421,11 @@ async fn another_owner_sees_exactly_what_a_missing_id_shows() {
     assert_eq!(w.conversation(&id).await.message_count, 0);
 }
 
-#[tokio::test]
-async fn context_is_recent_oldest_first_and_leaves_blocked_messages_out() {
-    let w = world();
+async fn context_is_recent_oldest_first_and_leaves_blocked_messages_out(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
-    service::append_messages(
-        &w.deps,
-        "alice",
-        &id,
-        exchange("old question", "old answer"),
-        None,
-    )
-    .await
-    .unwrap();
+    service::append_messages(&w.deps, "alice", &id, exchange("old question", "old answer"), None)
+        .await
+        .unwrap();
     w.clock.advance(Duration::hours(25));
     for i in 0..3 {
         service::append_messages(
@@ -590,38 +462,22 @@ async fn context_is_recent_oldest_first_and_leaves_blocked_messages_out() {
         .unwrap();
     assert_eq!(ctx.messages.len(), 6);
     assert_eq!(ctx.messages[0].role, Role::User);
-    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        ctx.messages.first().map(|m| m.content.as_str()),
-        Some("old question")
-    );
+    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None).await.unwrap();
+    assert_eq!(ctx.messages.first().map(|m| m.content.as_str()), Some("old question"));
     let c = w.conversation(&id).await;
     assert!(c.flagged);
     assert_eq!(c.flag_status, Some(FlagStatus::Unreviewed));
     assert_eq!(c.severity, Some(Severity::High));
     assert_eq!(c.flag_type.as_deref(), Some("sexual"));
-    assert_eq!(
-        c.last_message_preview.as_deref(),
-        Some("[withheld by moderation]")
-    );
+    assert_eq!(c.last_message_preview.as_deref(), Some("[withheld by moderation]"));
 }
 
-#[tokio::test]
-async fn messages_page_by_cursor_in_both_orders_and_by_time() {
-    let w = world();
+async fn messages_page_by_cursor_in_both_orders_and_by_time(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     for i in 0..25 {
-        service::append_messages(
-            &w.deps,
-            "alice",
-            &id,
-            one("user", &format!("m{i}"), None),
-            None,
-        )
-        .await
-        .unwrap();
+        service::append_messages(&w.deps, "alice", &id, one("user", &format!("m{i}"), None), None)
+            .await
+            .unwrap();
         w.clock.advance(Duration::minutes(1));
     }
     w.settle().await;
@@ -665,17 +521,12 @@ async fn messages_page_by_cursor_in_both_orders_and_by_time() {
     .await
     .unwrap();
     assert_eq!(
-        page.messages
-            .iter()
-            .map(|m| m.message_index)
-            .collect::<Vec<_>>(),
+        page.messages.iter().map(|m| m.message_index).collect::<Vec<_>>(),
         vec![5, 6, 7, 8, 9]
     );
 }
 
-#[tokio::test]
-async fn a_tampered_or_foreign_cursor_is_refused() {
-    let w = world();
+async fn a_tampered_or_foreign_cursor_is_refused(w: World) {
     let a = new_conversation(&w, "alice").await.conversation_id;
     let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
         .await
@@ -683,24 +534,12 @@ async fn a_tampered_or_foreign_cursor_is_refused() {
         .0
         .conversation_id;
     for i in 0..5 {
-        service::append_messages(
-            &w.deps,
-            "alice",
-            &a,
-            one("user", &format!("a{i}"), None),
-            None,
-        )
-        .await
-        .unwrap();
-        service::append_messages(
-            &w.deps,
-            "alice",
-            &b,
-            one("user", &format!("b{i}"), None),
-            None,
-        )
-        .await
-        .unwrap();
+        service::append_messages(&w.deps, "alice", &a, one("user", &format!("a{i}"), None), None)
+            .await
+            .unwrap();
+        service::append_messages(&w.deps, "alice", &b, one("user", &format!("b{i}"), None), None)
+            .await
+            .unwrap();
     }
     w.settle().await;
     let params = |cursor| MessageParams {
@@ -735,9 +574,7 @@ async fn a_tampered_or_foreign_cursor_is_refused() {
     assert_eq!(code(err), ErrorCode::InvalidCursor);
 }
 
-#[tokio::test]
-async fn conversations_list_newest_first_with_pages() {
-    let w = world();
+async fn conversations_list_newest_first_with_pages(w: World) {
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(new_conversation(&w, "alice").await.conversation_id);
@@ -773,19 +610,11 @@ async fn conversations_list_newest_first_with_pages() {
     assert_eq!(got, ids);
 }
 
-#[tokio::test]
-async fn the_sweeper_ends_idle_sessions_only() {
-    let w = world();
+async fn the_sweeper_ends_idle_sessions_only(w: World) {
     let idle = new_conversation(&w, "alice").await.conversation_id;
-    service::append_messages(
-        &w.deps,
-        "alice",
-        &idle,
-        exchange("hello bear", "hello!"),
-        None,
-    )
-    .await
-    .unwrap();
+    service::append_messages(&w.deps, "alice", &idle, exchange("hello bear", "hello!"), None)
+        .await
+        .unwrap();
     let busy = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
         .await
         .unwrap()
@@ -794,15 +623,9 @@ async fn the_sweeper_ends_idle_sessions_only() {
     w.settle().await;
     let last_activity = w.conversation(&idle).await.last_activity_at;
     w.clock.advance(Duration::minutes(25));
-    service::append_messages(
-        &w.deps,
-        "alice",
-        &busy,
-        one("user", "still here", None),
-        None,
-    )
-    .await
-    .unwrap();
+    service::append_messages(&w.deps, "alice", &busy, one("user", "still here", None), None)
+        .await
+        .unwrap();
     w.settle().await;
     w.clock.advance(Duration::minutes(6));
     assert_eq!(sweep_idle_sessions(&w.deps).await.unwrap(), 1);
@@ -813,19 +636,12 @@ async fn the_sweeper_ends_idle_sessions_only() {
     let c = w.conversation(&idle).await;
     assert_eq!(c.status, ConversationStatus::Ended);
     assert_eq!(c.end_time, Some(last_activity));
-    assert_eq!(
-        w.conversation(&busy).await.status,
-        ConversationStatus::Active
-    );
-    let stats = service::user_stats(&w.deps, "alice", "child-1")
-        .await
-        .unwrap();
+    assert_eq!(w.conversation(&busy).await.status, ConversationStatus::Active);
+    let stats = service::user_stats(&w.deps, "alice", "child-1").await.unwrap();
     assert_eq!(stats.conversations, 1);
 }
 
-#[tokio::test]
-async fn an_idempotency_key_replays_the_first_answer() {
-    let w = world();
+async fn an_idempotency_key_replays_the_first_answer(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     let body = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
     let key = || Some(IdempotencyKey::new("retry-1", body).unwrap());
@@ -845,9 +661,7 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!(w.all_messages(&id).await.len(), 1);
 }
 
-#[tokio::test]
-async fn concurrent_writers_get_gapless_indexes() {
-    let w = world();
+async fn concurrent_writers_get_gapless_indexes(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     let writers: Vec<_> = (0..8)
         .map(|t| {
@@ -855,15 +669,9 @@ async fn concurrent_writers_get_gapless_indexes() {
             let id = id.clone();
             tokio::spawn(async move {
                 for i in 0..50 {
-                    service::append_messages(
-                        &deps,
-                        "alice",
-                        &id,
-                        one("user", &format!("w{t}-{i}"), None),
-                        None,
-                    )
-                    .await
-                    .unwrap();
+                    service::append_messages(&deps, "alice", &id, one("user", &format!("w{t}-{i}"), None), None)
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -892,23 +700,17 @@ async fn concurrent_writers_get_gapless_indexes() {
             .filter(|m| m.content.starts_with(&format!("w{t}-")))
             .map(|m| m.content.clone())
             .collect();
-        assert_eq!(
-            mine,
-            (0..50).map(|i| format!("w{t}-{i}")).collect::<Vec<_>>()
-        );
+        assert_eq!(mine, (0..50).map(|i| format!("w{t}-{i}")).collect::<Vec<_>>());
     }
 }
 
-#[tokio::test]
-async fn an_append_too_large_for_one_queue_message_is_refused() {
-    let w = world();
+async fn an_append_too_large_for_one_queue_message_is_refused(w: World) {
     let id = new_conversation(&w, "alice").await.conversation_id;
     let big = "x".repeat(16 * 1024);
     let messages: Vec<_> = (0..20)
         .map(|_| serde_json::json!({"role": "user", "content": big}))
         .collect();
-    let req: AppendRequest =
-        serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap();
+    let req: AppendRequest = serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap();
     let err = service::append_messages(&w.deps, "alice", &id, req, None)
         .await
         .unwrap_err();
@@ -932,4 +734,96 @@ fn write_commands_keep_their_wire_format() {
             reason: convo_schema::commands::EndReason::Idle
         }
     ));
+}
+
+async fn a_write_accepted_before_the_end_applies_is_kept_and_counted(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    service::append_messages(&w.deps, "alice", &id, exchange("hello", "hi"), None)
+        .await
+        .unwrap();
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+    // The end is queued but not applied: the API still accepts this one.
+    w.clock.advance(Duration::seconds(1));
+    service::append_messages(&w.deps, "alice", &id, one("user", "too late", None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let c = w.conversation(&id).await;
+    assert_eq!(c.status, ConversationStatus::Ended);
+    assert_eq!(c.message_count, 3);
+    assert!(c.last_activity_at <= c.end_time.unwrap());
+    let contents: Vec<_> = w.all_messages(&id).await.into_iter().map(|m| m.content).collect();
+    assert_eq!(contents, ["hello", "hi", "too late"]);
+    let stats = service::user_stats(&w.deps, "alice", "child-1").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages), (1, 3));
+}
+
+async fn a_window_finds_backfilled_messages(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let base = w.clock.now() - Duration::days(10);
+    let at = |h: i64| (base + Duration::hours(h)).to_rfc3339();
+    let body = serde_json::json!({"messages": [
+        {"role": "user", "content": "m0", "createdAt": at(1)},
+        {"role": "user", "content": "m1", "createdAt": at(3)},
+        {"role": "user", "content": "m2", "createdAt": at(0)},
+        {"role": "user", "content": "m3", "createdAt": at(4)},
+    ]});
+    service::append_messages(&w.deps, "alice", &id, serde_json::from_value(body).unwrap(), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    for (since, until, order, want) in [
+        (Some(2), None, "asc", vec!["m1", "m3"]),
+        (Some(2), None, "desc", vec!["m3", "m1"]),
+        (None, Some(2), "asc", vec!["m0", "m2"]),
+        (None, Some(2), "desc", vec!["m2", "m0"]),
+        (Some(0), Some(2), "asc", vec!["m0", "m2"]),
+    ] {
+        let (s, u) = (since.map(at), until.map(at));
+        let page = service::list_messages(
+            &w.deps,
+            "alice",
+            &id,
+            MessageParams {
+                since: s.as_deref(),
+                until: u.as_deref(),
+                order: Some(order),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let got: Vec<_> = page.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(got, want, "since {since:?} until {until:?} {order}");
+    }
+}
+
+contract! {
+    a_write_accepted_before_the_end_applies_is_kept_and_counted,
+    a_window_finds_backfilled_messages,
+    create_sets_the_seed_fields,
+    sms_numbers_are_normalized_and_bad_ones_refused,
+    reuse_active_returns_one_conversation_under_a_race,
+    append_answers_before_storing_and_the_worker_assigns_indexes,
+    a_redelivered_command_changes_nothing,
+    a_repeated_external_id_is_stored_once,
+    failed_records_are_reported_exactly_and_retried_in_order,
+    a_poison_message_is_parked_and_its_batch_is_stored,
+    end_sets_duration_stats_and_a_generated_title,
+    an_end_never_overtakes_messages_accepted_before_it,
+    a_user_title_is_never_overwritten,
+    a_title_is_requested_after_the_first_exchanges(convo_domain::Config {
+            early_title_after_messages: 4,
+            ..convo_domain::Config::default()
+        }),
+    patch_merges_metadata_and_archives_only_ended_conversations,
+    another_owner_sees_exactly_what_a_missing_id_shows,
+    context_is_recent_oldest_first_and_leaves_blocked_messages_out,
+    messages_page_by_cursor_in_both_orders_and_by_time,
+    a_tampered_or_foreign_cursor_is_refused,
+    conversations_list_newest_first_with_pages,
+    the_sweeper_ends_idle_sessions_only,
+    an_idempotency_key_replays_the_first_answer,
+    concurrent_writers_get_gapless_indexes,
+    an_append_too_large_for_one_queue_message_is_refused,
 }
