@@ -93,6 +93,7 @@ impl AwsSettings {
             ids: Arc::new(UlidSource::default()),
             titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
             moderator,
+            metrics: Arc::new(crate::metrics::EmfMetrics),
             config: self.config.clone(),
         }
     }

@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod dynamo;
+pub mod lambda;
+pub mod metrics;
 pub mod resources;
 pub mod sqs;
 

@@ -1,12 +1,9 @@
-//! Lambda entry point. The AWS adapters (DynamoDB store, SQS queues) that
-//! this binary wires on Lambda are not built yet: until then the handler in
-//! `lib.rs` runs inside `convo-local`, and this binary refuses to start
-//! rather than pretend.
+//! Lambda entry point: set-up once per cold start, then serve.
 
-fn main() {
-    eprintln!(
-        "{}: the AWS adapters are not built yet; run the functions through `convo-local serve`",
-        env!("CARGO_PKG_NAME")
-    );
-    std::process::exit(2);
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let deps = convo_aws::lambda::bootstrap().await;
+    lambda_runtime::run(service_fn(|event| persist_writes::handle(&deps, event))).await
 }

@@ -152,6 +152,7 @@ fn build(args: &ServeArgs) -> Result<Runtime, String> {
         ids: Arc::new(UlidSource::default()),
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
+        metrics: Arc::new(convo_domain::ports::NoMetrics),
         config,
     };
     Ok(Runtime { deps, writes, titles })

@@ -37,5 +37,6 @@ pub struct Deps {
     pub ids: Arc<dyn IdSource>,
     pub moderator: Arc<dyn Moderator>,
     pub titler: Arc<dyn TitleGenerator>,
+    pub metrics: Arc<dyn Metrics>,
     pub config: Config,
 }

@@ -65,6 +65,8 @@ pub struct BatchOutcome {
     pub messages_persisted: u64,
     pub commands_applied: u64,
     pub duplicates_skipped: u64,
+    /// The longest time from acceptance (202) to commit in the batch.
+    pub max_lag_ms: i64,
 }
 
 /// Applies a batch. Groups are independent and run concurrently.
@@ -84,7 +86,14 @@ pub async fn persist_batch(deps: &Deps, deliveries: Vec<Delivery>) -> BatchOutco
         outcome.messages_persisted += r.messages_persisted;
         outcome.commands_applied += r.commands_applied;
         outcome.duplicates_skipped += r.duplicates_skipped;
+        outcome.max_lag_ms = outcome.max_lag_ms.max(r.max_lag_ms);
     }
+    deps.metrics.record(&[
+        ("MessagesPersisted", outcome.messages_persisted as f64, "Count"),
+        ("BatchItemFailures", outcome.failed.len() as f64, "Count"),
+        ("DuplicatesSkipped", outcome.duplicates_skipped as f64, "Count"),
+        ("PersistLatency", outcome.max_lag_ms as f64, "Milliseconds"),
+    ]);
     outcome
 }
 
@@ -162,6 +171,10 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                         fail_rest(&mut outcome, &list[next..]);
                         return outcome;
                     }
+                }
+                let now = deps.clock.now();
+                for c in &commands {
+                    outcome.max_lag_ms = outcome.max_lag_ms.max((now - c.accepted_at).num_milliseconds());
                 }
                 outcome.messages_persisted += plan.commit.messages.len() as u64;
                 outcome.commands_applied += plan.applied;

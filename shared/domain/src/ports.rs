@@ -248,6 +248,19 @@ pub trait TitleQueue: Send + Sync {
     async fn health(&self) -> ComponentHealth;
 }
 
+/// Where counters and timings go (CloudWatch EMF on Lambda). Values are
+/// (name, value, unit); never message content.
+pub trait Metrics: Send + Sync {
+    fn record(&self, values: &[(&str, f64, &str)]);
+}
+
+/// Drops every value (local runs and tests that do not look at metrics).
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn record(&self, _values: &[(&str, f64, &str)]) {}
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }

@@ -170,6 +170,12 @@ pub async fn append_messages(
             kind: WriteKind::Append { messages },
         };
         send_write(deps, &command).await?;
+        let count = |a: SafetyAction| response.messages.iter().filter(|m| m.safety.action == a).count() as f64;
+        deps.metrics.record(&[
+            ("MessagesAccepted", response.messages.len() as f64, "Count"),
+            ("MessagesFlagged", count(SafetyAction::Flagged), "Count"),
+            ("MessagesBlocked", count(SafetyAction::Blocked), "Count"),
+        ]);
         Ok(response)
     })
     .await

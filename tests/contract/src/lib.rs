@@ -93,6 +93,7 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         ids: Arc::new(UlidSource::default()),
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
+        metrics: Arc::new(convo_domain::ports::NoMetrics),
         config,
     };
     World {
