@@ -293,6 +293,17 @@ def _clean_env(extra: dict | None = None) -> dict:
     return env
 
 
+# "embedded" (the default) or "aws": the same suite against convo-local in
+# AWS mode, on DynamoDB and SQS at AWS_ENDPOINT_URL (moto in tests/run).
+STORE = os.environ.get("CONVO_E2E_STORE", "embedded")
+
+
+def aws_prefix(data_dir: Path) -> str:
+    """The table and queue prefix of one server's data (stable across restarts)."""
+    import hashlib
+    return "e2e-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+
+
 class Server:
     """One ``convo-local serve`` process on a free loopback port."""
 
@@ -320,6 +331,15 @@ class Server:
         cmd = [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir), *self.args]
         if self.in_memory:
             cmd.append("--in-memory")
+        if STORE == "aws":
+            prefix = aws_prefix(self.data_dir)
+            # A short visibility timeout: records held by a killed server come
+            # back within seconds instead of minutes.
+            init = subprocess.run([BIN, "init-aws", "--prefix", prefix, "--visibility-timeout", "5s"],
+                                  capture_output=True, text=True,
+                                  env=self.env, timeout=60)
+            assert init.returncode == 0, init.stderr
+            cmd += ["--aws", "--prefix", prefix, "--retry-delay", "1s"]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env)
         self._wait_ready()
@@ -422,4 +442,4 @@ def bob(server) -> Client:
 
 
 def pytest_report_header(config):
-    return f"convo-local: {BIN}"
+    return f"convo-local: {BIN} (store: {STORE})"

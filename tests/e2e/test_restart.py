@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from conftest import Client, assert_error, make_jwt, unique, wait_until
+from conftest import STORE, Client, assert_error, make_jwt, unique, wait_until
 
 
 def test_everything_survives_a_restart(make_server):
@@ -135,6 +135,8 @@ def test_idempotency_keys_survive_a_restart(make_server):
 
 def test_in_memory_server_forgets_but_keeps_the_secret(make_server, tmp_path):
     """--in-memory keeps no conversations, but its JWT secret lives in the data dir."""
+    if STORE == "aws":
+        pytest.skip("--in-memory concerns the embedded store only")
     data = tmp_path / "mem"
     srv = make_server(data_dir=data, in_memory=True)
     api = Client(srv.base_url, srv.token("alice"))

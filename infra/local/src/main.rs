@@ -6,6 +6,7 @@
 //! token the server accepts.
 
 mod auth;
+mod aws_mode;
 mod gateway;
 mod pollers;
 
@@ -18,6 +19,7 @@ use convo_domain::moderation::RuleModerator;
 use convo_domain::titles::ExtractiveTitler;
 use convo_domain::{Config, Deps, SystemClock, UlidSource};
 use convo_embedded::{EmbeddedQueue, EmbeddedStore, QueueKind, open_database};
+use pollers::{EmbeddedSource, Source};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -35,6 +37,21 @@ enum Command {
     Serve(ServeArgs),
     /// Print a bearer token for an owner.
     Token(TokenArgs),
+    /// Create the DynamoDB table and SQS queues at AWS_ENDPOINT_URL (or in
+    /// AWS) and print the environment the functions read.
+    InitAws(InitArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Name prefix of the table and queues.
+    #[arg(long, env = "CONVO_PREFIX", default_value = "convo")]
+    prefix: String,
+    /// Visibility timeout of the queues (on Lambda: 6 × the worker's
+    /// timeout). A short one brings records held by a killed local server
+    /// back sooner.
+    #[arg(long, default_value = "180s")]
+    visibility_timeout: String,
 }
 
 #[derive(Args, Clone)]
@@ -63,6 +80,17 @@ struct ServeArgs {
     /// Concurrent pollers of the writes queue (Lambda's maximum concurrency).
     #[arg(long, env = "CONVO_WRITE_WORKERS", default_value_t = 4)]
     write_workers: usize,
+    /// Run on DynamoDB and SQS (AWS_ENDPOINT_URL, e.g. moto, or real AWS)
+    /// instead of the embedded store and queues.
+    #[arg(long, env = "CONVO_AWS")]
+    aws: bool,
+    /// AWS mode: name prefix of the table and queues (see `init-aws`);
+    /// CONVO_TABLE and the CONVO_*_QUEUE_URL variables win when set.
+    #[arg(long, env = "CONVO_PREFIX", default_value = "convo")]
+    prefix: String,
+    /// AWS mode: how long a failed record stays invisible before redelivery.
+    #[arg(long, env = "CONVO_RETRY_DELAY", default_value = "2s")]
+    retry_delay: String,
     /// Log format: text or json.
     #[arg(long, env = "CONVO_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -90,6 +118,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Token(t)) => token(t),
         Some(Command::Serve(s)) => serve(s),
+        Some(Command::InitAws(a)) => init_aws(a),
         None => serve(cli.serve),
     };
     if let Err(e) = result {
@@ -104,6 +133,16 @@ fn token(args: TokenArgs) -> Result<(), String> {
     let (secret, _) = auth::load_or_create_secret(&args.data_dir)?;
     println!("{}", auth::mint(&secret, &args.sub, ttl.num_seconds())?);
     Ok(())
+}
+
+fn init_aws(args: InitArgs) -> Result<(), String> {
+    convo_schema::validate::id("prefix", &args.prefix).map_err(|e| e.message)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let visibility = duration("visibility-timeout", &args.visibility_timeout)?.num_seconds() as u32;
+    rt.block_on(aws_mode::init(&args.prefix, visibility))
 }
 
 fn validate_owner(sub: &str) -> Result<(), String> {
@@ -125,11 +164,20 @@ fn init_tracing(format: &str) {
 
 struct Runtime {
     deps: Deps,
-    writes: Arc<EmbeddedQueue>,
-    titles: Arc<EmbeddedQueue>,
+    writes: Arc<dyn Source>,
+    titles: Arc<dyn Source>,
+    storage: String,
 }
 
-fn build(args: &ServeArgs) -> Result<Runtime, String> {
+fn config(args: &ServeArgs) -> Result<Config, String> {
+    Ok(Config {
+        idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
+        early_title_after_messages: args.early_title_after,
+        ..Config::default()
+    })
+}
+
+fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
     let db = open_database(if args.in_memory {
         None
     } else {
@@ -139,11 +187,6 @@ fn build(args: &ServeArgs) -> Result<Runtime, String> {
     let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, args.max_receives)?;
     let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, args.max_receives)?;
     let moderator = Arc::new(RuleModerator::default());
-    let config = Config {
-        idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
-        early_title_after_messages: args.early_title_after,
-        ..Config::default()
-    };
     let deps = Deps {
         store,
         writes: writes.clone(),
@@ -153,9 +196,45 @@ fn build(args: &ServeArgs) -> Result<Runtime, String> {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
-        config,
+        config: config(args)?,
     };
-    Ok(Runtime { deps, writes, titles })
+    let storage = if args.in_memory {
+        "in memory".to_string()
+    } else {
+        format!("{}", args.data_dir.join("convo.redb").display())
+    };
+    Ok(Runtime {
+        deps,
+        writes: Arc::new(EmbeddedSource(writes, "writes")),
+        titles: Arc::new(EmbeddedSource(titles, "titles")),
+        storage,
+    })
+}
+
+async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
+    let sdk = aws_mode::sdk_config().await;
+    let settings = aws_mode::settings(&args.prefix, config(args)?, &sdk).await?;
+    let mut deps = settings.deps(&sdk);
+    // EMF lines are for CloudWatch; locally they would only clutter stdout.
+    deps.metrics = Arc::new(convo_domain::ports::NoMetrics);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let retry_delay = duration("retry-delay", &args.retry_delay)?
+        .to_std()
+        .map_err(|e| e.to_string())?;
+    let source = |url: &str| -> Arc<dyn Source> {
+        Arc::new(aws_mode::SqsSource {
+            client: sqs.clone(),
+            url: url.to_string(),
+            retry_delay,
+        })
+    };
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into());
+    Ok(Runtime {
+        writes: source(&settings.writes_queue_url),
+        titles: source(&settings.titles_queue_url),
+        storage: format!("DynamoDB table {} at {endpoint}", settings.table),
+        deps,
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -164,18 +243,21 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .to_std()
         .map_err(|e| e.to_string())?;
     let (secret, origin) = auth::load_or_create_secret(&args.data_dir)?;
-    let rt = build(&args)?;
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     tokio_rt.block_on(async move {
+        let rt = if args.aws {
+            on_aws(&args).await?
+        } else {
+            embedded(&args)?
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         for _ in 0..args.write_workers.max(1) {
             tasks.push(tokio::spawn(pollers::poll(
                 rt.writes.clone(),
-                "writes",
                 rt.deps.clone(),
                 |deps, event| async move { persist_writes::handle(&deps, event).await },
                 stop_rx.clone(),
@@ -183,7 +265,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         tasks.push(tokio::spawn(pollers::poll(
             rt.titles.clone(),
-            "titles",
             rt.deps.clone(),
             |deps, event| async move { generate_title::handle(&deps, event).await },
             stop_rx.clone(),
@@ -204,11 +285,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let storage = if args.in_memory {
-            "in memory".to_string()
-        } else {
-            format!("{}", args.data_dir.join("convo.redb").display())
-        };
+        let storage = rt.storage.clone();
         tracing::info!(%addr, storage = %storage, jwt_secret = origin, "convo-local listening");
         println!("convo-local listening on http://{addr} (data: {storage}; JWT secret: {origin})");
         println!("get a token: convo-local token --sub alice");

@@ -8,34 +8,97 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use convo_domain::Deps;
-use convo_embedded::{EmbeddedQueue, Received};
+use convo_embedded::EmbeddedQueue;
 use lambda_runtime::{Context, Error, LambdaEvent};
 use tokio::sync::watch;
 
 /// Lambda's SQS batch size for convo's triggers.
 pub const BATCH_SIZE: usize = 10;
 
-fn to_sqs_event(queue_name: &str, batch: &[Received]) -> SqsEvent {
+/// One received queue message, whatever the queue.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub message_id: String,
+    pub receipt: String,
+    pub group: Option<String>,
+    pub body: String,
+    pub receive_count: u32,
+    pub sent_at_ms: i64,
+}
+
+/// A queue the poller can drain: the embedded one or SQS.
+#[async_trait]
+pub trait Source: Send + Sync {
+    fn arn(&self) -> String;
+    /// Up to [`BATCH_SIZE`] records, waiting up to a second for one.
+    async fn receive(&self) -> Vec<Record>;
+    /// Deletes the records that succeeded; the failed ones stay for
+    /// redelivery (and, after too many receives, the dead-letter queue).
+    async fn settle(&self, succeeded: Vec<Record>, failed: Vec<Record>);
+}
+
+pub struct EmbeddedSource(pub Arc<EmbeddedQueue>, pub &'static str);
+
+#[async_trait]
+impl Source for EmbeddedSource {
+    fn arn(&self) -> String {
+        format!("arn:aws:sqs:local:000000000000:{}", self.1)
+    }
+
+    async fn receive(&self) -> Vec<Record> {
+        self.0
+            .receive(BATCH_SIZE, Duration::from_secs(1))
+            .await
+            .into_iter()
+            .map(|r| Record {
+                message_id: r.message_id,
+                receipt: r.receipt.to_string(),
+                group: r.group,
+                body: r.body,
+                receive_count: r.receive_count,
+                sent_at_ms: r.sent_at.timestamp_millis(),
+            })
+            .collect()
+    }
+
+    async fn settle(&self, succeeded: Vec<Record>, failed: Vec<Record>) {
+        for (records, ok) in [(succeeded, true), (failed, false)] {
+            for r in records {
+                let Ok(receipt) = r.receipt.parse() else { continue };
+                let result = if ok {
+                    self.0.ack(receipt).await
+                } else {
+                    self.0.nack(receipt).await
+                };
+                if let Err(e) = result {
+                    tracing::error!(queue = self.1, error = %e, "could not settle a record");
+                }
+            }
+        }
+    }
+}
+
+fn to_sqs_event(arn: &str, batch: &[Record]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = batch
         .iter()
         .map(|r| {
             let mut m = SqsMessage::default();
             m.message_id = Some(r.message_id.clone());
-            m.receipt_handle = Some(r.receipt.to_string());
+            m.receipt_handle = Some(r.receipt.clone());
             m.body = Some(r.body.clone());
             m.attributes
                 .insert("ApproximateReceiveCount".into(), r.receive_count.to_string());
-            m.attributes
-                .insert("SentTimestamp".into(), r.sent_at.timestamp_millis().to_string());
+            m.attributes.insert("SentTimestamp".into(), r.sent_at_ms.to_string());
             if let Some(g) = &r.group {
                 m.attributes.insert("MessageGroupId".into(), g.clone());
             }
             m.event_source = Some("aws:sqs".into());
-            m.event_source_arn = Some(format!("arn:aws:sqs:local:000000000000:{queue_name}"));
+            m.event_source_arn = Some(arn.to_string());
             m.aws_region = Some("local".into());
             m
         })
@@ -43,29 +106,24 @@ fn to_sqs_event(queue_name: &str, batch: &[Received]) -> SqsEvent {
     event
 }
 
-/// Feeds `queue` to `handler` until `stop` turns true.
-pub async fn poll<H, Fut>(
-    queue: Arc<EmbeddedQueue>,
-    name: &'static str,
-    deps: Deps,
-    handler: H,
-    mut stop: watch::Receiver<bool>,
-) where
+/// Feeds `source` to `handler` until `stop` turns true.
+/// A receive is never abandoned half-way (a dropped SQS receive would leave
+/// its records invisible until their timeout): `stop` is checked between
+/// batches, and a receive returns within about a second.
+pub async fn poll<H, Fut>(source: Arc<dyn Source>, deps: Deps, handler: H, stop: watch::Receiver<bool>)
+where
     H: Fn(Deps, LambdaEvent<SqsEvent>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<SqsBatchResponse, Error>> + Send,
 {
     loop {
-        let batch = tokio::select! {
-            b = queue.receive(BATCH_SIZE, Duration::from_secs(1)) => b,
-            _ = stop.changed() => return,
-        };
+        if *stop.borrow() {
+            return;
+        }
+        let batch = source.receive().await;
         if batch.is_empty() {
-            if *stop.borrow() {
-                return;
-            }
             continue;
         }
-        let event = LambdaEvent::new(to_sqs_event(name, &batch), Context::default());
+        let event = LambdaEvent::new(to_sqs_event(&source.arn(), &batch), Context::default());
         let failed: HashSet<String> = match handler(deps.clone(), event).await {
             Ok(resp) => resp
                 .batch_item_failures
@@ -74,20 +132,12 @@ pub async fn poll<H, Fut>(
                 .collect(),
             Err(e) => {
                 // A failed invocation retries the whole batch, as on Lambda.
-                tracing::error!(queue = name, error = %e, "worker invocation failed");
+                tracing::error!(queue = %source.arn(), error = %e, "worker invocation failed");
                 batch.iter().map(|r| r.message_id.clone()).collect()
             }
         };
-        for r in &batch {
-            let result = if failed.contains(&r.message_id) {
-                queue.nack(r.receipt).await
-            } else {
-                queue.ack(r.receipt).await
-            };
-            if let Err(e) = result {
-                tracing::error!(queue = name, error = %e, "could not settle a record");
-            }
-        }
+        let (bad, good): (Vec<Record>, Vec<Record>) = batch.into_iter().partition(|r| failed.contains(&r.message_id));
+        source.settle(good, bad).await;
     }
 }
 
