@@ -115,6 +115,16 @@ pub struct QueueSpec {
     pub visibility_timeout_seconds: u32,
 }
 
+impl QueueSpec {
+    /// `x-dlq` for `x`, `x-dlq.fifo` for `x.fifo`.
+    pub fn dlq_name(&self) -> String {
+        match self.name.strip_suffix(".fifo") {
+            Some(base) => format!("{base}-dlq.fifo"),
+            None => format!("{}-dlq", self.name),
+        }
+    }
+}
+
 /// The writes queue: FIFO, high-throughput mode (deduplication and
 /// throughput per message group), content deduplication off (the command id
 /// is the deduplication id).
@@ -139,10 +149,7 @@ pub fn titles_queue(prefix: &str) -> QueueSpec {
 /// Creates a queue and its dead-letter queue; returns (queue URL, DLQ URL).
 pub async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Result<(String, String), String> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    let dlq_name = match spec.name.strip_suffix(".fifo") {
-        Some(base) => format!("{base}-dlq.fifo"),
-        None => format!("{}-dlq", spec.name),
-    };
+    let dlq_name = spec.dlq_name();
     let mut dlq = client.create_queue().queue_name(&dlq_name);
     if spec.fifo {
         dlq = dlq.attributes(A::FifoQueue, "true");

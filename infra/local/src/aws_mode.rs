@@ -71,13 +71,6 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, Stri
         .ok_or_else(|| format!("queue {name} has no URL"))
 }
 
-fn dlq_name(queue: &str) -> String {
-    match queue.strip_suffix(".fifo") {
-        Some(base) => format!("{base}-dlq.fifo"),
-        None => format!("{queue}-dlq"),
-    }
-}
-
 /// The settings for `prefix`, unless `CONVO_TABLE` and the queue URLs are
 /// set in the environment (then those win, as on Lambda).
 pub async fn settings(prefix: &str, config: Config, sdk: &aws_config::SdkConfig) -> Result<AwsSettings, String> {
@@ -91,8 +84,8 @@ pub async fn settings(prefix: &str, config: Config, sdk: &aws_config::SdkConfig)
         table: n.table,
         writes_queue_url: queue_url(&sqs, &n.writes.name).await?,
         titles_queue_url: queue_url(&sqs, &n.titles.name).await?,
-        writes_dlq_url: queue_url(&sqs, &dlq_name(&n.writes.name)).await.ok(),
-        titles_dlq_url: queue_url(&sqs, &dlq_name(&n.titles.name)).await.ok(),
+        writes_dlq_url: queue_url(&sqs, &n.writes.dlq_name()).await.ok(),
+        titles_dlq_url: queue_url(&sqs, &n.titles.dlq_name()).await.ok(),
         config,
     })
 }
