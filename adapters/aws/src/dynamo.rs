@@ -714,6 +714,39 @@ impl ConversationStore for DynamoStore {
         Ok(())
     }
 
+    async fn take_rate_token(
+        &self,
+        rate_key: &str,
+        window_start: Timestamp,
+        expires_at: Timestamp,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        // One small item per key and window, counted atomically, gone by TTL.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("R#{rate_key}"), &millis(window_start))))
+            .update_expression("ADD hits :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(hits) OR hits < :limit")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":ttl", n(expires_at.timestamp() + 60))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
     async fn health(&self) -> ComponentHealth {
         let mut figures = serde_json::Map::new();
         figures.insert("kind".into(), "dynamodb".into());

@@ -25,7 +25,9 @@ const ACTIVE: Table = TableDefinition::new("active_by_start");
 const STATS: Table = TableDefinition::new("user_stats");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
 
-const ALL_TABLES: [Table; 8] = [
+const RATE: Table = TableDefinition::new("rate_windows");
+
+const ALL_TABLES: [Table; 9] = [
     CONVERSATIONS,
     MESSAGES,
     EXTERNAL_IDS,
@@ -34,7 +36,15 @@ const ALL_TABLES: [Table; 8] = [
     ACTIVE,
     STATS,
     IDEMPOTENCY,
+    RATE,
 ];
+
+/// One counter per key: the current window and the requests counted in it.
+#[derive(Serialize, Deserialize)]
+struct RateWindow {
+    start: Timestamp,
+    hits: u64,
+}
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -512,6 +522,43 @@ impl ConversationStore for EmbeddedStore {
                 .remove(k.as_str())
                 .map_err(unavailable)?;
             txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn take_rate_token(
+        &self,
+        rate_key: &str,
+        window_start: Timestamp,
+        _expires_at: Timestamp,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        let k = rate_key.to_string();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let taken = {
+                let mut table = txn.open_table(RATE).map_err(unavailable)?;
+                let current: Option<RateWindow> = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                let hits = match current {
+                    Some(w) if w.start == window_start => w.hits,
+                    _ => 0,
+                };
+                if hits >= limit {
+                    false
+                } else {
+                    let w = RateWindow {
+                        start: window_start,
+                        hits: hits + 1,
+                    };
+                    table.insert(k.as_str(), encode(&w).as_slice()).map_err(unavailable)?;
+                    true
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(taken)
         })
         .await
     }

@@ -74,6 +74,9 @@ struct ServeArgs {
     /// Request a title once a conversation holds this many messages.
     #[arg(long, env = "CONVO_EARLY_TITLE_AFTER", default_value_t = 6)]
     early_title_after: u64,
+    /// Appends per (owner, user) per minute before 429; 0 turns it off.
+    #[arg(long, env = "CONVO_APPENDS_PER_MINUTE", default_value_t = 30)]
+    appends_per_minute: u64,
     /// Receives before a failing queue message is parked as a dead letter.
     #[arg(long, env = "CONVO_MAX_RECEIVES", default_value_t = 5)]
     max_receives: u32,
@@ -173,6 +176,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
     Ok(Config {
         idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
         early_title_after_messages: args.early_title_after,
+        appends_per_minute: args.appends_per_minute,
         ..Config::default()
     })
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub early_title_after_messages: u64,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
+    /// Appends per (owner, user) per minute; 0 turns the limit off.
+    pub appends_per_minute: u64,
 }
 
 impl Default for Config {
@@ -24,6 +26,8 @@ impl Default for Config {
             idle_timeout: Duration::minutes(30),
             early_title_after_messages: 6,
             idempotency_ttl: Duration::hours(24),
+            // The seed service's default (its production ran 50).
+            appends_per_minute: 30,
         }
     }
 }

@@ -226,6 +226,18 @@ pub trait ConversationStore: Send + Sync {
 
     async fn health(&self) -> ComponentHealth;
 
+    /// Counts one request under `key` in the fixed window starting at
+    /// `window_start`, unless `limit` requests were already counted there:
+    /// returns whether it was counted (atomic; state may expire after
+    /// `expires_at`).
+    async fn take_rate_token(
+        &self,
+        key: &str,
+        window_start: Timestamp,
+        expires_at: Timestamp,
+        limit: u64,
+    ) -> Result<bool, StoreError>;
+
     /// The most messages one [`Commit`] may carry (a DynamoDB transaction
     /// takes 100 items); the worker splits larger runs of commands.
     fn max_messages_per_commit(&self) -> usize {

@@ -6,8 +6,8 @@ use convo_schema::api::*;
 use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::limits::*;
 use convo_schema::{
-    Conversation, ConversationStatus, ErrorCode, Metadata, SafetyAction, TitleSource, UserStats, ValidationError,
-    phone, validate,
+    Conversation, ConversationStatus, ErrorCode, Metadata, SafetyAction, Timestamp, TitleSource, UserStats,
+    ValidationError, phone, validate,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -130,6 +130,7 @@ pub async fn append_messages(
     let record = load_owned(deps, owner_id, conversation_id).await?;
     idempotent(deps, owner_id, conversation_id, "append", idempotency, || async {
         ensure_active(&record)?;
+        rate_limit(deps, owner_id, &record.conversation.user_id, now).await?;
         let command_id = deps.ids.new_id();
         let messages: Vec<AcceptedMessage> = req
             .messages
@@ -211,6 +212,28 @@ pub async fn end_session(
         })
     })
     .await
+}
+
+/// Counts an append against its (owner, user) for the current minute; over
+/// the limit it is refused with the seconds until the next minute.
+async fn rate_limit(deps: &Deps, owner_id: &str, user_id: &str, now: Timestamp) -> Result<(), DomainError> {
+    let limit = deps.config.appends_per_minute;
+    if limit == 0 {
+        return Ok(());
+    }
+    let secs = now.timestamp();
+    let window_start = chrono::DateTime::from_timestamp(secs - secs.rem_euclid(60), 0).unwrap_or(now);
+    let window_end = window_start + chrono::Duration::seconds(60);
+    let key = format!("{owner_id}#{user_id}");
+    if deps
+        .store
+        .take_rate_token(&key, window_start, window_end, limit)
+        .await?
+    {
+        return Ok(());
+    }
+    let retry_after_seconds = ((window_end - now).num_milliseconds().max(1) as u64).div_ceil(1000);
+    Err(DomainError::RateLimited { retry_after_seconds })
 }
 
 fn ensure_active(record: &ConversationRecord) -> Result<(), DomainError> {

@@ -798,7 +798,54 @@ async fn a_window_finds_backfilled_messages(w: World) {
     }
 }
 
+async fn appends_over_the_rate_limit_are_refused_and_enqueue_nothing(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let other = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    // Mid-minute, so the window does not turn over during the test.
+    w.clock.advance(Duration::seconds(20));
+    let body = br#"{"messages":[{"role":"user","content":"m0"}]}"#;
+    let key = || Some(IdempotencyKey::new("k0", body).unwrap());
+    service::append_messages(&w.deps, "alice", &id, one("user", "m0", None), key())
+        .await
+        .unwrap();
+    for i in 1..3 {
+        service::append_messages(&w.deps, "alice", &id, one("user", &format!("m{i}"), None), None)
+            .await
+            .unwrap();
+    }
+    // A replay of an accepted request is answered again without counting.
+    service::append_messages(&w.deps, "alice", &id, one("user", "m0", None), key())
+        .await
+        .unwrap();
+    let err = service::append_messages(&w.deps, "alice", &id, one("user", "m3", None), None)
+        .await
+        .unwrap_err();
+    match err {
+        DomainError::RateLimited { retry_after_seconds } => assert_eq!(retry_after_seconds, 40),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert_eq!(w.writes.stats().visible, 3, "the refused append enqueued nothing");
+    // Another user of the same owner has their own budget.
+    service::append_messages(&w.deps, "alice", &other.conversation_id, one("user", "x", None), None)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::seconds(40));
+    service::append_messages(&w.deps, "alice", &id, one("user", "m4", None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let contents: Vec<_> = w.all_messages(&id).await.into_iter().map(|m| m.content).collect();
+    assert_eq!(contents, ["m0", "m1", "m2", "m4"]);
+}
+
 contract! {
+    appends_over_the_rate_limit_are_refused_and_enqueue_nothing(convo_domain::Config {
+        appends_per_minute: 3,
+        ..convo_domain::Config::default()
+    }),
     a_write_accepted_before_the_end_applies_is_kept_and_counted,
     a_window_finds_backfilled_messages,
     create_sets_the_seed_fields,
