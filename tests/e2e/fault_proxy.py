@@ -15,12 +15,12 @@ Standard library only.
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
 import random
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import Counter
 
 # Headers that belong to one hop, never forwarded.
@@ -52,6 +52,7 @@ class FaultProxy:
         self._released = threading.Event()
         self._released.set()
         self.holding = 0
+        self._local = threading.local()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         # what was injected, by (status, operation), and what was forwarded
@@ -115,13 +116,8 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.forwarded[target.split(".", 1)[0] or "other"] += 1
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                req = urllib.request.Request(proxy.upstream + self.path, data=body if body else None,
-                                             headers=headers, method=self.command)
                 try:
-                    with urllib.request.urlopen(req, timeout=60) as resp:
-                        status, resp_headers, resp_body = resp.status, resp.getheaders(), resp.read()
-                except urllib.error.HTTPError as e:  # 4xx/5xx from upstream: pass them on as they are
-                    status, resp_headers, resp_body = e.code, e.headers.items(), e.read()
+                    status, resp_headers, resp_body = proxy._forward(self.command, self.path, headers, body)
                 except OSError as e:
                     status, resp_headers, resp_body = 502, [("Content-Type", "text/plain")], str(e).encode()
                 self._answer(status, resp_headers, resp_body)
@@ -133,6 +129,28 @@ class FaultProxy:
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+
+    def _forward(self, method: str, path: str, headers: dict, body: bytes):
+        """Sends one request upstream on this thread's kept-alive connection
+        (one retry on a fresh connection if the kept one was closed)."""
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                u = urllib.parse.urlsplit(self.upstream)
+                conn = self._local.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+            try:
+                conn.request(method, path, body=body, headers={**headers, "Content-Length": str(len(body))})
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    conn.close()
+                    self._local.conn = None
+                return resp.status, resp.getheaders(), data
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
 
     def _draw(self, operation: str):
         with self._lock:

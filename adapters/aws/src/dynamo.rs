@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use convo_domain::cursor;
 use convo_domain::ports::*;
-use convo_schema::{Conversation, ConversationStatus, Message, Timestamp, UserStats};
+use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Timestamp, UserStats};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -30,9 +30,10 @@ use crate::resources::*;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// Messages per transaction: each may bring an externalId claim, plus the
-/// conversation and the stats update, within DynamoDB's 100 items.
-pub const MAX_MESSAGES_PER_COMMIT: usize = 40;
+/// Messages per transaction: each may bring an externalId claim and a flag
+/// pointer, plus the conversation and the stats update, within DynamoDB's
+/// 100 items.
+pub const MAX_MESSAGES_PER_COMMIT: usize = 32;
 /// Bounded retries for unprocessed batch keys.
 const BATCH_RETRIES: u32 = 8;
 
@@ -133,10 +134,22 @@ fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
             s(format!("{}#{}", millis(c.start_time), c.conversation_id)),
         );
     }
+    if let (true, Some(status), Some(at)) = (c.flagged, c.flag_status, c.flagged_at) {
+        item.insert(FLAGGED_PK.into(), s(flagged_pk(&c.owner_id, status)));
+        item.insert(FLAGGED_SK.into(), s(format!("{}#{}", millis(at), c.conversation_id)));
+    }
     if let Some(t) = c.expires_at {
         item.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
     }
     Ok(item)
+}
+
+fn flagged_pk(owner: &str, status: FlagStatus) -> String {
+    format!("F#{owner}#{}", status.as_str())
+}
+
+fn flag_sk(index: u64) -> String {
+    format!("F#{index:020}")
 }
 
 fn record_from(item: Item) -> Result<ConversationRecord, StoreError> {
@@ -522,6 +535,125 @@ impl ConversationStore for DynamoStore {
         })
     }
 
+    async fn list_flagged_messages(
+        &self,
+        conversation_id: &str,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Message>, StoreError> {
+        let pk = conv_pk(conversation_id);
+        let scope = format!("F#{conversation_id}");
+        let start: u64 = match cursor_in {
+            Some(c) => cursor::decode(&scope, c)?
+                .parse()
+                .map_err(|_| StoreError::InvalidCursor)?,
+            None => 0,
+        };
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":lo", s(flag_sk(start)))
+            .expression_attribute_values(":hi", s(flag_sk(u64::MAX)))
+            .limit((limit + 1) as i32)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let indexes: Vec<u64> = resp
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| str_attr(i, SK)?.strip_prefix("F#")?.parse().ok())
+            .collect();
+        let next = indexes.get(limit).copied();
+        let keys = indexes
+            .iter()
+            .take(limit)
+            .map(|i| key(pk.clone(), &message_sk(*i)))
+            .collect();
+        let mut items: Vec<Message> = self
+            .batch_get(keys, false)
+            .await?
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        items.sort_by_key(|m| m.message_index);
+        Ok(Page {
+            items,
+            next_cursor: next.map(|n| cursor::encode(&scope, &n.to_string())),
+        })
+    }
+
+    async fn list_flagged_conversations(
+        &self,
+        owner_id: &str,
+        status: FlagStatus,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let gpk = flagged_pk(owner_id, status);
+        let start = match cursor_in {
+            Some(c) => {
+                let gsk = cursor::decode(&gpk, c)?;
+                let id = gsk.rsplit('#').next().unwrap_or_default().to_string();
+                if id.is_empty() || !gsk.contains('#') {
+                    return Err(StoreError::InvalidCursor);
+                }
+                Some(HashMap::from([
+                    (PK.to_string(), s(conv_pk(&id))),
+                    (SK.to_string(), s(META)),
+                    (FLAGGED_PK.to_string(), s(&gpk)),
+                    (FLAGGED_SK.to_string(), s(gsk)),
+                ]))
+            }
+            None => None,
+        };
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(FLAGGED_INDEX)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", FLAGGED_PK)
+            .expression_attribute_values(":pk", s(&gpk))
+            .scan_index_forward(false)
+            .limit((limit + 1) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let keys = resp.items.unwrap_or_default();
+        let more = keys.len() > limit;
+        let page: Vec<(String, String)> = keys
+            .iter()
+            .take(limit)
+            .filter_map(|k| {
+                Some((
+                    str_attr(k, PK)?.strip_prefix("C#")?.to_string(),
+                    str_attr(k, FLAGGED_SK)?.to_string(),
+                ))
+            })
+            .collect();
+        let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+        // The index is eventually consistent: drop entries whose conversation
+        // has moved to another state since.
+        let items = self
+            .conversations(&ids)
+            .await?
+            .into_iter()
+            .map(|r| r.conversation)
+            .filter(|c| c.flag_status == Some(status))
+            .collect();
+        let next_cursor = if more {
+            page.last().map(|(_, gsk)| cursor::encode(&gpk, gsk))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
     async fn existing_external_ids(
         &self,
         conversation_id: &str,
@@ -551,6 +683,15 @@ impl ConversationStore for DynamoStore {
         for m in &commit.messages {
             let put = self.put(message_item(m, c.expires_at)?, Some("attribute_not_exists(pk)"))?;
             items.push(TransactWriteItem::builder().put(put).build());
+            if m.flagged {
+                // A keys-only pointer: flagged messages list without reading
+                // the whole conversation.
+                let mut flag = key(conv_pk(&c.conversation_id), &flag_sk(m.message_index));
+                if let Some(t) = c.expires_at {
+                    flag.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
+                }
+                items.push(TransactWriteItem::builder().put(self.put(flag, None)?).build());
+            }
             if let Some(ext) = &m.external_id {
                 let mut claim = key(conv_pk(&c.conversation_id), &format!("X#{ext}"));
                 claim.insert("messageId".into(), s(&m.message_id));

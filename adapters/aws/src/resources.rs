@@ -19,16 +19,22 @@ pub const ACTIVE_INDEX: &str = "activeByStart";
 pub const ACTIVE_PK: &str = "gsi2pk";
 pub const ACTIVE_SK: &str = "gsi2sk";
 pub const ACTIVE_SHARDS: u32 = 8;
+/// Flagged conversations by (owner, review state), most recently flagged
+/// first (sparse: only flagged conversations carry the keys).
+pub const FLAGGED_INDEX: &str = "flagged";
+pub const FLAGGED_PK: &str = "gsi3pk";
+pub const FLAGGED_SK: &str = "gsi3sk";
 /// Epoch seconds; DynamoDB's TTL deletes expired items.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 
 /// Both indexes project keys only: an index entry is written when its keys
 /// change, never when other attributes of the conversation do, so an
 /// append does not pay for index writes.
-pub fn indexes() -> [(&'static str, &'static str, &'static str); 2] {
+pub fn indexes() -> [(&'static str, &'static str, &'static str); 3] {
     [
         (BY_USER_INDEX, BY_USER_PK, BY_USER_SK),
         (ACTIVE_INDEX, ACTIVE_PK, ACTIVE_SK),
+        (FLAGGED_INDEX, FLAGGED_PK, FLAGGED_SK),
     ]
 }
 

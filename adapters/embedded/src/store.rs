@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use convo_domain::cursor;
 use convo_domain::ports::*;
-use convo_schema::{Conversation, ConversationStatus, Message, Timestamp, UserStats};
+use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Timestamp, UserStats};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +26,12 @@ const STATS: Table = TableDefinition::new("user_stats");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
 
 const RATE: Table = TableDefinition::new("rate_windows");
+const FLAGGED_CONVERSATIONS: Table = TableDefinition::new("flagged_conversations");
+const FLAGGED_MESSAGES: Table = TableDefinition::new("flagged_messages");
 
-const ALL_TABLES: [Table; 9] = [
+const ALL_TABLES: [Table; 11] = [
+    FLAGGED_CONVERSATIONS,
+    FLAGGED_MESSAGES,
     CONVERSATIONS,
     MESSAGES,
     EXTERNAL_IDS,
@@ -82,6 +86,15 @@ fn active_key(c: &Conversation) -> String {
     key(&[&millis(c.start_time), &c.conversation_id])
 }
 
+fn flagged_key(c: &Conversation) -> Option<String> {
+    match (c.flag_status, c.flagged_at) {
+        (Some(status), Some(at)) if c.flagged => {
+            Some(key(&[&c.owner_id, status.as_str(), &millis(at), &c.conversation_id]))
+        }
+        _ => None,
+    }
+}
+
 fn message_key(conversation_id: &str, index: u64) -> String {
     key(&[conversation_id, &num(index)])
 }
@@ -124,6 +137,17 @@ impl EmbeddedStore {
         by_user
             .insert(by_user_key(new).as_str(), &[][..])
             .map_err(unavailable)?;
+        let old_flag = old.and_then(flagged_key);
+        let new_flag = flagged_key(new);
+        if old_flag != new_flag {
+            let mut flagged = txn.open_table(FLAGGED_CONVERSATIONS).map_err(unavailable)?;
+            if let Some(k) = old_flag {
+                flagged.remove(k.as_str()).map_err(unavailable)?;
+            }
+            if let Some(k) = new_flag {
+                flagged.insert(k.as_str(), &[][..]).map_err(unavailable)?;
+            }
+        }
         Ok(())
     }
 
@@ -318,6 +342,97 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
+    async fn list_flagged_messages(
+        &self,
+        conversation_id: &str,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Message>, StoreError> {
+        let id = conversation_id.to_string();
+        let scope = format!("F{SEP}{conversation_id}");
+        let start: u64 = match cursor_in {
+            Some(c) => cursor::decode(&scope, c)?
+                .parse()
+                .map_err(|_| StoreError::InvalidCursor)?,
+            None => 0,
+        };
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;
+            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let (lo, hi) = (message_key(&id, start), message_key(&id, u64::MAX));
+            let mut items = Vec::new();
+            let mut next = None;
+            for entry in flags.range(lo.as_str()..hi.as_str()).map_err(unavailable)? {
+                let (k, _) = entry.map_err(unavailable)?;
+                let Some(v) = messages.get(k.value()).map_err(unavailable)? else {
+                    continue;
+                };
+                let m: Message = decode(v.value())?;
+                if items.len() == limit {
+                    next = Some(m.message_index);
+                    break;
+                }
+                items.push(m);
+            }
+            Ok(Page {
+                items,
+                next_cursor: next.map(|n| cursor::encode(&scope, &n.to_string())),
+            })
+        })
+        .await
+    }
+
+    async fn list_flagged_conversations(
+        &self,
+        owner_id: &str,
+        status: FlagStatus,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let prefix = format!("{}{SEP}", key(&[owner_id, status.as_str()]));
+        let scope = format!("R{SEP}{owner_id}{SEP}{}", status.as_str());
+        let upper = match cursor_in {
+            Some(c) => {
+                let pos = cursor::decode(&scope, c)?;
+                if !pos.starts_with(&prefix) {
+                    return Err(StoreError::InvalidCursor);
+                }
+                pos
+            }
+            None => format!("{prefix}\u{7f}"),
+        };
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(FLAGGED_CONVERSATIONS).map_err(unavailable)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let mut items = Vec::new();
+            let mut last_key = None;
+            let mut more = false;
+            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
+                let (k, _) = entry.map_err(unavailable)?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                let k = k.value().to_string();
+                let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
+                if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
+                    let rec: ConversationRecord = decode(bytes.value())?;
+                    items.push(rec.conversation);
+                }
+                last_key = Some(k);
+            }
+            let next_cursor = if more {
+                last_key.map(|k| cursor::encode(&scope, &k))
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
     async fn existing_external_ids(
         &self,
         conversation_id: &str,
@@ -347,6 +462,7 @@ impl ConversationStore for EmbeddedStore {
             let old = Self::check_version(&txn, &id, commit.expected_version)?;
             {
                 let mut messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+                let mut flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;
                 let mut externals = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
                 for m in &commit.messages {
                     let k = message_key(&id, m.message_index);
@@ -354,6 +470,9 @@ impl ConversationStore for EmbeddedStore {
                         return Err(StoreError::Conflict(format!("message index {} taken", m.message_index)));
                     }
                     messages.insert(k.as_str(), encode(m).as_slice()).map_err(unavailable)?;
+                    if m.flagged {
+                        flags.insert(k.as_str(), &[][..]).map_err(unavailable)?;
+                    }
                     if let Some(ext) = &m.external_id {
                         let ek = key(&[&id, ext]);
                         if externals.get(ek.as_str()).map_err(unavailable)?.is_some() {

@@ -48,6 +48,14 @@ pub fn trace_id(req: &Request) -> Option<String> {
     }
 }
 
+/// The API Gateway route key, such as `GET /conversations/{id}`.
+pub fn route_key(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 pub fn path_param(req: &Request, name: &str) -> Option<String> {
     req.path_parameters_ref()
         .and_then(|p| p.first(name))

@@ -3,24 +3,16 @@
 //!
 //! - `GET /conversations?userId=…` (newest first, paginated)
 //! - `GET /conversations/{id}`
-//! - `GET /conversations/{id}/messages` (cursor, limit, order, since, until)
+//! - `GET /conversations/{id}/messages` (cursor, limit, order, since, until, flagged)
+//! - `GET /reviews?status=unreviewed` (the owner's flagged conversations)
 //! - `GET /conversations/{id}/context` (maxMessages, maxAge)
 //! - `GET /users/{userId}/stats`
 //! - `GET /health` (no token needed)
 
 use convo_domain::Deps;
-use convo_domain::service::{self, ListParams, MessageParams};
-use convo_http::{ApiError, HandlerResult, finish, json, owner, path_param, query};
-use lambda_http::request::RequestContext;
-use lambda_http::{Request, RequestExt};
-
-/// The API Gateway route key, such as `GET /conversations/{id}`.
-fn route_key(req: &Request) -> String {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
+use convo_domain::service::{self, ListParams, MessageParams, ReviewParams};
+use convo_http::{ApiError, HandlerResult, finish, json, owner, path_param, query, route_key};
+use lambda_http::Request;
 
 pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
     let route = route_key(&req);
@@ -48,12 +40,21 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                     order: query(&req, "order"),
                     since: query(&req, "since"),
                     until: query(&req, "until"),
+                    flagged: query(&req, "flagged"),
                 };
                 to_json(service::list_messages(deps, &owner, &id()?, p).await?)
             }
             "GET /conversations/{id}/context" => to_json(
                 service::context(deps, &owner, &id()?, query(&req, "maxMessages"), query(&req, "maxAge")).await?,
             ),
+            "GET /reviews" => {
+                let p = ReviewParams {
+                    status: query(&req, "status"),
+                    cursor: query(&req, "cursor"),
+                    limit: query(&req, "limit"),
+                };
+                to_json(service::list_reviews(deps, &owner, p).await?)
+            }
             "GET /users/{userId}/stats" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
                 to_json(service::user_stats(deps, &owner, &user).await?)

@@ -30,6 +30,7 @@ pub enum Function {
 pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("POST", "/conversations", Function::CreateConversation, true),
     ("PATCH", "/conversations/{id}", Function::CreateConversation, true),
+    ("POST", "/conversations/{id}/review", Function::CreateConversation, true),
     ("POST", "/conversations/{id}/messages", Function::AppendMessage, true),
     ("POST", "/conversations/{id}/end", Function::EndSession, true),
     ("GET", "/conversations", Function::ReadApi, true),
@@ -37,6 +38,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/conversations/{id}/messages", Function::ReadApi, true),
     ("GET", "/conversations/{id}/context", Function::ReadApi, true),
     ("GET", "/users/{userId}/stats", Function::ReadApi, true),
+    ("GET", "/reviews", Function::ReadApi, true),
     ("GET", "/health", Function::ReadApi, false),
 ];
 

@@ -215,25 +215,32 @@ fn has_email(text: &str) -> bool {
 }
 
 /// A run of 10 to 15 digits, possibly broken by spaces, dots, dashes or
-/// brackets and led by `+`: how people write phone numbers.
+/// brackets and led by `+`, standing on its own (not glued to letters, as
+/// in a hex id): how people write phone numbers.
 fn has_phone_number(text: &str) -> bool {
     let mut digits = 0;
     let mut gap = 0;
+    let mut glued = false;
+    let mut prev: Option<char> = None;
     for c in text.chars() {
         if c.is_ascii_digit() {
+            if digits == 0 {
+                glued = prev.is_some_and(char::is_alphabetic);
+            }
             digits += 1;
             gap = 0;
         } else if matches!(c, ' ' | '-' | '.' | '(' | ')' | '+') && digits > 0 && gap < 2 {
             gap += 1;
         } else {
-            if (10..=15).contains(&digits) {
+            if (10..=15).contains(&digits) && !glued && !c.is_alphabetic() {
                 return true;
             }
             digits = 0;
             gap = 0;
         }
+        prev = Some(c);
     }
-    (10..=15).contains(&digits)
+    (10..=15).contains(&digits) && !glued
 }
 
 #[cfg(test)]
@@ -287,5 +294,7 @@ mod tests {
         assert_eq!(screen("mail kid@example.com").categories, vec!["pii_email"]);
         assert!(screen("I have 3 cats and 12 fish").categories.is_empty());
         assert!(screen("in 2024 we went to 2 parks").categories.is_empty());
+        assert!(screen("id 3fa41234567890bc and ab1234567890").categories.is_empty());
+        assert_eq!(screen("+44 20 7946 0958.").categories, vec!["pii_phone"]);
     }
 }

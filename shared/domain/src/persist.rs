@@ -385,6 +385,7 @@ fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &Write
             c.flag_reason = m.safety.reason.clone();
             c.severity = Some(severity);
             c.flag_status = Some(FlagStatus::Unreviewed);
+            c.flagged_at = Some(cmd.accepted_at);
         } else if c.severity.is_none_or(|s| s < severity) {
             c.severity = Some(severity);
         }

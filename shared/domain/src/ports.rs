@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use convo_schema::commands::{TitleJob, WriteCommand};
-use convo_schema::{Conversation, Message, SafetyVerdict, Timestamp, UserStats};
+use convo_schema::{Conversation, FlagStatus, Message, SafetyVerdict, Timestamp, UserStats};
 use serde::{Deserialize, Serialize};
 
 /// A conversation as stored: the public fields plus what the worker needs
@@ -185,6 +185,25 @@ pub trait ConversationStore: Send + Sync {
     ) -> Result<Page<Conversation>, StoreError>;
 
     async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
+
+    /// The flagged (and blocked) messages of a conversation, in index order,
+    /// from a sparse index: the cost follows the flags, not the length.
+    async fn list_flagged_messages(
+        &self,
+        conversation_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Message>, StoreError>;
+
+    /// The owner's flagged conversations in one review state, most recently
+    /// flagged first (a sparse index: only flagged conversations are in it).
+    async fn list_flagged_conversations(
+        &self,
+        owner_id: &str,
+        status: FlagStatus,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Conversation>, StoreError>;
 
     /// Which of `external_ids` are already stored in the conversation.
     async fn existing_external_ids(

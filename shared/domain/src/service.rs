@@ -6,7 +6,7 @@ use convo_schema::api::*;
 use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::limits::*;
 use convo_schema::{
-    Conversation, ConversationStatus, ErrorCode, Metadata, SafetyAction, Timestamp, TitleSource, UserStats,
+    Conversation, ConversationStatus, ErrorCode, FlagStatus, Metadata, SafetyAction, Timestamp, TitleSource, UserStats,
     ValidationError, phone, validate,
 };
 use serde::Serialize;
@@ -100,6 +100,10 @@ pub async fn create_conversation(
         flag_reason: None,
         severity: None,
         flag_status: None,
+        flagged_at: None,
+        reviewed_by: None,
+        reviewed_at: None,
+        review_note: None,
         metadata: req.metadata.clone().unwrap_or_default(),
         archived_at: None,
         expires_at: None,
@@ -416,6 +420,80 @@ pub async fn list_conversations(
     })
 }
 
+/// Records a review of a flagged conversation: who, when, the new state and
+/// a note. A reviewed conversation leaves the unreviewed list.
+pub async fn review_conversation(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    req: ReviewRequest,
+) -> Result<Conversation, DomainError> {
+    if req.flag_status == FlagStatus::Unreviewed {
+        return Err(
+            ValidationError::invalid("flagStatus", "flagStatus must be reviewed, dismissed or escalated").into(),
+        );
+    }
+    if let Some(note) = &req.note
+        && (note.chars().count() > MAX_NOTE_CHARS || note.trim().is_empty())
+    {
+        return Err(
+            ValidationError::invalid("note", format!("note must hold 1 to {MAX_NOTE_CHARS} characters")).into(),
+        );
+    }
+    for _ in 0..8 {
+        let mut record = load_owned(deps, owner_id, conversation_id).await?;
+        if !record.conversation.flagged {
+            return Err(DomainError::Conflict(
+                ErrorCode::ConversationNotFlagged,
+                "the conversation has not been flagged; there is nothing to review".into(),
+            ));
+        }
+        let expected = record.version;
+        let c = &mut record.conversation;
+        c.flag_status = Some(req.flag_status);
+        c.reviewed_by = Some(owner_id.to_string());
+        c.reviewed_at = Some(deps.clock.now());
+        c.review_note = req.note.clone();
+        record.version = expected + 1;
+        match deps.store.put_conversation(&record, expected).await {
+            Ok(()) => return Ok(record.conversation),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DomainError::Unavailable(
+        "the conversation is being written heavily; retry".into(),
+    ))
+}
+
+/// The query string of `GET /reviews`.
+#[derive(Debug, Default)]
+pub struct ReviewParams<'a> {
+    pub status: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+    pub limit: Option<&'a str>,
+}
+
+/// The owner's flagged conversations in a review state (default
+/// unreviewed), most recently flagged first.
+pub async fn list_reviews(deps: &Deps, owner_id: &str, p: ReviewParams<'_>) -> Result<ConversationPage, DomainError> {
+    let status = match p.status {
+        None => FlagStatus::Unreviewed,
+        Some(s) => FlagStatus::parse(s).ok_or_else(|| {
+            ValidationError::invalid("status", "status must be unreviewed, reviewed, dismissed or escalated")
+        })?,
+    };
+    let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
+    let page = deps
+        .store
+        .list_flagged_conversations(owner_id, status, p.cursor, limit)
+        .await?;
+    Ok(ConversationPage {
+        conversations: page.items,
+        next_cursor: page.next_cursor,
+    })
+}
+
 /// The query string of `GET /conversations/{id}/messages`.
 #[derive(Debug, Default)]
 pub struct MessageParams<'a> {
@@ -424,6 +502,8 @@ pub struct MessageParams<'a> {
     pub order: Option<&'a str>,
     pub since: Option<&'a str>,
     pub until: Option<&'a str>,
+    /// `true`: only the flagged (and blocked) messages.
+    pub flagged: Option<&'a str>,
 }
 
 pub async fn list_messages(
@@ -442,7 +522,30 @@ pub async fn list_messages(
     };
     let since = p.since.map(|s| validate::timestamp("since", s)).transpose()?;
     let until = p.until.map(|s| validate::timestamp("until", s)).transpose()?;
+    let flagged = match p.flagged {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ValidationError::invalid("flagged", "flagged must be true or false").into()),
+    };
+    if flagged && (since.is_some() || until.is_some() || order == Order::Desc) {
+        return Err(ValidationError::invalid(
+            "flagged",
+            "flagged=true lists in index order and cannot be combined with since, until or order=desc",
+        )
+        .into());
+    }
     load_owned(deps, owner_id, conversation_id).await?;
+    if flagged {
+        let page = deps
+            .store
+            .list_flagged_messages(conversation_id, p.cursor, limit)
+            .await?;
+        return Ok(MessagePage {
+            conversation_id: conversation_id.to_string(),
+            messages: page.items,
+            next_cursor: page.next_cursor,
+        });
+    }
     let page = deps
         .store
         .list_messages(

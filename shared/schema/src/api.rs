@@ -104,6 +104,16 @@ pub struct PatchConversationRequest {
     pub status: Option<String>,
 }
 
+/// `POST /conversations/{id}/review`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// reviewed, dismissed or escalated.
+    pub flag_status: crate::FlagStatus,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationPage {

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     ConversationEnded,
     ConversationNotEnded,
+    ConversationNotFlagged,
     IdempotencyKeyReused,
     RequestInProgress,
     RateLimited,
@@ -37,6 +38,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ConversationEnded
             | ErrorCode::ConversationNotEnded
+            | ErrorCode::ConversationNotFlagged
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::RequestInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -59,6 +61,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ConversationEnded => "conversation_ended",
             ErrorCode::ConversationNotEnded => "conversation_not_ended",
+            ErrorCode::ConversationNotFlagged => "conversation_not_flagged",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::RequestInProgress => "request_in_progress",
             ErrorCode::RateLimited => "rate_limited",

@@ -46,6 +46,23 @@ pub enum FlagStatus {
     Escalated,
 }
 
+impl FlagStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagStatus::Unreviewed => "unreviewed",
+            FlagStatus::Reviewed => "reviewed",
+            FlagStatus::Dismissed => "dismissed",
+            FlagStatus::Escalated => "escalated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Unreviewed, Self::Reviewed, Self::Dismissed, Self::Escalated]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -137,6 +154,16 @@ pub struct Conversation {
     pub severity: Option<Severity>,
     #[serde(default)]
     pub flag_status: Option<FlagStatus>,
+    /// When the conversation was first flagged.
+    #[serde(default)]
+    pub flagged_at: Option<Timestamp>,
+    /// The last review: who (the reviewer's `sub`), when, and their note.
+    #[serde(default)]
+    pub reviewed_by: Option<String>,
+    #[serde(default)]
+    pub reviewed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub review_note: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
     #[serde(default)]

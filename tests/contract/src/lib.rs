@@ -245,6 +245,18 @@ impl ConversationStore for FaultyStore {
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         self.inner.list_messages(id, q).await
     }
+    async fn list_flagged_messages(&self, id: &str, c: Option<&str>, l: usize) -> Result<Page<Message>, StoreError> {
+        self.inner.list_flagged_messages(id, c, l).await
+    }
+    async fn list_flagged_conversations(
+        &self,
+        o: &str,
+        s: convo_schema::FlagStatus,
+        c: Option<&str>,
+        l: usize,
+    ) -> Result<Page<Conversation>, StoreError> {
+        self.inner.list_flagged_conversations(o, s, c, l).await
+    }
     async fn existing_external_ids(&self, id: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
         self.inner.existing_external_ids(id, ids).await
     }

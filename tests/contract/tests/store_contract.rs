@@ -841,7 +841,145 @@ async fn appends_over_the_rate_limit_are_refused_and_enqueue_nothing(w: World) {
     assert_eq!(contents, ["m0", "m1", "m2", "m4"]);
 }
 
+async fn flagged_conversations_are_reviewed_from_a_list(w: World) {
+    let a = new_conversation(&w, "alice").await.conversation_id;
+    let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-1"))
+        .await
+        .unwrap()
+        .0
+        .conversation_id;
+    let clean = service::create_conversation(&w.deps, "alice", create_req("child-3", "toy-1"))
+        .await
+        .unwrap()
+        .0
+        .conversation_id;
+    let bobs = new_conversation(&w, "bob").await.conversation_id;
+    service::append_messages(&w.deps, "alice", &a, one("user", "this is shit", None), None)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::seconds(5));
+    service::append_messages(&w.deps, "alice", &b, one("user", "I want to hurt myself", None), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &clean, one("user", "hello", None), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "bob", &bobs, one("user", "damn", None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let list = |status: Option<&'static str>, cursor: Option<String>| {
+        let deps = w.deps.clone();
+        async move {
+            let p = service::ReviewParams {
+                status,
+                cursor: cursor.as_deref(),
+                limit: Some("1"),
+            };
+            service::list_reviews(&deps, "alice", p).await.unwrap()
+        }
+    };
+    // Most recently flagged first, one per page.
+    let first = list(None, None).await;
+    assert_eq!(
+        first
+            .conversations
+            .iter()
+            .map(|c| c.conversation_id.clone())
+            .collect::<Vec<_>>(),
+        [b.clone()]
+    );
+    let second = list(None, first.next_cursor.clone()).await;
+    assert_eq!(second.conversations[0].conversation_id, a);
+    assert_eq!(second.next_cursor, None);
+    assert_eq!(second.conversations[0].flag_status, Some(FlagStatus::Unreviewed));
+
+    let review = |status: FlagStatus, note: Option<&str>| ReviewRequest {
+        flag_status: status,
+        note: note.map(str::to_string),
+    };
+    let reviewed = service::review_conversation(&w.deps, "alice", &a, review(FlagStatus::Dismissed, Some("a joke")))
+        .await
+        .unwrap();
+    assert_eq!(reviewed.flag_status, Some(FlagStatus::Dismissed));
+    assert_eq!(reviewed.reviewed_by.as_deref(), Some("alice"));
+    assert_eq!(reviewed.reviewed_at, Some(w.clock.now()));
+    assert_eq!(reviewed.review_note.as_deref(), Some("a joke"));
+    let unreviewed = list(None, None).await;
+    assert_eq!(unreviewed.conversations.len(), 1);
+    assert_eq!(unreviewed.conversations[0].conversation_id, b);
+    let dismissed = list(Some("dismissed"), None).await;
+    assert_eq!(dismissed.conversations[0].conversation_id, a);
+
+    let err = service::review_conversation(&w.deps, "alice", &clean, review(FlagStatus::Reviewed, None)).await;
+    assert_eq!(code(err.unwrap_err()), ErrorCode::ConversationNotFlagged);
+    let err = service::review_conversation(&w.deps, "alice", &b, review(FlagStatus::Unreviewed, None)).await;
+    assert_eq!(code(err.unwrap_err()), ErrorCode::ValidationFailed);
+    let err = service::review_conversation(&w.deps, "bob", &b, review(FlagStatus::Reviewed, None)).await;
+    assert_eq!(code(err.unwrap_err()), ErrorCode::ConversationNotFound);
+    assert_eq!(w.conversation(&b).await.flag_status, Some(FlagStatus::Unreviewed));
+    let p = service::ReviewParams {
+        status: Some("bogus"),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(service::list_reviews(&w.deps, "alice", p).await.unwrap_err()),
+        ErrorCode::ValidationFailed
+    );
+}
+
+async fn flagged_messages_list_on_their_own(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let texts = [
+        "hi",
+        "damn it",
+        "a cat",
+        "shit",
+        "a dog",
+        "call me at (415) 555-2671",
+        "bye",
+    ];
+    for t in texts {
+        service::append_messages(&w.deps, "alice", &id, one("user", t, None), None)
+            .await
+            .unwrap();
+    }
+    w.settle().await;
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = service::list_messages(
+            &w.deps,
+            "alice",
+            &id,
+            MessageParams {
+                flagged: Some("true"),
+                limit: Some("2"),
+                cursor: cursor.as_deref(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        got.extend(page.messages.iter().map(|m| (m.message_index, m.flagged)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(got, [(1, true), (3, true), (5, true)]);
+    let bad = MessageParams {
+        flagged: Some("true"),
+        order: Some("desc"),
+        ..Default::default()
+    };
+    let err = service::list_messages(&w.deps, "alice", &id, bad).await.unwrap_err();
+    assert_eq!(code(err), ErrorCode::ValidationFailed);
+}
+
 contract! {
+    flagged_conversations_are_reviewed_from_a_list,
+    flagged_messages_list_on_their_own,
     appends_over_the_rate_limit_are_refused_and_enqueue_nothing(convo_domain::Config {
         appends_per_minute: 3,
         ..convo_domain::Config::default()
