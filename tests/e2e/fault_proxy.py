@@ -15,12 +15,12 @@ Standard library only.
 
 from __future__ import annotations
 
-import http.client
 import http.server
 import json
 import random
 import threading
-import urllib.parse
+import urllib.error
+import urllib.request
 from collections import Counter
 
 # Headers that belong to one hop, never forwarded.
@@ -52,7 +52,6 @@ class FaultProxy:
         self._released = threading.Event()
         self._released.set()
         self.holding = 0
-        self._local = threading.local()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         # what was injected, by (status, operation), and what was forwarded
@@ -131,26 +130,15 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
 
     def _forward(self, method: str, path: str, headers: dict, body: bytes):
-        """Sends one request upstream on this thread's kept-alive connection
-        (one retry on a fresh connection if the kept one was closed)."""
-        for attempt in (1, 2):
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                u = urllib.parse.urlsplit(self.upstream)
-                conn = self._local.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-            try:
-                conn.request(method, path, body=body, headers={**headers, "Content-Length": str(len(body))})
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.will_close:
-                    conn.close()
-                    self._local.conn = None
-                return resp.status, resp.getheaders(), data
-            except (http.client.HTTPException, ConnectionError):
-                conn.close()
-                self._local.conn = None
-                if attempt == 2:
-                    raise
+        """Sends one request upstream on a connection of its own: a request
+        is never sent twice."""
+        req = urllib.request.Request(self.upstream + path, data=body if body else None, headers=headers,
+                                     method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.getheaders(), resp.read()
+        except urllib.error.HTTPError as e:  # 4xx/5xx from upstream: passed on as they are
+            return e.code, list(e.headers.items()), e.read()
 
     def _draw(self, operation: str):
         with self._lock:

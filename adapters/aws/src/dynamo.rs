@@ -106,6 +106,8 @@ struct MetaExtra {
     applied_commands: Vec<String>,
     #[serde(default)]
     title_requested: bool,
+    #[serde(default)]
+    deleting: bool,
 }
 
 fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
@@ -122,6 +124,11 @@ fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
         );
     }
     item.insert("titleRequested".into(), AttributeValue::Bool(r.title_requested));
+    if r.deleting {
+        // Kept in the indexes so that an interrupted erasure can be found
+        // and finished; readers skip it.
+        item.insert("deleting".into(), AttributeValue::Bool(true));
+    }
     item.insert(BY_USER_PK.into(), s(by_user_pk(&c.owner_id, &c.user_id)));
     item.insert(
         BY_USER_SK.into(),
@@ -160,6 +167,7 @@ fn record_from(item: Item) -> Result<ConversationRecord, StoreError> {
         version: extra.version,
         applied_commands: extra.applied_commands,
         title_requested: extra.title_requested,
+        deleting: extra.deleting,
     })
 }
 
@@ -250,6 +258,46 @@ impl DynamoStore {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes items by key, 25 per request (DynamoDB's limit), retrying
+    /// unprocessed ones (bounded, jittered).
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        for chunk in keys.chunks(25) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|k| {
+                    let delete = DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map_err(corrupt)?;
+                    Ok(WriteRequest::builder().delete_request(delete).build())
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let resp = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(sdk)?;
+                pending = resp
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt > BATCH_RETRIES {
+                        return Err(StoreError::Unavailable("batch delete: items still unprocessed".into()));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Conversations by id, in the order given (missing ones skipped).
@@ -418,7 +466,7 @@ impl ConversationStore for DynamoStore {
         user_id: &str,
         cursor_in: Option<&str>,
         limit: usize,
-    ) -> Result<Page<Conversation>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         let gpk = by_user_pk(owner_id, user_id);
         let start = match cursor_in {
             Some(c) => {
@@ -462,12 +510,7 @@ impl ConversationStore for DynamoStore {
             })
             .collect();
         let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
-        let items = self
-            .conversations(&ids)
-            .await?
-            .into_iter()
-            .map(|r| r.conversation)
-            .collect();
+        let items = self.conversations(&ids).await?;
         let next_cursor = if more {
             page.last().map(|(_, gsk)| cursor::encode(&gpk, gsk))
         } else {
@@ -740,6 +783,79 @@ impl ConversationStore for DynamoStore {
             Some(item) => Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?)),
             None => Ok(None),
         }
+    }
+
+    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
+        let pk = conv_pk(conversation_id);
+        let mut exclusive_start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .limit(500)
+                .set_exclusive_start_key(exclusive_start)
+                .send()
+                .await
+                .map_err(sdk)?;
+            let keys: Vec<Item> = resp
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|k| str_attr(k, SK) != Some(META))
+                .collect();
+            self.batch_delete(keys).await?;
+            match resp.last_evaluated_key {
+                Some(k) => exclusive_start = Some(k),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        let c = &record.conversation;
+        let meta = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(conv_pk(&c.conversation_id), META)))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(corrupt)?;
+        let mut items = vec![TransactWriteItem::builder().delete(meta).build()];
+        if let Some(delta) = stats {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
+                .update_expression("ADD conversations :c, messages :m, totalSeconds :s")
+                .expression_attribute_values(":c", n(delta.conversations))
+                .expression_attribute_values(":m", n(delta.messages))
+                .expression_attribute_values(":s", n(delta.seconds))
+                .build()
+                .map_err(corrupt)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        self.transact(items).await?;
+        self.release_pair(c).await;
+        Ok(())
+    }
+
+    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(stats_pk(owner_id, user_id), "STATS")))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
     }
 
     async fn active_started_before(

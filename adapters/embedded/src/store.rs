@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use convo_domain::cursor;
 use convo_domain::ports::*;
 use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Timestamp, UserStats};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{SEP, key, millis, num};
@@ -95,6 +95,27 @@ fn flagged_key(c: &Conversation) -> Option<String> {
     }
 }
 
+fn apply_delta(s: &mut UserStats, delta: &StatsDelta) {
+    s.conversations = s.conversations.saturating_add_signed(delta.conversations);
+    s.messages = s.messages.saturating_add_signed(delta.messages);
+    s.total_seconds = (s.total_seconds + delta.seconds).max(0);
+}
+
+/// Removes every key of `table` that starts with `prefix`.
+fn remove_prefix(txn: &redb::WriteTransaction, table: Table, prefix: &str) -> Result<(), StoreError> {
+    let mut t = txn.open_table(table).map_err(unavailable)?;
+    let upper = format!("{prefix}\u{7f}");
+    let keys: Vec<String> = t
+        .range(prefix..upper.as_str())
+        .map_err(unavailable)?
+        .map(|e| e.map(|(k, _)| k.value().to_string()).map_err(unavailable))
+        .collect::<Result<_, _>>()?;
+    for k in keys {
+        t.remove(k.as_str()).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 fn message_key(conversation_id: &str, index: u64) -> String {
     key(&[conversation_id, &num(index)])
 }
@@ -107,6 +128,24 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(|e| e.to_string())?;
         Ok(Self { db })
+    }
+
+    /// Every stored key and value (as text) that contains `needle`, across
+    /// all tables: how the erasure tests prove nothing is left.
+    pub fn entries_containing(&self, needle: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        let Ok(txn) = self.db.begin_read() else { return found };
+        for t in ALL_TABLES {
+            let Ok(table) = txn.open_table(t) else { continue };
+            let Ok(iter) = table.iter() else { continue };
+            for (k, v) in iter.flatten() {
+                let (k, v) = (k.value().to_string(), String::from_utf8_lossy(v.value()).to_string());
+                if k.contains(needle) || v.contains(needle) {
+                    found.push(format!("{}: {k}", t.name()));
+                }
+            }
+        }
+        found
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -193,7 +232,7 @@ impl ConversationStore for EmbeddedStore {
                         let id = String::from_utf8_lossy(&existing_id).to_string();
                         if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
                             let existing: ConversationRecord = decode(bytes.value())?;
-                            if existing.conversation.status == ConversationStatus::Active {
+                            if existing.conversation.status == ConversationStatus::Active && !existing.deleting {
                                 return Ok(Created::Existing(Box::new(existing)));
                             }
                         }
@@ -250,7 +289,7 @@ impl ConversationStore for EmbeddedStore {
         user_id: &str,
         cursor_in: Option<&str>,
         limit: usize,
-    ) -> Result<Page<Conversation>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         let prefix = format!("{}{SEP}", key(&[owner_id, user_id]));
         let scope = format!("U{SEP}{owner_id}{SEP}{user_id}");
         let upper = match cursor_in {
@@ -280,7 +319,7 @@ impl ConversationStore for EmbeddedStore {
                 let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
                 if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
                     let rec: ConversationRecord = decode(bytes.value())?;
-                    items.push(rec.conversation);
+                    items.push(rec);
                 }
                 last_key = Some(k);
             }
@@ -419,7 +458,9 @@ impl ConversationStore for EmbeddedStore {
                 let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
                 if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
                     let rec: ConversationRecord = decode(bytes.value())?;
-                    items.push(rec.conversation);
+                    if !rec.deleting {
+                        items.push(rec.conversation);
+                    }
                 }
                 last_key = Some(k);
             }
@@ -511,9 +552,7 @@ impl ConversationStore for EmbeddedStore {
                         ..UserStats::default()
                     },
                 };
-                s.conversations += delta.conversations;
-                s.messages += delta.messages;
-                s.total_seconds += delta.seconds;
+                apply_delta(&mut s, &delta);
                 s.last_conversation_at = s.last_conversation_at.max(delta.at);
                 stats.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
             }
@@ -531,6 +570,89 @@ impl ConversationStore for EmbeddedStore {
                 Some(v) => Ok(Some(decode(v.value())?)),
                 None => Ok(None),
             }
+        })
+        .await
+    }
+
+    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
+        let prefix = format!("{conversation_id}{SEP}");
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            for table in [MESSAGES, EXTERNAL_IDS, FLAGGED_MESSAGES] {
+                remove_prefix(&txn, table, &prefix)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let id = record.id().to_string();
+            let current = Self::check_version(&txn, &id, expected_version)?;
+            let c = &current.conversation;
+            txn.open_table(CONVERSATIONS)
+                .map_err(unavailable)?
+                .remove(id.as_str())
+                .map_err(unavailable)?;
+            txn.open_table(BY_USER)
+                .map_err(unavailable)?
+                .remove(by_user_key(c).as_str())
+                .map_err(unavailable)?;
+            txn.open_table(ACTIVE)
+                .map_err(unavailable)?
+                .remove(active_key(c).as_str())
+                .map_err(unavailable)?;
+            if let Some(k) = flagged_key(c) {
+                txn.open_table(FLAGGED_CONVERSATIONS)
+                    .map_err(unavailable)?
+                    .remove(k.as_str())
+                    .map_err(unavailable)?;
+            }
+            {
+                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
+                let pk = pair_key(c);
+                let points_here = pairs
+                    .get(pk.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|v| v.value() == id.as_bytes());
+                if points_here {
+                    pairs.remove(pk.as_str()).map_err(unavailable)?;
+                }
+            }
+            if let Some(delta) = stats {
+                let mut table = txn.open_table(STATS).map_err(unavailable)?;
+                let sk = key(&[&c.owner_id, &c.user_id]);
+                let existing: Option<UserStats> = match table.get(sk.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(mut s) = existing {
+                    apply_delta(&mut s, &delta);
+                    table.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
+        let sk = key(&[owner_id, user_id]);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(STATS)
+                .map_err(unavailable)?
+                .remove(sk.as_str())
+                .map_err(unavailable)?;
+            txn.commit().map_err(unavailable)
         })
         .await
     }
@@ -554,7 +676,10 @@ impl ConversationStore for EmbeddedStore {
                 let k = k.value().to_string();
                 let id = k.rsplit(SEP).next().unwrap_or_default();
                 if let Some(v) = convs.get(id).map_err(unavailable)? {
-                    out.push(decode(v.value())?);
+                    let rec: ConversationRecord = decode(v.value())?;
+                    if !rec.deleting {
+                        out.push(rec);
+                    }
                 }
             }
             Ok(out)

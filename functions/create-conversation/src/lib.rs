@@ -2,7 +2,8 @@
 //! `POST /conversations` (201 with the new conversation, or 200 with the
 //! pair's active one when `reuseActive` finds it), `PATCH
 //! /conversations/{id}` (user title, metadata merge, archive) and `POST
-//! /conversations/{id}/review` (a reviewer's verdict on a flagged one).
+//! /conversations/{id}/review` (a reviewer's verdict on a flagged one), and
+//! erasure: `DELETE /conversations/{id}` and `DELETE /users/{userId}`.
 
 use convo_domain::{Deps, service};
 use convo_http::{ApiError, HandlerResult, finish, json_body, owner, path_param, route_key};
@@ -33,6 +34,16 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                     200,
                     to_json(service::review_conversation(deps, &owner, &id()?, body).await?),
                 ))
+            }
+            "DELETE /conversations/{id}" => {
+                let id = id()?;
+                service::delete_conversation(deps, &owner, &id).await?;
+                Ok((200, serde_json::json!({"conversationId": id, "deleted": true})))
+            }
+            "DELETE /users/{userId}" => {
+                let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
+                let n = service::delete_user(deps, &owner, &user).await?;
+                Ok((200, serde_json::json!({"userId": user, "conversationsDeleted": n})))
             }
             _ => Err(ApiError::not_found_route()),
         }

@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("POST", "/conversations", Function::CreateConversation, true),
     ("PATCH", "/conversations/{id}", Function::CreateConversation, true),
     ("POST", "/conversations/{id}/review", Function::CreateConversation, true),
+    ("DELETE", "/conversations/{id}", Function::CreateConversation, true),
+    ("DELETE", "/users/{userId}", Function::CreateConversation, true),
     ("POST", "/conversations/{id}/messages", Function::AppendMessage, true),
     ("POST", "/conversations/{id}/end", Function::EndSession, true),
     ("GET", "/conversations", Function::ReadApi, true),

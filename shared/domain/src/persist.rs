@@ -126,6 +126,11 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 return outcome;
             }
         };
+        if record.deleting {
+            tracing::warn!(conversation_id = %cmd.conversation_id, "write for a conversation being erased; dropped");
+            next += 1;
+            continue;
+        }
         let chunk_end = chunk_end(&list, next, deps.store.max_messages_per_commit());
         let commands: Vec<&WriteCommand> = list[next..chunk_end]
             .iter()
@@ -277,7 +282,7 @@ pub fn plan_commit(
                 // write is kept (it was answered 202) and the user's totals,
                 // already counted at the end, take it in.
                 if rec.conversation.status != ConversationStatus::Active {
-                    let late = (messages.len() - before) as u64;
+                    let late = (messages.len() - before) as i64;
                     let delta = stats.get_or_insert_with(StatsDelta::default);
                     delta.messages += late;
                 }
@@ -407,7 +412,7 @@ fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &Write
     c.duration_minutes = Some((seconds + 30) / 60);
     StatsDelta {
         conversations: 1,
-        messages: c.message_count,
+        messages: c.message_count as i64,
         seconds,
         at: Some(c.start_time),
     }

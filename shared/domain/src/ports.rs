@@ -26,6 +26,10 @@ pub struct ConversationRecord {
     /// A title job has been queued (so the early-exchange trigger fires once).
     #[serde(default)]
     pub title_requested: bool,
+    /// Erasure has begun: the conversation reads as missing, takes no more
+    /// writes, and a repeated erasure finishes the job.
+    #[serde(default)]
+    pub deleting: bool,
 }
 
 impl ConversationRecord {
@@ -57,10 +61,11 @@ pub struct Commit {
     pub release_pair: bool,
 }
 
+/// A change to a user's totals (negative when a conversation is erased).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StatsDelta {
-    pub conversations: u64,
-    pub messages: u64,
+    pub conversations: i64,
+    pub messages: i64,
     pub seconds: i64,
     pub at: Option<Timestamp>,
 }
@@ -175,14 +180,15 @@ pub trait ConversationStore: Send + Sync {
     /// Replaces the conversation if its version is still `expected_version`.
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
 
-    /// The owner's conversations with one user, newest first.
+    /// The owner's conversations with one user, newest first (including
+    /// ones being erased, so that an erasure can be finished).
     async fn list_conversations(
         &self,
         owner_id: &str,
         user_id: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<Conversation>, StoreError>;
+    ) -> Result<Page<ConversationRecord>, StoreError>;
 
     async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
 
@@ -217,6 +223,24 @@ pub trait ConversationStore: Send + Sync {
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
     async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
+
+    /// Deletes every item of a conversation but the conversation itself
+    /// (messages, externalId claims, flag pointers), in pages within the
+    /// store's batch limits.
+    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError>;
+
+    /// Deletes the conversation itself (conditional on `expected_version`)
+    /// with its index entries and its (agent, user) pair, and applies `stats`
+    /// to the user's totals, atomically.
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a user's totals.
+    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError>;
 
     /// Active conversations that started before `started_before`, oldest
     /// first (the sweeper's sparse index; the caller checks idleness).

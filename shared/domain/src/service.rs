@@ -47,7 +47,7 @@ pub async fn load_owned(deps: &Deps, owner_id: &str, conversation_id: &str) -> R
         return Err(DomainError::NotFound);
     }
     match deps.store.get_conversation(conversation_id).await? {
-        Some(rec) if rec.conversation.owner_id == owner_id => Ok(rec),
+        Some(rec) if rec.conversation.owner_id == owner_id && !rec.deleting => Ok(rec),
         _ => Err(DomainError::NotFound),
     }
 }
@@ -113,6 +113,7 @@ pub async fn create_conversation(
         version: 1,
         applied_commands: Vec::new(),
         title_requested: false,
+        deleting: false,
     };
     match deps.store.create_conversation(&record, req.reuse_active).await? {
         Created::New => Ok((record.conversation, true)),
@@ -415,7 +416,12 @@ pub async fn list_conversations(
         .list_conversations(owner_id, &user_id, p.cursor, limit)
         .await?;
     Ok(ConversationPage {
-        conversations: page.items,
+        conversations: page
+            .items
+            .into_iter()
+            .filter(|r| !r.deleting)
+            .map(|r| r.conversation)
+            .collect(),
         next_cursor: page.next_cursor,
     })
 }
@@ -464,6 +470,83 @@ pub async fn review_conversation(
     Err(DomainError::Unavailable(
         "the conversation is being written heavily; retry".into(),
     ))
+}
+
+/// Erases a conversation and everything stored with it, and takes it out of
+/// the user's totals. Idempotent, and silent about existence: a missing or
+/// foreign id answers the same as an erased one.
+pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<(), DomainError> {
+    if !is_conversation_id(conversation_id) {
+        return Ok(());
+    }
+    for _ in 0..8 {
+        let Some(mut record) = deps.store.get_conversation(conversation_id).await? else {
+            return Ok(());
+        };
+        if record.conversation.owner_id != owner_id {
+            return Ok(());
+        }
+        // 1. Mark it: from now on it reads as missing and takes no writes.
+        if !record.deleting {
+            let expected = record.version;
+            record.deleting = true;
+            record.version = expected + 1;
+            match deps.store.put_conversation(&record, expected).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // 2. Everything under it; 3. the conversation, its indexes, pair and
+        // totals. A crash in between leaves the mark: a retry finishes.
+        deps.store.delete_conversation_items(conversation_id).await?;
+        let c = &record.conversation;
+        let counted = c.status != ConversationStatus::Active;
+        let stats = counted.then(|| StatsDelta {
+            conversations: -1,
+            messages: -(c.message_count as i64),
+            seconds: -c.duration_seconds.unwrap_or(0),
+            at: None,
+        });
+        match deps.store.remove_conversation(&record, record.version, stats).await {
+            Ok(()) => {
+                // Writes that raced the mark may have left items behind.
+                deps.store.delete_conversation_items(conversation_id).await?;
+                return Ok(());
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DomainError::Unavailable(
+        "the conversation is being written heavily; retry".into(),
+    ))
+}
+
+/// Erases everything the owner holds about a user: every conversation with
+/// them and their totals. Returns how many conversations were erased.
+pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u64, DomainError> {
+    validate::id("userId", user_id)?;
+    let user_id = if user_id.starts_with('+') {
+        phone::normalize_e164("userId", user_id).unwrap_or_else(|_| user_id.to_string())
+    } else {
+        user_id.to_string()
+    };
+    let mut erased = 0;
+    // Erased conversations leave the index, so the first page is always the
+    // next one; a bound keeps one call finite (a retry continues).
+    for _ in 0..1000 {
+        let page = deps.store.list_conversations(owner_id, &user_id, None, 100).await?;
+        if page.items.is_empty() {
+            break;
+        }
+        for r in page.items {
+            delete_conversation(deps, owner_id, r.id()).await?;
+            erased += 1;
+        }
+    }
+    deps.store.delete_user_stats(owner_id, &user_id).await?;
+    Ok(erased)
 }
 
 /// The query string of `GET /reviews`.

@@ -129,7 +129,7 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
         let Some(mut record) = deps.store.get_conversation(&job.conversation_id).await? else {
             return Ok(TitleOutcome::Gone);
         };
-        if record.conversation.owner_id != job.owner_id {
+        if record.conversation.owner_id != job.owner_id || record.deleting {
             return Ok(TitleOutcome::Gone);
         }
         if record.conversation.title_source == Some(TitleSource::User) {

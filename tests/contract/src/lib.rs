@@ -43,6 +43,9 @@ pub enum StoreKind {
 pub struct World {
     pub deps: Deps,
     pub store: Arc<dyn ConversationStore>,
+    /// The concrete store, for looking under the port (erasure tests).
+    pub embedded: Option<Arc<EmbeddedStore>>,
+    pub dynamo: Option<DynamoStore>,
     pub faulty: Arc<FaultyStore>,
     pub writes: Arc<EmbeddedQueue>,
     pub titles: Arc<EmbeddedQueue>,
@@ -71,9 +74,15 @@ pub async fn fresh_dynamo_store() -> DynamoStore {
 
 pub async fn world(kind: StoreKind, config: Config) -> World {
     let db = open_database(None).unwrap();
-    let store: Arc<dyn ConversationStore> = match kind {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::new(db.clone()).unwrap()),
-        StoreKind::DynamoDb => Arc::new(fresh_dynamo_store().await),
+    let (store, embedded, dynamo): (Arc<dyn ConversationStore>, _, _) = match kind {
+        StoreKind::Embedded => {
+            let s = Arc::new(EmbeddedStore::new(db.clone()).unwrap());
+            (s.clone(), Some(s), None)
+        }
+        StoreKind::DynamoDb => {
+            let s = fresh_dynamo_store().await;
+            (Arc::new(s.clone()), None, Some(s))
+        }
     };
     let faulty = Arc::new(FaultyStore {
         inner: store.clone(),
@@ -99,6 +108,8 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
     World {
         deps,
         store,
+        embedded,
+        dynamo,
         faulty,
         writes,
         titles,
@@ -186,6 +197,37 @@ impl World {
         }
     }
 
+    /// Every item (as text) of the store under test that mentions `needle`:
+    /// a scan of the whole table, which only a test may do.
+    pub async fn leftovers(&self, needle: &str) -> Vec<String> {
+        if let Some(e) = &self.embedded {
+            return e.entries_containing(needle);
+        }
+        let d = self.dynamo.as_ref().expect("a store");
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = d
+                .client()
+                .scan()
+                .table_name(d.table())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in resp.items.unwrap_or_default() {
+                let text = format!("{item:?}");
+                if text.contains(needle) {
+                    found.push(text);
+                }
+            }
+            match resp.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return found,
+            }
+        }
+    }
+
     pub async fn conversation(&self, id: &str) -> Conversation {
         self.store.get_conversation(id).await.unwrap().unwrap().conversation
     }
@@ -239,7 +281,7 @@ impl ConversationStore for FaultyStore {
         u: &str,
         c: Option<&str>,
         l: usize,
-    ) -> Result<Page<Conversation>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         self.inner.list_conversations(o, u, c, l).await
     }
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
@@ -290,6 +332,20 @@ impl ConversationStore for FaultyStore {
     }
     async fn health(&self) -> ComponentHealth {
         self.inner.health().await
+    }
+    async fn delete_conversation_items(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.delete_conversation_items(id).await
+    }
+    async fn remove_conversation(
+        &self,
+        r: &ConversationRecord,
+        v: u64,
+        s: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        self.inner.remove_conversation(r, v, s).await
+    }
+    async fn delete_user_stats(&self, o: &str, u: &str) -> Result<(), StoreError> {
+        self.inner.delete_user_stats(o, u).await
     }
     async fn take_rate_token(&self, k: &str, w: Timestamp, e: Timestamp, l: u64) -> Result<bool, StoreError> {
         self.inner.take_rate_token(k, w, e, l).await

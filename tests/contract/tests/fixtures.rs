@@ -38,6 +38,7 @@ async fn seed(w: &World) {
         version: 1,
         applied_commands: Vec::new(),
         title_requested: false,
+        deleting: false,
     };
     w.store.create_conversation(&record, false).await.unwrap();
 }

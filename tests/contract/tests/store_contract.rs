@@ -977,7 +977,135 @@ async fn flagged_messages_list_on_their_own(w: World) {
     assert_eq!(code(err), ErrorCode::ValidationFailed);
 }
 
+async fn erasure_leaves_nothing_of_the_user(w: World) {
+    let ended = service::create_conversation(&w.deps, "alice", create_req("child-e", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    let active = service::create_conversation(&w.deps, "alice", create_req("child-e", "toy-2"))
+        .await
+        .unwrap()
+        .0;
+    let long = service::create_conversation(&w.deps, "alice", create_req("child-e", "toy-3"))
+        .await
+        .unwrap()
+        .0;
+    let kept = service::create_conversation(&w.deps, "alice", create_req("child-keep", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    let bobs = service::create_conversation(&w.deps, "bob", create_req("child-e", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    let marker = "erase-marker-7f3a";
+    let body = |n: usize, tag: &str| -> AppendRequest {
+        let messages: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"role": "user", "content": format!("{marker} {tag} {i} damn"), "externalId": format!("{tag}-{i}")}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap()
+    };
+    service::append_messages(&w.deps, "alice", &ended.conversation_id, body(3, "e"), None)
+        .await
+        .unwrap();
+    service::end_session(&w.deps, "alice", &ended.conversation_id, None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &active.conversation_id, body(2, "a"), None)
+        .await
+        .unwrap();
+    for k in 0..7 {
+        service::append_messages(
+            &w.deps,
+            "alice",
+            &long.conversation_id,
+            body(20, &format!("l{k}")),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &kept.conversation_id,
+        one("user", "keep me", None),
+        None,
+    )
+    .await
+    .unwrap();
+    service::append_messages(
+        &w.deps,
+        "bob",
+        &bobs.conversation_id,
+        one("user", "bob keeps this", None),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    assert_eq!(w.conversation(&long.conversation_id).await.message_count, 140);
+    // The scan sees the data while it is there (so its emptiness below means something).
+    assert!(w.leftovers(marker).await.len() >= 145);
+    assert!(!w.leftovers(&long.conversation_id).await.is_empty());
+    let stats = service::user_stats(&w.deps, "alice", "child-e").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages), (1, 3));
+
+    // One conversation: gone, and out of the user's totals.
+    service::delete_conversation(&w.deps, "alice", &ended.conversation_id)
+        .await
+        .unwrap();
+    assert!(w.leftovers(&ended.conversation_id).await.is_empty());
+    let stats = service::user_stats(&w.deps, "alice", "child-e").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages, stats.total_seconds), (0, 0, 0));
+    assert_eq!(
+        code(
+            service::get_conversation(&w.deps, "alice", &ended.conversation_id)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ConversationNotFound
+    );
+    // Idempotent, and silent for another owner.
+    service::delete_conversation(&w.deps, "alice", &ended.conversation_id)
+        .await
+        .unwrap();
+    service::delete_conversation(&w.deps, "bob", &active.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(w.conversation(&active.conversation_id).await.message_count, 2);
+
+    // A write accepted before the erasure is dropped, not resurrected.
+    service::append_messages(&w.deps, "alice", &active.conversation_id, body(1, "late"), None)
+        .await
+        .unwrap();
+    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap(), 2);
+    w.settle().await;
+    for id in [&ended.conversation_id, &active.conversation_id, &long.conversation_id] {
+        assert_eq!(w.leftovers(id).await, Vec::<String>::new(), "{id}");
+    }
+    assert_eq!(w.leftovers(marker).await, Vec::<String>::new());
+    assert_eq!(w.store.user_stats("alice", "child-e").await.unwrap(), None);
+    let page = service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            user_id: Some("child-e"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(page.conversations.is_empty());
+    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap(), 0);
+    // Everyone else's data is untouched.
+    assert_eq!(w.conversation(&kept.conversation_id).await.message_count, 1);
+    assert_eq!(w.conversation(&bobs.conversation_id).await.message_count, 1);
+    assert_eq!(w.all_messages(&bobs.conversation_id).await[0].content, "bob keeps this");
+}
+
 contract! {
+    erasure_leaves_nothing_of_the_user,
     flagged_conversations_are_reviewed_from_a_list,
     flagged_messages_list_on_their_own,
     appends_over_the_rate_limit_are_refused_and_enqueue_nothing(convo_domain::Config {
