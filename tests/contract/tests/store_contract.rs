@@ -881,14 +881,8 @@ async fn flagged_conversations_are_reviewed_from_a_list(w: World) {
     };
     // Most recently flagged first, one per page.
     let first = list(None, None).await;
-    assert_eq!(
-        first
-            .conversations
-            .iter()
-            .map(|c| c.conversation_id.clone())
-            .collect::<Vec<_>>(),
-        [b.clone()]
-    );
+    assert_eq!(first.conversations.len(), 1);
+    assert_eq!(first.conversations[0].conversation_id, b);
     let second = list(None, first.next_cursor.clone()).await;
     assert_eq!(second.conversations[0].conversation_id, a);
     assert_eq!(second.next_cursor, None);
