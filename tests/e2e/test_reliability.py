@@ -346,8 +346,8 @@ def test_poison_message_goes_to_the_dead_letter_queue(make_server):
 CLIENTS, APPENDS_PER_CLIENT = 3, 40
 # The share of DynamoDB requests that fail. Each one costs the server's SDK a
 # retry with backoff (about half a second), so the share sets the runtime:
-# 20% takes about 30 s on moto, 30% about 50 s.
-FAULT_RATE = float(os.environ.get("CONVO_E2E_FAULT_RATE", "0.2"))
+# 15% takes about 20 s on moto, 30% about 50 s.
+FAULT_RATE = float(os.environ.get("CONVO_E2E_FAULT_RATE", "0.15"))
 
 
 @aws_only

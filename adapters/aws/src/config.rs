@@ -37,7 +37,8 @@ impl AwsSettings {
     /// (required), `CONVO_WRITES_DLQ_URL`, `CONVO_TITLES_DLQ_URL` (for
     /// `/health`), `CONVO_IDLE_TIMEOUT` (default 30m) and
     /// `CONVO_EARLY_TITLE_AFTER` (default 6) and `CONVO_APPENDS_PER_MINUTE`
-    /// (default 30; 0 turns the limit off).
+    /// (default 30; 0 turns the limit off) and `CONVO_RETENTION` (e.g.
+    /// `365d`; unset keeps conversations until erased).
     pub fn from_env() -> Result<Self, ConfigError> {
         let required = ["CONVO_TABLE", "CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"];
         let missing: Vec<&'static str> = required.into_iter().filter(|n| var(n).is_none()).collect();
@@ -53,6 +54,12 @@ impl AwsSettings {
             config.early_title_after_messages = raw
                 .parse()
                 .map_err(|_| ConfigError::Invalid("CONVO_EARLY_TITLE_AFTER", "expected a whole number".into()))?;
+        }
+        if let Some(raw) = var("CONVO_RETENTION") {
+            config.retention = Some(
+                convo_schema::validate::duration("CONVO_RETENTION", &raw)
+                    .map_err(|e| ConfigError::Invalid("CONVO_RETENTION", e.message))?,
+            );
         }
         if let Some(raw) = var("CONVO_APPENDS_PER_MINUTE") {
             config.appends_per_minute = raw

@@ -393,6 +393,9 @@ impl ConversationStore for DynamoStore {
             let mut pair = Put::builder().table_name(&self.table).set_item(Some({
                 let mut k = key(pair_pk(c), "ACTIVE");
                 k.insert("conversationId".into(), s(&c.conversation_id));
+                if let Some(t) = c.expires_at {
+                    k.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
+                }
                 k
             }));
             if reuse_active {

@@ -28,8 +28,10 @@ const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
 const RATE: Table = TableDefinition::new("rate_windows");
 const FLAGGED_CONVERSATIONS: Table = TableDefinition::new("flagged_conversations");
 const FLAGGED_MESSAGES: Table = TableDefinition::new("flagged_messages");
+const EXPIRING: Table = TableDefinition::new("conversations_by_expiry");
 
-const ALL_TABLES: [Table; 11] = [
+const ALL_TABLES: [Table; 12] = [
+    EXPIRING,
     FLAGGED_CONVERSATIONS,
     FLAGGED_MESSAGES,
     CONVERSATIONS,
@@ -84,6 +86,10 @@ fn by_user_key(c: &Conversation) -> String {
 
 fn active_key(c: &Conversation) -> String {
     key(&[&millis(c.start_time), &c.conversation_id])
+}
+
+fn expiry_key(c: &Conversation) -> Option<String> {
+    c.expires_at.map(|t| key(&[&millis(t), &c.conversation_id]))
 }
 
 fn flagged_key(c: &Conversation) -> Option<String> {
@@ -176,6 +182,14 @@ impl EmbeddedStore {
         by_user
             .insert(by_user_key(new).as_str(), &[][..])
             .map_err(unavailable)?;
+        if old.is_none()
+            && let Some(k) = expiry_key(new)
+        {
+            txn.open_table(EXPIRING)
+                .map_err(unavailable)?
+                .insert(k.as_str(), &[][..])
+                .map_err(unavailable)?;
+        }
         let old_flag = old.and_then(flagged_key);
         let new_flag = flagged_key(new);
         if old_flag != new_flag {
@@ -610,6 +624,12 @@ impl ConversationStore for EmbeddedStore {
                 .map_err(unavailable)?
                 .remove(active_key(c).as_str())
                 .map_err(unavailable)?;
+            if let Some(k) = expiry_key(c) {
+                txn.open_table(EXPIRING)
+                    .map_err(unavailable)?
+                    .remove(k.as_str())
+                    .map_err(unavailable)?;
+            }
             if let Some(k) = flagged_key(c) {
                 txn.open_table(FLAGGED_CONVERSATIONS)
                     .map_err(unavailable)?
@@ -640,6 +660,29 @@ impl ConversationStore for EmbeddedStore {
                 }
             }
             txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn expired_conversations(&self, now: Timestamp, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
+        let hi = format!("{}{SEP}", millis(now));
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(EXPIRING).map_err(unavailable)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in index.range(..hi.as_str()).map_err(unavailable)? {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, _) = entry.map_err(unavailable)?;
+                let k = k.value().to_string();
+                let id = k.rsplit(SEP).next().unwrap_or_default();
+                if let Some(v) = convs.get(id).map_err(unavailable)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -74,6 +74,10 @@ struct ServeArgs {
     /// Request a title once a conversation holds this many messages.
     #[arg(long, env = "CONVO_EARLY_TITLE_AFTER", default_value_t = 6)]
     early_title_after: u64,
+    /// Keep conversations this long (e.g. 365d) unless one asks otherwise;
+    /// unset keeps them until erased.
+    #[arg(long, env = "CONVO_RETENTION")]
+    retention: Option<String>,
     /// Appends per (owner, user) per minute before 429; 0 turns it off.
     #[arg(long, env = "CONVO_APPENDS_PER_MINUTE", default_value_t = 30)]
     appends_per_minute: u64,
@@ -177,6 +181,11 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
         idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
         early_title_after_messages: args.early_title_after,
         appends_per_minute: args.appends_per_minute,
+        retention: args
+            .retention
+            .as_deref()
+            .map(|r| duration("retention", r))
+            .transpose()?,
         ..Config::default()
     })
 }

@@ -18,6 +18,9 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Appends per (owner, user) per minute; 0 turns the limit off.
     pub appends_per_minute: u64,
+    /// How long conversations are kept unless they ask otherwise; `None`
+    /// keeps them until erased.
+    pub retention: Option<Duration>,
 }
 
 impl Default for Config {
@@ -28,6 +31,7 @@ impl Default for Config {
             idempotency_ttl: Duration::hours(24),
             // The seed service's default (its production ran 50).
             appends_per_minute: 30,
+            retention: None,
         }
     }
 }

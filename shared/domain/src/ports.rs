@@ -239,6 +239,16 @@ pub trait ConversationStore: Send + Sync {
         stats: Option<StatsDelta>,
     ) -> Result<(), StoreError>;
 
+    /// Conversations past their `expiresAt`, oldest first, for stores that do
+    /// not expire items themselves (DynamoDB's TTL does: it returns none).
+    async fn expired_conversations(
+        &self,
+        _now: Timestamp,
+        _limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Deletes a user's totals.
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError>;
 

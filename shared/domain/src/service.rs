@@ -47,9 +47,16 @@ pub async fn load_owned(deps: &Deps, owner_id: &str, conversation_id: &str) -> R
         return Err(DomainError::NotFound);
     }
     match deps.store.get_conversation(conversation_id).await? {
-        Some(rec) if rec.conversation.owner_id == owner_id && !rec.deleting => Ok(rec),
+        Some(rec) if rec.conversation.owner_id == owner_id && !rec.deleting && !expired(&rec, deps.clock.now()) => {
+            Ok(rec)
+        }
         _ => Err(DomainError::NotFound),
     }
+}
+
+/// Past its retention: it reads as missing until the store removes it.
+pub fn expired(rec: &ConversationRecord, now: Timestamp) -> bool {
+    rec.conversation.expires_at.is_some_and(|t| t <= now)
 }
 
 /// Conversation ids are ULIDs; anything else cannot exist.
@@ -106,7 +113,11 @@ pub async fn create_conversation(
         review_note: None,
         metadata: req.metadata.clone().unwrap_or_default(),
         archived_at: None,
-        expires_at: None,
+        expires_at: req
+            .retention_days
+            .map(|d| chrono::Duration::days(d as i64))
+            .or(deps.config.retention)
+            .map(|keep| now + keep),
     };
     let record = ConversationRecord {
         conversation,
@@ -419,7 +430,7 @@ pub async fn list_conversations(
         conversations: page
             .items
             .into_iter()
-            .filter(|r| !r.deleting)
+            .filter(|r| !r.deleting && !expired(r, deps.clock.now()))
             .map(|r| r.conversation)
             .collect(),
         next_cursor: page.next_cursor,
@@ -571,8 +582,13 @@ pub async fn list_reviews(deps: &Deps, owner_id: &str, p: ReviewParams<'_>) -> R
         .store
         .list_flagged_conversations(owner_id, status, p.cursor, limit)
         .await?;
+    let now = deps.clock.now();
     Ok(ConversationPage {
-        conversations: page.items,
+        conversations: page
+            .items
+            .into_iter()
+            .filter(|c| c.expires_at.is_none_or(|t| t > now))
+            .collect(),
         next_cursor: page.next_cursor,
     })
 }

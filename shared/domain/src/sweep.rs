@@ -7,12 +7,32 @@ use convo_schema::commands::{EndReason, WRITE_COMMAND_VERSION, WriteCommand, Wri
 
 use crate::Deps;
 use crate::error::DomainError;
+use crate::ports::StoreError;
 use crate::service::send_write;
 
 /// How many candidates one sweep examines per page.
 const PAGE: usize = 100;
 /// Upper bound of candidates one run examines (the next run takes the rest).
 const MAX_PER_RUN: usize = 5_000;
+
+/// Removes conversations past their retention, with every item, for stores
+/// that do not expire items themselves. Totals are left as they are, as
+/// DynamoDB's TTL leaves them. Returns how many.
+pub async fn purge_expired(deps: &Deps) -> Result<usize, DomainError> {
+    let expired = deps.store.expired_conversations(deps.clock.now(), PAGE).await?;
+    for rec in &expired {
+        deps.store.delete_conversation_items(rec.id()).await?;
+        match deps.store.remove_conversation(rec, rec.version, None).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        deps.store.delete_conversation_items(rec.id()).await?;
+    }
+    if !expired.is_empty() {
+        tracing::info!(purged = expired.len(), "expired conversations removed");
+    }
+    Ok(expired.len())
+}
 
 /// Enqueues an end for every idle active session; returns how many.
 pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {

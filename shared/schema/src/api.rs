@@ -24,6 +24,10 @@ pub struct CreateConversationRequest {
     /// Return the active conversation of this (agent, user) pair if one exists.
     #[serde(default)]
     pub reuse_active: bool,
+    /// Days to keep the conversation (1 to 3650); the deployment's
+    /// retention applies when absent. Every item expires with it.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
     /// A title chosen by the user (never overwritten by the generator).
     #[serde(default)]
     pub title: Option<String>,

@@ -12,6 +12,8 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_EXTERNAL_ID_CHARS: usize = 200;
 /// Maximum length of a review note, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
+/// Longest retention a conversation may ask for, in days.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 /// Maximum size of a whole request body (413 above).
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
 /// Default and maximum page sizes for list endpoints.

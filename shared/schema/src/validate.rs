@@ -61,6 +61,14 @@ pub fn metadata(field: &str, value: &Metadata) -> Result<(), ValidationError> {
 
 pub fn create(req: &CreateConversationRequest) -> Result<(), ValidationError> {
     id("userId", &req.user_id)?;
+    if let Some(days) = req.retention_days
+        && !(1..=MAX_RETENTION_DAYS).contains(&days)
+    {
+        return Err(ValidationError::invalid(
+            "retentionDays",
+            format!("retentionDays must be from 1 to {MAX_RETENTION_DAYS}"),
+        ));
+    }
     id("agentId", &req.agent_id)?;
     for (field, value) in [
         ("userName", &req.user_name),

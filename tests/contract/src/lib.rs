@@ -344,6 +344,9 @@ impl ConversationStore for FaultyStore {
     ) -> Result<(), StoreError> {
         self.inner.remove_conversation(r, v, s).await
     }
+    async fn expired_conversations(&self, n: Timestamp, l: usize) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.expired_conversations(n, l).await
+    }
     async fn delete_user_stats(&self, o: &str, u: &str) -> Result<(), StoreError> {
         self.inner.delete_user_stats(o, u).await
     }

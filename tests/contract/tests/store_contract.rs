@@ -1098,7 +1098,66 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
     assert_eq!(w.all_messages(&bobs.conversation_id).await[0].content, "bob keeps this");
 }
 
+async fn a_conversation_expires_whole_after_its_retention(w: World) {
+    let kept = new_conversation(&w, "alice").await.conversation_id;
+    let mut req = create_req("child-r", "toy-1");
+    req.retention_days = Some(1);
+    let short = service::create_conversation(&w.deps, "alice", req).await.unwrap().0;
+    assert_eq!(short.expires_at, Some(w.clock.now() + Duration::days(1)));
+    service::append_messages(&w.deps, "alice", &short.conversation_id, body_with_external(3), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &kept, one("user", "stay", None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    if w.dynamo.is_some() {
+        // DynamoDB's TTL removes it: every item carries the expiry.
+        let items = w.leftovers(&short.conversation_id).await;
+        assert_eq!(
+            items.len(),
+            1 + 3 + 3 + 3 + 1,
+            "META, messages, externalId claims, flag pointers and the pair"
+        );
+        let ttl = (w.clock.now() + Duration::days(1)).timestamp().to_string();
+        assert!(
+            items.iter().all(|i| i.contains("\"ttl\"") && i.contains(&ttl)),
+            "{items:?}"
+        );
+    }
+    w.clock.advance(Duration::days(1) + Duration::seconds(1));
+    let err = service::get_conversation(&w.deps, "alice", &short.conversation_id)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::ConversationNotFound);
+    let page = service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            user_id: Some("child-r"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(page.conversations.is_empty());
+    let purged = convo_domain::sweep::purge_expired(&w.deps).await.unwrap();
+    if w.embedded.is_some() {
+        assert_eq!(purged, 1);
+        assert_eq!(w.leftovers(&short.conversation_id).await, Vec::<String>::new());
+    }
+    assert_eq!(w.conversation(&kept).await.message_count, 1);
+}
+
+fn body_with_external(n: usize) -> AppendRequest {
+    let messages: Vec<_> = (0..n)
+        .map(|i| serde_json::json!({"role": "user", "content": format!("shit {i}"), "externalId": format!("x{i}")}))
+        .collect();
+    serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap()
+}
+
 contract! {
+    a_conversation_expires_whole_after_its_retention,
     erasure_leaves_nothing_of_the_user,
     flagged_conversations_are_reviewed_from_a_list,
     flagged_messages_list_on_their_own,
