@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use convo_domain::moderation::RuleModerator;
 use convo_domain::titles::ExtractiveTitler;
 use convo_domain::{Config, Deps, SystemClock, UlidSource};
 
@@ -25,6 +24,8 @@ pub struct AwsSettings {
     pub titles_queue_url: String,
     pub writes_dlq_url: Option<String>,
     pub titles_dlq_url: Option<String>,
+    /// `CONVO_MODERATION_DIR`: word lists replacing the built-in ones.
+    pub moderation_dir: Option<std::path::PathBuf>,
     pub config: Config,
 }
 
@@ -72,17 +73,21 @@ impl AwsSettings {
             titles_queue_url: var("CONVO_TITLES_QUEUE_URL").unwrap_or_default(),
             writes_dlq_url: var("CONVO_WRITES_DLQ_URL"),
             titles_dlq_url: var("CONVO_TITLES_DLQ_URL"),
+            moderation_dir: var("CONVO_MODERATION_DIR").map(Into::into),
             config,
         })
     }
 
     /// Builds the handlers' dependencies on DynamoDB and SQS. Clients are
     /// built here, once per process, and shared by every invocation.
-    pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Deps {
+    pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Result<Deps, ConfigError> {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
-        let moderator = Arc::new(RuleModerator::default());
-        Deps {
+        let moderator = Arc::new(
+            convo_domain::wordlists::moderator(self.moderation_dir.as_deref())
+                .map_err(|e| ConfigError::Invalid("CONVO_MODERATION_DIR", e))?,
+        );
+        Ok(Deps {
             store: Arc::new(DynamoStore::new(dynamo, &self.table)),
             writes: Arc::new(SqsQueue::new(
                 sqs.clone(),
@@ -108,6 +113,6 @@ impl AwsSettings {
             moderator,
             metrics: Arc::new(crate::metrics::EmfMetrics),
             config: self.config.clone(),
-        }
+        })
     }
 }

@@ -41,5 +41,11 @@ pub async fn bootstrap() -> Deps {
     };
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     crate::metrics::cold_start();
-    settings.deps(&sdk)
+    match settings.deps(&sdk) {
+        Ok(deps) => deps,
+        Err(e) => {
+            tracing::error!(error = %e, "convo cannot start");
+            std::process::exit(1);
+        }
+    }
 }

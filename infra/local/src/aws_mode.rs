@@ -86,6 +86,7 @@ pub async fn settings(prefix: &str, config: Config, sdk: &aws_config::SdkConfig)
         titles_queue_url: queue_url(&sqs, &n.titles.name).await?,
         writes_dlq_url: queue_url(&sqs, &n.writes.dlq_name()).await.ok(),
         titles_dlq_url: queue_url(&sqs, &n.titles.dlq_name()).await.ok(),
+        moderation_dir: None,
         config,
     })
 }

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use convo_domain::moderation::RuleModerator;
 use convo_domain::titles::ExtractiveTitler;
 use convo_domain::{Config, Deps, SystemClock, UlidSource};
 use convo_embedded::{EmbeddedQueue, EmbeddedStore, QueueKind, open_database};
@@ -78,6 +77,9 @@ struct ServeArgs {
     /// unset keeps them until erased.
     #[arg(long, env = "CONVO_RETENTION")]
     retention: Option<String>,
+    /// A directory of word lists (`<category>.txt`) replacing the built-in ones.
+    #[arg(long, env = "CONVO_MODERATION_DIR")]
+    moderation_dir: Option<PathBuf>,
     /// Appends per (owner, user) per minute before 429; 0 turns it off.
     #[arg(long, env = "CONVO_APPENDS_PER_MINUTE", default_value_t = 30)]
     appends_per_minute: u64,
@@ -199,7 +201,7 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
     let store = Arc::new(EmbeddedStore::new(db.clone())?);
     let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, args.max_receives)?;
     let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, args.max_receives)?;
-    let moderator = Arc::new(RuleModerator::default());
+    let moderator = Arc::new(convo_domain::wordlists::moderator(args.moderation_dir.as_deref())?);
     let deps = Deps {
         store,
         writes: writes.clone(),
@@ -227,7 +229,9 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
 async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
     let sdk = aws_mode::sdk_config().await;
     let settings = aws_mode::settings(&args.prefix, config(args)?, &sdk).await?;
-    let mut deps = settings.deps(&sdk);
+    let mut settings = settings;
+    settings.moderation_dir = args.moderation_dir.clone();
+    let mut deps = settings.deps(&sdk).map_err(|e| e.to_string())?;
     // EMF lines are for CloudWatch; locally they would only clutter stdout.
     deps.metrics = Arc::new(convo_domain::ports::NoMetrics);
     let sqs = aws_sdk_sqs::Client::new(&sdk);

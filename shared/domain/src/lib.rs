@@ -15,6 +15,7 @@ pub mod ports;
 pub mod service;
 pub mod sweep;
 pub mod titles;
+pub mod wordlists;
 
 pub use deps::{Config, Deps};
 pub use error::DomainError;
