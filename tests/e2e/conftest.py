@@ -36,7 +36,7 @@ CONVERSATION_FIELDS = {
     "agentName", "createdAt", "startTime", "lastActivityAt", "endTime", "durationSeconds",
     "durationMinutes", "title", "titleSource", "titleGeneratedAt", "messageCount",
     "firstMessagePreview", "lastMessagePreview", "flagged", "flagType", "flagReason", "severity",
-    "flagStatus", "flaggedAt", "reviewedBy", "reviewedAt", "reviewNote", "metadata", "archivedAt", "expiresAt",
+    "flagStatus", "flaggedAt", "reviewedBy", "reviewedAt", "reviewNote", "metadata", "archivedAt", "redactPii", "expiresAt",
 }
 
 # What the documented error body may hold.

@@ -56,6 +56,18 @@ impl AwsSettings {
                 .parse()
                 .map_err(|_| ConfigError::Invalid("CONVO_EARLY_TITLE_AFTER", "expected a whole number".into()))?;
         }
+        if let Some(raw) = var("CONVO_REDACT_PII") {
+            config.redact_pii = match raw.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "CONVO_REDACT_PII",
+                        "expected true or false".into(),
+                    ));
+                }
+            };
+        }
         if let Some(raw) = var("CONVO_RETENTION") {
             config.retention = Some(
                 convo_schema::validate::duration("CONVO_RETENTION", &raw)

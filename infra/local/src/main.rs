@@ -80,6 +80,9 @@ struct ServeArgs {
     /// A directory of word lists (`<category>.txt`) replacing the built-in ones.
     #[arg(long, env = "CONVO_MODERATION_DIR")]
     moderation_dir: Option<PathBuf>,
+    /// Mask personal data in stored content unless a conversation says otherwise.
+    #[arg(long, env = "CONVO_REDACT_PII")]
+    redact_pii: bool,
     /// Appends per (owner, user) per minute before 429; 0 turns it off.
     #[arg(long, env = "CONVO_APPENDS_PER_MINUTE", default_value_t = 30)]
     appends_per_minute: u64,
@@ -183,6 +186,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
         idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
         early_title_after_messages: args.early_title_after,
         appends_per_minute: args.appends_per_minute,
+        redact_pii: args.redact_pii,
         retention: args
             .retention
             .as_deref()

@@ -21,6 +21,9 @@ pub struct Config {
     /// How long conversations are kept unless they ask otherwise; `None`
     /// keeps them until erased.
     pub retention: Option<Duration>,
+    /// Mask personal data in stored content unless a conversation says
+    /// otherwise.
+    pub redact_pii: bool,
 }
 
 impl Default for Config {
@@ -32,6 +35,7 @@ impl Default for Config {
             // The seed service's default (its production ran 50).
             appends_per_minute: 30,
             retention: None,
+            redact_pii: false,
         }
     }
 }

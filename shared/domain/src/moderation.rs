@@ -208,34 +208,86 @@ impl Moderator for RuleModerator {
             reason,
         }
     }
+    fn redact(&self, content: &str) -> Option<String> {
+        let mut spans: Vec<(usize, usize, &str)> = Vec::new();
+        spans.extend(email_spans(content).into_iter().map(|(a, b)| (a, b, "[email]")));
+        for mut run in digit_runs(content) {
+            // The "+" or "(" that opens a number goes with it.
+            while run.start > 0 && matches!(content.as_bytes()[run.start - 1], b'+' | b'(') {
+                run.start -= 1;
+            }
+            if run.is_card() {
+                spans.push((run.start, run.end, "[card]"));
+            } else if run.is_phone(content) {
+                spans.push((run.start, run.end, "[phone]"));
+            }
+        }
+        spans.extend(
+            street_address_spans(content)
+                .into_iter()
+                .map(|(a, b)| (a, b, "[address]")),
+        );
+        if spans.is_empty() {
+            return None;
+        }
+        spans.sort();
+        let mut out = String::with_capacity(content.len());
+        let mut at = 0;
+        for (start, end, mask) in spans {
+            if start < at {
+                // Overlaps the previous mask (a phone inside an address).
+                at = at.max(end);
+                continue;
+            }
+            out.push_str(&content[at..start]);
+            out.push_str(mask);
+            at = end;
+        }
+        out.push_str(&content[at..]);
+        Some(out)
+    }
 }
 
 /// `local@domain.tld`, found without a regex engine.
 fn has_email(text: &str) -> bool {
+    !email_spans(text).is_empty()
+}
+
+/// The byte ranges of the e-mail addresses in `text`.
+fn email_spans(text: &str) -> Vec<(usize, usize)> {
+    let base = text.as_ptr() as usize;
     text.split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '<' || c == '>')
-        .any(|tok| {
-            let tok = tok.trim_matches(|c: char| !c.is_alphanumeric());
-            match tok.split_once('@') {
-                Some((local, domain)) => {
-                    !local.is_empty()
-                        && domain.contains('.')
-                        && !domain.starts_with('.')
-                        && !domain.ends_with('.')
-                        && domain
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-                }
-                None => false,
-            }
+        .map(|tok| tok.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|tok| is_email(tok))
+        .map(|tok| {
+            let start = tok.as_ptr() as usize - base;
+            (start, start + tok.len())
         })
+        .collect()
+}
+
+fn is_email(tok: &str) -> bool {
+    match tok.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+        None => false,
+    }
 }
 
 /// A run of digits broken only by single separators (a space, dot, dash or
 /// bracket, at most two in a row), as people write phone and card numbers.
 #[derive(Debug, Default)]
 struct DigitRun {
-    /// Byte offset of the first digit.
+    /// Byte offsets of the first digit and just past the last one.
     start: usize,
+    end: usize,
     digits: Vec<u8>,
     /// Lengths of the digit groups between separators.
     groups: Vec<usize>,
@@ -309,6 +361,7 @@ impl DigitRun {
         }
         *self.groups.last_mut().expect("a group") += 1;
         self.digits.push(chars[i].1 as u8 - b'0');
+        self.end = at + 1;
         self.dots += usize::from(gap.1);
         self.brackets |= gap.2;
     }
@@ -394,7 +447,7 @@ fn luhn(digits: &[u8]) -> bool {
             (_, x) => x,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Street types closing an address ("Oak Street", "Baker St.").
@@ -459,14 +512,29 @@ const NOT_NAME: &[&str] = &[
 /// word after a cue such as "live" or "address". Linear: each word is looked
 /// at a bounded number of times.
 fn has_street_address(text: &str) -> bool {
+    !street_address_spans(text).is_empty()
+}
+
+/// The byte ranges of the street addresses in `text`, house number to
+/// street type.
+fn street_address_spans(text: &str) -> Vec<(usize, usize)> {
+    let base = text.as_ptr() as usize;
     let raw: Vec<&str> = text.split_whitespace().collect();
     let words: Vec<String> = raw.iter().map(|w| bare(w).to_lowercase()).collect();
-    (0..raw.len()).any(|i| {
-        let before = &words[i.saturating_sub(3)..i];
-        is_house_number(bare(raw[i]))
-            && !i.checked_sub(1).is_some_and(|p| NOT_HOUSE.contains(&words[p].as_str()))
-            && street_follows(&raw[i + 1..], before.iter().any(|w| HOME_CUES.contains(&w.as_str())))
-    })
+    let offset = |w: &str| w.as_ptr() as usize - base;
+    (0..raw.len())
+        .filter_map(|i| {
+            let before = &words[i.saturating_sub(3)..i];
+            if !is_house_number(bare(raw[i]))
+                || i.checked_sub(1).is_some_and(|p| NOT_HOUSE.contains(&words[p].as_str()))
+            {
+                return None;
+            }
+            let k = street_follows(&raw[i + 1..], before.iter().any(|w| HOME_CUES.contains(&w.as_str())))?;
+            let last = bare(raw[i + 1 + k]);
+            Some((offset(bare(raw[i])), offset(last) + last.len()))
+        })
+        .collect()
 }
 
 /// A word without the punctuation around it.
@@ -483,19 +551,20 @@ fn is_house_number(w: &str) -> bool {
         && (rest.is_empty() || (rest.len() == 1 && rest.bytes().all(|b| b.is_ascii_alphabetic())))
 }
 
-/// Name words then a street type, within five words and one clause.
-fn street_follows(rest: &[&str], lenient: bool) -> bool {
+/// Name words then a street type, within five words and one clause: the
+/// index in `rest` of the street type.
+fn street_follows(rest: &[&str], lenient: bool) -> Option<usize> {
     for (k, raw) in rest.iter().take(5).enumerate() {
         let w = bare(raw);
         if k > 0 && STREET_TYPES.contains(&w.to_lowercase().as_str()) {
-            return true;
+            return Some(k);
         }
         let clause_ends = raw.ends_with([',', '.', '!', '?', ';', ':']);
         if clause_ends || !is_name_word(w, lenient) {
-            return false;
+            return None;
         }
     }
-    false
+    None
 }
 
 /// "Oak", "Pennsylvania", "5th"; any plain word when `lenient`.
@@ -568,6 +637,21 @@ mod tests {
             screen("on 2026-11-23 10:30, 12345+67890, 10 20 30 40 50")
                 .categories
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn redaction_masks_each_kind_and_keeps_the_rest() {
+        let m = RuleModerator::default();
+        let text = "Mail kid@example.com or call (415) 555-2671; I live at 42 Oak Street. Card 4111 1111 1111 1111!";
+        assert_eq!(
+            m.redact(text).as_deref(),
+            Some("Mail [email] or call [phone]; I live at [address]. Card [card]!")
+        );
+        assert_eq!(m.redact("I have 3 cats and 12 fish"), None);
+        assert_eq!(
+            m.redact("ring +44 20 7946 0958 now").as_deref(),
+            Some("ring [phone] now")
         );
     }
 

@@ -337,6 +337,12 @@ pub trait IdSource: Send + Sync {
 
 pub trait Moderator: Send + Sync {
     fn screen(&self, content: &str) -> SafetyVerdict;
+
+    /// `content` with its personal data masked (`[email]`, `[phone]`,
+    /// `[card]`, `[address]`), or `None` when it holds none.
+    fn redact(&self, _content: &str) -> Option<String> {
+        None
+    }
 }
 
 pub trait TitleGenerator: Send + Sync {

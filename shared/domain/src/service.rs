@@ -113,6 +113,7 @@ pub async fn create_conversation(
         review_note: None,
         metadata: req.metadata.clone().unwrap_or_default(),
         archived_at: None,
+        redact_pii: req.redact_pii.unwrap_or(deps.config.redact_pii),
         expires_at: req
             .retention_days
             .map(|d| chrono::Duration::days(d as i64))
@@ -153,9 +154,14 @@ pub async fn append_messages(
             .into_iter()
             .map(|m| AcceptedMessage {
                 message_id: deps.ids.new_id(),
+                // Screened as written; stored masked when the conversation
+                // asks (the verdict says what kind of data was found).
                 safety: deps.moderator.screen(&m.content),
                 role: m.role,
-                content: m.content,
+                content: match record.conversation.redact_pii {
+                    true => deps.moderator.redact(&m.content).unwrap_or(m.content),
+                    false => m.content,
+                },
                 created_at: m.created_at.unwrap_or(now),
                 external_id: m.external_id,
                 direction: m.direction,

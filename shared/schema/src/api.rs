@@ -28,6 +28,10 @@ pub struct CreateConversationRequest {
     /// retention applies when absent. Every item expires with it.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Mask personal data in stored content; the deployment's setting
+    /// applies when absent.
+    #[serde(default)]
+    pub redact_pii: Option<bool>,
     /// A title chosen by the user (never overwritten by the generator).
     #[serde(default)]
     pub title: Option<String>,

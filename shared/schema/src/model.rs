@@ -168,6 +168,9 @@ pub struct Conversation {
     pub metadata: Metadata,
     #[serde(default)]
     pub archived_at: Option<Timestamp>,
+    /// Personal data is masked in stored content (`[phone]`, `[email]`, …).
+    #[serde(default)]
+    pub redact_pii: bool,
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
 }

@@ -1156,7 +1156,45 @@ fn body_with_external(n: usize) -> AppendRequest {
     serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap()
 }
 
+async fn personal_data_is_masked_when_the_conversation_asks(w: World) {
+    let mut req = create_req("child-p", "toy-1");
+    req.redact_pii = Some(true);
+    let private = service::create_conversation(&w.deps, "alice", req).await.unwrap().0;
+    assert!(private.redact_pii);
+    let open = new_conversation(&w, "alice").await.conversation_id;
+    let text = "my mum's email is mum@example.com and we live at 42 Oak Street";
+    let r = service::append_messages(
+        &w.deps,
+        "alice",
+        &private.conversation_id,
+        one("user", text, None),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.messages[0].safety.categories, vec!["pii_email", "pii_address"]);
+    service::append_messages(&w.deps, "alice", &open, one("user", text, None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let masked = &w.all_messages(&private.conversation_id).await[0];
+    assert_eq!(masked.content, "my mum's email is [email] and we live at [address]");
+    assert_eq!(masked.safety.categories, vec!["pii_email", "pii_address"]);
+    assert_eq!(w.all_messages(&open).await[0].content, text);
+    // The address survives only in the open conversation (its message and
+    // its previews), nowhere in the masked one.
+    let holders = w.leftovers("mum@example.com").await;
+    assert_eq!(holders.len(), 2);
+    assert!(
+        holders
+            .iter()
+            .all(|h| h.contains(&open) && !h.contains(&private.conversation_id)),
+        "{holders:?}"
+    );
+}
+
 contract! {
+    personal_data_is_masked_when_the_conversation_asks,
     a_conversation_expires_whole_after_its_retention,
     erasure_leaves_nothing_of_the_user,
     flagged_conversations_are_reviewed_from_a_list,
