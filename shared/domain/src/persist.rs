@@ -10,7 +10,10 @@
 //!
 //! In order: records are grouped by conversation (the FIFO group); when one
 //! record of a group fails, every later record of that group in the batch is
-//! reported failed too, unapplied, so redelivery keeps the order.
+//! reported failed too, unapplied, so redelivery keeps the order. The
+//! exception is a record that cannot be decoded: it carries no write, so the
+//! records behind it are applied and it alone is retried, until SQS parks it
+//! in the dead-letter queue.
 
 use std::collections::HashSet;
 
@@ -107,9 +110,15 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
         let cmd = match &list[next].command {
             Ok(cmd) => cmd,
             Err(reason) => {
+                // It can never succeed and changes no state, so it cannot
+                // break the order of the others: it alone is reported (and
+                // reaches the dead-letter queue after maxReceiveCount) while
+                // the records behind it go on. Failing them with it would
+                // send them to the dead-letter queue together.
                 tracing::error!(record_id = %list[next].record_id, %reason, "undecodable write command");
-                fail_rest(&mut outcome, &list[next..]);
-                return outcome;
+                outcome.failed.push(list[next].record_id.clone());
+                next += 1;
+                continue;
             }
         };
         let record = match deps.store.get_conversation(&cmd.conversation_id).await {

@@ -226,18 +226,45 @@ async fn failed_records_are_reported_exactly_and_retried_in_order(w: World) {
 
 async fn a_poison_message_is_parked_and_its_batch_is_stored(w: World) {
     let a = new_conversation(&w, "alice").await.conversation_id;
+    let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
+        .await
+        .unwrap()
+        .0
+        .conversation_id;
     w.writes
         .send(Some("poison-group"), Some("p1"), "{not json".into())
         .await
         .unwrap();
+    // A poison in the very group of b, ahead of b's writes.
+    service::append_messages(&w.deps, "alice", &b, one("user", "b0", None), None)
+        .await
+        .unwrap();
+    w.writes
+        .send(Some(&b), Some("p2"), "{also not json".into())
+        .await
+        .unwrap();
+    for i in 1..6 {
+        service::append_messages(&w.deps, "alice", &b, one("user", &format!("b{i}"), None), None)
+            .await
+            .unwrap();
+    }
     service::append_messages(&w.deps, "alice", &a, one("user", "fine", None), None)
         .await
         .unwrap();
     w.settle().await;
     assert_eq!(w.all_messages(&a).await.len(), 1);
+    let bs: Vec<_> = w.all_messages(&b).await.into_iter().map(|m| m.content).collect();
+    assert_eq!(
+        bs,
+        ["b0", "b1", "b2", "b3", "b4", "b5"],
+        "nothing behind the poison is lost"
+    );
     let stats = w.writes.stats();
-    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 1));
-    assert_eq!(w.writes.dead_letters(), vec!["{not json".to_string()]);
+    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 2));
+    assert_eq!(
+        w.writes.dead_letters(),
+        vec!["{not json".to_string(), "{also not json".to_string()]
+    );
 }
 
 async fn end_sets_duration_stats_and_a_generated_title(w: World) {
