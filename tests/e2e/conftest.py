@@ -28,6 +28,7 @@ import pytest
 
 BIN = os.environ.get("CONVO_LOCAL_BIN", "/work/main/target/debug/convo-local")
 STARTUP_TIMEOUT = 15.0
+SLOW = 4.0 if os.environ.get("CONVO_E2E_STORE") == "aws" else 1.0
 STOP_TIMEOUT = 10.0
 
 # The documented fields of a conversation, exactly.
@@ -71,6 +72,9 @@ def wait_until(fn, timeout: float = 10.0, interval: float = 0.05, what: str | No
     Fails the test after ``timeout`` seconds, naming the last value seen (or
     the last exception raised), so a timeout explains itself.
     """
+    # moto is far slower than DynamoDB and SQS (it copies a table for each
+    # item of a transaction): waits stretch in AWS mode, assertions do not.
+    timeout *= SLOW
     deadline = time.monotonic() + timeout
     last, last_exc = None, None
     while True:
@@ -423,7 +427,13 @@ def make_server(tmp_path):
         s.stop()
 
 
-@pytest.fixture(scope="session")
+def _shared_scope(fixture_name, config):
+    # In AWS mode each test module gets its own server, so its own table:
+    # moto slows down as a table grows.
+    return "module" if STORE == "aws" else "session"
+
+
+@pytest.fixture(scope=_shared_scope)
 def server(tmp_path_factory):
     """The shared server (on-disk store) most tests use."""
     s = Server(tmp_path_factory.mktemp("shared") / "data")
@@ -432,13 +442,13 @@ def server(tmp_path_factory):
     s.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope=_shared_scope)
 def api(server) -> Client:
     """A client of the shared server speaking for owner ``alice``."""
     return server.client("alice")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope=_shared_scope)
 def bob(server) -> Client:
     """A client of the shared server speaking for another owner, ``bob``."""
     return server.client("bob")

@@ -9,7 +9,7 @@
 //! | externalId claim | `C#<id>` | `X#<externalId>` |
 //! | active pair | `P#<owner>#<agentId>#<userId>` | `ACTIVE` |
 //! | user stats | `U#<owner>#<userId>` | `STATS` |
-//! | idempotency key | `I#<owner>#<key>` | `IDEM` (with TTL) |
+//! | idempotency key | `C#<id>` | `I#<operation>#<key>` (with TTL) |
 //!
 //! Ids never contain `#` (the schema refuses it), so keys cannot collide.
 
@@ -69,8 +69,10 @@ fn stats_pk(owner: &str, user: &str) -> String {
     format!("U#{owner}#{user}")
 }
 
-fn idem_pk(owner: &str, key: &str) -> String {
-    format!("I#{owner}#{key}")
+/// Idempotency records live in their conversation's partition, so an
+/// erasure removes them with it.
+fn idem_sk(key: &str) -> String {
+    format!("I#{key}")
 }
 
 fn by_user_pk(owner: &str, user: &str) -> String {
@@ -903,17 +905,37 @@ impl ConversationStore for DynamoStore {
         self.conversations(&ids).await
     }
 
-    async fn claim_idempotency_key(
+    async fn get_idempotency(
         &self,
-        owner_id: &str,
+        conversation_id: &str,
         idem_key: &str,
-        fingerprint: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get(conv_pk(conversation_id), &idem_sk(idem_key)).await? else {
+            return Ok(None);
+        };
+        let expires: i64 = item
+            .get("expiresAtMs")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if expires <= now.timestamp_millis() {
+            return Ok(None);
+        }
+        Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?))
+    }
+
+    async fn put_idempotency(
+        &self,
+        conversation_id: &str,
+        idem_key: &str,
+        record: &IdempotencyRecord,
         now: Timestamp,
         expires_at: Timestamp,
-    ) -> Result<IdempotencyClaim, StoreError> {
-        let pk = idem_pk(owner_id, idem_key);
-        let mut item = key(pk.clone(), "IDEM");
-        item.insert("fingerprint".into(), s(fingerprint));
+    ) -> Result<bool, StoreError> {
+        let mut item: Item = serde_dynamo::to_item(record).map_err(corrupt)?;
+        item.retain(|_, v| !matches!(v, AttributeValue::Null(_)));
+        item.extend(key(conv_pk(conversation_id), &idem_sk(idem_key)));
         item.insert("expiresAtMs".into(), n(expires_at.timestamp_millis()));
         item.insert(TTL_ATTRIBUTE.into(), n(expires_at.timestamp()));
         let result = self
@@ -926,52 +948,37 @@ impl ConversationStore for DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => return Ok(IdempotencyClaim::Claimed),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(sdk(e)),
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk(e)),
         }
-        let Some(item) = self.get(pk, "IDEM").await? else {
-            // Released between the two calls: report it busy; a retry claims it.
-            return Ok(IdempotencyClaim::Pending {
-                fingerprint: String::new(),
-            });
-        };
-        let fingerprint = str_attr(&item, "fingerprint").unwrap_or_default().to_string();
-        Ok(match str_attr(&item, "response") {
-            Some(r) => IdempotencyClaim::Done {
-                fingerprint,
-                response: r.to_string(),
-            },
-            None => IdempotencyClaim::Pending { fingerprint },
-        })
     }
 
-    async fn complete_idempotency_key(&self, owner_id: &str, idem_key: &str, response: &str) -> Result<(), StoreError> {
-        self.client
+    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(idem_pk(owner_id, idem_key), "IDEM")))
-            .update_expression("SET #r = :r")
+            .set_key(Some(key(conv_pk(conversation_id), &idem_sk(idem_key))))
+            .update_expression("REMOVE command")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#r", "response")
-            .expression_attribute_values(":r", s(response))
             .send()
-            .await
-            .map_err(sdk)?;
-        Ok(())
-    }
-
-    async fn release_idempotency_key(&self, owner_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(idem_pk(owner_id, idem_key), "IDEM")))
-            .send()
-            .await
-            .map_err(sdk)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk(e)),
+        }
     }
 
     async fn take_rate_token(

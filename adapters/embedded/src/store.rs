@@ -59,8 +59,7 @@ pub struct EmbeddedStore {
 
 #[derive(Serialize, Deserialize)]
 struct IdempotencyItem {
-    fingerprint: String,
-    response: Option<String>,
+    record: IdempotencyRecord,
     expires_at: Timestamp,
 }
 
@@ -592,7 +591,7 @@ impl ConversationStore for EmbeddedStore {
         let prefix = format!("{conversation_id}{SEP}");
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            for table in [MESSAGES, EXTERNAL_IDS, FLAGGED_MESSAGES] {
+            for table in [MESSAGES, EXTERNAL_IDS, FLAGGED_MESSAGES, IDEMPOTENCY] {
                 remove_prefix(&txn, table, &prefix)?;
             }
             txn.commit().map_err(unavailable)
@@ -730,56 +729,61 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn claim_idempotency_key(
+    async fn get_idempotency(
         &self,
-        owner_id: &str,
+        conversation_id: &str,
         idem_key: &str,
-        fingerprint: &str,
         now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<IdempotencyClaim, StoreError> {
-        let k = key(&[owner_id, idem_key]);
-        let fingerprint = fingerprint.to_string();
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let k = key(&[conversation_id, idem_key]);
         self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let claim = {
-                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let existing: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
-                match existing {
-                    Some(item) if item.expires_at > now => match item.response {
-                        Some(response) => IdempotencyClaim::Done {
-                            fingerprint: item.fingerprint,
-                            response,
-                        },
-                        None => IdempotencyClaim::Pending {
-                            fingerprint: item.fingerprint,
-                        },
-                    },
-                    _ => {
-                        let item = IdempotencyItem {
-                            fingerprint,
-                            response: None,
-                            expires_at,
-                        };
-                        table
-                            .insert(k.as_str(), encode(&item).as_slice())
-                            .map_err(unavailable)?;
-                        IdempotencyClaim::Claimed
-                    }
-                }
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+            let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
             };
-            txn.commit().map_err(unavailable)?;
-            Ok(claim)
+            Ok(item.filter(|i| i.expires_at > now).map(|i| i.record))
         })
         .await
     }
 
-    async fn complete_idempotency_key(&self, owner_id: &str, idem_key: &str, response: &str) -> Result<(), StoreError> {
-        let k = key(&[owner_id, idem_key]);
-        let response = response.to_string();
+    async fn put_idempotency(
+        &self,
+        conversation_id: &str,
+        idem_key: &str,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let k = key(&[conversation_id, idem_key]);
+        let item = IdempotencyItem {
+            record: record.clone(),
+            expires_at,
+        };
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let stored = {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                let live = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => decode::<IdempotencyItem>(v.value())?.expires_at > now,
+                    None => false,
+                };
+                if !live {
+                    table
+                        .insert(k.as_str(), encode(&item).as_slice())
+                        .map_err(unavailable)?;
+                }
+                !live
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
+        let k = key(&[conversation_id, idem_key]);
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
@@ -789,25 +793,12 @@ impl ConversationStore for EmbeddedStore {
                     None => None,
                 };
                 if let Some(mut item) = item {
-                    item.response = Some(response);
+                    item.record.command = None;
                     table
                         .insert(k.as_str(), encode(&item).as_slice())
                         .map_err(unavailable)?;
                 }
             }
-            txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn release_idempotency_key(&self, owner_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        let k = key(&[owner_id, idem_key]);
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            txn.open_table(IDEMPOTENCY)
-                .map_err(unavailable)?
-                .remove(k.as_str())
-                .map_err(unavailable)?;
             txn.commit().map_err(unavailable)
         })
         .await

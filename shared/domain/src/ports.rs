@@ -123,15 +123,19 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// The state of an idempotency key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IdempotencyClaim {
-    /// The key was free and is now held by this request.
-    Claimed,
-    /// Another request holds the key and has not finished.
-    Pending { fingerprint: String },
-    /// A request with this key finished; its answer is stored.
-    Done { fingerprint: String, response: String },
+/// What a request with an `Idempotency-Key` left behind: its fingerprint,
+/// its answer, and — until the command is known to be on the queue — the
+/// command itself, so that a retry can send it again (the queue and the
+/// worker drop the duplicate) instead of waiting or losing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    /// The write command (JSON) while it may not have been sent.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The answer (JSON) the first request gave or will give.
+    pub response: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -260,22 +264,28 @@ pub trait ConversationStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ConversationRecord>, StoreError>;
 
-    /// Takes an idempotency key for `owner_id`, or reports who holds it. A
-    /// key whose `expires_at` is not after `now` is free again.
-    async fn claim_idempotency_key(
+    /// The record of an idempotency key of a conversation (`key` is scoped
+    /// by operation), unless it expired at `now`.
+    async fn get_idempotency(
         &self,
-        owner_id: &str,
+        conversation_id: &str,
         key: &str,
-        fingerprint: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Stores the record unless a live one holds the key; returns whether it
+    /// was stored. It lives with the conversation (and is erased with it).
+    async fn put_idempotency(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        record: &IdempotencyRecord,
         now: Timestamp,
         expires_at: Timestamp,
-    ) -> Result<IdempotencyClaim, StoreError>;
+    ) -> Result<bool, StoreError>;
 
-    /// Records the answer of the request holding the key.
-    async fn complete_idempotency_key(&self, owner_id: &str, key: &str, response: &str) -> Result<(), StoreError>;
-
-    /// Frees a key whose request failed before anything was accepted.
-    async fn release_idempotency_key(&self, owner_id: &str, key: &str) -> Result<(), StoreError>;
+    /// The command is on the queue: forget it, keep the answer.
+    async fn settle_idempotency(&self, conversation_id: &str, key: &str) -> Result<(), StoreError>;
 
     async fn health(&self) -> ComponentHealth;
 

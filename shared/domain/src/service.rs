@@ -145,7 +145,7 @@ pub async fn append_messages(
     let now = deps.clock.now();
     validate::append(&req, now)?;
     let record = load_owned(deps, owner_id, conversation_id).await?;
-    idempotent(deps, owner_id, conversation_id, "append", idempotency, || async {
+    let response = accept(deps, conversation_id, "append", idempotency, || async {
         ensure_active(&record)?;
         rate_limit(deps, owner_id, &record.conversation.user_id, now).await?;
         let command_id = deps.ids.new_id();
@@ -192,16 +192,16 @@ pub async fn append_messages(
             accepted_at: now,
             kind: WriteKind::Append { messages },
         };
-        send_write(deps, &command).await?;
-        let count = |a: SafetyAction| response.messages.iter().filter(|m| m.safety.action == a).count() as f64;
-        deps.metrics.record(&[
-            ("MessagesAccepted", response.messages.len() as f64, "Count"),
-            ("MessagesFlagged", count(SafetyAction::Flagged), "Count"),
-            ("MessagesBlocked", count(SafetyAction::Blocked), "Count"),
-        ]);
-        Ok(response)
+        Ok((command, response))
     })
-    .await
+    .await?;
+    let count = |a: SafetyAction| response.messages.iter().filter(|m| m.safety.action == a).count() as f64;
+    deps.metrics.record(&[
+        ("MessagesAccepted", response.messages.len() as f64, "Count"),
+        ("MessagesFlagged", count(SafetyAction::Flagged), "Count"),
+        ("MessagesBlocked", count(SafetyAction::Blocked), "Count"),
+    ]);
+    Ok(response)
 }
 
 /// Enqueues the end of a session behind every write accepted before it.
@@ -212,7 +212,7 @@ pub async fn end_session(
     idempotency: Option<IdempotencyKey>,
 ) -> Result<EndResponse, DomainError> {
     let record = load_owned(deps, owner_id, conversation_id).await?;
-    idempotent(deps, owner_id, conversation_id, "end", idempotency, || async {
+    accept(deps, conversation_id, "end", idempotency, || async {
         ensure_active(&record)?;
         let now = deps.clock.now();
         let command = WriteCommand {
@@ -225,13 +225,13 @@ pub async fn end_session(
                 reason: EndReason::Client,
             },
         };
-        send_write(deps, &command).await?;
-        Ok(EndResponse {
+        let answer = EndResponse {
             conversation_id: conversation_id.to_string(),
-            command_id: command.command_id,
+            command_id: command.command_id.clone(),
             accepted_at: now,
             status: "ending".to_string(),
-        })
+        };
+        Ok((command, answer))
     })
     .await
 }
@@ -270,6 +270,12 @@ fn ensure_active(record: &ConversationRecord) -> Result<(), DomainError> {
 pub const MAX_COMMAND_BYTES: usize = 250 * 1024;
 
 pub async fn send_write(deps: &Deps, command: &WriteCommand) -> Result<(), DomainError> {
+    check_command_size(command)?;
+    deps.writes.send_write(command).await?;
+    Ok(())
+}
+
+fn check_command_size(command: &WriteCommand) -> Result<(), DomainError> {
     let size = serde_json::to_vec(command).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_COMMAND_BYTES {
         return Err(ValidationError::too_large(
@@ -278,67 +284,85 @@ pub async fn send_write(deps: &Deps, command: &WriteCommand) -> Result<(), Domai
         )
         .into());
     }
-    deps.writes.send_write(command).await?;
     Ok(())
 }
 
-/// Runs `op` at most once per (owner, conversation, operation, key): a
-/// retry with the same key and body gets the first answer again.
-async fn idempotent<T, F, Fut>(
+/// Builds and enqueues a write at most once per (conversation, operation,
+/// key): a retry with the same key and body gets the first answer again. The
+/// command is stored with the answer before it is sent, so a retry after a
+/// failed or unknown send sends the very same command again (the FIFO queue
+/// and the worker drop the duplicate) — nothing is lost, nothing doubled.
+async fn accept<T, F, Fut>(
     deps: &Deps,
-    owner_id: &str,
     conversation_id: &str,
     operation: &str,
     key: Option<IdempotencyKey>,
-    op: F,
+    build: F,
 ) -> Result<T, DomainError>
 where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T, DomainError>>,
+    Fut: std::future::Future<Output = Result<(WriteCommand, T), DomainError>>,
 {
-    let Some(key) = key else { return op().await };
-    let scoped = format!("{conversation_id}:{operation}:{}", key.key);
+    let Some(key) = key else {
+        let (command, answer) = build().await?;
+        send_write(deps, &command).await?;
+        return Ok(answer);
+    };
+    let scoped = format!("{operation}#{}", key.key);
     let now = deps.clock.now();
+    if let Some(record) = deps.store.get_idempotency(conversation_id, &scoped, now).await? {
+        return replay(deps, conversation_id, &scoped, &key, record).await;
+    }
+    let (command, answer) = build().await?;
+    check_command_size(&command)?;
+    let record = IdempotencyRecord {
+        fingerprint: key.fingerprint.clone(),
+        command: Some(serde_json::to_string(&command).map_err(|e| DomainError::Internal(e.to_string()))?),
+        response: serde_json::to_string(&answer).map_err(|e| DomainError::Internal(e.to_string()))?,
+    };
     let expires = now + deps.config.idempotency_ttl;
-    match deps
+    if !deps
         .store
-        .claim_idempotency_key(owner_id, &scoped, &key.fingerprint, now, expires)
+        .put_idempotency(conversation_id, &scoped, &record, now, expires)
         .await?
     {
-        IdempotencyClaim::Claimed => {}
-        IdempotencyClaim::Pending { .. } => {
-            return Err(DomainError::Conflict(
-                ErrorCode::RequestInProgress,
-                "a request with this Idempotency-Key is still in progress; retry shortly".into(),
-            ));
-        }
-        IdempotencyClaim::Done { fingerprint, response } => {
-            if fingerprint != key.fingerprint {
-                return Err(reused_key());
-            }
-            return serde_json::from_str(&response)
-                .map_err(|e| DomainError::Internal(format!("stored idempotent answer unreadable: {e}")));
+        // A concurrent request with the same key won: answer as it does.
+        let Some(winner) = deps.store.get_idempotency(conversation_id, &scoped, now).await? else {
+            return Err(DomainError::Unavailable("idempotency key contended; retry".into()));
+        };
+        return replay(deps, conversation_id, &scoped, &key, winner).await;
+    }
+    // On failure the record stays: a retry sends this same command.
+    deps.writes.send_write(&command).await?;
+    if let Err(e) = deps.store.settle_idempotency(conversation_id, &scoped).await {
+        tracing::warn!(error = %e, "could not settle an idempotency key; a retry will resend its command");
+    }
+    Ok(answer)
+}
+
+/// The first answer for a repeated key, after making sure its command is
+/// on the queue.
+async fn replay<T: DeserializeOwned>(
+    deps: &Deps,
+    conversation_id: &str,
+    scoped: &str,
+    key: &IdempotencyKey,
+    record: IdempotencyRecord,
+) -> Result<T, DomainError> {
+    if record.fingerprint != key.fingerprint {
+        return Err(reused_key());
+    }
+    if let Some(raw) = &record.command {
+        let command: WriteCommand =
+            serde_json::from_str(raw).map_err(|e| DomainError::Internal(format!("stored command unreadable: {e}")))?;
+        deps.writes.send_write(&command).await?;
+        if let Err(e) = deps.store.settle_idempotency(conversation_id, scoped).await {
+            tracing::warn!(error = %e, "could not settle an idempotency key");
         }
     }
-    match op().await {
-        Ok(answer) => {
-            let json = serde_json::to_string(&answer).map_err(|e| DomainError::Internal(e.to_string()))?;
-            // The write is already accepted: failing to record the answer
-            // must not turn it into an error (a retry would then be refused
-            // as in progress until the key expires, which is safe).
-            if let Err(e) = deps.store.complete_idempotency_key(owner_id, &scoped, &json).await {
-                tracing::warn!(error = %e, "could not record idempotent answer");
-            }
-            Ok(answer)
-        }
-        Err(err) => {
-            if let Err(e) = deps.store.release_idempotency_key(owner_id, &scoped).await {
-                tracing::warn!(error = %e, "could not release idempotency key");
-            }
-            Err(err)
-        }
-    }
+    serde_json::from_str(&record.response)
+        .map_err(|e| DomainError::Internal(format!("stored idempotent answer unreadable: {e}")))
 }
 
 fn reused_key() -> DomainError {

@@ -257,6 +257,30 @@ impl World {
     }
 }
 
+/// The writes queue, failing the next `fail_next` sends as an unreachable
+/// SQS would.
+pub struct FlakyQueue {
+    pub inner: Arc<EmbeddedQueue>,
+    pub fail_next: Mutex<usize>,
+}
+
+#[async_trait]
+impl WriteQueue for FlakyQueue {
+    async fn send_write(&self, command: &convo_schema::commands::WriteCommand) -> Result<(), QueueError> {
+        {
+            let mut n = self.fail_next.lock().unwrap();
+            if *n > 0 {
+                *n -= 1;
+                return Err(QueueError::Unavailable("injected".into()));
+            }
+        }
+        self.inner.send_write(command).await
+    }
+    async fn health(&self) -> ComponentHealth {
+        WriteQueue::health(self.inner.as_ref()).await
+    }
+}
+
 /// The embedded store, with commits of chosen conversations failing as a
 /// throttled DynamoDB would.
 pub struct FaultyStore {
@@ -314,21 +338,21 @@ impl ConversationStore for FaultyStore {
     async fn active_started_before(&self, t: Timestamp, l: usize) -> Result<Vec<ConversationRecord>, StoreError> {
         self.inner.active_started_before(t, l).await
     }
-    async fn claim_idempotency_key(
+    async fn get_idempotency(&self, c: &str, k: &str, n: Timestamp) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.inner.get_idempotency(c, k, n).await
+    }
+    async fn put_idempotency(
         &self,
-        o: &str,
+        c: &str,
         k: &str,
-        f: &str,
+        r: &IdempotencyRecord,
         n: Timestamp,
         e: Timestamp,
-    ) -> Result<IdempotencyClaim, StoreError> {
-        self.inner.claim_idempotency_key(o, k, f, n, e).await
+    ) -> Result<bool, StoreError> {
+        self.inner.put_idempotency(c, k, r, n, e).await
     }
-    async fn complete_idempotency_key(&self, o: &str, k: &str, r: &str) -> Result<(), StoreError> {
-        self.inner.complete_idempotency_key(o, k, r).await
-    }
-    async fn release_idempotency_key(&self, o: &str, k: &str) -> Result<(), StoreError> {
-        self.inner.release_idempotency_key(o, k).await
+    async fn settle_idempotency(&self, c: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.settle_idempotency(c, k).await
     }
     async fn health(&self) -> ComponentHealth {
         self.inner.health().await

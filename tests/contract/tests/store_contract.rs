@@ -1220,7 +1220,38 @@ async fn personal_data_is_masked_when_the_conversation_asks(w: World) {
     );
 }
 
+async fn a_retry_after_a_failed_send_sends_the_same_command_once(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let flaky = std::sync::Arc::new(FlakyQueue {
+        inner: w.writes.clone(),
+        fail_next: std::sync::Mutex::new(1),
+    });
+    let mut deps = w.deps.clone();
+    deps.writes = flaky.clone();
+    let body = br#"{"messages":[{"role":"user","content":"hello"}]}"#;
+    let key = || Some(IdempotencyKey::new("retry-me", body).unwrap());
+    let err = service::append_messages(&deps, "alice", &id, one("user", "hello", None), key())
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::DependencyUnavailable);
+    assert_eq!(w.writes.stats().visible, 0);
+    // The retry answers with the first request's ids: its command is sent now.
+    let first = service::append_messages(&deps, "alice", &id, one("user", "hello", None), key())
+        .await
+        .unwrap();
+    let again = service::append_messages(&deps, "alice", &id, one("user", "hello", None), key())
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(w.writes.stats().visible, 1, "settled: the second replay sent nothing");
+    w.settle().await;
+    let stored = w.all_messages(&id).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].message_id, first.messages[0].message_id);
+}
+
 contract! {
+    a_retry_after_a_failed_send_sends_the_same_command_once,
     personal_data_is_masked_when_the_conversation_asks,
     a_conversation_expires_whole_after_its_retention,
     erasure_leaves_nothing_of_the_user,
