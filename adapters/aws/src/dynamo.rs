@@ -302,6 +302,66 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One page of conversation ids from a keys-only index whose sort key
+    /// ends in `#<conversationId>`, newest first, and the cursor after it
+    /// (bound to the partition `gpk`: a cursor from elsewhere is refused).
+    async fn index_page(
+        &self,
+        (index, pk_attr, sk_attr): (&str, &str, &str),
+        gpk: &str,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let start = match cursor_in {
+            Some(c) => {
+                let gsk = cursor::decode(gpk, c)?;
+                let id = gsk.rsplit('#').next().unwrap_or_default().to_string();
+                if id.is_empty() || !gsk.contains('#') {
+                    return Err(StoreError::InvalidCursor);
+                }
+                Some(HashMap::from([
+                    (PK.to_string(), s(conv_pk(&id))),
+                    (SK.to_string(), s(META)),
+                    (pk_attr.to_string(), s(gpk)),
+                    (sk_attr.to_string(), s(gsk)),
+                ]))
+            }
+            None => None,
+        };
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_attr)
+            .expression_attribute_values(":pk", s(gpk))
+            .scan_index_forward(false)
+            .limit((limit + 1) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let keys = resp.items.unwrap_or_default();
+        let more = keys.len() > limit;
+        let page: Vec<(String, String)> = keys
+            .iter()
+            .take(limit)
+            .filter_map(|k| {
+                Some((
+                    str_attr(k, PK)?.strip_prefix("C#")?.to_string(),
+                    str_attr(k, sk_attr)?.to_string(),
+                ))
+            })
+            .collect();
+        let next_cursor = if more {
+            page.last().map(|(_, gsk)| cursor::encode(gpk, gsk))
+        } else {
+            None
+        };
+        Ok((page.into_iter().map(|(id, _)| id).collect(), next_cursor))
+    }
+
     /// Conversations by id, in the order given (missing ones skipped).
     async fn conversations(&self, ids: &[String]) -> Result<Vec<ConversationRecord>, StoreError> {
         let keys = ids.iter().map(|id| key(conv_pk(id), META)).collect();
@@ -472,55 +532,11 @@ impl ConversationStore for DynamoStore {
         cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
-        let gpk = by_user_pk(owner_id, user_id);
-        let start = match cursor_in {
-            Some(c) => {
-                let gsk = cursor::decode(&gpk, c)?;
-                let id = gsk.rsplit('#').next().unwrap_or_default().to_string();
-                if id.is_empty() || !gsk.contains('#') {
-                    return Err(StoreError::InvalidCursor);
-                }
-                Some(HashMap::from([
-                    (PK.to_string(), s(conv_pk(&id))),
-                    (SK.to_string(), s(META)),
-                    (BY_USER_PK.to_string(), s(&gpk)),
-                    (BY_USER_SK.to_string(), s(gsk)),
-                ]))
-            }
-            None => None,
-        };
-        let resp = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_USER_INDEX)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", BY_USER_PK)
-            .expression_attribute_values(":pk", s(&gpk))
-            .scan_index_forward(false)
-            .limit((limit + 1) as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let keys = resp.items.unwrap_or_default();
-        let more = keys.len() > limit;
-        let page: Vec<(String, String)> = keys
-            .iter()
-            .take(limit)
-            .filter_map(|k| {
-                let gsk = str_attr(k, BY_USER_SK)?.to_string();
-                let id = str_attr(k, PK)?.strip_prefix("C#")?.to_string();
-                Some((id, gsk))
-            })
-            .collect();
-        let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+        let index = (BY_USER_INDEX, BY_USER_PK, BY_USER_SK);
+        let (ids, next_cursor) = self
+            .index_page(index, &by_user_pk(owner_id, user_id), cursor_in, limit)
+            .await?;
         let items = self.conversations(&ids).await?;
-        let next_cursor = if more {
-            page.last().map(|(_, gsk)| cursor::encode(&gpk, gsk))
-        } else {
-            None
-        };
         Ok(Page { items, next_cursor })
     }
 
@@ -641,50 +657,10 @@ impl ConversationStore for DynamoStore {
         cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<Conversation>, StoreError> {
-        let gpk = flagged_pk(owner_id, status);
-        let start = match cursor_in {
-            Some(c) => {
-                let gsk = cursor::decode(&gpk, c)?;
-                let id = gsk.rsplit('#').next().unwrap_or_default().to_string();
-                if id.is_empty() || !gsk.contains('#') {
-                    return Err(StoreError::InvalidCursor);
-                }
-                Some(HashMap::from([
-                    (PK.to_string(), s(conv_pk(&id))),
-                    (SK.to_string(), s(META)),
-                    (FLAGGED_PK.to_string(), s(&gpk)),
-                    (FLAGGED_SK.to_string(), s(gsk)),
-                ]))
-            }
-            None => None,
-        };
-        let resp = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(FLAGGED_INDEX)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", FLAGGED_PK)
-            .expression_attribute_values(":pk", s(&gpk))
-            .scan_index_forward(false)
-            .limit((limit + 1) as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let keys = resp.items.unwrap_or_default();
-        let more = keys.len() > limit;
-        let page: Vec<(String, String)> = keys
-            .iter()
-            .take(limit)
-            .filter_map(|k| {
-                Some((
-                    str_attr(k, PK)?.strip_prefix("C#")?.to_string(),
-                    str_attr(k, FLAGGED_SK)?.to_string(),
-                ))
-            })
-            .collect();
-        let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+        let index = (FLAGGED_INDEX, FLAGGED_PK, FLAGGED_SK);
+        let (ids, next_cursor) = self
+            .index_page(index, &flagged_pk(owner_id, status), cursor_in, limit)
+            .await?;
         // The index is eventually consistent: drop entries whose conversation
         // has moved to another state since.
         let items = self
@@ -694,11 +670,6 @@ impl ConversationStore for DynamoStore {
             .map(|r| r.conversation)
             .filter(|c| c.flag_status == Some(status))
             .collect();
-        let next_cursor = if more {
-            page.last().map(|(_, gsk)| cursor::encode(&gpk, gsk))
-        } else {
-            None
-        };
         Ok(Page { items, next_cursor })
     }
 

@@ -153,6 +153,57 @@ impl EmbeddedStore {
         found
     }
 
+    /// One page, newest first, of an index table whose keys start with
+    /// `prefix` and end in the conversation id, and the cursor after it
+    /// (bound to `prefix`: a cursor from elsewhere is refused).
+    async fn index_page(
+        &self,
+        index: Table,
+        prefix: String,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        let scope = format!("{}{SEP}{prefix}", index.name());
+        let upper = match cursor_in {
+            Some(c) => {
+                let pos = cursor::decode(&scope, c)?;
+                if !pos.starts_with(&prefix) {
+                    return Err(StoreError::InvalidCursor);
+                }
+                pos
+            }
+            None => format!("{prefix}\u{7f}"),
+        };
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(index).map_err(unavailable)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let mut items = Vec::new();
+            let mut last_key = None;
+            let mut more = false;
+            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
+                let (k, _) = entry.map_err(unavailable)?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                let k = k.value().to_string();
+                let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
+                if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
+                    items.push(decode(bytes.value())?);
+                }
+                last_key = Some(k);
+            }
+            let next_cursor = if more {
+                last_key.map(|k| cursor::encode(&scope, &k))
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -304,46 +355,7 @@ impl ConversationStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
         let prefix = format!("{}{SEP}", key(&[owner_id, user_id]));
-        let scope = format!("U{SEP}{owner_id}{SEP}{user_id}");
-        let upper = match cursor_in {
-            Some(c) => {
-                let pos = cursor::decode(&scope, c)?;
-                if !pos.starts_with(&prefix) {
-                    return Err(StoreError::InvalidCursor);
-                }
-                pos
-            }
-            None => format!("{prefix}\u{7f}"),
-        };
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(BY_USER).map_err(unavailable)?;
-            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-            let mut items = Vec::new();
-            let mut last_key = None;
-            let mut more = false;
-            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
-                let (k, _) = entry.map_err(unavailable)?;
-                if items.len() == limit {
-                    more = true;
-                    break;
-                }
-                let k = k.value().to_string();
-                let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
-                if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
-                    let rec: ConversationRecord = decode(bytes.value())?;
-                    items.push(rec);
-                }
-                last_key = Some(k);
-            }
-            let next_cursor = if more {
-                last_key.map(|k| cursor::encode(&scope, &k))
-            } else {
-                None
-            };
-            Ok(Page { items, next_cursor })
-        })
-        .await
+        self.index_page(BY_USER, prefix, cursor_in, limit).await
     }
 
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
@@ -443,48 +455,16 @@ impl ConversationStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Page<Conversation>, StoreError> {
         let prefix = format!("{}{SEP}", key(&[owner_id, status.as_str()]));
-        let scope = format!("R{SEP}{owner_id}{SEP}{}", status.as_str());
-        let upper = match cursor_in {
-            Some(c) => {
-                let pos = cursor::decode(&scope, c)?;
-                if !pos.starts_with(&prefix) {
-                    return Err(StoreError::InvalidCursor);
-                }
-                pos
-            }
-            None => format!("{prefix}\u{7f}"),
-        };
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(FLAGGED_CONVERSATIONS).map_err(unavailable)?;
-            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-            let mut items = Vec::new();
-            let mut last_key = None;
-            let mut more = false;
-            for entry in index.range(prefix.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
-                let (k, _) = entry.map_err(unavailable)?;
-                if items.len() == limit {
-                    more = true;
-                    break;
-                }
-                let k = k.value().to_string();
-                let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
-                if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
-                    let rec: ConversationRecord = decode(bytes.value())?;
-                    if !rec.deleting {
-                        items.push(rec.conversation);
-                    }
-                }
-                last_key = Some(k);
-            }
-            let next_cursor = if more {
-                last_key.map(|k| cursor::encode(&scope, &k))
-            } else {
-                None
-            };
-            Ok(Page { items, next_cursor })
+        let page = self.index_page(FLAGGED_CONVERSATIONS, prefix, cursor_in, limit).await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .filter(|r| !r.deleting)
+                .map(|r| r.conversation)
+                .collect(),
+            next_cursor: page.next_cursor,
         })
-        .await
     }
 
     async fn existing_external_ids(

@@ -59,6 +59,17 @@ pub fn expired(rec: &ConversationRecord, now: Timestamp) -> bool {
     rec.conversation.expires_at.is_some_and(|t| t <= now)
 }
 
+/// A user id given in a path or query: checked, and — SMS users being
+/// stored in E.164 — any spelling of a phone number normalized.
+fn user_id_param(raw: &str) -> Result<String, ValidationError> {
+    validate::id("userId", raw)?;
+    Ok(if raw.trim_start().starts_with('+') {
+        phone::normalize_e164("userId", raw).unwrap_or_else(|_| raw.to_string())
+    } else {
+        raw.to_string()
+    })
+}
+
 /// Conversation ids are ULIDs; anything else cannot exist.
 pub fn is_conversation_id(id: &str) -> bool {
     id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -444,13 +455,7 @@ pub async fn list_conversations(
     let Some(raw_user) = p.user_id else {
         return Err(ValidationError::invalid("userId", "userId is required").into());
     };
-    validate::id("userId", raw_user)?;
-    // SMS users are stored in E.164; accept any spelling of their number.
-    let user_id = if raw_user.trim_start().starts_with('+') {
-        phone::normalize_e164("userId", raw_user).unwrap_or_else(|_| raw_user.to_string())
-    } else {
-        raw_user.to_string()
-    };
+    let user_id = user_id_param(raw_user)?;
     let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
     let page = deps
         .store
@@ -567,12 +572,7 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
 /// Erases everything the owner holds about a user: every conversation with
 /// them and their totals. Returns how many conversations were erased.
 pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u64, DomainError> {
-    validate::id("userId", user_id)?;
-    let user_id = if user_id.starts_with('+') {
-        phone::normalize_e164("userId", user_id).unwrap_or_else(|_| user_id.to_string())
-    } else {
-        user_id.to_string()
-    };
+    let user_id = user_id_param(user_id)?;
     let mut erased = 0;
     // Erased conversations leave the index, so the first page is always the
     // next one; a bound keeps one call finite (a retry continues).
@@ -753,12 +753,7 @@ pub async fn context(
 }
 
 pub async fn user_stats(deps: &Deps, owner_id: &str, user_id: &str) -> Result<UserStats, DomainError> {
-    validate::id("userId", user_id)?;
-    let user_id = if user_id.starts_with('+') {
-        phone::normalize_e164("userId", user_id).unwrap_or_else(|_| user_id.to_string())
-    } else {
-        user_id.to_string()
-    };
+    let user_id = user_id_param(user_id)?;
     Ok(deps.store.user_stats(owner_id, &user_id).await?.unwrap_or(UserStats {
         user_id,
         ..UserStats::default()
