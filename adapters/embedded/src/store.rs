@@ -204,6 +204,35 @@ impl EmbeddedStore {
         .await
     }
 
+    /// The conversations of a time-ordered index table (keys `<time>␟<id>`)
+    /// below `hi`, oldest first, at most `limit`.
+    async fn records_before(
+        &self,
+        index: Table,
+        hi: String,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(index).map_err(unavailable)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in index.range(..hi.as_str()).map_err(unavailable)? {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, _) = entry.map_err(unavailable)?;
+                let k = k.value().to_string();
+                let id = k.rsplit(SEP).next().unwrap_or_default();
+                if let Some(v) = convs.get(id).map_err(unavailable)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -644,26 +673,8 @@ impl ConversationStore for EmbeddedStore {
     }
 
     async fn expired_conversations(&self, now: Timestamp, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        let hi = format!("{}{SEP}", millis(now));
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(EXPIRING).map_err(unavailable)?;
-            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-            let mut out = Vec::new();
-            for entry in index.range(..hi.as_str()).map_err(unavailable)? {
-                if out.len() == limit {
-                    break;
-                }
-                let (k, _) = entry.map_err(unavailable)?;
-                let k = k.value().to_string();
-                let id = k.rsplit(SEP).next().unwrap_or_default();
-                if let Some(v) = convs.get(id).map_err(unavailable)? {
-                    out.push(decode(v.value())?);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.records_before(EXPIRING, format!("{}{SEP}", millis(now)), limit)
+            .await
     }
 
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
@@ -684,29 +695,8 @@ impl ConversationStore for EmbeddedStore {
         started_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<ConversationRecord>, StoreError> {
-        let hi = millis(started_before);
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(ACTIVE).map_err(unavailable)?;
-            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-            let mut out = Vec::new();
-            for entry in index.range(..hi.as_str()).map_err(unavailable)? {
-                if out.len() == limit {
-                    break;
-                }
-                let (k, _) = entry.map_err(unavailable)?;
-                let k = k.value().to_string();
-                let id = k.rsplit(SEP).next().unwrap_or_default();
-                if let Some(v) = convs.get(id).map_err(unavailable)? {
-                    let rec: ConversationRecord = decode(v.value())?;
-                    if !rec.deleting {
-                        out.push(rec);
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
+        let records = self.records_before(ACTIVE, millis(started_before), limit).await?;
+        Ok(records.into_iter().filter(|r| !r.deleting).collect())
     }
 
     async fn get_idempotency(

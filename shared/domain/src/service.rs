@@ -383,6 +383,34 @@ fn reused_key() -> DomainError {
     )
 }
 
+/// Reads the owner's conversation, applies `change`, and writes it back
+/// conditional on the version read; a lost race reads again (a busy worker
+/// moves the version with every batch).
+async fn modify_owned<F>(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    change: F,
+) -> Result<Conversation, DomainError>
+where
+    F: Fn(&mut Conversation) -> Result<(), DomainError>,
+{
+    for _ in 0..8 {
+        let mut record = load_owned(deps, owner_id, conversation_id).await?;
+        let expected = record.version;
+        change(&mut record.conversation)?;
+        record.version = expected + 1;
+        match deps.store.put_conversation(&record, expected).await {
+            Ok(()) => return Ok(record.conversation),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DomainError::Unavailable(
+        "the conversation is being written heavily; retry".into(),
+    ))
+}
+
 /// Sets a user title, merges metadata, or archives an ended conversation.
 pub async fn patch_conversation(
     deps: &Deps,
@@ -391,10 +419,7 @@ pub async fn patch_conversation(
     req: PatchConversationRequest,
 ) -> Result<Conversation, DomainError> {
     validate::patch(&req)?;
-    for _ in 0..8 {
-        let mut record = load_owned(deps, owner_id, conversation_id).await?;
-        let expected = record.version;
-        let c = &mut record.conversation;
+    modify_owned(deps, owner_id, conversation_id, |c| {
         if let Some(title) = &req.title {
             c.title = Some(title.clone());
             c.title_source = Some(TitleSource::User);
@@ -413,16 +438,9 @@ pub async fn patch_conversation(
             c.status = ConversationStatus::Archived;
             c.archived_at = Some(deps.clock.now());
         }
-        record.version = expected + 1;
-        match deps.store.put_conversation(&record, expected).await {
-            Ok(()) => return Ok(record.conversation),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(DomainError::Unavailable(
-        "the conversation is being written heavily; retry".into(),
-    ))
+        Ok(())
+    })
+    .await
 }
 
 fn merge_metadata(target: &mut Metadata, changes: &Metadata) {
@@ -492,30 +510,20 @@ pub async fn review_conversation(
             ValidationError::invalid("note", format!("note must hold 1 to {MAX_NOTE_CHARS} characters")).into(),
         );
     }
-    for _ in 0..8 {
-        let mut record = load_owned(deps, owner_id, conversation_id).await?;
-        if !record.conversation.flagged {
+    modify_owned(deps, owner_id, conversation_id, |c| {
+        if !c.flagged {
             return Err(DomainError::Conflict(
                 ErrorCode::ConversationNotFlagged,
                 "the conversation has not been flagged; there is nothing to review".into(),
             ));
         }
-        let expected = record.version;
-        let c = &mut record.conversation;
         c.flag_status = Some(req.flag_status);
         c.reviewed_by = Some(owner_id.to_string());
         c.reviewed_at = Some(deps.clock.now());
         c.review_note = req.note.clone();
-        record.version = expected + 1;
-        match deps.store.put_conversation(&record, expected).await {
-            Ok(()) => return Ok(record.conversation),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(DomainError::Unavailable(
-        "the conversation is being written heavily; retry".into(),
-    ))
+        Ok(())
+    })
+    .await
 }
 
 /// Erases a conversation and everything stored with it, and takes it out of
