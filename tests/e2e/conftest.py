@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import uuid
@@ -308,6 +309,24 @@ def aws_prefix(data_dir: Path) -> str:
     return "e2e-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
 
 
+def aws_stack(name: str) -> dict:
+    """AWS mode: the table and queues of infra/template.yaml, deployed as a
+    CloudFormation stack at AWS_ENDPOINT_URL (moto), and the environment the
+    template gives the functions. Idempotent: a restarted server finds its
+    stack."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
+    import boto3
+    import stack
+
+    env = stack.environment(stack.deploy(name))
+    # A short visibility timeout (the template's is 180 s): records held by a
+    # killed server come back within seconds instead of minutes.
+    sqs = boto3.client("sqs")
+    for var in ("CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"):
+        sqs.set_queue_attributes(QueueUrl=env[var], Attributes={"VisibilityTimeout": "5"})
+    return env
+
+
 class Server:
     """One ``convo-local serve`` process on a free loopback port."""
 
@@ -338,17 +357,12 @@ class Server:
             cmd += ["--appends-per-minute", "0"]
         if self.in_memory:
             cmd.append("--in-memory")
+        env = self.env
         if STORE == "aws":
-            prefix = aws_prefix(self.data_dir)
-            # A short visibility timeout: records held by a killed server come
-            # back within seconds instead of minutes.
-            init = subprocess.run([BIN, "init-aws", "--prefix", prefix, "--visibility-timeout", "5s"],
-                                  capture_output=True, text=True,
-                                  env=self.env, timeout=60)
-            assert init.returncode == 0, init.stderr
-            cmd += ["--aws", "--prefix", prefix, "--retry-delay", "1s"]
+            env = {**self.env, **aws_stack(aws_prefix(self.data_dir))}
+            cmd += ["--aws", "--retry-delay", "1s"]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         self._wait_ready()
         return self
 

@@ -371,7 +371,7 @@ def test_dynamodb_faults_lose_and_duplicate_nothing(make_server):
     upstream = os.environ.get("AWS_ENDPOINT_URL")
     assert upstream, "AWS mode needs AWS_ENDPOINT_URL"
     with FaultProxy(upstream, fail_rate=0.0, seed=7) as proxy:
-        # resources are created (init-aws) and the server started through the proxy, faults off
+        # resources are deployed (the template's stack) and the server started through the proxy, faults off
         srv = make_server(env={"AWS_ENDPOINT_URL": proxy.url})
         api = srv.client("alice")
         cid = api.create(unique("faults"), "agent-faults")["conversationId"]

@@ -34,6 +34,21 @@ fn var(name: &'static str) -> Option<String> {
 }
 
 impl AwsSettings {
+    /// The variables every function needs.
+    pub const REQUIRED_ENV: [&'static str; 3] = ["CONVO_TABLE", "CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"];
+    /// The variables a function may set; anything else named `CONVO_*` is
+    /// not read.
+    pub const OPTIONAL_ENV: [&'static str; 8] = [
+        "CONVO_WRITES_DLQ_URL",
+        "CONVO_TITLES_DLQ_URL",
+        "CONVO_IDLE_TIMEOUT",
+        "CONVO_EARLY_TITLE_AFTER",
+        "CONVO_APPENDS_PER_MINUTE",
+        "CONVO_RETENTION",
+        "CONVO_REDACT_PII",
+        "CONVO_MODERATION_DIR",
+    ];
+
     /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`
     /// (required), `CONVO_WRITES_DLQ_URL`, `CONVO_TITLES_DLQ_URL` (for
     /// `/health`), `CONVO_IDLE_TIMEOUT` (default 30m) and
@@ -41,8 +56,7 @@ impl AwsSettings {
     /// (default 30; 0 turns the limit off) and `CONVO_RETENTION` (e.g.
     /// `365d`; unset keeps conversations until erased).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let required = ["CONVO_TABLE", "CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"];
-        let missing: Vec<&'static str> = required.into_iter().filter(|n| var(n).is_none()).collect();
+        let missing: Vec<&'static str> = Self::REQUIRED_ENV.into_iter().filter(|n| var(n).is_none()).collect();
         if !missing.is_empty() {
             return Err(ConfigError::Missing(missing));
         }
@@ -126,5 +140,34 @@ impl AwsSettings {
             metrics: Arc::new(crate::metrics::EmfMetrics),
             config: self.config.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsSettings;
+
+    /// The published lists (which the SAM template is checked against) name
+    /// exactly the variables this file reads.
+    #[test]
+    fn env_lists_name_every_variable_read() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("#[cfg(test)]").expect("test module")];
+        let mut read: Vec<&str> = code
+            .match_indices("\"CONVO_")
+            .map(|(i, _)| {
+                let rest = &code[i + 1..];
+                &rest[..rest.find('"').expect("closing quote")]
+            })
+            .collect();
+        read.sort();
+        read.dedup();
+        let mut listed: Vec<&str> = AwsSettings::REQUIRED_ENV
+            .iter()
+            .chain(AwsSettings::OPTIONAL_ENV.iter())
+            .copied()
+            .collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 }

@@ -112,6 +112,35 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
     Ok(true)
 }
 
+/// The table as CloudFormation `AWS::DynamoDB::Table` properties: the keys,
+/// indexes, billing mode and TTL attribute that [`create_table`] creates.
+/// `convo-local manifest` prints it; tests/infra compares it with the SAM
+/// template.
+pub fn table_cloudformation() -> serde_json::Value {
+    use serde_json::json;
+    let key_schema = |pk: &str, sk: &str| json!([{"AttributeName": pk, "KeyType": "HASH"}, {"AttributeName": sk, "KeyType": "RANGE"}]);
+    let mut attributes = vec![PK, SK];
+    let mut gsis = Vec::new();
+    for (name, pk, sk) in indexes() {
+        attributes.extend([pk, sk]);
+        gsis.push(json!({
+            "IndexName": name,
+            "KeySchema": key_schema(pk, sk),
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }));
+    }
+    json!({
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": attributes
+            .iter()
+            .map(|a| json!({"AttributeName": a, "AttributeType": "S"}))
+            .collect::<Vec<_>>(),
+        "KeySchema": key_schema(PK, SK),
+        "GlobalSecondaryIndexes": gsis,
+        "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": true},
+    })
+}
+
 /// A queue and its dead-letter queue.
 pub struct QueueSpec {
     pub name: String,
@@ -119,7 +148,12 @@ pub struct QueueSpec {
     /// Receives before SQS moves a message to the dead-letter queue.
     pub max_receive_count: u32,
     pub visibility_timeout_seconds: u32,
+    /// How long an unprocessed message is kept.
+    pub message_retention_seconds: u32,
 }
+
+/// Dead letters wait the longest SQS allows (14 days) for someone to look.
+pub const DEAD_LETTER_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 
 impl QueueSpec {
     /// `x-dlq` for `x`, `x-dlq.fifo` for `x.fifo`.
@@ -128,6 +162,25 @@ impl QueueSpec {
             Some(base) => format!("{base}-dlq.fifo"),
             None => format!("{}-dlq", self.name),
         }
+    }
+
+    /// The queue as CloudFormation `AWS::SQS::Queue` properties (what
+    /// [`create_queue`] sets), plus `DeadLetterQueueName`.
+    pub fn cloudformation(&self) -> serde_json::Value {
+        let mut props = serde_json::json!({
+            "QueueName": self.name,
+            "DeadLetterQueueName": self.dlq_name(),
+            "VisibilityTimeout": self.visibility_timeout_seconds,
+            "MessageRetentionPeriod": self.message_retention_seconds,
+            "DeadLetterMessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+            "RedrivePolicy": {"maxReceiveCount": self.max_receive_count},
+        });
+        if self.fifo {
+            props["FifoQueue"] = true.into();
+            props["DeduplicationScope"] = "messageGroup".into();
+            props["FifoThroughputLimit"] = "perMessageGroupId".into();
+        }
+        props
     }
 }
 
@@ -140,6 +193,9 @@ pub fn writes_queue(prefix: &str) -> QueueSpec {
         fifo: true,
         max_receive_count: 5,
         visibility_timeout_seconds: 180,
+        // Accepted writes are kept as long as SQS allows while the worker
+        // is down: nothing accepted is lost to a short outage.
+        message_retention_seconds: 14 * 24 * 3600,
     }
 }
 
@@ -149,6 +205,8 @@ pub fn titles_queue(prefix: &str) -> QueueSpec {
         fifo: false,
         max_receive_count: 5,
         visibility_timeout_seconds: 180,
+        // A title can be regenerated: SQS's default retention.
+        message_retention_seconds: 4 * 24 * 3600,
     }
 }
 
@@ -156,7 +214,10 @@ pub fn titles_queue(prefix: &str) -> QueueSpec {
 pub async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Result<(String, String), String> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let dlq_name = spec.dlq_name();
-    let mut dlq = client.create_queue().queue_name(&dlq_name);
+    let mut dlq = client
+        .create_queue()
+        .queue_name(&dlq_name)
+        .attributes(A::MessageRetentionPeriod, DEAD_LETTER_RETENTION_SECONDS.to_string());
     if spec.fifo {
         dlq = dlq.attributes(A::FifoQueue, "true");
     }
@@ -186,6 +247,7 @@ pub async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Res
         .create_queue()
         .queue_name(&spec.name)
         .attributes(A::VisibilityTimeout, spec.visibility_timeout_seconds.to_string())
+        .attributes(A::MessageRetentionPeriod, spec.message_retention_seconds.to_string())
         .attributes(A::RedrivePolicy, redrive.to_string());
     if spec.fifo {
         q = q

@@ -25,6 +25,18 @@ pub enum Function {
     ReadApi,
 }
 
+impl Function {
+    /// The package under `functions/` (and the SAM template's binary).
+    pub fn package(self) -> &'static str {
+        match self {
+            Function::CreateConversation => "create-conversation",
+            Function::AppendMessage => "append-message",
+            Function::EndSession => "end-session",
+            Function::ReadApi => "read-api",
+        }
+    }
+}
+
 /// The routes, as in the SAM template: method, path template, function,
 /// and whether the JWT authorizer guards it.
 pub const ROUTES: &[(&str, &str, Function, bool)] = &[

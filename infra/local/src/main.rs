@@ -39,6 +39,10 @@ enum Command {
     /// Create the DynamoDB table and SQS queues at AWS_ENDPOINT_URL (or in
     /// AWS) and print the environment the functions read.
     InitAws(InitArgs),
+    /// Print, as JSON, what the code expects of a deployment: the table and
+    /// queue definitions, the routes and the environment variables (the SAM
+    /// template is tested against it).
+    Manifest,
 }
 
 #[derive(Args)]
@@ -131,6 +135,7 @@ fn main() {
         Some(Command::Token(t)) => token(t),
         Some(Command::Serve(s)) => serve(s),
         Some(Command::InitAws(a)) => init_aws(a),
+        Some(Command::Manifest) => manifest(),
         None => serve(cli.serve),
     };
     if let Err(e) = result {
@@ -155,6 +160,34 @@ fn init_aws(args: InitArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let visibility = duration("visibility-timeout", &args.visibility_timeout)?.num_seconds() as u32;
     rt.block_on(aws_mode::init(&args.prefix, visibility))
+}
+
+fn manifest() -> Result<(), String> {
+    use convo_aws::{AwsSettings, resources};
+    // Names for the stack/prefix "{prefix}": the template names its
+    // resources after the stack the same way.
+    let prefix = "{prefix}";
+    let routes: Vec<_> = gateway::ROUTES
+        .iter()
+        .map(|(method, path, function, auth)| {
+            serde_json::json!({"method": method, "path": path, "function": function.package(), "auth": auth})
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "table": {"name": aws_mode::names(prefix).table, "properties": resources::table_cloudformation()},
+        "queues": {
+            "writes": resources::writes_queue(prefix).cloudformation(),
+            "titles": resources::titles_queue(prefix).cloudformation(),
+        },
+        "routes": routes,
+        "environment": {"required": AwsSettings::REQUIRED_ENV, "optional": AwsSettings::OPTIONAL_ENV},
+        "eventSourceBatchSize": pollers::BATCH_SIZE,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
 
 fn validate_owner(sub: &str) -> Result<(), String> {
