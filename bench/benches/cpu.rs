@@ -1,0 +1,170 @@
+//! Warm CPU of convo's hot paths (issue 6, item 4), with criterion:
+//!
+//! - `append_handler`: `append-message`'s handler from the API Gateway
+//!   request to the enqueued command (into an in-process sink), for one
+//!   200-character message;
+//! - `moderator`: screening the moderation corpus, in bytes per second;
+//! - `persist_worker`: the write worker committing a batch of 10 records
+//!   (one exchange each) to the in-memory embedded store, per record.
+//!
+//! `cargo bench -p convo-bench --bench cpu`; figures in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use convo_bench::{Sink, in_memory_deps, message_text};
+use convo_domain::persist::{Delivery, persist_batch};
+use convo_domain::ports::ConversationRecord;
+use convo_domain::{Config, Deps, service};
+use convo_schema::api::{AppendRequest, CreateConversationRequest};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const FIXTURE_CID: &str = "01JD0000000000000000000000";
+const FIXTURE_OWNER: &str = "owner-fixture";
+
+fn events_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/events")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn config() -> Config {
+    // No rate limit: on Lambda it is one DynamoDB UpdateItem (network, not
+    // CPU); here it would time an embedded-store write instead.
+    Config {
+        appends_per_minute: 0,
+        ..Default::default()
+    }
+}
+
+async fn create(deps: &Deps, owner: &str) -> ConversationRecord {
+    let req: CreateConversationRequest =
+        serde_json::from_value(serde_json::json!({"userId": "child-42", "agentId": "toy-7"})).expect("request");
+    let (conversation, _) = service::create_conversation(deps, owner, req).await.expect("create");
+    ConversationRecord {
+        conversation,
+        version: 1,
+        applied_commands: Vec::new(),
+        title_requested: false,
+        deleting: false,
+    }
+}
+
+fn append_handler(c: &mut Criterion) {
+    let rt = runtime();
+    let sink = Arc::new(Sink::default());
+    let deps = in_memory_deps(sink.clone(), config());
+    // The conversation the API Gateway fixture names, owned by its `sub`.
+    rt.block_on(async {
+        let mut record = create(&deps, FIXTURE_OWNER).await;
+        record.conversation.conversation_id = FIXTURE_CID.into();
+        deps.store.create_conversation(&record, false).await.expect("seed");
+    });
+    let mut event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("apigw-append-message.json")).expect("fixture"),
+    )
+    .expect("fixture json");
+    event["body"] = serde_json::json!({"messages": [{"role": "user", "content": message_text(200)}]})
+        .to_string()
+        .into();
+    let event = event.to_string();
+
+    let mut group = c.benchmark_group("append_handler");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("one 200-char message", |b| {
+        b.iter_batched(
+            || {
+                sink.take_writes();
+                lambda_http::request::from_str(&event).expect("request")
+            },
+            |req| {
+                let resp = rt.block_on(append_message::handle(&deps, req)).expect("handler");
+                assert_eq!(resp.status(), 202);
+                resp
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn moderator(c: &mut Criterion) {
+    let corpus = std::fs::read_to_string(events_dir().join("../moderation/corpus.jsonl")).expect("corpus");
+    let texts: Vec<String> = corpus
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line")["text"].as_str().expect("text").to_string())
+        .collect();
+    let bytes: usize = texts.iter().map(String::len).sum();
+    let m = convo_domain::wordlists::moderator(None).expect("word lists");
+    use convo_domain::Moderator;
+
+    let mut group = c.benchmark_group("moderator");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function(format!("corpus ({} texts, {bytes} bytes)", texts.len()), |b| {
+        b.iter(|| {
+            for t in &texts {
+                black_box(m.screen(black_box(t)));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn persist_worker(c: &mut Criterion) {
+    const RECORDS: usize = 10;
+    let rt = runtime();
+    let sink = Arc::new(Sink::default());
+    let deps = in_memory_deps(sink.clone(), config());
+    let exchange = || -> AppendRequest {
+        serde_json::from_value(serde_json::json!({"messages": [
+            {"role": "user", "content": message_text(200)},
+            {"role": "assistant", "content": message_text(200)},
+        ]}))
+        .expect("append")
+    };
+
+    let mut group = c.benchmark_group("persist_worker");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.bench_function("batch of 10 records (one exchange each)", |b| {
+        b.iter_batched(
+            || {
+                // A fresh conversation and 10 accepted appends, as bodies off
+                // the queue.
+                rt.block_on(async {
+                    let record = create(&deps, "bench-owner").await;
+                    let cid = record.conversation.conversation_id.clone();
+                    sink.take_writes();
+                    for _ in 0..RECORDS {
+                        service::append_messages(&deps, "bench-owner", &cid, exchange(), None)
+                            .await
+                            .expect("append");
+                    }
+                    sink.take_writes()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, cmd)| {
+                            let body = serde_json::to_string(cmd).expect("body");
+                            Delivery::decode(format!("r{i}"), Some(cid.clone()), &body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            },
+            |deliveries| {
+                let outcome = rt.block_on(persist_batch(&deps, deliveries));
+                assert!(outcome.failed.is_empty());
+                outcome
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append_handler, moderator, persist_worker);
+criterion_main!(benches);
