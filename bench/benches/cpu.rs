@@ -16,6 +16,7 @@ use convo_bench::{Sink, in_memory_deps, message_text};
 use convo_domain::persist::{Delivery, persist_batch};
 use convo_domain::ports::ConversationRecord;
 use convo_domain::{Config, Deps, service};
+use convo_schema::Conversation;
 use convo_schema::api::{AppendRequest, CreateConversationRequest};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -42,17 +43,11 @@ fn config() -> Config {
     }
 }
 
-async fn create(deps: &Deps, owner: &str) -> ConversationRecord {
+/// A stored conversation of `owner`.
+async fn create(deps: &Deps, owner: &str) -> Conversation {
     let req: CreateConversationRequest =
         serde_json::from_value(serde_json::json!({"userId": "child-42", "agentId": "toy-7"})).expect("request");
-    let (conversation, _) = service::create_conversation(deps, owner, req).await.expect("create");
-    ConversationRecord {
-        conversation,
-        version: 1,
-        applied_commands: Vec::new(),
-        title_requested: false,
-        deleting: false,
-    }
+    service::create_conversation(deps, owner, req).await.expect("create").0
 }
 
 fn append_handler(c: &mut Criterion) {
@@ -61,9 +56,12 @@ fn append_handler(c: &mut Criterion) {
     let deps = in_memory_deps(sink.clone(), config());
     // The conversation the API Gateway fixture names, owned by its `sub`.
     rt.block_on(async {
-        let mut record = create(&deps, FIXTURE_OWNER).await;
-        record.conversation.conversation_id = FIXTURE_CID.into();
-        deps.store.create_conversation(&record, false).await.expect("seed");
+        let mut conversation = create(&deps, FIXTURE_OWNER).await;
+        conversation.conversation_id = FIXTURE_CID.into();
+        deps.store
+            .create_conversation(&ConversationRecord::new(conversation), false)
+            .await
+            .expect("seed");
     });
     let mut event: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(events_dir().join("apigw-append-message.json")).expect("fixture"),
@@ -98,7 +96,12 @@ fn moderator(c: &mut Criterion) {
     let texts: Vec<String> = corpus
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line")["text"].as_str().expect("text").to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("line")["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        })
         .collect();
     let bytes: usize = texts.iter().map(String::len).sum();
     let m = convo_domain::wordlists::moderator(None).expect("word lists");
@@ -137,8 +140,7 @@ fn persist_worker(c: &mut Criterion) {
                 // A fresh conversation and 10 accepted appends, as bodies off
                 // the queue.
                 rt.block_on(async {
-                    let record = create(&deps, "bench-owner").await;
-                    let cid = record.conversation.conversation_id.clone();
+                    let cid = create(&deps, "bench-owner").await.conversation_id;
                     sink.take_writes();
                     for _ in 0..RECORDS {
                         service::append_messages(&deps, "bench-owner", &cid, exchange(), None)

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use convo_domain::titles::ExtractiveTitler;
-use convo_domain::{ComponentHealth, Config, Deps, NoMetrics, QueueError, SystemClock, TitleQueue, UlidSource, WriteQueue};
+use convo_domain::{
+    ComponentHealth, Config, Deps, NoMetrics, QueueError, SystemClock, TitleQueue, UlidSource, WriteQueue,
+};
 use convo_embedded::{EmbeddedStore, open_database};
 use convo_schema::commands::{TitleJob, WriteCommand};
 

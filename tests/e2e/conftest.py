@@ -298,6 +298,9 @@ def _clean_env(extra: dict | None = None) -> dict:
     return env
 
 
+# tests/infra/stack.py deploys the template's resources in AWS mode.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
+
 # "embedded" (the default) or "aws": the same suite against convo-local in
 # AWS mode, on DynamoDB and SQS at AWS_ENDPOINT_URL (moto in tests/run).
 STORE = os.environ.get("CONVO_E2E_STORE", "embedded")
@@ -314,7 +317,6 @@ def aws_stack(name: str) -> dict:
     CloudFormation stack at AWS_ENDPOINT_URL (moto), and the environment the
     template gives the functions. Idempotent: a restarted server finds its
     stack."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
     import boto3
     import stack
 

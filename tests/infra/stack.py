@@ -9,6 +9,8 @@ The end-to-end suite in AWS mode runs convo-local against stacks made here.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import sys
 import time
@@ -75,10 +77,12 @@ def references(node) -> set[str]:
     return {r for r in found if not r.startswith("AWS::")}
 
 
-def data_template(template: dict | None = None) -> dict:
+@functools.cache
+def data_template_body() -> str:
     """The data resources of the template as a plain CloudFormation
-    template, with the parameters and outputs that refer only to them."""
-    template = template or load_template()
+    template (JSON), with the parameters and outputs that refer only to
+    them. Built once per process: every stack of a test run uses it."""
+    template = load_template()
     resources = {k: v for k, v in template["Resources"].items() if v["Type"] in DATA_TYPES}
     keep = set(resources)
     params = template.get("Parameters", {})
@@ -97,13 +101,13 @@ def data_template(template: dict | None = None) -> dict:
         used.discard(protection["Ref"])
     outputs = {k: v for k, v in template.get("Outputs", {}).items()
                if "Condition" not in v and references(v["Value"]) <= keep}
-    return {
+    return json.dumps({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "convo data resources (from infra/template.yaml)",
         "Parameters": {k: v for k, v in params.items() if k in used},
         "Resources": resources,
         "Outputs": outputs,
-    }
+    })
 
 
 def client():
@@ -112,15 +116,13 @@ def client():
 
 def deploy(stack_name: str, timeout: float = 60.0) -> dict[str, str]:
     """Creates the stack unless it exists; returns its outputs."""
-    import json
-
     cfn = client()
     try:
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
     except cfn.exceptions.ClientError:
         stacks = []
     if not stacks:
-        cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(data_template()))
+        cfn.create_stack(StackName=stack_name, TemplateBody=data_template_body())
     deadline = time.monotonic() + timeout
     while True:
         stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]

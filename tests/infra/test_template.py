@@ -181,8 +181,8 @@ def test_environment_matches_what_the_functions_read(template, manifest):
     assert common["CONVO_WRITES_QUEUE_URL"] == {"Ref": "WritesQueue"}
     assert common["CONVO_TITLES_QUEUE_URL"] == {"Ref": "TitlesQueue"}
     outputs = template["Outputs"]
+    read_api_env = {**common, **functions(template)["read-api"]["Properties"]["Environment"]["Variables"]}
     for var, output in stack.ENV_FROM_OUTPUTS.items():
-        read_api_env = {**common, **functions(template)["read-api"]["Properties"]["Environment"]["Variables"]}
         assert outputs[output]["Value"] == read_api_env[var], var
 
 
@@ -238,10 +238,10 @@ def test_function_policies_are_least_privilege(template):
                 assert r != "*" and stack.references(r) <= data, f"{package}: {r}"
             if any(a.startswith("kms:") for a in actions):
                 assert "kms:ViaService" in st["Condition"]["StringEquals"], package
-        writes = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+        granted = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
         # Only the API paths that erase may delete in bulk; nobody scans.
-        assert "dynamodb:Scan" not in writes
-        if "dynamodb:BatchWriteItem" in writes:
+        assert "dynamodb:Scan" not in granted
+        if "dynamodb:BatchWriteItem" in granted:
             assert package == "create-conversation"
 
 

@@ -152,8 +152,9 @@ pub struct QueueSpec {
     pub message_retention_seconds: u32,
 }
 
-/// Dead letters wait the longest SQS allows (14 days) for someone to look.
-pub const DEAD_LETTER_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
+/// The longest SQS keeps a message: 14 days. Dead letters wait this long
+/// for someone to look.
+pub const MAX_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 
 impl QueueSpec {
     /// `x-dlq` for `x`, `x-dlq.fifo` for `x.fifo`.
@@ -172,7 +173,7 @@ impl QueueSpec {
             "DeadLetterQueueName": self.dlq_name(),
             "VisibilityTimeout": self.visibility_timeout_seconds,
             "MessageRetentionPeriod": self.message_retention_seconds,
-            "DeadLetterMessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+            "DeadLetterMessageRetentionPeriod": MAX_RETENTION_SECONDS,
             "RedrivePolicy": {"maxReceiveCount": self.max_receive_count},
         });
         if self.fifo {
@@ -195,7 +196,7 @@ pub fn writes_queue(prefix: &str) -> QueueSpec {
         visibility_timeout_seconds: 180,
         // Accepted writes are kept as long as SQS allows while the worker
         // is down: nothing accepted is lost to a short outage.
-        message_retention_seconds: 14 * 24 * 3600,
+        message_retention_seconds: MAX_RETENTION_SECONDS,
     }
 }
 
@@ -217,7 +218,7 @@ pub async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Res
     let mut dlq = client
         .create_queue()
         .queue_name(&dlq_name)
-        .attributes(A::MessageRetentionPeriod, DEAD_LETTER_RETENTION_SECONDS.to_string());
+        .attributes(A::MessageRetentionPeriod, MAX_RETENTION_SECONDS.to_string());
     if spec.fifo {
         dlq = dlq.attributes(A::FifoQueue, "true");
     }

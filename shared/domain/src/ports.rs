@@ -33,6 +33,17 @@ pub struct ConversationRecord {
 }
 
 impl ConversationRecord {
+    /// A conversation not stored yet: version 1, no commands applied.
+    pub fn new(conversation: Conversation) -> Self {
+        Self {
+            conversation,
+            version: 1,
+            applied_commands: Vec::new(),
+            title_requested: false,
+            deleting: false,
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.conversation.conversation_id
     }

@@ -131,13 +131,7 @@ pub async fn create_conversation(
             .or(deps.config.retention)
             .map(|keep| now + keep),
     };
-    let record = ConversationRecord {
-        conversation,
-        version: 1,
-        applied_commands: Vec::new(),
-        title_requested: false,
-        deleting: false,
-    };
+    let record = ConversationRecord::new(conversation);
     match deps.store.create_conversation(&record, req.reuse_active).await? {
         Created::New => Ok((record.conversation, true)),
         Created::Existing(existing) => Ok((existing.conversation, false)),

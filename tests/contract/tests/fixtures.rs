@@ -33,13 +33,7 @@ async fn seed(w: &World) {
         serde_json::from_value(serde_json::json!({"userId": "child-42", "agentId": "toy-1"})).unwrap();
     let (mut conversation, _) = service::create_conversation(&w.deps, OWNER, req).await.unwrap();
     conversation.conversation_id = CID.to_string();
-    let record = ConversationRecord {
-        conversation,
-        version: 1,
-        applied_commands: Vec::new(),
-        title_requested: false,
-        deleting: false,
-    };
+    let record = ConversationRecord::new(conversation);
     w.store.create_conversation(&record, false).await.unwrap();
 }
 
