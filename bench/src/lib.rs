@@ -2,6 +2,13 @@
 //! embedded store in memory, with queues that keep what is sent to them in
 //! process (the "in-process sink" of issue 6: no queue I/O is timed).
 
+pub mod capacity;
+pub mod capture;
+pub mod coldstart;
+pub mod drive;
+pub mod plot;
+pub mod report;
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;

@@ -107,8 +107,12 @@ impl AwsSettings {
     /// Builds the handlers' dependencies on DynamoDB and SQS. Clients are
     /// built here, once per process, and shared by every invocation.
     pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Result<Deps, ConfigError> {
-        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
+        self.deps_with(aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
+    }
+
+    /// As [`AwsSettings::deps`], on clients built by the caller (the
+    /// benchmarks add an interceptor that records every request).
+    pub fn deps_with(&self, dynamo: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Result<Deps, ConfigError> {
         let moderator = Arc::new(
             convo_domain::wordlists::moderator(self.moderation_dir.as_deref())
                 .map_err(|e| ConfigError::Invalid("CONVO_MODERATION_DIR", e))?,

@@ -1,0 +1,449 @@
+//! Drives convo through its real AWS adapters (DynamoDB and SQS, on the
+//! moto server `AWS_ENDPOINT_URL` names), the way the Lambda functions do:
+//! the API's domain code accepts an append and sends it to the writes queue;
+//! the worker's code receives it, persists it and deletes it. Every request
+//! is captured (see [`crate::capture`]) and written out as JSON lines, one
+//! per logical operation, in the same shape as the peer's (`bench/peer.py`),
+//! so that [`crate::report`] bills both the same way.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use aws_config::BehaviorVersion;
+use convo_aws::{AwsSettings, resources};
+use convo_domain::persist::{Delivery, persist_batch};
+use convo_domain::{Config, Deps, service};
+use convo_schema::api::{AppendRequest, CreateConversationRequest, NewMessage};
+use convo_schema::{Message, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::capture::{Capture, Captured};
+
+/// One logical operation and the requests it made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Operation {
+    pub system: String,
+    /// `setup`, `append`, `tail` or `end`.
+    pub kind: String,
+    #[serde(default)]
+    pub messages_before: usize,
+    /// Messages stored by an append.
+    #[serde(default)]
+    pub messages: usize,
+    /// Wall time of the operation as its caller waits for it: for convo's
+    /// append, the API's answer (202).
+    #[serde(default)]
+    pub ms: f64,
+    /// convo only: the worker's time to persist the append.
+    #[serde(default)]
+    pub worker_ms: Option<f64>,
+    #[serde(default)]
+    pub requests: Vec<Captured>,
+    /// convo only: SQS requests (send, receive, delete).
+    #[serde(default)]
+    pub queue_requests: Vec<Captured>,
+    #[serde(default)]
+    pub returned: Option<usize>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The `table` record: the table's description (wire JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<serde_json::Value>,
+}
+
+/// The exchanges both systems store: a user turn and an assistant reply of
+/// about 200 characters each, different every time.
+pub fn exchanges(count: usize) -> Vec<[String; 2]> {
+    const USER: [&str; 4] = [
+        "Can you tell me a story about a brave little dragon who learns to share her treasure with the other animals in the forest?",
+        "Why is the sky blue in the day and dark at night, and where does the sun go when it is not shining on our house?",
+        "I built a tower of blocks taller than my cat today and then it fell down, can we count how many blocks there were?",
+        "What do whales eat and how do they sleep in the ocean without drowning, do they have beds under the water?",
+    ];
+    const AGENT: [&str; 4] = [
+        "Once upon a time a little dragon named Ember kept a pile of shiny buttons in her cave, and one day a rabbit asked to borrow one.",
+        "Sunlight bounces off tiny bits of air and the blue light scatters the most, so the whole sky glows blue until the sun sets.",
+        "What a tall tower! Let us count together: one, two, three, and every block you stacked made it taller than a curious cat.",
+        "Many whales eat tiny shrimp called krill, and they rest half of their brain at a time so they can still swim up to breathe.",
+    ];
+    let fit = |s: &str, i: usize| -> String {
+        let mut text = format!("({i}) {s} ");
+        while text.len() < 200 {
+            text.push_str(s);
+        }
+        text.chars().take(200).collect()
+    };
+    (0..count)
+        .map(|i| [fit(USER[i % 4], i), fit(AGENT[(i / 4) % 4], i)])
+        .collect()
+}
+
+/// The clients, resources and domain dependencies of one benchmark run.
+pub struct Harness {
+    pub deps: Deps,
+    pub dynamo: Capture,
+    pub sqs: Capture,
+    pub sqs_client: aws_sdk_sqs::Client,
+    pub writes_url: String,
+    pub table: String,
+    /// The table's description, wire JSON (for the ledger).
+    pub table_description: serde_json::Value,
+    pub settings: AwsSettings,
+}
+
+pub const OWNER: &str = "bench-owner";
+
+impl Harness {
+    /// Creates a table and queues named `prefix` on the endpoint and the
+    /// domain's dependencies on them, with recording clients.
+    pub async fn new(prefix: &str) -> Result<Self, String> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let plain_dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let plain_sqs = aws_sdk_sqs::Client::new(&sdk);
+        resources::create_table(&plain_dynamo, prefix).await?;
+        let (writes_url, writes_dlq) = resources::create_queue(&plain_sqs, &resources::writes_queue(prefix)).await?;
+        let (titles_url, titles_dlq) = resources::create_queue(&plain_sqs, &resources::titles_queue(prefix)).await?;
+        let dynamo = Capture::default();
+        let sqs = Capture::default();
+        let dynamo_client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(dynamo.clone()).build(),
+        );
+        let sqs_client =
+            aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).interceptor(sqs.clone()).build());
+        dynamo_client
+            .describe_table()
+            .table_name(prefix)
+            .send()
+            .await
+            .map_err(|e| format!("describe table: {e}"))?;
+        let table_description = dynamo
+            .take()
+            .pop()
+            .map(|c| c.response["Table"].clone())
+            .ok_or("describe table was not captured")?;
+        let settings = AwsSettings {
+            table: prefix.to_string(),
+            writes_queue_url: writes_url.clone(),
+            titles_queue_url: titles_url,
+            writes_dlq_url: Some(writes_dlq),
+            titles_dlq_url: Some(titles_dlq),
+            moderation_dir: None,
+            config: Config {
+                // The rate limit stays on, as by default, so that its one
+                // write per append is billed; it is set high enough never to
+                // refuse the benchmark's pace.
+                appends_per_minute: 1_000_000,
+                ..Config::default()
+            },
+        };
+        let mut deps = settings
+            .deps_with(dynamo_client, sqs_client.clone())
+            .map_err(|e| e.to_string())?;
+        // Metrics go to stdout on Lambda (EMF); here they would only be noise.
+        deps.metrics = std::sync::Arc::new(convo_domain::NoMetrics);
+        Ok(Self {
+            deps,
+            dynamo,
+            sqs,
+            sqs_client,
+            writes_url,
+            table: prefix.to_string(),
+            table_description,
+            settings,
+        })
+    }
+
+    pub async fn create_conversation(&self, user: &str) -> Result<String, String> {
+        let req: CreateConversationRequest =
+            serde_json::from_value(json!({"userId": user, "agentId": "toy-7", "type": "story"})).map_err(|e| e.to_string())?;
+        let (c, _) = service::create_conversation(&self.deps, OWNER, req)
+            .await
+            .map_err(|e| format!("create: {e:?}"))?;
+        Ok(c.conversation_id)
+    }
+
+    /// Receives `expected` records from the writes queue, persists them
+    /// with the worker's code and deletes what the worker acknowledged (as
+    /// Lambda's event source mapping does). Returns the worker's time in
+    /// milliseconds.
+    pub async fn drain(&self, expected: usize) -> Result<f64, String> {
+        let mut worker_ms = 0.0;
+        let mut handled = 0;
+        let mut empty_polls = 0;
+        while handled < expected {
+            let received = self
+                .sqs_client
+                .receive_message()
+                .queue_url(&self.writes_url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                .wait_time_seconds(if empty_polls == 0 { 0 } else { 1 })
+                .send()
+                .await
+                .map_err(|e| format!("receive: {e}"))?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty_polls += 1;
+                if empty_polls > 30 {
+                    return Err(format!("the writes queue gave {handled} of {expected} records"));
+                }
+                continue;
+            }
+            empty_polls = 0;
+            let deliveries: Vec<Delivery> = messages
+                .iter()
+                .map(|m| {
+                    let group = m
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+                        .cloned();
+                    Delivery::decode(
+                        m.message_id.clone().unwrap_or_default(),
+                        group,
+                        m.body.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let started = Instant::now();
+            let outcome = persist_batch(&self.deps, deliveries).await;
+            worker_ms += started.elapsed().as_secs_f64() * 1000.0;
+            let done: Vec<_> = messages
+                .iter()
+                .filter(|m| !outcome.failed.contains(m.message_id.as_ref().unwrap_or(&String::new())))
+                .enumerate()
+                .map(|(i, m)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<_, _>>()?;
+            handled += done.len();
+            if !done.is_empty() {
+                self.sqs_client
+                    .delete_message_batch()
+                    .queue_url(&self.writes_url)
+                    .set_entries(Some(done))
+                    .send()
+                    .await
+                    .map_err(|e| format!("delete: {e}"))?;
+            }
+        }
+        Ok(worker_ms)
+    }
+
+    /// Every message of a conversation, in index order.
+    pub async fn all_messages(&self, conversation_id: &str) -> Result<Vec<Message>, String> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = service::list_messages(
+                &self.deps,
+                OWNER,
+                conversation_id,
+                service::MessageParams {
+                    limit: Some("200"),
+                    cursor: cursor.as_deref(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("list: {e:?}"))?;
+            out.extend(page.messages);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+fn new_message(role: Role, content: &str) -> NewMessage {
+    NewMessage {
+        role,
+        content: content.to_string(),
+        created_at: None,
+        external_id: None,
+        direction: None,
+        audio_url: None,
+        metadata: None,
+    }
+}
+
+fn write_line(out: &mut impl std::io::Write, op: &Operation) -> Result<(), String> {
+    serde_json::to_writer(&mut *out, op).map_err(|e| e.to_string())?;
+    out.write_all(b"\n").map_err(|e| e.to_string())
+}
+
+/// Grows one conversation to the largest of `lengths`, one exchange per
+/// append, with `tail_reads` reads of the last 20 messages each time it
+/// reaches one of them. Writes the operations to `out` (JSON lines) and
+/// the exchanges to `exchanges_out` (for the peer).
+pub async fn cost(prefix: &str, lengths: &[usize], tail_reads: usize, out: &Path, exchanges_out: &Path) -> Result<(), String> {
+    let max = lengths.iter().copied().max().unwrap_or(0);
+    let texts = exchanges(max.div_ceil(2));
+    std::fs::write(exchanges_out, serde_json::to_vec(&texts).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let h = Harness::new(prefix).await?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?);
+    write_line(
+        &mut file,
+        &Operation {
+            system: "convo".into(),
+            kind: "table".into(),
+            messages_before: 0,
+            messages: 0,
+            ms: 0.0,
+            worker_ms: None,
+            requests: Vec::new(),
+            queue_requests: Vec::new(),
+            returned: None,
+            error: None,
+            table: Some(h.table_description.clone()),
+        },
+    )?;
+    let cid = h.create_conversation("child-42").await?;
+    let setup = Operation {
+        system: "convo".into(),
+        kind: "setup".into(),
+        messages_before: 0,
+        messages: 0,
+        ms: 0.0,
+        worker_ms: None,
+        requests: h.dynamo.take(),
+        queue_requests: h.sqs.take(),
+        returned: None,
+        error: None,
+        table: None,
+    };
+    write_line(&mut file, &setup)?;
+    let mut stored = 0usize;
+    for [user, agent] in &texts {
+        if stored >= max {
+            break;
+        }
+        let req = AppendRequest {
+            messages: vec![new_message(Role::User, user), new_message(Role::Assistant, agent)],
+        };
+        let started = Instant::now();
+        let result = service::append_messages(&h.deps, OWNER, &cid, req, None).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let error = result.err().map(|e| format!("{e:?}"));
+        let worker_ms = h.drain(1).await?;
+        let op = Operation {
+            system: "convo".into(),
+            kind: "append".into(),
+            messages_before: stored,
+            messages: 2,
+            ms,
+            worker_ms: Some(worker_ms),
+            requests: h.dynamo.take(),
+            queue_requests: h.sqs.take(),
+            returned: None,
+            error: error.clone(),
+            table: None,
+        };
+        write_line(&mut file, &op)?;
+        if let Some(e) = error {
+            return Err(format!("convo append failed at {stored} messages: {e}"));
+        }
+        stored += 2;
+        if lengths.contains(&stored) {
+            for _ in 0..tail_reads {
+                let started = Instant::now();
+                let context = service::context(&h.deps, OWNER, &cid, Some("20"), None)
+                    .await
+                    .map_err(|e| format!("context: {e:?}"))?;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                write_line(
+                    &mut file,
+                    &Operation {
+                        system: "convo".into(),
+                        kind: "tail".into(),
+                        messages_before: stored,
+                        messages: 0,
+                        ms,
+                        worker_ms: None,
+                        requests: h.dynamo.take(),
+                        queue_requests: h.sqs.take(),
+                        returned: Some(context.messages.len()),
+                        error: None,
+                        table: None,
+                    },
+                )?;
+            }
+            eprintln!("convo: {stored} messages");
+        }
+    }
+    file.flush().map_err(|e| e.to_string())
+}
+
+/// What a concurrency run found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConcurrencyResult {
+    pub system: String,
+    pub writers: usize,
+    pub appends_per_writer: usize,
+    pub sent: usize,
+    pub stored: usize,
+    pub errors: usize,
+    /// convo: the stored indexes are 0..n-1 and every sent message is
+    /// stored exactly once.
+    #[serde(default)]
+    pub gapless_and_unique: Option<bool>,
+}
+
+/// `writers` concurrent writers each append `appends` single messages to one
+/// conversation through the API's code; the worker then drains the queue.
+pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result<ConcurrencyResult, String> {
+    let h = Harness::new(prefix).await?;
+    let cid = h.create_conversation("child-7").await?;
+    let tasks = (0..writers).map(|w| {
+        let deps = h.deps.clone();
+        let cid = cid.clone();
+        async move {
+            let mut errors = 0;
+            for i in 0..appends {
+                let req = AppendRequest {
+                    messages: vec![new_message(Role::User, &format!("writer {w} message {i}"))],
+                };
+                if service::append_messages(&deps, OWNER, &cid, req, None).await.is_err() {
+                    errors += 1;
+                }
+            }
+            errors
+        }
+    });
+    let errors: usize = futures_join_all(tasks).await.into_iter().sum();
+    h.drain(writers * appends - errors).await?;
+    let stored = h.all_messages(&cid).await?;
+    let mut contents: Vec<&str> = stored.iter().map(|m| m.content.as_str()).collect();
+    contents.sort_unstable();
+    contents.dedup();
+    let gapless = stored.iter().enumerate().all(|(i, m)| m.message_index == i as u64);
+    Ok(ConcurrencyResult {
+        system: "convo".into(),
+        writers,
+        appends_per_writer: appends,
+        sent: writers * appends,
+        stored: stored.len(),
+        errors,
+        gapless_and_unique: Some(gapless && contents.len() == stored.len() && stored.len() == writers * appends - errors),
+    })
+}
+
+async fn futures_join_all<F: std::future::Future>(tasks: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = tasks.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("writer task"));
+    }
+    out
+}

@@ -1,0 +1,102 @@
+//! `convo-bench`: the benchmark harness of issue 6. `bench/run` calls it
+//! (with the peer's Python side and the load test); see BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use convo_bench::{drive, report};
+
+#[derive(Parser)]
+#[command(about = "convo's benchmark harness (issue 6); `bench/run` runs it all")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Grow one conversation through convo's DynamoDB and SQS adapters on
+    /// AWS_ENDPOINT_URL (moto), recording every request (JSON lines).
+    Cost {
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+        lengths: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        tail_reads: usize,
+        /// Name of the table and queues to create.
+        #[arg(long, default_value = "bench-cost")]
+        prefix: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the exchanges (the peer stores the same ones).
+        #[arg(long)]
+        exchanges: PathBuf,
+    },
+    /// Concurrent writers appending to one conversation, then a count.
+    Concurrency {
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        #[arg(long, default_value_t = 50)]
+        appends: usize,
+        #[arg(long, default_value = "bench-concurrency")]
+        prefix: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Time from exec to the first Runtime API `next` request of each
+    /// function binary in `--bin-dir`, and of the peer in Python.
+    Coldstart {
+        #[arg(long)]
+        bin_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// A Python with boto3 and langchain-community (the peer).
+        #[arg(long)]
+        peer_python: Option<PathBuf>,
+        #[arg(long, default_value = "bench-coldstart")]
+        prefix: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Bill the recorded requests and write the tables and the plot.
+    Report {
+        /// The directory `bench/run` wrote the results to.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cost {
+            lengths,
+            tail_reads,
+            prefix,
+            out,
+            exchanges,
+        } => drive::cost(&prefix, &lengths, tail_reads, &out, &exchanges).await,
+        Command::Concurrency {
+            writers,
+            appends,
+            prefix,
+            out,
+        } => match drive::concurrency(&prefix, writers, appends).await {
+            Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
+        Command::Coldstart {
+            bin_dir,
+            runs,
+            peer_python,
+            prefix,
+            out,
+        } => report::coldstart_all(&bin_dir, runs, peer_python.as_deref(), &prefix, &out, Duration::from_secs(30)).await,
+        Command::Report { dir } => report::write(&dir),
+    };
+    if let Err(e) = result {
+        eprintln!("convo-bench: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,484 @@
+//! Bills the recorded operations of both systems with one [`Ledger`] each,
+//! and writes the results: `report.json`, `report.md` (the tables
+//! BENCHMARKS.md carries) and `cost-latency.png`. Also runs the cold-start
+//! measurements of every function and of the peer.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::capacity::{Cost, Ledger, TableShape};
+use crate::coldstart::{self, Summary, Target};
+use crate::drive::{ConcurrencyResult, Harness, Operation};
+
+/// The messages before a checkpoint whose appends make its window: the
+/// last 100 (fewer for shorter conversations).
+const WINDOW: usize = 100;
+
+/// One system's figures at one conversation length.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtLength {
+    pub length: usize,
+    pub reached: bool,
+    /// Why the conversation could not reach this length (the peer's item
+    /// size limit).
+    pub failure: Option<String>,
+    /// Table and index write units per stored message, over the window.
+    pub write_units_per_message: f64,
+    pub index_write_units_per_message: f64,
+    /// Over the whole conversation up to this length.
+    pub cumulative_write_units_per_message: f64,
+    pub dynamodb_requests_per_append: f64,
+    pub queue_requests_per_append: f64,
+    pub read_units_per_append: f64,
+    pub tail_read_units: f64,
+    pub tail_bytes: f64,
+    pub tail_requests: f64,
+    pub append_ms_p50: f64,
+    pub worker_ms_p50: Option<f64>,
+    pub tail_ms_p50: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn read_lines(path: &Path) -> Result<Vec<Operation>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", path.display())))
+        .collect()
+}
+
+/// LangChain's documented table for DynamoDBChatMessageHistory: hash key
+/// `SessionId`, no sort key, no index.
+fn peer_shape() -> TableShape {
+    TableShape {
+        hash: "SessionId".into(),
+        range: None,
+        indexes: Vec::new(),
+    }
+}
+
+/// Bills every operation, in order, through one ledger.
+fn bill(ops: &[Operation]) -> Result<Vec<(Cost, Cost)>, String> {
+    let mut ledger = Ledger::default();
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        if let Some(desc) = &op.table {
+            let name = desc["TableName"].as_str().ok_or("table record without a name")?;
+            ledger.add_table(name, TableShape::from_description(desc)?);
+        }
+        let mut cost = Cost::default();
+        for r in &op.requests {
+            if op.system == "peer" && r.op != "DescribeTable" && r.op != "CreateTable" {
+                if let Some(name) = r.request["TableName"].as_str() {
+                    ledger.add_table_if_missing(name, peer_shape());
+                }
+            }
+            cost.add(&ledger.apply(&r.op, &r.request, &r.response, r.request_bytes, r.response_bytes)?);
+        }
+        let queue = Cost {
+            requests: op.queue_requests.len(),
+            ..Default::default()
+        };
+        out.push((cost, queue));
+    }
+    Ok(out)
+}
+
+/// The figures of one system at each length.
+pub fn at_lengths(ops: &[Operation], lengths: &[usize]) -> Result<Vec<AtLength>, String> {
+    let billed = bill(ops)?;
+    let failure = ops
+        .iter()
+        .find(|o| o.kind == "append" && o.error.is_some())
+        .map(|o| (o.messages_before, o.error.clone().unwrap_or_default()));
+    let mut rows = Vec::new();
+    for &length in lengths {
+        let window_start = length.saturating_sub(WINDOW.min(length));
+        let appends: Vec<(&Operation, &(Cost, Cost))> = ops
+            .iter()
+            .zip(&billed)
+            .filter(|(o, _)| o.kind == "append" && o.error.is_none())
+            .collect();
+        let reached = appends.iter().any(|(o, _)| o.messages_before + o.messages >= length);
+        let window: Vec<_> = appends
+            .iter()
+            .filter(|(o, _)| o.messages_before >= window_start && o.messages_before < length)
+            .collect();
+        let stored: usize = window.iter().map(|(o, _)| o.messages).sum();
+        let sum = |f: &dyn Fn(&Cost) -> f64| window.iter().map(|(_, (c, _))| f(c)).sum::<f64>();
+        let upto: Vec<_> = appends.iter().filter(|(o, _)| o.messages_before < length).collect();
+        let upto_stored: usize = upto.iter().map(|(o, _)| o.messages).sum();
+        let setup_writes: f64 = ops
+            .iter()
+            .zip(&billed)
+            .filter(|(o, _)| o.kind == "setup")
+            .map(|(_, (c, _))| c.all_writes())
+            .sum();
+        let tails: Vec<_> = ops
+            .iter()
+            .zip(&billed)
+            .filter(|(o, _)| o.kind == "tail" && o.messages_before == length && o.error.is_none())
+            .collect();
+        let n = window.len().max(1) as f64;
+        let t = tails.len().max(1) as f64;
+        rows.push(AtLength {
+            length,
+            reached,
+            failure: match (&failure, reached) {
+                (Some((at, e)), false) => Some(format!("fails at {at} messages: {}", first_line(e))),
+                _ => None,
+            },
+            write_units_per_message: sum(&|c| c.write_units) / stored.max(1) as f64,
+            index_write_units_per_message: sum(&|c| c.index_write_units) / stored.max(1) as f64,
+            cumulative_write_units_per_message: (upto.iter().map(|(_, (c, _))| c.all_writes()).sum::<f64>()
+                + setup_writes)
+                / upto_stored.max(1) as f64,
+            dynamodb_requests_per_append: sum(&|c| c.requests as f64) / n,
+            queue_requests_per_append: window.iter().map(|(_, (_, q))| q.requests as f64).sum::<f64>() / n,
+            read_units_per_append: sum(&|c| c.read_units) / n,
+            tail_read_units: tails.iter().map(|(_, (c, _))| c.read_units).sum::<f64>() / t,
+            tail_bytes: tails.iter().map(|(_, (c, _))| c.response_bytes as f64).sum::<f64>() / t,
+            tail_requests: tails.iter().map(|(_, (c, _))| c.requests as f64).sum::<f64>() / t,
+            append_ms_p50: median(window.iter().map(|(o, _)| o.ms).collect()),
+            worker_ms_p50: window
+                .iter()
+                .map(|(o, _)| o.worker_ms)
+                .collect::<Option<Vec<f64>>>()
+                .filter(|v| !v.is_empty())
+                .map(median),
+            tail_ms_p50: median(tails.iter().map(|(o, _)| o.ms).collect()),
+        });
+    }
+    Ok(rows)
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    line.chars().take(160).collect()
+}
+
+fn lengths_of(ops: &[Operation]) -> Vec<usize> {
+    let mut l: Vec<usize> = ops.iter().filter(|o| o.kind == "tail").map(|o| o.messages_before).collect();
+    l.sort_unstable();
+    l.dedup();
+    l
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn ratio(peer: f64, convo: f64) -> String {
+    if peer.is_nan() || convo.is_nan() || convo == 0.0 {
+        "—".into()
+    } else {
+        format!("{:.1} ×", peer / convo)
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Writes `report.json`, `report.md` and `cost-latency.png` into `dir`
+/// from what `bench/run` left there.
+pub fn write(dir: &Path) -> Result<(), String> {
+    let convo_ops = read_lines(&dir.join("convo-cost.jsonl"))?;
+    let peer_ops = read_lines(&dir.join("peer-cost.jsonl")).unwrap_or_default();
+    let lengths = lengths_of(&convo_ops);
+    let convo = at_lengths(&convo_ops, &lengths)?;
+    let peer = if peer_ops.is_empty() { Vec::new() } else { at_lengths(&peer_ops, &lengths)? };
+    let concurrency: Vec<ConcurrencyResult> = ["convo-concurrency.json", "peer-concurrency.json"]
+        .iter()
+        .filter_map(|f| read_json(&dir.join(f)))
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    let coldstarts: Vec<Value> = read_json(&dir.join("coldstart.json"))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    let load = read_json(&dir.join("load.json"));
+
+    let mut md = String::new();
+    let p = |i: usize| peer.get(i);
+    let _ = writeln!(md, "### Write and read cost by conversation length\n");
+    let _ = writeln!(
+        md,
+        "Write units per stored message over the last {WINDOW} messages before each length (table + index; \
+         convo's include the conversation item, the rate-limit counter and the user's totals); requests per \
+         append; the tail read is the last 20 messages (convo: `GET /context?maxMessages=20`; peer: \
+         `history.messages[-20:]`).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| messages | write units / message: convo | peer | peer ÷ convo | DynamoDB requests / append: convo | peer | SQS requests / append: convo | tail read units: convo | peer | tail read bytes: convo | peer |"
+    );
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (i, c) in convo.iter().enumerate() {
+        let (pw, pr, pt, pb, pratio) = match p(i) {
+            Some(x) if x.reached => (
+                fmt(x.write_units_per_message + x.index_write_units_per_message),
+                fmt(x.dynamodb_requests_per_append),
+                fmt(x.tail_read_units),
+                fmt(x.tail_bytes),
+                ratio(
+                    x.write_units_per_message + x.index_write_units_per_message,
+                    c.write_units_per_message + c.index_write_units_per_message,
+                ),
+            ),
+            Some(x) => {
+                let why = x.failure.clone().unwrap_or_else(|| "not reached".into());
+                (why, "—".into(), "—".into(), "—".into(), "—".into())
+            }
+            None => ("not run".into(), "—".into(), "—".into(), "—".into(), "—".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.length,
+            fmt(c.write_units_per_message + c.index_write_units_per_message),
+            pw,
+            pratio,
+            fmt(c.dynamodb_requests_per_append),
+            pr,
+            fmt(c.queue_requests_per_append),
+            fmt(c.tail_read_units),
+            pt,
+            fmt(c.tail_bytes),
+            pb,
+        );
+    }
+    let _ = writeln!(md, "\n### Latency by conversation length (moto on loopback; medians)\n");
+    let _ = writeln!(
+        md,
+        "convo's append is the API's answer (validate, screen, rate-limit, enqueue); the worker's persist is \
+         shown beside it. The peer's append is `add_messages` (GetItem + UpdateItem of the whole history).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| messages | append ms: convo (202) | convo worker persist | peer | tail read ms: convo | peer |"
+    );
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (i, c) in convo.iter().enumerate() {
+        let (pa, pt) = match p(i) {
+            Some(x) if x.reached => (fmt(x.append_ms_p50), fmt(x.tail_ms_p50)),
+            Some(_) => ("failed".into(), "—".into()),
+            None => ("not run".into(), "—".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            c.length,
+            fmt(c.append_ms_p50),
+            c.worker_ms_p50.map(fmt).unwrap_or_else(|| "—".into()),
+            pa,
+            fmt(c.tail_ms_p50),
+            pt
+        );
+    }
+    if !concurrency.is_empty() {
+        let _ = writeln!(md, "\n### Concurrency: writers appending to one conversation at once\n");
+        let _ = writeln!(md, "| system | writers × appends | sent | stored | errors | indexes gapless, each message once |");
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | --- |");
+        for r in &concurrency {
+            let _ = writeln!(
+                md,
+                "| {} | {} × {} | {} | {} | {} | {} |",
+                r.system,
+                r.writers,
+                r.appends_per_writer,
+                r.sent,
+                r.stored,
+                r.errors,
+                match r.gapless_and_unique {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "—",
+                }
+            );
+        }
+    }
+    if !coldstarts.is_empty() {
+        let peer_init = coldstarts
+            .iter()
+            .find(|c| c["name"] == "peer (Python)")
+            .and_then(|c| c["median_init_ms"].as_f64());
+        let _ = writeln!(md, "\n### Cold start: exec to the first Runtime API `next` request\n");
+        let _ = writeln!(md, "| binary | runs | median ms | min | max | peak RSS (MB, median) | handled the fixture | peer ÷ this |");
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for c in &coldstarts {
+            let median = c["median_init_ms"].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                c["name"].as_str().unwrap_or("?"),
+                c["runs"],
+                fmt(median),
+                fmt(c["min_init_ms"].as_f64().unwrap_or(f64::NAN)),
+                fmt(c["max_init_ms"].as_f64().unwrap_or(f64::NAN)),
+                c["median_peak_rss_kb"].as_f64().map(|k| fmt(k / 1024.0)).unwrap_or_else(|| "—".into()),
+                c["responses"],
+                c["runs"],
+                peer_init.map(|p| ratio(p, median)).unwrap_or_else(|| "—".into()),
+            );
+        }
+    }
+    if let Some(l) = &load {
+        let _ = writeln!(md, "\n### Local server (`convo-local serve --in-memory`), wrk, {} connections\n", l["connections"]);
+        let _ = writeln!(md, "| request | requests/s | p50 ms | p99 ms | non-2xx |");
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: |");
+        for (name, key) in [("append (an exchange, 2 × 200 chars)", "append"), ("context (last 20)", "context")] {
+            let r = &l[key];
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {} |",
+                fmt(r["rps"].as_f64().unwrap_or(f64::NAN)),
+                fmt(r["p50_ms"].as_f64().unwrap_or(f64::NAN)),
+                fmt(r["p99_ms"].as_f64().unwrap_or(f64::NAN)),
+                r["non_2xx"]
+            );
+        }
+        let lag = &l["lag"];
+        let _ = writeln!(
+            md,
+            "\n202 → persisted (readable), {} sequential appends: p50 {} ms, p99 {} ms; accepted {} messages, persisted {}.",
+            lag["samples"],
+            fmt(lag["p50_ms"].as_f64().unwrap_or(f64::NAN)),
+            fmt(lag["p99_ms"].as_f64().unwrap_or(f64::NAN)),
+            l["persisted"]["accepted_messages"],
+            l["persisted"]["persisted_messages"],
+        );
+    }
+    std::fs::write(dir.join("report.md"), &md).map_err(|e| e.to_string())?;
+    let summary = json!({
+        "convo": convo,
+        "peer": peer,
+        "concurrency": concurrency,
+        "coldstart": coldstarts,
+        "load": load,
+    });
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    crate::plot::cost_and_latency(&dir.join("cost-latency.png"), &convo, &peer)?;
+    print!("{md}");
+    Ok(())
+}
+
+/// The fixture event each function's cold start is served.
+const FUNCTIONS: [(&str, &str); 7] = [
+    ("create-conversation", "apigw-create-conversation.json"),
+    ("append-message", "apigw-append-message.json"),
+    ("end-session", "apigw-end-session.json"),
+    ("read-api", "apigw-context.json"),
+    ("persist-writes", "sqs-persist-writes.json"),
+    ("generate-title", "sqs-generate-title.json"),
+    ("sweep-sessions", "eventbridge-sweep-sessions.json"),
+];
+
+/// Measures every function binary in `bin_dir` and the peer, against a
+/// table and queues created on the endpoint, and writes the summaries.
+pub async fn coldstart_all(
+    bin_dir: &Path,
+    runs: usize,
+    peer_python: Option<&Path>,
+    prefix: &str,
+    out: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    let h = Harness::new(prefix).await?;
+    let events = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/events");
+    let mut env: Vec<(String, String)> = vec![
+        ("CONVO_TABLE".into(), h.settings.table.clone()),
+        ("CONVO_WRITES_QUEUE_URL".into(), h.settings.writes_queue_url.clone()),
+        ("CONVO_TITLES_QUEUE_URL".into(), h.settings.titles_queue_url.clone()),
+    ];
+    for name in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PATH", "HOME"] {
+        if let Ok(v) = std::env::var(name) {
+            env.push((name.into(), v));
+        }
+    }
+    let mut summaries: Vec<Summary> = Vec::new();
+    for (name, event) in FUNCTIONS {
+        let event_path = events.join(event);
+        let event: Value = serde_json::from_slice(
+            &std::fs::read(&event_path).map_err(|e| format!("{}: {e}", event_path.display()))?,
+        )
+        .map_err(|e| e.to_string())?;
+        let target = Target {
+            name: name.into(),
+            program: bin_dir.join(name),
+            args: Vec::new(),
+            env: env.clone(),
+            event,
+        };
+        let s = coldstart::measure(&target, runs, timeout).await?;
+        eprintln!("cold start {name}: {:.1} ms median", s.median_init_ms);
+        summaries.push(s);
+    }
+    if let Some(python) = peer_python {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        let table = format!("{prefix}-peer");
+        let _ = client
+            .create_table()
+            .table_name(&table)
+            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+            .key_schema(
+                aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                    .attribute_name("SessionId")
+                    .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .attribute_definitions(
+                aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                    .attribute_name("SessionId")
+                    .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .send()
+            .await;
+        let mut peer_env = env.clone();
+        peer_env.push(("PEER_TABLE".into(), table));
+        peer_env.push(("PEER_SESSION".into(), "coldstart".into()));
+        let target = Target {
+            name: "peer (Python)".into(),
+            program: python.to_path_buf(),
+            args: vec![
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("peer_lambda.py")
+                    .display()
+                    .to_string(),
+            ],
+            env: peer_env,
+            event: json!({}),
+        };
+        let s = coldstart::measure(&target, runs, timeout).await?;
+        eprintln!("cold start peer: {:.1} ms median", s.median_init_ms);
+        summaries.push(s);
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(&summaries).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+}
