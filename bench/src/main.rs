@@ -83,7 +83,13 @@ async fn main() {
             prefix,
             out,
         } => match drive::concurrency(&prefix, writers, appends).await {
-            Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string()),
+            Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json"))
+                .map_err(|e| e.to_string())
+                .and_then(|()| match r.gapless_and_unique {
+                    // A lost or repeated message is a bug, not a figure.
+                    Some(false) => Err(format!("convo stored {} of {} messages, or not gapless", r.stored, r.sent)),
+                    _ => Ok(()),
+                }),
             Err(e) => Err(e),
         },
         Command::Coldstart {

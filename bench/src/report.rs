@@ -435,6 +435,9 @@ pub async fn coldstart_all(
         };
         let s = coldstart::measure(&target, runs, timeout).await?;
         eprintln!("cold start {name}: {:.1} ms median", s.median_init_ms);
+        if s.responses == 0 {
+            return Err(format!("{name} answered none of its {runs} fixture events: {:?}", s.samples.first().map(|x| &x.outcome)));
+        }
         summaries.push(s);
     }
     if let Some(python) = peer_python {
