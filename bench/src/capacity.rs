@@ -190,6 +190,28 @@ fn key_schema(schema: &Value) -> Result<(String, Option<String>), String> {
 pub struct Ledger {
     tables: HashMap<String, TableShape>,
     items: HashMap<(String, String), Item>,
+    /// Table write units by kind of item (see [`item_kind`]).
+    pub writes_by_kind: std::collections::BTreeMap<String, f64>,
+}
+
+/// A label for the kind of an item, from its key: the partition key's
+/// prefix before `#` and the sort key's (`C#…`/`META` → `C/META`,
+/// `C#…`/`M#…` → `C/M`); a key without such a prefix is its attribute name.
+pub fn item_kind(shape: &TableShape, item: &Item) -> String {
+    let part = |name: &str| -> String {
+        match item.get(name).and_then(|v| v.get("S")).and_then(Value::as_str) {
+            Some(s) => match s.split_once('#') {
+                Some((p, _)) => p.to_string(),
+                None if s.chars().all(|c| c.is_ascii_uppercase()) => s.to_string(),
+                None => "…".into(),
+            },
+            None => name.to_string(),
+        }
+    };
+    match &shape.range {
+        Some(r) => format!("{}/{}", part(&shape.hash), part(r)),
+        None => part(&shape.hash),
+    }
 }
 
 impl Ledger {
@@ -332,6 +354,7 @@ impl Ledger {
         let before = self.items.get(&id);
         let size = before.map_or(0, item_size).max(after.as_ref().map_or(0, item_size));
         cost.write_units += factor * units(size, WRITE_UNIT);
+        *self.writes_by_kind.entry(item_kind(&shape, &key_item)).or_default() += factor * units(size, WRITE_UNIT);
         for index in &shape.indexes {
             cost.index_write_units += index_writes(&shape, index, before, after.as_ref());
         }

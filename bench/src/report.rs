@@ -71,6 +71,24 @@ fn peer_shape() -> TableShape {
 
 /// Bills every operation, in order, through one ledger.
 fn bill(ops: &[Operation]) -> Result<Vec<(Cost, Cost)>, String> {
+    Ok(bill_with_ledger(ops)?.0)
+}
+
+/// Table write units per stored message by kind of item, over every append.
+pub fn writes_by_kind(ops: &[Operation]) -> Result<Vec<(String, f64)>, String> {
+    let setup: Vec<Operation> = ops.iter().filter(|o| o.kind != "append").cloned().collect();
+    let (_, before) = bill_with_ledger(&setup)?;
+    let (_, all) = bill_with_ledger(ops)?;
+    let stored: usize = ops.iter().filter(|o| o.kind == "append" && o.error.is_none()).map(|o| o.messages).sum();
+    Ok(all
+        .writes_by_kind
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.writes_by_kind.get(k).copied().unwrap_or(0.0)) / stored.max(1) as f64))
+        .filter(|(_, v)| *v > 0.0)
+        .collect())
+}
+
+fn bill_with_ledger(ops: &[Operation]) -> Result<(Vec<(Cost, Cost)>, Ledger), String> {
     let mut ledger = Ledger::default();
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
@@ -93,7 +111,7 @@ fn bill(ops: &[Operation]) -> Result<Vec<(Cost, Cost)>, String> {
         };
         out.push((cost, queue));
     }
-    Ok(out)
+    Ok((out, ledger))
 }
 
 /// The figures of one system at each length.
@@ -267,6 +285,13 @@ pub fn write(dir: &Path) -> Result<(), String> {
             pb,
         );
     }
+    let kinds = writes_by_kind(&convo_ops)?;
+    let _ = writeln!(
+        md,
+        "\nconvo's table write units per stored message by item (all appends; `C/META` the conversation, \
+         `C/M` a message, `R/…` the rate-limit counter, `U/STATS` the user's totals): {}.",
+        kinds.iter().map(|(k, v)| format!("`{k}` {v:.2}")).collect::<Vec<_>>().join(", ")
+    );
     let _ = writeln!(md, "\n### Latency by conversation length (moto on loopback; medians)\n");
     let _ = writeln!(
         md,
