@@ -14,13 +14,21 @@ conversation of 10,000 messages made every append cost seconds), which
 DynamoDB's does not. Under the lock, only the items the transaction names
 can change, so this server snapshots those items instead and restores them
 on failure; moto's own per-table copy is skipped (on the transacting thread
-only). Same arguments as `moto_server`.
+only).
+
+And moto checks the 400 KB item limit on an update by adding the new value
+of an attribute to the item *with* the old value still in it, so an item
+holding 210 KB cannot be rewritten with 200 KB: a conversation kept in one
+item (the benchmarks' peer design) failed at half the size DynamoDB
+allows. The check here leaves the value being replaced out. Same arguments
+as `moto_server`.
 """
 import copy
 import threading
 
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, ItemSizeTooLarge, LimitedSizeDict, bytesize
 from moto.dynamodb.models.table import Table
 from moto.server import main
 
@@ -106,6 +114,22 @@ def _transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = _transact_write_items
+
+
+def _size(part):
+    return part.size() if type(part) is DynamoType else bytesize(str(part))
+
+
+def _set_attribute(self, key, value):
+    # moto's limit (405,000 bytes of its own sizing), on the item as it
+    # will be: without the attribute's old value.
+    others = sum(_size(k) + _size(v) for k, v in self.items() if k != key)
+    if others + _size(key) + _size(value) > 405000:
+        raise ItemSizeTooLarge
+    dict.__setitem__(self, key, value)
+
+
+LimitedSizeDict.__setitem__ = _set_attribute
 for _name in ("put_item", "update_item", "delete_item"):
     setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
 
