@@ -44,7 +44,12 @@ fn panel(
     let (lo, hi) = all
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(*y), hi.max(*y)));
-    let (lo, hi) = if all.is_empty() { (0.1, 10.0) } else { (lo / 2.0, hi * 2.0) };
+    // Whole decades, so that the log axis has labelled ticks.
+    let (lo, hi) = if all.is_empty() {
+        (0.1, 10.0)
+    } else {
+        (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()))
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -56,6 +61,8 @@ fn panel(
         .configure_mesh()
         .x_desc("messages in the conversation")
         .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| if *y >= 1.0 { format!("{y:.0}") } else { format!("{y}") })
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())?;
