@@ -406,12 +406,16 @@ impl DynamoStore {
     }
 
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        self.get_with(pk, sk, true).await
+    }
+
+    async fn get_with(&self, pk: String, sk: &str, consistent: bool) -> Result<Option<Item>, StoreError> {
         let resp = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(sdk)?;
@@ -501,6 +505,16 @@ impl ConversationStore for DynamoStore {
             .await?
             .map(record_from)
             .transpose()
+    }
+
+    /// Half a read unit instead of one (an eventually consistent read);
+    /// only a miss, which may be a conversation created a moment ago, is
+    /// read again strongly consistent.
+    async fn get_conversation_for_read(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        match self.get_with(conv_pk(conversation_id), META, false).await? {
+            Some(item) => record_from(item).map(Some),
+            None => self.get_conversation(conversation_id).await,
+        }
     }
 
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {

@@ -192,6 +192,14 @@ pub trait ConversationStore: Send + Sync {
 
     async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError>;
 
+    /// As [`ConversationStore::get_conversation`], for the read routes
+    /// (context and messages), which may see a change up to about a second
+    /// late: a store may answer from a cheaper, eventually consistent read,
+    /// but must never report a conversation that exists as missing.
+    async fn get_conversation_for_read(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        self.get_conversation(conversation_id).await
+    }
+
     /// Replaces the conversation if its version is still `expected_version`.
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
 

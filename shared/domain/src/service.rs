@@ -46,7 +46,26 @@ pub async fn load_owned(deps: &Deps, owner_id: &str, conversation_id: &str) -> R
     if !is_conversation_id(conversation_id) {
         return Err(DomainError::NotFound);
     }
-    match deps.store.get_conversation(conversation_id).await? {
+    owned(deps, owner_id, deps.store.get_conversation(conversation_id).await?)
+}
+
+/// As [`load_owned`], for the message reads (context, messages): the store
+/// may answer from an eventually consistent read, half the price of the
+/// strongly consistent one, and a conversation changed in the last second
+/// may read as it was (a new one is never missed).
+pub async fn load_owned_for_read(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+) -> Result<ConversationRecord, DomainError> {
+    if !is_conversation_id(conversation_id) {
+        return Err(DomainError::NotFound);
+    }
+    owned(deps, owner_id, deps.store.get_conversation_for_read(conversation_id).await?)
+}
+
+fn owned(deps: &Deps, owner_id: &str, found: Option<ConversationRecord>) -> Result<ConversationRecord, DomainError> {
+    match found {
         Some(rec) if rec.conversation.owner_id == owner_id && !rec.deleting && !expired(&rec, deps.clock.now()) => {
             Ok(rec)
         }
@@ -665,7 +684,7 @@ pub async fn list_messages(
         )
         .into());
     }
-    load_owned(deps, owner_id, conversation_id).await?;
+    load_owned_for_read(deps, owner_id, conversation_id).await?;
     if flagged {
         let page = deps
             .store
@@ -716,7 +735,7 @@ pub async fn context(
         Some(raw) => Some(deps.clock.now() - validate::duration("maxAge", raw)?),
         None => None,
     };
-    load_owned(deps, owner_id, conversation_id).await?;
+    load_owned_for_read(deps, owner_id, conversation_id).await?;
     let mut picked = Vec::with_capacity(wanted);
     let mut cursor = None;
     // Bounded: blocked messages are rare; stop after a few pages regardless.

@@ -65,6 +65,21 @@ async fn create_sets_the_seed_fields(w: World) {
     assert_eq!(w.conversation(&c.conversation_id).await, c);
 }
 
+/// The read routes' cheaper read finds a conversation the moment it exists,
+/// sees what the worker stored, and misses what does not exist.
+async fn the_read_routes_find_a_new_conversation_at_once(w: World) {
+    let c = new_conversation(&w, "alice").await;
+    let read = w.store.get_conversation_for_read(&c.conversation_id).await.unwrap();
+    assert_eq!(read.map(|r| r.conversation), Some(c.clone()));
+    service::append_messages(&w.deps, "alice", &c.conversation_id, exchange("hi", "hello"), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let read = w.store.get_conversation_for_read(&c.conversation_id).await.unwrap().unwrap();
+    assert_eq!(read.conversation.message_count, 2);
+    assert!(w.store.get_conversation_for_read("01JD0000000000000000000000").await.unwrap().is_none());
+}
+
 async fn sms_numbers_are_normalized_and_bad_ones_refused(w: World) {
     let mut req = create_req("(415) 555-2671", "+1 224 242 3142");
     req.channel = Some("sms".into());
@@ -1264,6 +1279,7 @@ contract! {
     a_write_accepted_before_the_end_applies_is_kept_and_counted,
     a_window_finds_backfilled_messages,
     create_sets_the_seed_fields,
+    the_read_routes_find_a_new_conversation_at_once,
     sms_numbers_are_normalized_and_bad_ones_refused,
     reuse_active_returns_one_conversation_under_a_race,
     append_answers_before_storing_and_the_worker_assigns_indexes,
