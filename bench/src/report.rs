@@ -182,9 +182,19 @@ pub fn at_lengths(ops: &[Operation], lengths: &[usize]) -> Result<Vec<AtLength>,
     Ok(rows)
 }
 
+/// The error's class and message, without the SDK's wrapping ("An error
+/// occurred (X) when calling the Y operation: message").
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or_default();
-    line.chars().take(160).collect()
+    let short = match (line.find("An error occurred ("), line.find("operation: ")) {
+        (Some(a), Some(b)) => {
+            let class = &line[a + 19..];
+            let class = &class[..class.find(')').unwrap_or(class.len())];
+            format!("{class}: {}", &line[b + 11..])
+        }
+        _ => line.to_string(),
+    };
+    short.chars().take(120).collect()
 }
 
 fn lengths_of(ops: &[Operation]) -> Vec<usize> {
