@@ -51,8 +51,16 @@ pub fn value_size(v: &Value) -> usize {
         "SS" => strings(inner).map(str::len).sum(),
         "NS" => strings(inner).map(number_size).sum(),
         "BS" => strings(inner).map(base64_len).sum(),
-        "L" => 3 + inner.as_array().map_or(0, |l| l.iter().map(|e| 1 + value_size(e)).sum()),
-        "M" => 3 + inner.as_object().map_or(0, |m| m.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum()),
+        "L" => {
+            3 + inner
+                .as_array()
+                .map_or(0, |l| l.iter().map(|e| 1 + value_size(e)).sum())
+        }
+        "M" => {
+            3 + inner
+                .as_object()
+                .map_or(0, |m| m.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum())
+        }
         _ => 0,
     }
 }
@@ -153,11 +161,17 @@ impl TableShape {
             let projection = match gsi["Projection"]["ProjectionType"].as_str() {
                 Some("ALL") => Projection::All,
                 Some("INCLUDE") => Projection::Include(
-                    strings(&gsi["Projection"]["NonKeyAttributes"]).map(str::to_string).collect(),
+                    strings(&gsi["Projection"]["NonKeyAttributes"])
+                        .map(str::to_string)
+                        .collect(),
                 ),
                 _ => Projection::KeysOnly,
             };
-            indexes.push(IndexShape { hash, range, projection });
+            indexes.push(IndexShape {
+                hash,
+                range,
+                projection,
+            });
         }
         Ok(Self { hash, range, indexes })
     }
@@ -226,7 +240,9 @@ impl Ledger {
     }
 
     fn shape(&self, table: &str) -> Result<&TableShape, String> {
-        self.tables.get(table).ok_or_else(|| format!("table {table} is not in the ledger"))
+        self.tables
+            .get(table)
+            .ok_or_else(|| format!("table {table} is not in the ledger"))
     }
 
     fn current(&self, table: &str, key: &Item) -> Result<Option<&Item>, String> {
@@ -252,7 +268,12 @@ impl Ledger {
             response_bytes,
             ..Default::default()
         };
-        let table = |r: &Value| r["TableName"].as_str().map(str::to_string).ok_or("request without TableName");
+        let table = |r: &Value| {
+            r["TableName"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or("request without TableName")
+        };
         match op {
             "PutItem" => {
                 let item = object(&request["Item"])?;
@@ -283,7 +304,13 @@ impl Ledger {
                     } else if let Some(update) = entry.get("Update") {
                         self.write(&table(update)?, Write::Update(update), 2.0, failed, &mut cost)?;
                     } else if let Some(delete) = entry.get("Delete") {
-                        self.write(&table(delete)?, Write::Delete(object(&delete["Key"])?), 2.0, failed, &mut cost)?;
+                        self.write(
+                            &table(delete)?,
+                            Write::Delete(object(&delete["Key"])?),
+                            2.0,
+                            failed,
+                            &mut cost,
+                        )?;
                     } else if let Some(check) = entry.get("ConditionCheck") {
                         let key = object(&check["Key"])?;
                         let size = self.current(&table(check)?, &key)?.map_or(0, item_size);
@@ -318,7 +345,9 @@ impl Ledger {
                     // A query on the table reads whole items whatever it
                     // projects; one on a keys-only index reads its entries.
                     let size = match on_index {
-                        false => self.current(&name, &returned)?.map_or_else(|| item_size(&returned), item_size),
+                        false => self
+                            .current(&name, &returned)?
+                            .map_or_else(|| item_size(&returned), item_size),
                         true => item_size(&returned),
                     };
                     total += size;
@@ -339,7 +368,14 @@ impl Ledger {
         Ok(cost)
     }
 
-    fn write(&mut self, table: &str, write: Write<'_>, factor: f64, failed: bool, cost: &mut Cost) -> Result<(), String> {
+    fn write(
+        &mut self,
+        table: &str,
+        write: Write<'_>,
+        factor: f64,
+        failed: bool,
+        cost: &mut Cost,
+    ) -> Result<(), String> {
         let shape = self.shape(table)?.clone();
         let (key_item, after) = match write {
             Write::Put(item) => (item.clone(), Some(item)),
@@ -420,7 +456,12 @@ fn index_writes(table: &TableShape, index: &IndexShape, before: Option<&Item>, a
     let old = before.and_then(|i| index_entry(table, index, i));
     let new = after.and_then(|i| index_entry(table, index, i));
     let cost = |e: &Item| units(item_size(e) + INDEX_ENTRY_OVERHEAD, WRITE_UNIT);
-    let key = |e: &Item| (e.get(&index.hash).cloned(), index.range.as_ref().and_then(|r| e.get(r).cloned()));
+    let key = |e: &Item| {
+        (
+            e.get(&index.hash).cloned(),
+            index.range.as_ref().and_then(|r| e.get(r).cloned()),
+        )
+    };
     match (old, new) {
         (None, None) => 0.0,
         (Some(o), None) => cost(&o),
@@ -436,7 +477,9 @@ fn index_writes(table: &TableShape, index: &IndexShape, before: Option<&Item>, a
 /// sets), `REMOVE a`. Anything else is an error, so that a cost is never
 /// silently wrong.
 pub fn apply_update(mut item: Item, request: &Value) -> Result<Item, String> {
-    let expr = request["UpdateExpression"].as_str().ok_or("UpdateItem without UpdateExpression")?;
+    let expr = request["UpdateExpression"]
+        .as_str()
+        .ok_or("UpdateItem without UpdateExpression")?;
     let names = request["ExpressionAttributeNames"].as_object();
     let values = request["ExpressionAttributeValues"].as_object();
     let name = |token: &str| -> Result<String, String> {
@@ -460,14 +503,14 @@ pub fn apply_update(mut item: Item, request: &Value) -> Result<Item, String> {
         for action in actions {
             match clause.as_str() {
                 "SET" => {
-                    let (target, operand) = action.split_once('=').ok_or_else(|| format!("bad SET action {action}"))?;
+                    let (target, operand) = action
+                        .split_once('=')
+                        .ok_or_else(|| format!("bad SET action {action}"))?;
                     let target = name(target.trim())?;
                     let operand = operand.trim();
                     let v = if operand.starts_with(':') {
                         value(operand)?
-                    } else if let Some(args) = operand
-                        .strip_prefix("if_not_exists(")
-                        .and_then(|r| r.strip_suffix(')'))
+                    } else if let Some(args) = operand.strip_prefix("if_not_exists(").and_then(|r| r.strip_suffix(')'))
                     {
                         let (path, default) = args.split_once(',').ok_or("bad if_not_exists")?;
                         match item.get(&name(path.trim())?) {
@@ -477,7 +520,9 @@ pub fn apply_update(mut item: Item, request: &Value) -> Result<Item, String> {
                     } else if operand.contains(['(', '+', '-']) {
                         return Err(format!("SET operand not modelled: {operand}"));
                     } else {
-                        item.get(&name(operand)?).cloned().ok_or("SET from a missing attribute")?
+                        item.get(&name(operand)?)
+                            .cloned()
+                            .ok_or("SET from a missing attribute")?
                     };
                     item.insert(target, v);
                 }
@@ -608,7 +653,10 @@ mod tests {
         assert_eq!(value_size(&json!({"N": "-0.001"})), 1 + 1);
         assert_eq!(value_size(&json!({"BOOL": true})), 1);
         assert_eq!(value_size(&json!({"B": "aGVsbG8="})), 5);
-        assert_eq!(value_size(&json!({"L": [{"S": "ab"}, {"N": "7"}]})), 3 + (1 + 2) + (1 + 2));
+        assert_eq!(
+            value_size(&json!({"L": [{"S": "ab"}, {"N": "7"}]})),
+            3 + (1 + 2) + (1 + 2)
+        );
         assert_eq!(value_size(&json!({"M": {"k": {"S": "ab"}}})), 3 + 1 + 1 + 2);
         assert_eq!(value_size(&json!({"SS": ["a", "bc"]})), 3);
     }
@@ -617,7 +665,8 @@ mod tests {
     fn writes_bill_the_larger_of_before_and_after_per_started_kb() {
         let mut l = ledger();
         let big = "x".repeat(1500);
-        let put = |body: &str| json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "1"}, "body": {"S": body}}});
+        let put =
+            |body: &str| json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "1"}, "body": {"S": body}}});
         let c = l.apply("PutItem", &put(&big), &json!({}), 0, 0).expect("put");
         assert_eq!(c.write_units, 2.0);
         // Smaller after, but the item before was 1.5 KB.
@@ -635,7 +684,13 @@ mod tests {
             {"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "2"}}}}
         ]});
         let failed = l
-            .apply("TransactWriteItems", &tx, &json!({"__type": "TransactionCanceledException"}), 0, 0)
+            .apply(
+                "TransactWriteItems",
+                &tx,
+                &json!({"__type": "TransactionCanceledException"}),
+                0,
+                0,
+            )
             .expect("tx");
         assert_eq!(failed.write_units, 4.0);
         let get = json!({"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}, "ConsistentRead": true});
@@ -648,14 +703,27 @@ mod tests {
     #[test]
     fn index_writes_only_when_the_entry_changes() {
         let mut l = ledger();
-        let put = |gsk: &str, body: &str| {
-            json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "M"}, "gpk": {"S": "u"}, "gsk": {"S": gsk}, "body": {"S": body}}})
-        };
-        assert_eq!(l.apply("PutItem", &put("1", "x"), &json!({}), 0, 0).unwrap().index_write_units, 1.0);
+        let put = |gsk: &str, body: &str| json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "M"}, "gpk": {"S": "u"}, "gsk": {"S": gsk}, "body": {"S": body}}});
+        assert_eq!(
+            l.apply("PutItem", &put("1", "x"), &json!({}), 0, 0)
+                .unwrap()
+                .index_write_units,
+            1.0
+        );
         // Keys-only: a change outside the keys does not touch the index.
-        assert_eq!(l.apply("PutItem", &put("1", "y"), &json!({}), 0, 0).unwrap().index_write_units, 0.0);
+        assert_eq!(
+            l.apply("PutItem", &put("1", "y"), &json!({}), 0, 0)
+                .unwrap()
+                .index_write_units,
+            0.0
+        );
         // A changed index key is a delete and a put.
-        assert_eq!(l.apply("PutItem", &put("2", "y"), &json!({}), 0, 0).unwrap().index_write_units, 2.0);
+        assert_eq!(
+            l.apply("PutItem", &put("2", "y"), &json!({}), 0, 0)
+                .unwrap()
+                .index_write_units,
+            2.0
+        );
     }
 
     #[test]
@@ -663,20 +731,37 @@ mod tests {
         let mut l = ledger();
         for i in 0..3 {
             let body = "x".repeat(2000);
-            let put = json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": i.to_string()}, "b": {"S": body}}});
+            let put =
+                json!({"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": i.to_string()}, "b": {"S": body}}});
             l.apply("PutItem", &put, &json!({}), 0, 0).unwrap();
         }
         let key = json!({"pk": {"S": "a"}, "sk": {"S": "0"}});
         let strong = l
-            .apply("GetItem", &json!({"TableName": "t", "Key": key, "ConsistentRead": true}), &json!({}), 0, 0)
+            .apply(
+                "GetItem",
+                &json!({"TableName": "t", "Key": key, "ConsistentRead": true}),
+                &json!({}),
+                0,
+                0,
+            )
             .unwrap();
         assert_eq!(strong.read_units, 1.0);
-        let eventual = l.apply("GetItem", &json!({"TableName": "t", "Key": key}), &json!({}), 0, 0).unwrap();
+        let eventual = l
+            .apply("GetItem", &json!({"TableName": "t", "Key": key}), &json!({}), 0, 0)
+            .unwrap();
         assert_eq!(eventual.read_units, 0.5);
         // A query sums the items it reads (≈ 6 KB) before rounding: 2 units.
-        let items: Vec<Value> = (0..3).map(|i| json!({"pk": {"S": "a"}, "sk": {"S": i.to_string()}})).collect();
+        let items: Vec<Value> = (0..3)
+            .map(|i| json!({"pk": {"S": "a"}, "sk": {"S": i.to_string()}}))
+            .collect();
         let q = l
-            .apply("Query", &json!({"TableName": "t", "ConsistentRead": true}), &json!({"Items": items}), 0, 0)
+            .apply(
+                "Query",
+                &json!({"TableName": "t", "ConsistentRead": true}),
+                &json!({"Items": items}),
+                0,
+                0,
+            )
             .unwrap();
         assert_eq!(q.read_units, 2.0);
     }

@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::capture::{Capture, Captured};
 
 /// One logical operation and the requests it made.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Operation {
     pub system: String,
     /// `setup`, `append`, `tail` or `end`.
@@ -51,6 +51,17 @@ pub struct Operation {
     /// The `table` record: the table's description (wire JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<serde_json::Value>,
+}
+
+impl Operation {
+    fn convo(kind: &str, messages_before: usize) -> Self {
+        Self {
+            system: "convo".into(),
+            kind: kind.into(),
+            messages_before,
+            ..Default::default()
+        }
+    }
 }
 
 /// The exchanges both systems store: a user turn and an assistant reply of
@@ -108,10 +119,15 @@ impl Harness {
         let dynamo = Capture::default();
         let sqs = Capture::default();
         let dynamo_client = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(dynamo.clone()).build(),
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(dynamo.clone())
+                .build(),
         );
-        let sqs_client =
-            aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).interceptor(sqs.clone()).build());
+        let sqs_client = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .interceptor(sqs.clone())
+                .build(),
+        );
         dynamo_client
             .describe_table()
             .table_name(prefix)
@@ -157,7 +173,8 @@ impl Harness {
 
     pub async fn create_conversation(&self, user: &str) -> Result<String, String> {
         let req: CreateConversationRequest =
-            serde_json::from_value(json!({"userId": user, "agentId": "toy-7", "type": "story"})).map_err(|e| e.to_string())?;
+            serde_json::from_value(json!({"userId": user, "agentId": "toy-7", "type": "story"}))
+                .map_err(|e| e.to_string())?;
         let (c, _) = service::create_conversation(&self.deps, OWNER, req)
             .await
             .map_err(|e| format!("create: {e:?}"))?;
@@ -283,7 +300,13 @@ fn write_line(out: &mut impl std::io::Write, op: &Operation) -> Result<(), Strin
 /// append, with `tail_reads` reads of the last 20 messages each time it
 /// reaches one of them. Writes the operations to `out` (JSON lines) and
 /// the exchanges to `exchanges_out` (for the peer).
-pub async fn cost(prefix: &str, lengths: &[usize], tail_reads: usize, out: &Path, exchanges_out: &Path) -> Result<(), String> {
+pub async fn cost(
+    prefix: &str,
+    lengths: &[usize],
+    tail_reads: usize,
+    out: &Path,
+    exchanges_out: &Path,
+) -> Result<(), String> {
     let max = lengths.iter().copied().max().unwrap_or(0);
     let texts = exchanges(max.div_ceil(2));
     std::fs::write(exchanges_out, serde_json::to_vec(&texts).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
@@ -292,32 +315,15 @@ pub async fn cost(prefix: &str, lengths: &[usize], tail_reads: usize, out: &Path
     write_line(
         &mut file,
         &Operation {
-            system: "convo".into(),
-            kind: "table".into(),
-            messages_before: 0,
-            messages: 0,
-            ms: 0.0,
-            worker_ms: None,
-            requests: Vec::new(),
-            queue_requests: Vec::new(),
-            returned: None,
-            error: None,
             table: Some(h.table_description.clone()),
+            ..Operation::convo("table", 0)
         },
     )?;
     let cid = h.create_conversation("child-42").await?;
     let setup = Operation {
-        system: "convo".into(),
-        kind: "setup".into(),
-        messages_before: 0,
-        messages: 0,
-        ms: 0.0,
-        worker_ms: None,
         requests: h.dynamo.take(),
         queue_requests: h.sqs.take(),
-        returned: None,
-        error: None,
-        table: None,
+        ..Operation::convo("setup", 0)
     };
     write_line(&mut file, &setup)?;
     let mut stored = 0usize;
@@ -334,17 +340,13 @@ pub async fn cost(prefix: &str, lengths: &[usize], tail_reads: usize, out: &Path
         let error = result.err().map(|e| format!("{e:?}"));
         let worker_ms = h.drain(1).await?;
         let op = Operation {
-            system: "convo".into(),
-            kind: "append".into(),
-            messages_before: stored,
             messages: 2,
             ms,
             worker_ms: Some(worker_ms),
             requests: h.dynamo.take(),
             queue_requests: h.sqs.take(),
-            returned: None,
             error: error.clone(),
-            table: None,
+            ..Operation::convo("append", stored)
         };
         write_line(&mut file, &op)?;
         if let Some(e) = error {
@@ -361,17 +363,11 @@ pub async fn cost(prefix: &str, lengths: &[usize], tail_reads: usize, out: &Path
                 write_line(
                     &mut file,
                     &Operation {
-                        system: "convo".into(),
-                        kind: "tail".into(),
-                        messages_before: stored,
-                        messages: 0,
                         ms,
-                        worker_ms: None,
                         requests: h.dynamo.take(),
                         queue_requests: h.sqs.take(),
                         returned: Some(context.messages.len()),
-                        error: None,
-                        table: None,
+                        ..Operation::convo("tail", stored)
                     },
                 )?;
             }
@@ -431,7 +427,9 @@ pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result
         sent: writers * appends,
         stored: stored.len(),
         errors,
-        gapless_and_unique: Some(gapless && contents.len() == stored.len() && stored.len() == writers * appends - errors),
+        gapless_and_unique: Some(
+            gapless && contents.len() == stored.len() && stored.len() == writers * appends - errors,
+        ),
     })
 }
 

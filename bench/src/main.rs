@@ -87,7 +87,10 @@ async fn main() {
                 .map_err(|e| e.to_string())
                 .and_then(|()| match r.gapless_and_unique {
                     // A lost or repeated message is a bug, not a figure.
-                    Some(false) => Err(format!("convo stored {} of {} messages, or not gapless", r.stored, r.sent)),
+                    Some(false) => Err(format!(
+                        "convo stored {} of {} messages, or not gapless",
+                        r.stored, r.sent
+                    )),
                     _ => Ok(()),
                 }),
             Err(e) => Err(e),
@@ -98,7 +101,17 @@ async fn main() {
             peer_python,
             prefix,
             out,
-        } => report::coldstart_all(&bin_dir, runs, peer_python.as_deref(), &prefix, &out, Duration::from_secs(30)).await,
+        } => {
+            report::coldstart_all(
+                &bin_dir,
+                runs,
+                peer_python.as_deref(),
+                &prefix,
+                &out,
+                Duration::from_secs(30),
+            )
+            .await
+        }
         Command::Report { dir } => report::write(&dir),
     };
     if let Err(e) = result {

@@ -48,7 +48,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn read_lines(path: &Path) -> Result<Vec<Operation>, String> {
@@ -79,11 +83,20 @@ pub fn writes_by_kind(ops: &[Operation]) -> Result<Vec<(String, f64)>, String> {
     let setup: Vec<Operation> = ops.iter().filter(|o| o.kind != "append").cloned().collect();
     let (_, before) = bill_with_ledger(&setup)?;
     let (_, all) = bill_with_ledger(ops)?;
-    let stored: usize = ops.iter().filter(|o| o.kind == "append" && o.error.is_none()).map(|o| o.messages).sum();
+    let stored: usize = ops
+        .iter()
+        .filter(|o| o.kind == "append" && o.error.is_none())
+        .map(|o| o.messages)
+        .sum();
     Ok(all
         .writes_by_kind
         .iter()
-        .map(|(k, v)| (k.clone(), (v - before.writes_by_kind.get(k).copied().unwrap_or(0.0)) / stored.max(1) as f64))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - before.writes_by_kind.get(k).copied().unwrap_or(0.0)) / stored.max(1) as f64,
+            )
+        })
         .filter(|(_, v)| *v > 0.0)
         .collect())
 }
@@ -198,7 +211,11 @@ fn first_line(s: &str) -> String {
 }
 
 fn lengths_of(ops: &[Operation]) -> Vec<usize> {
-    let mut l: Vec<usize> = ops.iter().filter(|o| o.kind == "tail").map(|o| o.messages_before).collect();
+    let mut l: Vec<usize> = ops
+        .iter()
+        .filter(|o| o.kind == "tail")
+        .map(|o| o.messages_before)
+        .collect();
     l.sort_unstable();
     l.dedup();
     l
@@ -235,7 +252,11 @@ pub fn write(dir: &Path) -> Result<(), String> {
     let peer_ops = read_lines(&dir.join("peer-cost.jsonl")).unwrap_or_default();
     let lengths = lengths_of(&convo_ops);
     let convo = at_lengths(&convo_ops, &lengths)?;
-    let peer = if peer_ops.is_empty() { Vec::new() } else { at_lengths(&peer_ops, &lengths)? };
+    let peer = if peer_ops.is_empty() {
+        Vec::new()
+    } else {
+        at_lengths(&peer_ops, &lengths)?
+    };
     let concurrency: Vec<ConcurrencyResult> = ["convo-concurrency.json", "peer-concurrency.json"]
         .iter()
         .filter_map(|f| read_json(&dir.join(f)))
@@ -260,7 +281,10 @@ pub fn write(dir: &Path) -> Result<(), String> {
         md,
         "| messages | write units / message: convo | peer | peer ÷ convo | DynamoDB requests / append: convo | peer | SQS requests / append: convo | tail read units: convo | peer | tail read bytes: convo | peer |"
     );
-    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for (i, c) in convo.iter().enumerate() {
         let (pw, pr, pt, pb, pratio) = match p(i) {
             Some(x) if x.reached => (
@@ -300,7 +324,11 @@ pub fn write(dir: &Path) -> Result<(), String> {
         md,
         "\nconvo's table write units per stored message by item (all appends; `C/META` the conversation, \
          `C/M` a message, `R/…` the rate-limit counter, `U/STATS` the user's totals): {}.",
-        kinds.iter().map(|(k, v)| format!("`{k}` {v:.2}")).collect::<Vec<_>>().join(", ")
+        kinds
+            .iter()
+            .map(|(k, v)| format!("`{k}` {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(md, "\n### Latency by conversation length (moto on loopback; medians)\n");
     let _ = writeln!(
@@ -332,7 +360,10 @@ pub fn write(dir: &Path) -> Result<(), String> {
     }
     if !concurrency.is_empty() {
         let _ = writeln!(md, "\n### Concurrency: writers appending to one conversation at once\n");
-        let _ = writeln!(md, "| system | writers × appends | sent | stored | errors | indexes gapless, each message once |");
+        let _ = writeln!(
+            md,
+            "| system | writers × appends | sent | stored | errors | indexes gapless, each message once |"
+        );
         let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | --- |");
         for r in &concurrency {
             let _ = writeln!(
@@ -358,7 +389,10 @@ pub fn write(dir: &Path) -> Result<(), String> {
             .find(|c| c["name"] == "peer (Python)")
             .and_then(|c| c["median_init_ms"].as_f64());
         let _ = writeln!(md, "\n### Cold start: exec to the first Runtime API `next` request\n");
-        let _ = writeln!(md, "| binary | runs | median ms | min | max | peak RSS (MB, median) | handled the fixture | peer ÷ this |");
+        let _ = writeln!(
+            md,
+            "| binary | runs | median ms | min | max | peak RSS (MB, median) | handled the fixture | peer ÷ this |"
+        );
         let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for c in &coldstarts {
             let median = c["median_init_ms"].as_f64().unwrap_or(f64::NAN);
@@ -370,7 +404,10 @@ pub fn write(dir: &Path) -> Result<(), String> {
                 fmt(median),
                 fmt(c["min_init_ms"].as_f64().unwrap_or(f64::NAN)),
                 fmt(c["max_init_ms"].as_f64().unwrap_or(f64::NAN)),
-                c["median_peak_rss_kb"].as_f64().map(|k| fmt(k / 1024.0)).unwrap_or_else(|| "—".into()),
+                c["median_peak_rss_kb"]
+                    .as_f64()
+                    .map(|k| fmt(k / 1024.0))
+                    .unwrap_or_else(|| "—".into()),
                 c["responses"],
                 c["runs"],
                 peer_init.map(|p| ratio(p, median)).unwrap_or_else(|| "—".into()),
@@ -378,10 +415,17 @@ pub fn write(dir: &Path) -> Result<(), String> {
         }
     }
     if let Some(l) = &load {
-        let _ = writeln!(md, "\n### Local server (`convo-local serve --in-memory`), wrk, {} connections\n", l["connections"]);
+        let _ = writeln!(
+            md,
+            "\n### Local server (`convo-local serve --in-memory`), wrk, {} connections\n",
+            l["connections"]
+        );
         let _ = writeln!(md, "| request | requests/s | p50 ms | p99 ms | non-2xx |");
         let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: |");
-        for (name, key) in [("append (an exchange, 2 × 200 chars)", "append"), ("context (last 20)", "context")] {
+        for (name, key) in [
+            ("append (an exchange, 2 × 200 chars)", "append"),
+            ("context (last 20)", "context"),
+        ] {
             let r = &l[key];
             let _ = writeln!(
                 md,
@@ -449,7 +493,14 @@ pub async fn coldstart_all(
         ("CONVO_WRITES_QUEUE_URL".into(), h.settings.writes_queue_url.clone()),
         ("CONVO_TITLES_QUEUE_URL".into(), h.settings.titles_queue_url.clone()),
     ];
-    for name in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PATH", "HOME"] {
+    for name in [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "PATH",
+        "HOME",
+    ] {
         if let Ok(v) = std::env::var(name) {
             env.push((name.into(), v));
         }
@@ -457,10 +508,9 @@ pub async fn coldstart_all(
     let mut summaries: Vec<Summary> = Vec::new();
     for (name, event) in FUNCTIONS {
         let event_path = events.join(event);
-        let event: Value = serde_json::from_slice(
-            &std::fs::read(&event_path).map_err(|e| format!("{}: {e}", event_path.display()))?,
-        )
-        .map_err(|e| e.to_string())?;
+        let event: Value =
+            serde_json::from_slice(&std::fs::read(&event_path).map_err(|e| format!("{}: {e}", event_path.display()))?)
+                .map_err(|e| e.to_string())?;
         let target = Target {
             name: name.into(),
             program: bin_dir.join(name),
@@ -471,7 +521,10 @@ pub async fn coldstart_all(
         let s = coldstart::measure(&target, runs, timeout).await?;
         eprintln!("cold start {name}: {:.1} ms median", s.median_init_ms);
         if s.responses == 0 {
-            return Err(format!("{name} answered none of its {runs} fixture events: {:?}", s.samples.first().map(|x| &x.outcome)));
+            return Err(format!(
+                "{name} answered none of its {runs} fixture events: {:?}",
+                s.samples.first().map(|x| &x.outcome)
+            ));
         }
         summaries.push(s);
     }

@@ -61,7 +61,11 @@ pub async fn load_owned_for_read(
     if !is_conversation_id(conversation_id) {
         return Err(DomainError::NotFound);
     }
-    owned(deps, owner_id, deps.store.get_conversation_for_read(conversation_id).await?)
+    owned(
+        deps,
+        owner_id,
+        deps.store.get_conversation_for_read(conversation_id).await?,
+    )
 }
 
 fn owned(deps: &Deps, owner_id: &str, found: Option<ConversationRecord>) -> Result<ConversationRecord, DomainError> {

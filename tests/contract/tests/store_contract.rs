@@ -75,9 +75,20 @@ async fn the_read_routes_find_a_new_conversation_at_once(w: World) {
         .await
         .unwrap();
     w.settle().await;
-    let read = w.store.get_conversation_for_read(&c.conversation_id).await.unwrap().unwrap();
+    let read = w
+        .store
+        .get_conversation_for_read(&c.conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(read.conversation.message_count, 2);
-    assert!(w.store.get_conversation_for_read("01JD0000000000000000000000").await.unwrap().is_none());
+    assert!(
+        w.store
+            .get_conversation_for_read("01JD0000000000000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn sms_numbers_are_normalized_and_bad_ones_refused(w: World) {
