@@ -97,8 +97,6 @@ pub struct Harness {
     pub dynamo: Capture,
     pub sqs: Capture,
     pub sqs_client: aws_sdk_sqs::Client,
-    pub writes_url: String,
-    pub table: String,
     /// The table's description, wire JSON (for the ledger).
     pub table_description: serde_json::Value,
     pub settings: AwsSettings,
@@ -141,7 +139,7 @@ impl Harness {
             .ok_or("describe table was not captured")?;
         let settings = AwsSettings {
             table: prefix.to_string(),
-            writes_queue_url: writes_url.clone(),
+            writes_queue_url: writes_url,
             titles_queue_url: titles_url,
             writes_dlq_url: Some(writes_dlq),
             titles_dlq_url: Some(titles_dlq),
@@ -164,8 +162,6 @@ impl Harness {
             dynamo,
             sqs,
             sqs_client,
-            writes_url,
-            table: prefix.to_string(),
             table_description,
             settings,
         })
@@ -193,7 +189,7 @@ impl Harness {
             let received = self
                 .sqs_client
                 .receive_message()
-                .queue_url(&self.writes_url)
+                .queue_url(&self.settings.writes_queue_url)
                 .max_number_of_messages(10)
                 .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
                 .wait_time_seconds(if empty_polls == 0 { 0 } else { 1 })
@@ -243,7 +239,7 @@ impl Harness {
             if !done.is_empty() {
                 self.sqs_client
                     .delete_message_batch()
-                    .queue_url(&self.writes_url)
+                    .queue_url(&self.settings.writes_queue_url)
                     .set_entries(Some(done))
                     .send()
                     .await
@@ -397,10 +393,11 @@ pub struct ConcurrencyResult {
 pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result<ConcurrencyResult, String> {
     let h = Harness::new(prefix).await?;
     let cid = h.create_conversation("child-7").await?;
-    let tasks = (0..writers).map(|w| {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
         let deps = h.deps.clone();
         let cid = cid.clone();
-        async move {
+        tasks.spawn(async move {
             let mut errors = 0;
             for i in 0..appends {
                 let req = AppendRequest {
@@ -411,9 +408,9 @@ pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result
                 }
             }
             errors
-        }
-    });
-    let errors: usize = futures_join_all(tasks).await.into_iter().sum();
+        });
+    }
+    let errors: usize = tasks.join_all().await.into_iter().sum();
     h.drain(writers * appends - errors).await?;
     let stored = h.all_messages(&cid).await?;
     let mut contents: Vec<&str> = stored.iter().map(|m| m.content.as_str()).collect();
@@ -431,17 +428,4 @@ pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result
             gapless && contents.len() == stored.len() && stored.len() == writers * appends - errors,
         ),
     })
-}
-
-async fn futures_join_all<F: std::future::Future>(tasks: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = tasks.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.expect("writer task"));
-    }
-    out
 }

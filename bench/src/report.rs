@@ -3,6 +3,7 @@
 //! BENCHMARKS.md carries) and `cost-latency.png`. Also runs the cold-start
 //! measurements of every function and of the peer.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -73,37 +74,18 @@ fn peer_shape() -> TableShape {
     }
 }
 
-/// Bills every operation, in order, through one ledger.
-fn bill(ops: &[Operation]) -> Result<Vec<(Cost, Cost)>, String> {
-    Ok(bill_with_ledger(ops)?.0)
+/// The operations of one system, billed in order through one ledger.
+pub struct Billed {
+    /// Per operation: its DynamoDB cost and its queue requests.
+    pub costs: Vec<(Cost, Cost)>,
+    /// Table write units by kind of item, over the appends only.
+    pub append_writes_by_kind: BTreeMap<String, f64>,
 }
 
-/// Table write units per stored message by kind of item, over every append.
-pub fn writes_by_kind(ops: &[Operation]) -> Result<Vec<(String, f64)>, String> {
-    let setup: Vec<Operation> = ops.iter().filter(|o| o.kind != "append").cloned().collect();
-    let (_, before) = bill_with_ledger(&setup)?;
-    let (_, all) = bill_with_ledger(ops)?;
-    let stored: usize = ops
-        .iter()
-        .filter(|o| o.kind == "append" && o.error.is_none())
-        .map(|o| o.messages)
-        .sum();
-    Ok(all
-        .writes_by_kind
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v - before.writes_by_kind.get(k).copied().unwrap_or(0.0)) / stored.max(1) as f64,
-            )
-        })
-        .filter(|(_, v)| *v > 0.0)
-        .collect())
-}
-
-fn bill_with_ledger(ops: &[Operation]) -> Result<(Vec<(Cost, Cost)>, Ledger), String> {
+pub fn bill(ops: &[Operation]) -> Result<Billed, String> {
     let mut ledger = Ledger::default();
-    let mut out = Vec::with_capacity(ops.len());
+    let mut costs = Vec::with_capacity(ops.len());
+    let mut append_writes_by_kind = BTreeMap::new();
     for op in ops {
         if let Some(desc) = &op.table {
             let name = desc["TableName"].as_str().ok_or("table record without a name")?;
@@ -111,37 +93,69 @@ fn bill_with_ledger(ops: &[Operation]) -> Result<(Vec<(Cost, Cost)>, Ledger), St
         }
         let mut cost = Cost::default();
         for r in &op.requests {
-            if op.system == "peer" && r.op != "DescribeTable" && r.op != "CreateTable" {
-                if let Some(name) = r.request["TableName"].as_str() {
-                    ledger.add_table_if_missing(name, peer_shape());
-                }
+            if op.system == "peer"
+                && r.op != "DescribeTable"
+                && r.op != "CreateTable"
+                && let Some(name) = r.request["TableName"].as_str()
+            {
+                ledger.add_table_if_missing(name, peer_shape());
             }
             cost.add(&ledger.apply(&r.op, &r.request, &r.response, r.request_bytes, r.response_bytes)?);
+        }
+        let kinds = std::mem::take(&mut ledger.writes_by_kind);
+        if op.kind == "append" {
+            for (k, v) in kinds {
+                *append_writes_by_kind.entry(k).or_default() += v;
+            }
         }
         let queue = Cost {
             requests: op.queue_requests.len(),
             ..Default::default()
         };
-        out.push((cost, queue));
+        costs.push((cost, queue));
     }
-    Ok((out, ledger))
+    Ok(Billed {
+        costs,
+        append_writes_by_kind,
+    })
+}
+
+/// Table write units per stored message by kind of item, over every append.
+pub fn writes_by_kind(ops: &[Operation], billed: &Billed) -> Vec<(String, f64)> {
+    let stored: usize = ops
+        .iter()
+        .filter(|o| o.kind == "append" && o.error.is_none())
+        .map(|o| o.messages)
+        .sum();
+    billed
+        .append_writes_by_kind
+        .iter()
+        .map(|(k, v)| (k.clone(), v / stored.max(1) as f64))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
 }
 
 /// The figures of one system at each length.
-pub fn at_lengths(ops: &[Operation], lengths: &[usize]) -> Result<Vec<AtLength>, String> {
-    let billed = bill(ops)?;
+pub fn at_lengths(ops: &[Operation], billed: &Billed, lengths: &[usize]) -> Vec<AtLength> {
+    let billed = &billed.costs;
     let failure = ops
         .iter()
         .find(|o| o.kind == "append" && o.error.is_some())
         .map(|o| (o.messages_before, o.error.clone().unwrap_or_default()));
+    let appends: Vec<(&Operation, &(Cost, Cost))> = ops
+        .iter()
+        .zip(billed)
+        .filter(|(o, _)| o.kind == "append" && o.error.is_none())
+        .collect();
+    let setup_writes: f64 = ops
+        .iter()
+        .zip(billed)
+        .filter(|(o, _)| o.kind == "setup")
+        .map(|(_, (c, _))| c.all_writes())
+        .sum();
     let mut rows = Vec::new();
     for &length in lengths {
         let window_start = length.saturating_sub(WINDOW.min(length));
-        let appends: Vec<(&Operation, &(Cost, Cost))> = ops
-            .iter()
-            .zip(&billed)
-            .filter(|(o, _)| o.kind == "append" && o.error.is_none())
-            .collect();
         let reached = appends.iter().any(|(o, _)| o.messages_before + o.messages >= length);
         let window: Vec<_> = appends
             .iter()
@@ -151,15 +165,9 @@ pub fn at_lengths(ops: &[Operation], lengths: &[usize]) -> Result<Vec<AtLength>,
         let sum = |f: &dyn Fn(&Cost) -> f64| window.iter().map(|(_, (c, _))| f(c)).sum::<f64>();
         let upto: Vec<_> = appends.iter().filter(|(o, _)| o.messages_before < length).collect();
         let upto_stored: usize = upto.iter().map(|(o, _)| o.messages).sum();
-        let setup_writes: f64 = ops
-            .iter()
-            .zip(&billed)
-            .filter(|(o, _)| o.kind == "setup")
-            .map(|(_, (c, _))| c.all_writes())
-            .sum();
         let tails: Vec<_> = ops
             .iter()
-            .zip(&billed)
+            .zip(billed)
             .filter(|(o, _)| o.kind == "tail" && o.messages_before == length && o.error.is_none())
             .collect();
         let n = window.len().max(1) as f64;
@@ -192,7 +200,7 @@ pub fn at_lengths(ops: &[Operation], lengths: &[usize]) -> Result<Vec<AtLength>,
             tail_ms_p50: median(tails.iter().map(|(o, _)| o.ms).collect()),
         });
     }
-    Ok(rows)
+    rows
 }
 
 /// The error's class and message, without the SDK's wrapping ("An error
@@ -251,11 +259,12 @@ pub fn write(dir: &Path) -> Result<(), String> {
     let convo_ops = read_lines(&dir.join("convo-cost.jsonl"))?;
     let peer_ops = read_lines(&dir.join("peer-cost.jsonl")).unwrap_or_default();
     let lengths = lengths_of(&convo_ops);
-    let convo = at_lengths(&convo_ops, &lengths)?;
+    let convo_billed = bill(&convo_ops)?;
+    let convo = at_lengths(&convo_ops, &convo_billed, &lengths);
     let peer = if peer_ops.is_empty() {
         Vec::new()
     } else {
-        at_lengths(&peer_ops, &lengths)?
+        at_lengths(&peer_ops, &bill(&peer_ops)?, &lengths)
     };
     let concurrency: Vec<ConcurrencyResult> = ["convo-concurrency.json", "peer-concurrency.json"]
         .iter()
@@ -319,7 +328,7 @@ pub fn write(dir: &Path) -> Result<(), String> {
             pb,
         );
     }
-    let kinds = writes_by_kind(&convo_ops)?;
+    let kinds = writes_by_kind(&convo_ops, &convo_billed);
     let _ = writeln!(
         md,
         "\nconvo's table write units per stored message by item (all appends; `C/META` the conversation, \
