@@ -352,7 +352,7 @@ pub async fn cost(
         if lengths.contains(&stored) {
             for _ in 0..tail_reads {
                 let started = Instant::now();
-                let context = service::context(&h.deps, OWNER, &cid, Some("20"), None)
+                let context = service::context(&h.deps, OWNER, &cid, Some("20"), None, None)
                     .await
                     .map_err(|e| format!("context: {e:?}"))?;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;

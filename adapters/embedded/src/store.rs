@@ -1,8 +1,12 @@
-//! The conversation store on redb. Every write is one redb transaction, so a
-//! commit is atomic and two writers are serialised; the version check makes
-//! a stale writer fail with `Conflict` exactly as a DynamoDB condition would.
+//! The conversation store on redb, in the same shape as the DynamoDB store:
+//! a conversation record (the fields that rarely change, under a version)
+//! and message chunks keyed by their first index, each carrying the head
+//! state as of its last message. Every port call is one redb transaction,
+//! so each step of the worker's commit is atomic on its own and two writers
+//! are serialised; the version check and the free-key check make a stale
+//! writer fail exactly as a DynamoDB condition would.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,20 +16,22 @@ use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Timest
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
+use convo_domain::pager::MessagePager;
+use convo_domain::persist::preview_of;
+
 use crate::db::{SEP, key, millis, num};
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
 const CONVERSATIONS: Table = TableDefinition::new("conversations");
-const MESSAGES: Table = TableDefinition::new("messages");
+const CHUNKS: Table = TableDefinition::new("message_chunks");
 const EXTERNAL_IDS: Table = TableDefinition::new("external_ids");
 const PAIRS: Table = TableDefinition::new("active_pairs");
 const BY_USER: Table = TableDefinition::new("conversations_by_user");
 const ACTIVE: Table = TableDefinition::new("active_by_start");
 const STATS: Table = TableDefinition::new("user_stats");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
-
-const RATE: Table = TableDefinition::new("rate_windows");
+const STORE_INFO: Table = TableDefinition::new("store_info");
 const FLAGGED_CONVERSATIONS: Table = TableDefinition::new("flagged_conversations");
 const FLAGGED_MESSAGES: Table = TableDefinition::new("flagged_messages");
 const EXPIRING: Table = TableDefinition::new("conversations_by_expiry");
@@ -35,21 +41,52 @@ const ALL_TABLES: [Table; 12] = [
     FLAGGED_CONVERSATIONS,
     FLAGGED_MESSAGES,
     CONVERSATIONS,
-    MESSAGES,
+    CHUNKS,
     EXTERNAL_IDS,
     PAIRS,
     BY_USER,
     ACTIVE,
     STATS,
     IDEMPOTENCY,
-    RATE,
+    STORE_INFO,
 ];
 
-/// One counter per key: the current window and the requests counted in it.
+/// The layout this code reads and writes: 2 is the chunked layout (1, with
+/// one item per message, was never released). Kept in `store_info` so a
+/// later layout can recognise and migrate a database.
+pub const STORE_FORMAT: &str = "2";
+
+/// A chunk as stored: its messages and the head as of its last one.
 #[derive(Serialize, Deserialize)]
-struct RateWindow {
-    start: Timestamp,
-    hits: u64,
+#[serde(rename_all = "camelCase")]
+struct StoredChunk {
+    messages: Vec<Message>,
+    last_activity_at: Timestamp,
+    #[serde(default)]
+    first_message_preview: Option<String>,
+    #[serde(default)]
+    state: HeadState,
+}
+
+impl StoredChunk {
+    fn of(chunk: &Chunk) -> Self {
+        Self {
+            messages: chunk.messages.clone(),
+            last_activity_at: chunk.head.last_activity_at,
+            first_message_preview: chunk.head.first_message_preview.clone(),
+            state: chunk.head.state.clone(),
+        }
+    }
+
+    fn head(&self, first_index: u64) -> Head {
+        Head {
+            message_count: first_index + self.messages.len() as u64,
+            last_activity_at: self.last_activity_at,
+            first_message_preview: self.first_message_preview.clone(),
+            last_message_preview: self.messages.last().map(preview_of),
+            state: self.state.clone(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -121,8 +158,64 @@ fn remove_prefix(txn: &redb::WriteTransaction, table: Table, prefix: &str) -> Re
     Ok(())
 }
 
-fn message_key(conversation_id: &str, index: u64) -> String {
+fn chunk_key(conversation_id: &str, first_index: u64) -> String {
+    key(&[conversation_id, &num(first_index)])
+}
+
+fn flag_key(conversation_id: &str, index: u64) -> String {
     key(&[conversation_id, &num(index)])
+}
+
+/// A conversation record as stored, with the head of its newest chunk
+/// applied.
+fn load_record<T: ReadableTable<&'static str, &'static [u8]>>(
+    convs: &T,
+    chunks: &T,
+    id: &str,
+) -> Result<Option<ConversationRecord>, StoreError> {
+    let Some(bytes) = convs.get(id).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let mut record: ConversationRecord = decode(bytes.value())?;
+    hydrate(chunks, &mut record)?;
+    Ok(Some(record))
+}
+
+fn hydrate<T: ReadableTable<&'static str, &'static [u8]>>(
+    chunks: &T,
+    record: &mut ConversationRecord,
+) -> Result<(), StoreError> {
+    let id = record.id().to_string();
+    let (lo, hi) = (chunk_key(&id, 0), chunk_key(&id, u64::MAX));
+    let newest = chunks.range(lo.as_str()..=hi.as_str()).map_err(unavailable)?.next_back();
+    if let Some(entry) = newest {
+        let (k, v) = entry.map_err(unavailable)?;
+        let first = chunk_first(k.value())?;
+        let chunk: StoredChunk = decode(v.value())?;
+        record.apply_head(first, chunk.head(first));
+    } else {
+        let c = &mut record.conversation;
+        c.message_count = 0;
+        c.first_message_preview = None;
+        c.last_message_preview = None;
+    }
+    Ok(())
+}
+
+fn chunk_first(k: &str) -> Result<u64, StoreError> {
+    k.rsplit(SEP)
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("chunk key {k:?}")))
+}
+
+/// The conversation item holds no per-append state: the chunks do.
+fn meta_of(record: &ConversationRecord) -> ConversationRecord {
+    ConversationRecord {
+        head: HeadState::default(),
+        head_chunk: None,
+        ..record.clone()
+    }
 }
 
 impl EmbeddedStore {
@@ -130,6 +223,26 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         for t in ALL_TABLES {
             txn.open_table(t).map_err(|e| e.to_string())?;
+        }
+        {
+            let mut info = txn.open_table(STORE_INFO).map_err(|e| e.to_string())?;
+            let found = info
+                .get("format")
+                .map_err(|e| e.to_string())?
+                .map(|v| String::from_utf8_lossy(v.value()).to_string());
+            match found {
+                Some(f) if f == STORE_FORMAT => {}
+                Some(f) => return Err(format!("the database holds store format {f}; this convo reads {STORE_FORMAT}")),
+                None => {
+                    let convs = txn.open_table(CONVERSATIONS).map_err(|e| e.to_string())?;
+                    if !convs.is_empty().map_err(|e| e.to_string())? {
+                        return Err(format!(
+                            "the database was written by an earlier convo (store format 1); this one reads format {STORE_FORMAT}: move the data directory away"
+                        ));
+                    }
+                    info.insert("format", STORE_FORMAT.as_bytes()).map_err(|e| e.to_string())?;
+                }
+            }
         }
         txn.commit().map_err(|e| e.to_string())?;
         Ok(Self { db })
@@ -178,6 +291,7 @@ impl EmbeddedStore {
             let txn = db.begin_read().map_err(unavailable)?;
             let index = txn.open_table(index).map_err(unavailable)?;
             let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
             let mut items = Vec::new();
             let mut last_key = None;
             let mut more = false;
@@ -189,8 +303,8 @@ impl EmbeddedStore {
                 }
                 let k = k.value().to_string();
                 let id = k.rsplit(SEP).next().unwrap_or_default().to_string();
-                if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
-                    items.push(decode(bytes.value())?);
+                if let Some(record) = load_record(&convs, &chunks, &id)? {
+                    items.push(record);
                 }
                 last_key = Some(k);
             }
@@ -216,6 +330,7 @@ impl EmbeddedStore {
             let txn = db.begin_read().map_err(unavailable)?;
             let index = txn.open_table(index).map_err(unavailable)?;
             let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
             let mut out = Vec::new();
             for entry in index.range(..hi.as_str()).map_err(unavailable)? {
                 if out.len() == limit {
@@ -224,8 +339,8 @@ impl EmbeddedStore {
                 let (k, _) = entry.map_err(unavailable)?;
                 let k = k.value().to_string();
                 let id = k.rsplit(SEP).next().unwrap_or_default();
-                if let Some(v) = convs.get(id).map_err(unavailable)? {
-                    out.push(decode(v.value())?);
+                if let Some(record) = load_record(&convs, &chunks, id)? {
+                    out.push(record);
                 }
             }
             Ok(out)
@@ -283,6 +398,55 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// Writes the conversation item (conditional on its version) and its
+    /// index entries, and applies `stats` to the user's totals in the same
+    /// transaction; an ended session releases its (agent, user) pair.
+    async fn write_meta(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        let record = meta_of(record);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let old = Self::check_version(&txn, record.id(), expected_version)?;
+            txn.open_table(CONVERSATIONS)
+                .map_err(unavailable)?
+                .insert(record.id(), encode(&record).as_slice())
+                .map_err(unavailable)?;
+            let c = &record.conversation;
+            Self::write_indexes(&txn, Some(&old.conversation), c)?;
+            if let Some(delta) = stats {
+                let mut table = txn.open_table(STATS).map_err(unavailable)?;
+                let sk = key(&[&c.owner_id, &c.user_id]);
+                let mut s: UserStats = match table.get(sk.as_str()).map_err(unavailable)? {
+                    Some(v) => decode(v.value())?,
+                    None => UserStats {
+                        user_id: c.user_id.clone(),
+                        ..UserStats::default()
+                    },
+                };
+                apply_delta(&mut s, &delta);
+                s.last_conversation_at = s.last_conversation_at.max(delta.at);
+                table.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
+            }
+            if old.conversation.status == ConversationStatus::Active && c.status != ConversationStatus::Active {
+                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
+                let pk = pair_key(c);
+                let points_here = pairs
+                    .get(pk.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|v| v.value() == record.id().as_bytes());
+                if points_here {
+                    pairs.remove(pk.as_str()).map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
     fn check_version(txn: &redb::WriteTransaction, id: &str, expected: u64) -> Result<ConversationRecord, StoreError> {
         let table = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
         let current: ConversationRecord = match table.get(id).map_err(unavailable)? {
@@ -336,7 +500,7 @@ impl ConversationStore for EmbeddedStore {
                     .map_err(unavailable)?;
                 let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
                 convs
-                    .insert(c.conversation_id.as_str(), encode(&record).as_slice())
+                    .insert(c.conversation_id.as_str(), encode(&meta_of(&record)).as_slice())
                     .map_err(unavailable)?;
             }
             Self::write_indexes(&txn, None, c)?;
@@ -350,27 +514,114 @@ impl ConversationStore for EmbeddedStore {
         let id = conversation_id.to_string();
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
-            let table = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-            match table.get(id.as_str()).map_err(unavailable)? {
-                Some(bytes) => Ok(Some(decode(bytes.value())?)),
-                None => Ok(None),
-            }
+            let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+            let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
+            load_record(&convs, &chunks, &id)
         })
         .await
     }
 
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
-        let record = record.clone();
+        self.write_meta(record, expected_version, None).await
+    }
+
+    async fn put_conversation_counted(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: StatsDelta,
+    ) -> Result<(), StoreError> {
+        self.write_meta(record, expected_version, Some(stats)).await
+    }
+
+    async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError> {
+        let k = chunk_key(&chunk.conversation_id, chunk.first_index);
+        let stored = encode(&StoredChunk::of(chunk));
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            let old = Self::check_version(&txn, record.id(), expected_version)?;
             {
-                let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-                convs
-                    .insert(record.id(), encode(&record).as_slice())
-                    .map_err(unavailable)?;
+                let mut chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
+                if let Some(existing) = chunks.get(k.as_str()).map_err(unavailable)? {
+                    let theirs: StoredChunk = decode(existing.value())?;
+                    return Ok(ChunkWrite::Taken(theirs.state.recent_commands));
+                }
+                chunks.insert(k.as_str(), stored.as_slice()).map_err(unavailable)?;
             }
-            Self::write_indexes(&txn, Some(&old.conversation), &record.conversation)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(ChunkWrite::Stored)
+        })
+        .await
+    }
+
+    async fn update_head(
+        &self,
+        conversation_id: &str,
+        chunk_first_index: u64,
+        head: &HeadState,
+    ) -> Result<(), StoreError> {
+        let k = chunk_key(conversation_id, chunk_first_index);
+        let head = head.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
+                let mut chunk: StoredChunk = match chunks.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(StoreError::Conflict("the newest chunk is gone".into())),
+                };
+                chunk.state = head;
+                chunks.insert(k.as_str(), encode(&chunk).as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn claim_external_ids(
+        &self,
+        conversation_id: &str,
+        claims: &[(String, String)],
+        _expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let id = conversation_id.to_string();
+        let claims = claims.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut externals = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
+                for (ext, message_id) in &claims {
+                    let k = key(&[&id, ext]);
+                    if let Some(held) = externals.get(k.as_str()).map_err(unavailable)?
+                        && held.value() != message_id.as_bytes()
+                    {
+                        return Err(StoreError::Conflict("externalId held by another message".into()));
+                    }
+                    externals.insert(k.as_str(), message_id.as_bytes()).map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn put_flag_pointers(
+        &self,
+        conversation_id: &str,
+        pointers: &[(u64, u64)],
+        _expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let id = conversation_id.to_string();
+        let pointers = pointers.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;
+                for (index, chunk) in pointers {
+                    flags
+                        .insert(flag_key(&id, index).as_str(), num(chunk).as_bytes())
+                        .map_err(unavailable)?;
+                }
+            }
             txn.commit().map_err(unavailable)
         })
         .await
@@ -389,48 +640,29 @@ impl ConversationStore for EmbeddedStore {
 
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         let id = conversation_id.to_string();
-        let scope = format!("M{SEP}{conversation_id}");
-        // The cursor holds the index of the next message to return.
-        let start: Option<u64> = match &q.cursor {
-            Some(c) => Some(
-                cursor::decode(&scope, c)?
-                    .parse()
-                    .map_err(|_| StoreError::InvalidCursor)?,
-            ),
-            None => None,
-        };
         let q = q.clone();
         self.run(move |db| {
+            let mut pager = MessagePager::new(&q, format!("M{SEP}{id}"))?;
             let txn = db.begin_read().map_err(unavailable)?;
-            let table = txn.open_table(MESSAGES).map_err(unavailable)?;
-            let lo = message_key(&id, if q.order == Order::Asc { start.unwrap_or(0) } else { 0 });
-            let hi = match (q.order, start) {
-                (Order::Desc, Some(s)) => message_key(&id, s.saturating_add(1)),
-                _ => message_key(&id, u64::MAX),
+            let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
+            let (lo, hi) = match (q.order, pager.start_chunk()) {
+                (Order::Asc, Some(from)) => (chunk_key(&id, from), chunk_key(&id, u64::MAX)),
+                (Order::Desc, Some(from)) => (chunk_key(&id, 0), chunk_key(&id, from)),
+                (_, None) => (chunk_key(&id, 0), chunk_key(&id, u64::MAX)),
             };
-            let range = table.range(lo.as_str()..hi.as_str()).map_err(unavailable)?;
+            let range = chunks.range(lo.as_str()..=hi.as_str()).map_err(unavailable)?;
             let iter: Box<dyn Iterator<Item = _>> = match q.order {
                 Order::Asc => Box::new(range),
                 Order::Desc => Box::new(range.rev()),
             };
-            let mut items = Vec::new();
-            let mut next = None;
             for entry in iter {
-                let (_, v) = entry.map_err(unavailable)?;
-                let m: Message = decode(v.value())?;
-                match q.window(&m) {
-                    Window::Inside => {}
-                    Window::Skip => continue,
-                    Window::Past => break,
-                }
-                if items.len() == q.limit {
-                    next = Some(m.message_index);
+                let (k, v) = entry.map_err(unavailable)?;
+                let chunk: StoredChunk = decode(v.value())?;
+                if !pager.push(chunk_first(k.value())?, chunk.messages) {
                     break;
                 }
-                items.push(m);
             }
-            let next_cursor = next.map(|n| cursor::encode(&scope, &n.to_string()));
-            Ok(Page { items, next_cursor })
+            Ok(pager.finish())
         })
         .await
     }
@@ -452,18 +684,31 @@ impl ConversationStore for EmbeddedStore {
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;
-            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
-            let (lo, hi) = (message_key(&id, start), message_key(&id, u64::MAX));
+            let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
+            let (lo, hi) = (flag_key(&id, start), flag_key(&id, u64::MAX));
             let mut items = Vec::new();
             let mut next = None;
             for entry in flags.range(lo.as_str()..hi.as_str()).map_err(unavailable)? {
-                let (k, _) = entry.map_err(unavailable)?;
-                let Some(v) = messages.get(k.value()).map_err(unavailable)? else {
+                let (k, v) = entry.map_err(unavailable)?;
+                let index = chunk_first(k.value())?;
+                let first: u64 = String::from_utf8_lossy(v.value())
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("flag pointer".into()))?;
+                let Some(bytes) = chunks.get(chunk_key(&id, first).as_str()).map_err(unavailable)? else {
                     continue;
                 };
-                let m: Message = decode(v.value())?;
+                let chunk: StoredChunk = decode(bytes.value())?;
+                // A pointer written before a commit that did not finish
+                // may name a message stored elsewhere since: skip it.
+                let Some(m) = chunk
+                    .messages
+                    .into_iter()
+                    .find(|m| m.message_index == index && m.flagged)
+                else {
+                    continue;
+                };
                 if items.len() == limit {
-                    next = Some(m.message_index);
+                    next = Some(index);
                     break;
                 }
                 items.push(m);
@@ -500,85 +745,20 @@ impl ConversationStore for EmbeddedStore {
         &self,
         conversation_id: &str,
         external_ids: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
+    ) -> Result<HashMap<String, String>, StoreError> {
         let id = conversation_id.to_string();
         let ids = external_ids.to_vec();
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let table = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
-            let mut found = HashSet::new();
+            let mut found = HashMap::new();
             for ext in ids {
-                if table.get(key(&[&id, &ext]).as_str()).map_err(unavailable)?.is_some() {
-                    found.insert(ext);
+                if let Some(holder) = table.get(key(&[&id, &ext]).as_str()).map_err(unavailable)? {
+                    let holder = String::from_utf8_lossy(holder.value()).to_string();
+                    found.insert(ext, holder);
                 }
             }
             Ok(found)
-        })
-        .await
-    }
-
-    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let commit = commit.clone();
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let id = commit.record.id().to_string();
-            let old = Self::check_version(&txn, &id, commit.expected_version)?;
-            {
-                let mut messages = txn.open_table(MESSAGES).map_err(unavailable)?;
-                let mut flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;
-                let mut externals = txn.open_table(EXTERNAL_IDS).map_err(unavailable)?;
-                for m in &commit.messages {
-                    let k = message_key(&id, m.message_index);
-                    if messages.get(k.as_str()).map_err(unavailable)?.is_some() {
-                        return Err(StoreError::Conflict(format!("message index {} taken", m.message_index)));
-                    }
-                    messages.insert(k.as_str(), encode(m).as_slice()).map_err(unavailable)?;
-                    if m.flagged {
-                        flags.insert(k.as_str(), &[][..]).map_err(unavailable)?;
-                    }
-                    if let Some(ext) = &m.external_id {
-                        let ek = key(&[&id, ext]);
-                        if externals.get(ek.as_str()).map_err(unavailable)?.is_some() {
-                            return Err(StoreError::Conflict("externalId already stored".into()));
-                        }
-                        externals
-                            .insert(ek.as_str(), m.message_id.as_bytes())
-                            .map_err(unavailable)?;
-                    }
-                }
-                let mut convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-                convs
-                    .insert(id.as_str(), encode(&commit.record).as_slice())
-                    .map_err(unavailable)?;
-            }
-            Self::write_indexes(&txn, Some(&old.conversation), &commit.record.conversation)?;
-            let c = &commit.record.conversation;
-            if commit.release_pair {
-                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
-                let pk = pair_key(c);
-                let points_here = pairs
-                    .get(pk.as_str())
-                    .map_err(unavailable)?
-                    .is_some_and(|v| v.value() == id.as_bytes());
-                if points_here {
-                    pairs.remove(pk.as_str()).map_err(unavailable)?;
-                }
-            }
-            if let Some(delta) = commit.stats {
-                let mut stats = txn.open_table(STATS).map_err(unavailable)?;
-                let sk = key(&[&c.owner_id, &c.user_id]);
-                let mut s: UserStats = match stats.get(sk.as_str()).map_err(unavailable)? {
-                    Some(v) => decode(v.value())?,
-                    None => UserStats {
-                        user_id: c.user_id.clone(),
-                        ..UserStats::default()
-                    },
-                };
-                apply_delta(&mut s, &delta);
-                s.last_conversation_at = s.last_conversation_at.max(delta.at);
-                stats.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
-            }
-            txn.commit().map_err(unavailable)
         })
         .await
     }
@@ -600,7 +780,7 @@ impl ConversationStore for EmbeddedStore {
         let prefix = format!("{conversation_id}{SEP}");
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            for table in [MESSAGES, EXTERNAL_IDS, FLAGGED_MESSAGES, IDEMPOTENCY] {
+            for table in [CHUNKS, EXTERNAL_IDS, FLAGGED_MESSAGES, IDEMPOTENCY] {
                 remove_prefix(&txn, table, &prefix)?;
             }
             txn.commit().map_err(unavailable)
@@ -770,43 +950,6 @@ impl ConversationStore for EmbeddedStore {
                 }
             }
             txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn take_rate_token(
-        &self,
-        rate_key: &str,
-        window_start: Timestamp,
-        _expires_at: Timestamp,
-        limit: u64,
-    ) -> Result<bool, StoreError> {
-        let k = rate_key.to_string();
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let taken = {
-                let mut table = txn.open_table(RATE).map_err(unavailable)?;
-                let current: Option<RateWindow> = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
-                let hits = match current {
-                    Some(w) if w.start == window_start => w.hits,
-                    _ => 0,
-                };
-                if hits >= limit {
-                    false
-                } else {
-                    let w = RateWindow {
-                        start: window_start,
-                        hits: hits + 1,
-                    };
-                    table.insert(k.as_str(), encode(&w).as_slice()).map_err(unavailable)?;
-                    true
-                }
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(taken)
         })
         .await
     }

@@ -2,17 +2,24 @@
 //! and their IAM policy):
 //!
 //! - `GET /conversations?userId=…` (newest first, paginated)
-//! - `GET /conversations/{id}`
-//! - `GET /conversations/{id}/messages` (cursor, limit, order, since, until, flagged)
+//! - `GET /conversations/{id}` (after)
+//! - `GET /conversations/{id}/messages` (cursor, limit, order, since, until, flagged, after)
 //! - `GET /reviews?status=unreviewed` (the owner's flagged conversations)
-//! - `GET /conversations/{id}/context` (maxMessages, maxAge)
+//! - `GET /conversations/{id}/context` (maxMessages, maxAge, after)
+//!
+//! `after=<commandId>` answers once that write is applied and says what it
+//! found in the `X-Convo-After` header (`applied` or `pending`).
 //! - `GET /users/{userId}/stats`
 //! - `GET /health` (no token needed)
 
 use convo_domain::Deps;
 use convo_domain::service::{self, ListParams, MessageParams, ReviewParams};
 use convo_http::{ApiError, HandlerResult, finish, json, owner, path_param, query, route_key};
+use convo_schema::api::AfterStatus;
 use lambda_http::Request;
+
+/// The header that reports what a read with `after=` found.
+pub const AFTER_HEADER: &str = "x-convo-after";
 
 pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
     let route = route_key(&req);
@@ -20,6 +27,7 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         let (ok, body) = service::health(deps).await;
         return Ok(json(if ok { 200 } else { 503 }, &body));
     }
+    let mut after: Option<AfterStatus> = None;
     let result: Result<serde_json::Value, ApiError> = async {
         let owner = owner(&req)?;
         let id = || path_param(&req, "id").ok_or_else(ApiError::not_found_route);
@@ -32,7 +40,12 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                 };
                 to_json(service::list_conversations(deps, &owner, p).await?)
             }
-            "GET /conversations/{id}" => to_json(service::get_conversation(deps, &owner, &id()?).await?),
+            "GET /conversations/{id}" => {
+                let (conversation, status) =
+                    service::get_conversation_after(deps, &owner, &id()?, query(&req, "after")).await?;
+                after = status;
+                to_json(conversation)
+            }
             "GET /conversations/{id}/messages" => {
                 let p = MessageParams {
                     cursor: query(&req, "cursor"),
@@ -41,12 +54,25 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                     since: query(&req, "since"),
                     until: query(&req, "until"),
                     flagged: query(&req, "flagged"),
+                    after: query(&req, "after"),
                 };
-                to_json(service::list_messages(deps, &owner, &id()?, p).await?)
+                let page = service::list_messages(deps, &owner, &id()?, p).await?;
+                after = page.after;
+                to_json(page)
             }
-            "GET /conversations/{id}/context" => to_json(
-                service::context(deps, &owner, &id()?, query(&req, "maxMessages"), query(&req, "maxAge")).await?,
-            ),
+            "GET /conversations/{id}/context" => {
+                let context = service::context(
+                    deps,
+                    &owner,
+                    &id()?,
+                    query(&req, "maxMessages"),
+                    query(&req, "maxAge"),
+                    query(&req, "after"),
+                )
+                .await?;
+                after = context.after;
+                to_json(context)
+            }
             "GET /reviews" => {
                 let p = ReviewParams {
                     status: query(&req, "status"),
@@ -64,7 +90,17 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         Ok(value)
     }
     .await;
-    Ok(finish(&req, &route, 200, result))
+    let mut response = finish(&req, &route, 200, result);
+    if let Some(status) = after {
+        response
+            .headers_mut()
+            .insert(AFTER_HEADER, http_value(status.as_str()));
+    }
+    Ok(response)
+}
+
+fn http_value(v: &'static str) -> lambda_http::http::HeaderValue {
+    lambda_http::http::HeaderValue::from_static(v)
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> serde_json::Value {

@@ -36,6 +36,25 @@ pub fn decode(scope: &str, cursor: &str) -> Result<String, StoreError> {
     Ok(wire.p)
 }
 
+/// A cursor into a conversation's messages: the first index of the chunk
+/// to read from and the index of the next message to return.
+pub fn encode_at(scope: &str, chunk: u64, index: u64) -> String {
+    encode(scope, &format!("{chunk}.{index}"))
+}
+
+/// The `(chunk, index)` of a cursor from [`encode_at`]; the index is never
+/// before its chunk.
+pub fn decode_at(scope: &str, cursor: &str) -> Result<(u64, u64), StoreError> {
+    let position = decode(scope, cursor)?;
+    let (chunk, index) = position.split_once('.').ok_or(StoreError::InvalidCursor)?;
+    let chunk: u64 = chunk.parse().map_err(|_| StoreError::InvalidCursor)?;
+    let index: u64 = index.parse().map_err(|_| StoreError::InvalidCursor)?;
+    if index < chunk {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok((chunk, index))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +68,14 @@ mod tests {
         assert_eq!(decode("C#2", &c), Err(StoreError::InvalidCursor));
         assert_eq!(decode("C#1", "not a cursor!"), Err(StoreError::InvalidCursor));
         assert_eq!(decode("C#1", &c[..c.len() - 2]), Err(StoreError::InvalidCursor));
+    }
+
+    #[test]
+    fn message_positions_round_trip_and_stay_inside_their_chunk() {
+        let c = encode_at("M#1", 40, 43);
+        assert_eq!(decode_at("M#1", &c), Ok((40, 43)));
+        for bad in ["43.40", "x.1", "1", "1.2.3", "-1.2"] {
+            assert_eq!(decode_at("M#1", &encode("M#1", bad)), Err(StoreError::InvalidCursor), "{bad}");
+        }
     }
 }

@@ -24,6 +24,8 @@ pub struct Config {
     /// Mask personal data in stored content unless a conversation says
     /// otherwise.
     pub redact_pii: bool,
+    /// How long a read with `after=<commandId>` waits for that write.
+    pub read_after_wait: Duration,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             appends_per_minute: 30,
             retention: None,
             redact_pii: false,
+            read_after_wait: Duration::seconds(2),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod deps;
 pub mod error;
 pub mod moderation;
+pub mod pager;
 pub mod persist;
 pub mod ports;
 pub mod service;

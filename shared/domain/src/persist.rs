@@ -1,12 +1,30 @@
 //! The `persist-writes` worker's rules: apply queued write commands to the
-//! store in queue order, exactly once.
+//! store in queue order, exactly once, with one item write per exchange.
 //!
-//! Exactly once: each conversation remembers the ids of its most recent
-//! commands ([`RECENT_COMMANDS`]); a commit is conditional on the version it
-//! read, so two workers can never both apply one command, and a redelivered
-//! command (a crash after the commit, a replayed batch) is recognised and
-//! acknowledged without change. SQS FIFO redelivers only the unacknowledged
-//! tail of a group, which is always among the most recent commands.
+//! The worker is the only writer of a conversation's messages (one FIFO
+//! group per conversation), so a commit needs no transaction. A commit is,
+//! in this order and each step only when needed:
+//!
+//! 1. the `externalId` claims of its messages (each names its message, so
+//!    a retried claim of the same message is not a repeat);
+//! 2. the flagged-message pointers;
+//! 3. the conversation item, conditional on its version, when a field that
+//!    rarely changes moved (the first flag, a higher severity, the end of the
+//!    session — then atomically with the user's totals);
+//! 4. the messages, packed into chunks keyed by the index of their first
+//!    message, each conditional on its key being free and each carrying the
+//!    conversation's head as of its last message (counters, previews, the
+//!    rate window and the tags of the last [`RECENT_COMMANDS`] commands).
+//!
+//! A crash between any two steps leaves a state the redelivered commands
+//! finish: steps 1–3 are idempotent when replayed (a claim of the same
+//! message, the same pointer, a conversation already flagged or ended —
+//! [`ConversationRecord::counted_messages`] keeps the totals from counting a
+//! message twice), and the chunks already written hold their commands' tags,
+//! so those commands are recognised and skipped. A chunk key found taken is
+//! read back: if it holds our commands another worker stored them (a
+//! visibility timeout let two hold the group), otherwise the state is read
+//! again and the commit planned anew.
 //!
 //! In order: records are grouped by conversation (the FIFO group); when one
 //! record of a group fails, every later record of that group in the batch is
@@ -15,7 +33,7 @@
 //! records behind it are applied and it alone is retried, until SQS parks it
 //! in the dead-letter queue.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use convo_schema::commands::{AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind};
 use convo_schema::limits::PREVIEW_CHARS;
@@ -25,10 +43,16 @@ use futures::future::join_all;
 use crate::ports::*;
 use crate::{Config, Deps};
 
-/// How many applied command ids a conversation remembers. SQS redelivers at
-/// most one unacknowledged batch (≤ 10 records) per FIFO group; 32 leaves a
-/// wide margin.
-pub const RECENT_COMMANDS: usize = 32;
+/// How many applied commands a conversation remembers. SQS redelivers at
+/// most one unacknowledged batch (≤ 10 records) per FIFO group, always the
+/// newest commands; 16 leaves a margin.
+pub const RECENT_COMMANDS: usize = 16;
+
+/// Consecutive commands are packed into one chunk while their messages'
+/// content and metadata stay under this many bytes (a chunk and the
+/// conversation item then fit one 4 KB read unit); a command is never split,
+/// so one larger command makes one larger chunk.
+pub const CHUNK_TARGET_BYTES: usize = 2048;
 
 /// One queue record as the worker sees it.
 #[derive(Debug, Clone)]
@@ -140,8 +164,8 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             next += 1;
             continue;
         }
-        let chunk_end = chunk_end(&list, next, deps.store.max_messages_per_commit());
-        let commands: Vec<&WriteCommand> = list[next..chunk_end]
+        let run_end = run_end(&list, next);
+        let commands: Vec<&WriteCommand> = list[next..run_end]
             .iter()
             .filter_map(|d| d.command.as_ref().ok())
             .collect();
@@ -153,14 +177,14 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             })
             .collect();
         let existing = if external_ids.is_empty() {
-            HashSet::new()
+            HashMap::new()
         } else {
             match deps
                 .store
                 .existing_external_ids(&cmd.conversation_id, &external_ids)
                 .await
             {
-                Ok(set) => set,
+                Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not read external ids");
                     fail_rest(&mut outcome, &list[next..]);
@@ -169,12 +193,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             }
         };
         let plan = plan_commit(record, &commands, existing, &deps.config);
-        let result = if plan.changed {
-            deps.store.commit(&plan.commit).await
-        } else {
-            Ok(())
-        };
-        match result {
+        match write_plan(deps.store.as_ref(), &plan).await {
             Ok(()) => {
                 for job in &plan.title_jobs {
                     if let Err(e) = deps.titles.send_title(job).await {
@@ -190,15 +209,16 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 for c in &commands {
                     outcome.max_lag_ms = outcome.max_lag_ms.max((now - c.accepted_at).num_milliseconds());
                 }
-                outcome.messages_persisted += plan.commit.messages.len() as u64;
+                outcome.messages_persisted += plan.chunks.iter().map(|c| c.messages.len() as u64).sum::<u64>();
                 outcome.commands_applied += plan.applied;
                 outcome.duplicates_skipped += plan.duplicates;
-                next = chunk_end;
+                next = run_end;
                 conflicts = 0;
             }
             Err(StoreError::Conflict(what)) if conflicts < CONFLICT_RETRIES => {
-                // Someone else wrote the conversation (a PATCH, a title): read
-                // it again and re-plan; applied commands are recognised.
+                // Someone else wrote the conversation (a PATCH, a title, a
+                // second worker): read it again and re-plan; what was
+                // applied is recognised.
                 tracing::debug!(conversation_id = %cmd.conversation_id, %what, "commit conflict; retrying");
                 conflicts += 1;
             }
@@ -212,34 +232,90 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
     outcome
 }
 
+/// Writes a plan in the order that keeps every crash point recoverable
+/// (see the module's documentation).
+pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<(), StoreError> {
+    if !plan.changed {
+        return Ok(());
+    }
+    let id = plan.record.id();
+    let expires = plan.record.conversation.expires_at;
+    if !plan.claims.is_empty() {
+        store.claim_external_ids(id, &plan.claims, expires).await?;
+    }
+    if !plan.flag_pointers.is_empty() {
+        store.put_flag_pointers(id, &plan.flag_pointers, expires).await?;
+    }
+    if plan.meta_changed {
+        match plan.stats {
+            Some(stats) => {
+                store
+                    .put_conversation_counted(&plan.record, plan.expected_version, stats)
+                    .await?
+            }
+            None => store.put_conversation(&plan.record, plan.expected_version).await?,
+        }
+    }
+    for (chunk, tags) in plan.chunks.iter().zip(&plan.chunk_commands) {
+        match store.put_chunk(chunk).await? {
+            ChunkWrite::Stored => {}
+            ChunkWrite::Taken(theirs) if tags.iter().all(|t| theirs.contains(t)) => {
+                // Another worker holding the same records stored this very
+                // chunk: ours is a duplicate.
+            }
+            ChunkWrite::Taken(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "message index {} is taken by other commands",
+                    chunk.first_index
+                )));
+            }
+        }
+    }
+    if plan.chunks.is_empty()
+        && plan.head_changed
+        && let Some(newest) = plan.record.head_chunk
+    {
+        store.update_head(id, newest, &plan.record.head).await?;
+    }
+    Ok(())
+}
+
 fn fail_rest(outcome: &mut BatchOutcome, rest: &[Delivery]) {
     outcome.failed.extend(rest.iter().map(|d| d.record_id.clone()));
 }
 
 /// The end (exclusive) of the run of decodable commands starting at `start`
-/// whose messages fit in one commit (always at least one command).
-fn chunk_end(list: &[Delivery], start: usize, max_messages: usize) -> usize {
-    let mut total = 0usize;
-    let mut end = start;
-    while end < list.len() {
-        let Ok(cmd) = &list[end].command else { break };
-        let n = match &cmd.kind {
-            WriteKind::Append { messages } => messages.len(),
-            WriteKind::End { .. } => 0,
-        };
-        if end > start && total + n > max_messages {
-            break;
-        }
-        total += n;
+/// (always at least one).
+fn run_end(list: &[Delivery], start: usize) -> usize {
+    let mut end = start + 1;
+    while end < list.len() && list[end].command.is_ok() {
         end += 1;
     }
     end
 }
 
-/// The result of applying commands to a conversation in memory.
+/// The result of applying commands to a conversation in memory, and the
+/// writes that store it.
 #[derive(Debug)]
 pub struct Plan {
-    pub commit: Commit,
+    /// The conversation once every command is applied.
+    pub record: ConversationRecord,
+    /// The version of the conversation item the plan read.
+    pub expected_version: u64,
+    /// The conversation item must be written (a rarely changing field moved).
+    pub meta_changed: bool,
+    /// With it, this change to the user's totals.
+    pub stats: Option<StatsDelta>,
+    /// `(externalId, messageId)` to claim before the messages are stored.
+    pub claims: Vec<(String, String)>,
+    /// `(messageIndex, chunk first index)` of flagged messages.
+    pub flag_pointers: Vec<(u64, u64)>,
+    pub chunks: Vec<Chunk>,
+    /// The tags of the commands whose messages each chunk holds.
+    pub chunk_commands: Vec<Vec<CommandTag>>,
+    /// Commands were applied that store no message (repeats): the newest
+    /// chunk's head must be rewritten when no chunk is written.
+    pub head_changed: bool,
     /// False when every command was already applied: nothing to write.
     pub changed: bool,
     pub title_jobs: Vec<TitleJob>,
@@ -248,96 +324,182 @@ pub struct Plan {
 }
 
 /// Applies `commands` to `record` in order, pure and deterministic.
+/// `existing_external` maps the externalIds already claimed to the message
+/// holding each.
 pub fn plan_commit(
     record: ConversationRecord,
     commands: &[&WriteCommand],
-    mut existing_external: HashSet<String>,
+    mut existing_external: HashMap<String, String>,
     config: &Config,
 ) -> Plan {
     let expected_version = record.version;
     let mut rec = record;
-    let mut messages = Vec::new();
-    let mut stats = None;
-    let mut release_pair = false;
-    let mut title_jobs = Vec::new();
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut chunk_commands: Vec<Vec<CommandTag>> = Vec::new();
+    let mut open_bytes = 0usize;
+    let mut claims = Vec::new();
+    let mut flag_pointers = Vec::new();
+    let mut meta_changed = false;
+    let mut stats: Option<StatsDelta> = None;
+    let mut head_changed = false;
+    let mut title_jobs_out = Vec::new();
     let mut applied = 0;
     let mut duplicates = 0;
+    let mut claimed_here: HashSet<String> = HashSet::new();
     for cmd in commands {
-        if rec.applied_commands.contains(&cmd.command_id) {
-            duplicates += 1;
-            // A redelivered end whose title job may not have been queued.
-            if matches!(cmd.kind, WriteKind::End { .. }) && needs_title(&rec) {
-                title_jobs.push(title_job(&rec, TitleReason::SessionEnded));
-            }
-            continue;
-        }
+        let tag = command_tag(&cmd.command_id);
         if cmd.owner_id != rec.conversation.owner_id {
             tracing::error!(command_id = %cmd.command_id, "write command names another owner; dropped");
             continue;
         }
         match &cmd.kind {
             WriteKind::Append { messages: incoming } => {
-                let before = messages.len();
+                if rec.head.recent_commands.contains(&tag) {
+                    duplicates += 1;
+                    continue;
+                }
+                let mut stored = Vec::new();
                 for m in incoming {
-                    if let Some(ext) = &m.external_id
-                        && !existing_external.insert(ext.clone())
-                    {
-                        duplicates += 1;
-                        continue;
+                    if let Some(ext) = &m.external_id {
+                        let held_by_other = existing_external.get(ext).is_some_and(|holder| *holder != m.message_id);
+                        if held_by_other || !claimed_here.insert(ext.clone()) {
+                            duplicates += 1;
+                            continue;
+                        }
+                        existing_external.insert(ext.clone(), m.message_id.clone());
+                        claims.push((ext.clone(), m.message_id.clone()));
                     }
-                    messages.push(append_message(&mut rec, m, cmd));
+                    let message = append_message(&mut rec, m, cmd, &mut meta_changed);
+                    if rec.conversation.status != ConversationStatus::Active {
+                        // Accepted before the end was applied, stored after
+                        // it: kept (it was answered 202), and counted in the
+                        // user's totals once.
+                        let counted = rec.counted_messages.unwrap_or(0);
+                        if message.message_index >= counted {
+                            rec.counted_messages = Some(message.message_index + 1);
+                            stats.get_or_insert_with(StatsDelta::default).messages += 1;
+                            meta_changed = true;
+                        }
+                    }
+                    stored.push(message);
                 }
-                // Accepted before the end was applied, stored after it: the
-                // write is kept (it was answered 202) and the user's totals,
-                // already counted at the end, take it in.
-                if rec.conversation.status != ConversationStatus::Active {
-                    let late = (messages.len() - before) as i64;
-                    let delta = stats.get_or_insert_with(StatsDelta::default);
-                    delta.messages += late;
-                }
+                count_rate(&mut rec.head, cmd);
+                rec.head.recent_commands.push(tag);
+                let overflow = rec.head.recent_commands.len().saturating_sub(RECENT_COMMANDS);
+                rec.head.recent_commands.drain(..overflow);
                 let c = &rec.conversation;
-                if c.title.is_none() && !rec.title_requested && c.message_count >= config.early_title_after_messages {
-                    rec.title_requested = true;
-                    title_jobs.push(title_job(&rec, TitleReason::EarlyExchanges));
+                if c.title.is_none() && !rec.head.title_requested && c.message_count >= config.early_title_after_messages
+                {
+                    rec.head.title_requested = true;
+                    title_jobs_out.push(title_job(&rec, TitleReason::EarlyExchanges));
                 }
+                if stored.is_empty() {
+                    head_changed = true;
+                } else {
+                    let bytes: usize = stored.iter().map(message_weight).sum();
+                    let open = chunks.last_mut().filter(|_| open_bytes + bytes <= CHUNK_TARGET_BYTES);
+                    match open {
+                        Some(chunk) => {
+                            chunk.messages.extend(stored);
+                            open_bytes += bytes;
+                            if let Some(tags) = chunk_commands.last_mut() {
+                                tags.push(tag);
+                            }
+                        }
+                        None => {
+                            chunks.push(Chunk {
+                                conversation_id: rec.conversation.conversation_id.clone(),
+                                first_index: stored[0].message_index,
+                                messages: stored,
+                                head: rec.current_head(),
+                                expires_at: rec.conversation.expires_at,
+                            });
+                            chunk_commands.push(vec![tag]);
+                            open_bytes = bytes;
+                        }
+                    }
+                    for m in chunks.last().map(|c| c.messages.as_slice()).unwrap_or_default() {
+                        if m.flagged && !flag_pointers.iter().any(|(i, _)| *i == m.message_index) {
+                            let first = chunks.last().map(|c| c.first_index).unwrap_or_default();
+                            flag_pointers.push((m.message_index, first));
+                        }
+                    }
+                }
+                // Every chunk carries the head as of its own last message.
+                if let Some(chunk) = chunks.last_mut() {
+                    chunk.head = rec.current_head();
+                    rec.head_chunk = Some(chunk.first_index);
+                }
+                applied += 1;
             }
             WriteKind::End { reason } => {
-                if rec.conversation.status == ConversationStatus::Active {
-                    let ended = end_conversation(&mut rec, *reason, cmd);
-                    let delta = stats.get_or_insert_with(StatsDelta::default);
-                    delta.conversations += ended.conversations;
-                    delta.messages += ended.messages;
-                    delta.seconds += ended.seconds;
-                    delta.at = ended.at;
-                    release_pair = true;
-                    if rec.conversation.title_source != Some(TitleSource::User) {
-                        rec.title_requested = true;
-                        title_jobs.push(title_job(&rec, TitleReason::SessionEnded));
+                if rec.conversation.status != ConversationStatus::Active {
+                    if rec.end_command == Some(tag) {
+                        duplicates += 1;
                     }
+                    // A redelivered end whose title job may not have been queued.
+                    if needs_title(&rec) {
+                        title_jobs_out.push(title_job(&rec, TitleReason::SessionEnded));
+                    }
+                    continue;
                 }
+                let ended = end_conversation(&mut rec, *reason, cmd);
+                let delta = stats.get_or_insert_with(StatsDelta::default);
+                delta.conversations += ended.conversations;
+                delta.messages += ended.messages;
+                delta.seconds += ended.seconds;
+                delta.at = ended.at;
+                rec.end_command = Some(tag);
+                rec.counted_messages = Some(rec.conversation.message_count);
+                meta_changed = true;
+                if rec.conversation.title_source != Some(TitleSource::User) {
+                    title_jobs_out.push(title_job(&rec, TitleReason::SessionEnded));
+                }
+                applied += 1;
             }
         }
-        rec.applied_commands.push(cmd.command_id.clone());
-        applied += 1;
     }
-    let overflow = rec.applied_commands.len().saturating_sub(RECENT_COMMANDS);
-    rec.applied_commands.drain(..overflow);
-    let changed = applied > 0;
-    if changed {
+    if meta_changed {
         rec.version = expected_version + 1;
     }
+    let changed = meta_changed || !chunks.is_empty() || head_changed;
     Plan {
-        commit: Commit {
-            record: rec,
-            expected_version,
-            messages,
-            stats,
-            release_pair,
-        },
+        record: rec,
+        expected_version,
+        meta_changed,
+        stats,
+        claims,
+        flag_pointers,
+        chunks,
+        chunk_commands,
+        head_changed,
         changed,
-        title_jobs,
+        title_jobs: title_jobs_out,
         applied,
         duplicates,
+    }
+}
+
+/// A message's share of a chunk, for packing: what it adds to the item.
+fn message_weight(m: &Message) -> usize {
+    let metadata = if m.metadata.is_empty() {
+        0
+    } else {
+        serde_json::to_vec(&m.metadata).map(|v| v.len()).unwrap_or(0)
+    };
+    m.content.len() + metadata + m.audio_url.as_ref().map_or(0, String::len) + 80
+}
+
+/// Counts an applied append in its minute (by acceptance time).
+fn count_rate(head: &mut HeadState, cmd: &WriteCommand) {
+    let minute = cmd.accepted_at.timestamp().div_euclid(60);
+    match head.rate_window {
+        Some(w) if w == minute => head.rate_count = head.rate_count.saturating_add(1),
+        Some(w) if w > minute => {}
+        _ => {
+            head.rate_window = Some(minute);
+            head.rate_count = 1;
+        }
     }
 }
 
@@ -353,7 +515,7 @@ fn title_job(rec: &ConversationRecord, reason: TitleReason) -> TitleJob {
     }
 }
 
-fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &WriteCommand) -> Message {
+fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &WriteCommand, meta_changed: &mut bool) -> Message {
     let c = &mut rec.conversation;
     let flagged = m.safety.action != SafetyAction::Safe;
     let blocked = m.safety.action == SafetyAction::Blocked;
@@ -379,11 +541,7 @@ fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &Write
     if c.status == ConversationStatus::Active && cmd.accepted_at > c.last_activity_at {
         c.last_activity_at = cmd.accepted_at;
     }
-    let shown = preview(if blocked {
-        "[withheld by moderation]"
-    } else {
-        &m.content
-    });
+    let shown = preview_of(&message);
     if c.first_message_preview.is_none() {
         c.first_message_preview = Some(shown.clone());
     }
@@ -400,8 +558,10 @@ fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &Write
             c.severity = Some(severity);
             c.flag_status = Some(FlagStatus::Unreviewed);
             c.flagged_at = Some(cmd.accepted_at);
+            *meta_changed = true;
         } else if c.severity.is_none_or(|s| s < severity) {
             c.severity = Some(severity);
+            *meta_changed = true;
         }
     }
     message
@@ -425,6 +585,17 @@ fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &Write
         seconds,
         at: Some(c.start_time),
     }
+}
+
+/// What a conversation shows of a message: its first characters, or a
+/// placeholder for a blocked one. Stores derive the last preview from the
+/// newest chunk's last message with it instead of storing it twice.
+pub fn preview_of(m: &Message) -> String {
+    preview(if m.blocked {
+        "[withheld by moderation]"
+    } else {
+        &m.content
+    })
 }
 
 fn preview(content: &str) -> String {

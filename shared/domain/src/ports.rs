@@ -2,34 +2,80 @@
 //! embedded ones for local runs and tests, the AWS ones for Lambda) implement
 //! them; the domain and the handlers see only these traits.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use convo_schema::commands::{TitleJob, WriteCommand};
 use convo_schema::{Conversation, FlagStatus, Message, SafetyVerdict, Timestamp, UserStats};
 use serde::{Deserialize, Serialize};
 
+/// A short tag of a write command id: the first 8 bytes of its SHA-256.
+/// A conversation remembers the tags of the commands it applied recently
+/// (8 bytes each instead of a 26-character id); two ids share a tag with a
+/// probability of 2⁻⁶⁴.
+pub type CommandTag = u64;
+
+pub fn command_tag(command_id: &str) -> CommandTag {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(command_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The per-append state of a conversation that is not part of the public
+/// [`Conversation`]: stored with the newest message chunk (so the worker's
+/// one write per exchange carries it), never in the conversation item.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadState {
+    /// Tags of the most recent applied append commands, newest last (at most
+    /// [`crate::persist::RECENT_COMMANDS`]): a redelivered command is found
+    /// here and changes nothing; `after=` reads wait until their command is.
+    #[serde(default)]
+    pub recent_commands: Vec<CommandTag>,
+    /// The rate window (whole minutes since the epoch) of the newest counted
+    /// append, and how many appends were accepted in it.
+    #[serde(default)]
+    pub rate_window: Option<i64>,
+    #[serde(default)]
+    pub rate_count: u32,
+    /// A title job has been queued (so the early-exchange trigger fires once).
+    #[serde(default)]
+    pub title_requested: bool,
+}
+
 /// A conversation as stored: the public fields plus what the worker needs
-/// to stay exactly-once and race-free.
+/// to stay exactly-once and race-free. Two items hold it: the conversation
+/// item (the fields that rarely change, under `version`) and the newest
+/// message chunk (`messageCount`, `lastActivityAt`, the previews and
+/// [`HeadState`]); stores read both in one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationRecord {
     #[serde(flatten)]
     pub conversation: Conversation,
-    /// Incremented by every write; writes are conditional on it.
+    /// The conversation item's version; its writes are conditional on it.
+    /// Appends do not move it.
     pub version: u64,
-    /// The most recent applied write command ids, newest last (bounded by
-    /// [`crate::persist::RECENT_COMMANDS`]): a redelivered command is found
-    /// here and changes nothing.
     #[serde(default)]
-    pub applied_commands: Vec<String>,
-    /// A title job has been queued (so the early-exchange trigger fires once).
+    pub head: HeadState,
+    /// The first message index of the newest chunk (where the head lives);
+    /// `None` until a message is stored.
     #[serde(default)]
-    pub title_requested: bool,
+    pub head_chunk: Option<u64>,
     /// Erasure has begun: the conversation reads as missing, takes no more
     /// writes, and a repeated erasure finishes the job.
     #[serde(default)]
     pub deleting: bool,
+    /// The tag of the end command that ended the session.
+    #[serde(default)]
+    pub end_command: Option<CommandTag>,
+    /// How many of its messages the user's totals count (set when the
+    /// session ends, raised by messages stored after it): a redelivered
+    /// write never counts a message twice.
+    #[serde(default)]
+    pub counted_messages: Option<u64>,
 }
 
 impl ConversationRecord {
@@ -38,15 +84,92 @@ impl ConversationRecord {
         Self {
             conversation,
             version: 1,
-            applied_commands: Vec::new(),
-            title_requested: false,
+            head: HeadState::default(),
+            head_chunk: None,
             deleting: false,
+            end_command: None,
+            counted_messages: None,
         }
     }
 
     pub fn id(&self) -> &str {
         &self.conversation.conversation_id
     }
+
+    /// Whether the command with this id has been applied (as far as the
+    /// conversation remembers: its last [`crate::persist::RECENT_COMMANDS`]
+    /// appends and its end).
+    pub fn has_applied(&self, command_id: &str) -> bool {
+        let tag = command_tag(command_id);
+        self.head.recent_commands.contains(&tag) || self.end_command == Some(tag)
+    }
+
+    /// Takes the per-append fields from the newest chunk's head (stores
+    /// call it when they read a conversation item and its newest chunk).
+    pub fn apply_head(&mut self, chunk_first_index: u64, head: Head) {
+        let c = &mut self.conversation;
+        c.message_count = head.message_count;
+        // Only ever moves forward; the conversation item's copy can be the
+        // newer one when a commit stopped between its two writes.
+        c.last_activity_at = head.last_activity_at.max(c.last_activity_at);
+        c.first_message_preview = head.first_message_preview;
+        c.last_message_preview = head.last_message_preview;
+        self.head = head.state;
+        self.head_chunk = Some(chunk_first_index);
+    }
+
+    /// The head as the conversation stands (written with its newest chunk).
+    pub fn current_head(&self) -> Head {
+        let c = &self.conversation;
+        Head {
+            message_count: c.message_count,
+            last_activity_at: c.last_activity_at,
+            first_message_preview: c.first_message_preview.clone(),
+            last_message_preview: c.last_message_preview.clone(),
+            state: self.head.clone(),
+        }
+    }
+}
+
+/// The per-append state as of the end of one chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub message_count: u64,
+    pub last_activity_at: Timestamp,
+    pub first_message_preview: Option<String>,
+    pub last_message_preview: Option<String>,
+    pub state: HeadState,
+}
+
+/// A run of consecutive messages stored as one item, keyed by the index of
+/// its first message, written once (conditional on its key being free) and
+/// never rewritten except for its head state. It holds whole commands only,
+/// and carries the conversation's head as of its last message, so every
+/// prefix of a commit's chunks is a consistent state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub conversation_id: String,
+    pub first_index: u64,
+    pub messages: Vec<Message>,
+    pub head: Head,
+    /// The conversation's retention (DynamoDB's TTL).
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Chunk {
+    /// The index after its last message.
+    pub fn end_index(&self) -> u64 {
+        self.first_index + self.messages.len() as u64
+    }
+}
+
+/// What a conditional chunk write found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkWrite {
+    Stored,
+    /// The key was taken: the recent commands of the chunk already there
+    /// (a duplicate if they include every command of ours).
+    Taken(Vec<CommandTag>),
 }
 
 /// What `create_conversation` did.
@@ -57,19 +180,6 @@ pub enum Created {
     /// `reuse_active` was asked and this pair already had an active
     /// conversation: it is returned and nothing was written.
     Existing(Box<ConversationRecord>),
-}
-
-/// One atomic write of the worker: the new conversation state (conditional
-/// on `expected_version`), the messages to insert (each `externalId` claimed
-/// at most once per conversation), and, when a session ends, the user's
-/// stats delta and the release of the (agent, user) pair.
-#[derive(Debug, Clone)]
-pub struct Commit {
-    pub record: ConversationRecord,
-    pub expected_version: u64,
-    pub messages: Vec<Message>,
-    pub stats: Option<StatsDelta>,
-    pub release_pair: bool,
 }
 
 /// A change to a user's totals (negative when a conversation is erased).
@@ -98,6 +208,12 @@ pub struct MessageQuery {
     pub since: Option<Timestamp>,
     /// Exclusive upper bound on createdAt.
     pub until: Option<Timestamp>,
+    /// The conversation is known to hold this many messages (from a read of
+    /// it a moment before): a store that reads eventually consistent and
+    /// finds fewer where it reaches the newest message reads again strongly
+    /// consistent, so a reader never sees fewer messages than the
+    /// conversation it read first.
+    pub known_count: Option<u64>,
 }
 
 /// Where a message stands relative to a query's time window.
@@ -200,8 +316,49 @@ pub trait ConversationStore: Send + Sync {
         self.get_conversation(conversation_id).await
     }
 
-    /// Replaces the conversation if its version is still `expected_version`.
+    /// Replaces the conversation item if its version is still
+    /// `expected_version` (the per-append fields it holds are a snapshot;
+    /// readers take them from the newest chunk).
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
+
+    /// As [`ConversationStore::put_conversation`], and applies `stats` to
+    /// the user's totals in the same atomic write (a session's end, or
+    /// messages stored after it).
+    async fn put_conversation_counted(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: StatsDelta,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a chunk unless its key is taken (then nothing is written and
+    /// the chunk already there is described).
+    async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError>;
+
+    /// Rewrites the head state of the conversation's newest chunk (commands
+    /// applied without storing a message: every message a repeat).
+    async fn update_head(&self, conversation_id: &str, chunk_first_index: u64, head: &HeadState)
+    -> Result<(), StoreError>;
+
+    /// Claims each `externalId` for its message (`(externalId, messageId)`),
+    /// keeping it for `expires_at` when set. A claim already held by the same
+    /// message is fine (a retried write); one held by another message is a
+    /// [`StoreError::Conflict`].
+    async fn claim_external_ids(
+        &self,
+        conversation_id: &str,
+        claims: &[(String, String)],
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+
+    /// Points the flagged-message list at flagged messages:
+    /// `(messageIndex, first index of its chunk)`.
+    async fn put_flag_pointers(
+        &self,
+        conversation_id: &str,
+        pointers: &[(u64, u64)],
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
 
     /// The owner's conversations with one user, newest first (including
     /// ones being erased, so that an erasure can be finished).
@@ -234,16 +391,12 @@ pub trait ConversationStore: Send + Sync {
         limit: usize,
     ) -> Result<Page<Conversation>, StoreError>;
 
-    /// Which of `external_ids` are already stored in the conversation.
+    /// The claims already held among `external_ids`: externalId → messageId.
     async fn existing_external_ids(
         &self,
         conversation_id: &str,
         external_ids: &[String],
-    ) -> Result<HashSet<String>, StoreError>;
-
-    /// Applies a [`Commit`] atomically, or not at all ([`StoreError::Conflict`]
-    /// when the version moved or an externalId is already taken).
-    async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    ) -> Result<HashMap<String, String>, StoreError>;
 
     async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
 
@@ -307,24 +460,6 @@ pub trait ConversationStore: Send + Sync {
     async fn settle_idempotency(&self, conversation_id: &str, key: &str) -> Result<(), StoreError>;
 
     async fn health(&self) -> ComponentHealth;
-
-    /// Counts one request under `key` in the fixed window starting at
-    /// `window_start`, unless `limit` requests were already counted there:
-    /// returns whether it was counted (atomic; state may expire after
-    /// `expires_at`).
-    async fn take_rate_token(
-        &self,
-        key: &str,
-        window_start: Timestamp,
-        expires_at: Timestamp,
-        limit: u64,
-    ) -> Result<bool, StoreError>;
-
-    /// The most messages one [`Commit`] may carry (a DynamoDB transaction
-    /// takes 100 items); the worker splits larger runs of commands.
-    fn max_messages_per_commit(&self) -> usize {
-        usize::MAX
-    }
 }
 
 /// The FIFO writes queue: group = conversation id, deduplication id =

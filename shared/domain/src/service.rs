@@ -68,6 +68,68 @@ pub async fn load_owned_for_read(
     )
 }
 
+/// Loads a conversation for a read that may name a write with
+/// `after=<commandId>`: once that write is applied (or the wait of
+/// `read_after_wait` runs out) the record is returned with what was found.
+/// The first read is the one the route makes anyway (eventually consistent
+/// when `cheap`); only while the write is not applied does it poll, with
+/// small strongly consistent reads of the conversation, backing off.
+pub async fn load_after(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    after: Option<&str>,
+    cheap: bool,
+) -> Result<(ConversationRecord, Option<AfterStatus>), DomainError> {
+    let after = after.map(command_id_param).transpose()?;
+    let record = if cheap {
+        load_owned_for_read(deps, owner_id, conversation_id).await?
+    } else {
+        load_owned(deps, owner_id, conversation_id).await?
+    };
+    let Some(command_id) = after else {
+        return Ok((record, None));
+    };
+    if record.has_applied(command_id) {
+        return Ok((record, Some(AfterStatus::Applied)));
+    }
+    let wait = deps.config.read_after_wait.to_std().unwrap_or_default();
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let record = load_owned(deps, owner_id, conversation_id).await?;
+            let status = match record.has_applied(command_id) {
+                true => AfterStatus::Applied,
+                false => AfterStatus::Pending,
+            };
+            return Ok((record, Some(status)));
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+        let record = load_owned(deps, owner_id, conversation_id).await?;
+        if record.has_applied(command_id) {
+            return Ok((record, Some(AfterStatus::Applied)));
+        }
+    }
+}
+
+/// The `after` query parameter: a command id as a 202 gave it.
+fn command_id_param(raw: &str) -> Result<&str, ValidationError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= MAX_EXTERNAL_ID_CHARS
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(raw)
+    } else {
+        Err(ValidationError::invalid(
+            "after",
+            "after must be the commandId of a write (letters, digits, - and _)",
+        ))
+    }
+}
+
 fn owned(deps: &Deps, owner_id: &str, found: Option<ConversationRecord>) -> Result<ConversationRecord, DomainError> {
     match found {
         Some(rec) if rec.conversation.owner_id == owner_id && !rec.deleting && !expired(&rec, deps.clock.now()) => {
@@ -175,7 +237,7 @@ pub async fn append_messages(
     let record = load_owned(deps, owner_id, conversation_id).await?;
     let response = accept(deps, conversation_id, "append", idempotency, || async {
         ensure_active(&record)?;
-        rate_limit(deps, owner_id, &record.conversation.user_id, now).await?;
+        rate_limit(deps, &record, now)?;
         let command_id = deps.ids.new_id();
         let messages: Vec<AcceptedMessage> = req
             .messages
@@ -264,24 +326,20 @@ pub async fn end_session(
     .await
 }
 
-/// Counts an append against its (owner, user) for the current minute; over
-/// the limit it is refused with the seconds until the next minute.
-async fn rate_limit(deps: &Deps, owner_id: &str, user_id: &str, now: Timestamp) -> Result<(), DomainError> {
+/// Refuses an append when the conversation already holds
+/// `appends_per_minute` appends accepted in the current minute, with the
+/// seconds until the next minute. The count is kept by the worker with the
+/// newest messages and read here with the conversation, so it costs no
+/// request of its own; appends accepted but not stored yet are not in it
+/// (see the README: a burst faster than the worker can pass by that many).
+fn rate_limit(deps: &Deps, record: &ConversationRecord, now: Timestamp) -> Result<(), DomainError> {
     let limit = deps.config.appends_per_minute;
-    if limit == 0 {
+    let minute = now.timestamp().div_euclid(60);
+    let head = &record.head;
+    if limit == 0 || head.rate_window != Some(minute) || u64::from(head.rate_count) < limit {
         return Ok(());
     }
-    let secs = now.timestamp();
-    let window_start = chrono::DateTime::from_timestamp(secs - secs.rem_euclid(60), 0).unwrap_or(now);
-    let window_end = window_start + chrono::Duration::seconds(60);
-    let key = format!("{owner_id}#{user_id}");
-    if deps
-        .store
-        .take_rate_token(&key, window_start, window_end, limit)
-        .await?
-    {
-        return Ok(());
-    }
+    let window_end = chrono::DateTime::from_timestamp((minute + 1) * 60, 0).unwrap_or(now);
     let retry_after_seconds = ((window_end - now).num_milliseconds().max(1) as u64).div_ceil(1000);
     Err(DomainError::RateLimited { retry_after_seconds })
 }
@@ -471,7 +529,19 @@ fn merge_metadata(target: &mut Metadata, changes: &Metadata) {
 }
 
 pub async fn get_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<Conversation, DomainError> {
-    Ok(load_owned(deps, owner_id, conversation_id).await?.conversation)
+    Ok(get_conversation_after(deps, owner_id, conversation_id, None).await?.0)
+}
+
+/// `GET /conversations/{id}?after=`: the conversation once the write is
+/// applied (see [`load_after`]).
+pub async fn get_conversation_after(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    after: Option<&str>,
+) -> Result<(Conversation, Option<AfterStatus>), DomainError> {
+    let (record, status) = load_after(deps, owner_id, conversation_id, after, false).await?;
+    Ok((record.conversation, status))
 }
 
 /// The query string of `GET /conversations`.
@@ -658,6 +728,8 @@ pub struct MessageParams<'a> {
     pub until: Option<&'a str>,
     /// `true`: only the flagged (and blocked) messages.
     pub flagged: Option<&'a str>,
+    /// A write's commandId: answer once it is applied.
+    pub after: Option<&'a str>,
 }
 
 pub async fn list_messages(
@@ -688,7 +760,7 @@ pub async fn list_messages(
         )
         .into());
     }
-    load_owned_for_read(deps, owner_id, conversation_id).await?;
+    let (record, after) = load_after(deps, owner_id, conversation_id, p.after, true).await?;
     if flagged {
         let page = deps
             .store
@@ -698,6 +770,7 @@ pub async fn list_messages(
             conversation_id: conversation_id.to_string(),
             messages: page.items,
             next_cursor: page.next_cursor,
+            after,
         });
     }
     let page = deps
@@ -710,6 +783,7 @@ pub async fn list_messages(
                 order,
                 since,
                 until,
+                known_count: Some(record.conversation.message_count),
             },
         )
         .await?;
@@ -717,6 +791,7 @@ pub async fn list_messages(
         conversation_id: conversation_id.to_string(),
         messages: page.items,
         next_cursor: page.next_cursor,
+        after,
     })
 }
 
@@ -728,6 +803,7 @@ pub async fn context(
     conversation_id: &str,
     max_messages: Option<&str>,
     max_age: Option<&str>,
+    after: Option<&str>,
 ) -> Result<ContextResponse, DomainError> {
     let wanted = validate::limit(
         "maxMessages",
@@ -739,7 +815,7 @@ pub async fn context(
         Some(raw) => Some(deps.clock.now() - validate::duration("maxAge", raw)?),
         None => None,
     };
-    load_owned_for_read(deps, owner_id, conversation_id).await?;
+    let (record, after) = load_after(deps, owner_id, conversation_id, after, true).await?;
     let mut picked = Vec::with_capacity(wanted);
     let mut cursor = None;
     // Bounded: blocked messages are rare; stop after a few pages regardless.
@@ -754,6 +830,7 @@ pub async fn context(
                     order: Order::Desc,
                     since,
                     until: None,
+                    known_count: Some(record.conversation.message_count),
                 },
             )
             .await?;
@@ -774,6 +851,7 @@ pub async fn context(
                 content: m.content,
             })
             .collect(),
+        after,
     })
 }
 

@@ -137,6 +137,28 @@ pub struct MessagePage {
     pub messages: Vec<Message>,
     #[serde(default)]
     pub next_cursor: Option<String>,
+    /// With `after=`: whether the answer holds that write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AfterStatus>,
+}
+
+/// What a read with `after=<commandId>` found (also in the `X-Convo-After`
+/// header): the write was applied before the answer was read, or the wait
+/// ran out first and the answer may not hold it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterStatus {
+    Applied,
+    Pending,
+}
+
+impl AfterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterStatus::Applied => "applied",
+            AfterStatus::Pending => "pending",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +173,9 @@ pub struct ContextResponse {
     pub conversation_id: String,
     /// Oldest first, ready to hand to an LLM.
     pub messages: Vec<ContextMessage>,
+    /// With `after=`: whether the answer holds that write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AfterStatus>,
 }
 
 pub type UserStatsResponse = UserStats;

@@ -84,10 +84,7 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
             (Arc::new(s.clone()), None, Some(s))
         }
     };
-    let faulty = Arc::new(FaultyStore {
-        inner: store.clone(),
-        fail_commits_for: Mutex::new(HashSet::new()),
-    });
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
     let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, 3).unwrap();
     let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, 3).unwrap();
     let clock = Arc::new(TestClock(Mutex::new(
@@ -281,11 +278,64 @@ impl WriteQueue for FlakyQueue {
     }
 }
 
-/// The embedded store, with commits of chosen conversations failing as a
-/// throttled DynamoDB would.
+/// A write of the worker's commit protocol, in the order it makes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    Claims,
+    FlagPointers,
+    /// The conversation item (with the user's totals at an end).
+    Meta,
+    Chunk,
+    Head,
+}
+
+/// The store under test with failures injected into the worker's writes:
+/// every write of chosen conversations (a throttled DynamoDB), or one write
+/// step once after a number of successes (a crash between two writes of a
+/// commit: what was written before stays written).
 pub struct FaultyStore {
     pub inner: Arc<dyn ConversationStore>,
     pub fail_commits_for: Mutex<HashSet<String>>,
+    /// `(step, successes to let through first)`: fails once, then heals.
+    pub crash: Mutex<Vec<(Step, usize)>>,
+    /// How many times each step was called.
+    pub calls: Mutex<std::collections::HashMap<Step, usize>>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn ConversationStore>) -> Self {
+        Self {
+            inner,
+            fail_commits_for: Mutex::new(HashSet::new()),
+            crash: Mutex::new(Vec::new()),
+            calls: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Makes the write `step` fail once after `successes` more succeed.
+    pub fn crash_at(&self, step: Step, successes: usize) {
+        self.crash.lock().unwrap().push((step, successes));
+    }
+
+    pub fn calls(&self, step: Step) -> usize {
+        self.calls.lock().unwrap().get(&step).copied().unwrap_or(0)
+    }
+
+    fn check(&self, step: Step, conversation_id: &str) -> Result<(), StoreError> {
+        *self.calls.lock().unwrap().entry(step).or_default() += 1;
+        if self.fail_commits_for.lock().unwrap().contains(conversation_id) {
+            return Err(StoreError::Unavailable("injected throttle".into()));
+        }
+        let mut crash = self.crash.lock().unwrap();
+        if let Some(pos) = crash.iter().position(|(s, _)| *s == step) {
+            if crash[pos].1 == 0 {
+                crash.remove(pos);
+                return Err(StoreError::Unavailable(format!("injected crash before {step:?}")));
+            }
+            crash[pos].1 -= 1;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -296,8 +346,37 @@ impl ConversationStore for FaultyStore {
     async fn get_conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         self.inner.get_conversation(id).await
     }
+    async fn get_conversation_for_read(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        self.inner.get_conversation_for_read(id).await
+    }
     async fn put_conversation(&self, r: &ConversationRecord, v: u64) -> Result<(), StoreError> {
+        self.check(Step::Meta, r.id())?;
         self.inner.put_conversation(r, v).await
+    }
+    async fn put_conversation_counted(&self, r: &ConversationRecord, v: u64, s: StatsDelta) -> Result<(), StoreError> {
+        self.check(Step::Meta, r.id())?;
+        self.inner.put_conversation_counted(r, v, s).await
+    }
+    async fn put_chunk(&self, c: &Chunk) -> Result<ChunkWrite, StoreError> {
+        self.check(Step::Chunk, &c.conversation_id)?;
+        self.inner.put_chunk(c).await
+    }
+    async fn update_head(&self, id: &str, chunk: u64, h: &HeadState) -> Result<(), StoreError> {
+        self.check(Step::Head, id)?;
+        self.inner.update_head(id, chunk, h).await
+    }
+    async fn claim_external_ids(
+        &self,
+        id: &str,
+        claims: &[(String, String)],
+        e: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.check(Step::Claims, id)?;
+        self.inner.claim_external_ids(id, claims, e).await
+    }
+    async fn put_flag_pointers(&self, id: &str, p: &[(u64, u64)], e: Option<Timestamp>) -> Result<(), StoreError> {
+        self.check(Step::FlagPointers, id)?;
+        self.inner.put_flag_pointers(id, p, e).await
     }
     async fn list_conversations(
         &self,
@@ -323,14 +402,12 @@ impl ConversationStore for FaultyStore {
     ) -> Result<Page<Conversation>, StoreError> {
         self.inner.list_flagged_conversations(o, s, c, l).await
     }
-    async fn existing_external_ids(&self, id: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+    async fn existing_external_ids(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         self.inner.existing_external_ids(id, ids).await
-    }
-    async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
-        if self.fail_commits_for.lock().unwrap().contains(c.record.id()) {
-            return Err(StoreError::Unavailable("injected throttle".into()));
-        }
-        self.inner.commit(c).await
     }
     async fn user_stats(&self, o: &str, u: &str) -> Result<Option<UserStats>, StoreError> {
         self.inner.user_stats(o, u).await
@@ -373,11 +450,5 @@ impl ConversationStore for FaultyStore {
     }
     async fn delete_user_stats(&self, o: &str, u: &str) -> Result<(), StoreError> {
         self.inner.delete_user_stats(o, u).await
-    }
-    async fn take_rate_token(&self, k: &str, w: Timestamp, e: Timestamp, l: u64) -> Result<bool, StoreError> {
-        self.inner.take_rate_token(k, w, e, l).await
-    }
-    fn max_messages_per_commit(&self) -> usize {
-        self.inner.max_messages_per_commit()
     }
 }

@@ -442,7 +442,7 @@ async fn another_owner_sees_exactly_what_a_missing_id_shows(w: World) {
         let e4 = service::list_messages(&w.deps, "bob", target, MessageParams::default())
             .await
             .unwrap_err();
-        let e5 = service::context(&w.deps, "bob", target, None, None).await.unwrap_err();
+        let e5 = service::context(&w.deps, "bob", target, None, None, None).await.unwrap_err();
         let e6 = service::patch_conversation(
             &w.deps,
             "bob",
@@ -503,19 +503,19 @@ async fn context_is_recent_oldest_first_and_leaves_blocked_messages_out(w: World
     assert!(blocked.blocked);
     assert_eq!(blocked.messages[0].safety.action, SafetyAction::Blocked);
     w.settle().await;
-    let ctx = service::context(&w.deps, "alice", &id, Some("4"), Some("24h"))
+    let ctx = service::context(&w.deps, "alice", &id, Some("4"), Some("24h"), None)
         .await
         .unwrap();
     let got: Vec<&str> = ctx.messages.iter().map(|m| m.content.as_str()).collect();
     // The last 4 unblocked messages, oldest first; the blocked one is left
     // out and the one older than 24 h is outside the window.
     assert_eq!(got, vec!["q1", "a1", "q2", "a2"]);
-    let ctx = service::context(&w.deps, "alice", &id, Some("50"), Some("24h"))
+    let ctx = service::context(&w.deps, "alice", &id, Some("50"), Some("24h"), None)
         .await
         .unwrap();
     assert_eq!(ctx.messages.len(), 6);
     assert_eq!(ctx.messages[0].role, Role::User);
-    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None).await.unwrap();
+    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None, None).await.unwrap();
     assert_eq!(ctx.messages.first().map(|m| m.content.as_str()), Some("old question"));
     let c = w.conversation(&id).await;
     assert!(c.flagged);

@@ -1,17 +1,26 @@
-//! The conversation store on DynamoDB: one table, items mapped with
-//! `serde_dynamo`, conditional writes and transactions for exactly-once and
-//! race-free writes, `Query` (never `Scan`) on every request path.
+//! The conversation store on DynamoDB: one table, items mapped in
+//! [`codec`], conditional writes for exactly-once and race-free writes,
+//! `Query` (never `Scan`) on every request path.
 //!
 //! | item | pk | sk |
 //! | --- | --- | --- |
-//! | conversation | `C#<id>` | `META` (+ `byUser` keys; `activeByStart` keys while active) |
-//! | message | `C#<id>` | `M#<index, 20 digits>` |
+//! | conversation | `C#<id>` | `META` (+ `byUser` keys; `activeByStart` keys while active; `flagged` keys once flagged) |
+//! | message chunk | `C#<id>` | `M#<index of its first message, 20 digits>` (messages and the head state) |
 //! | externalId claim | `C#<id>` | `X#<externalId>` |
+//! | flagged-message pointer | `C#<id>` | `F#<messageIndex, 20 digits>` |
+//! | idempotency key | `C#<id>` | `I#<operation>#<key>` (with TTL) |
 //! | active pair | `P#<owner>#<agentId>#<userId>` | `ACTIVE` |
 //! | user stats | `U#<owner>#<userId>` | `STATS` |
-//! | idempotency key | `C#<id>` | `I#<operation>#<key>` (with TTL) |
+//!
+//! The worker's append is one conditional `PutItem` of a chunk; the
+//! conversation item is written only when a field that rarely changes moves.
+//! Transactions remain where an invariant needs two items to change
+//! together: creation with the active pair, a session's end with the user's
+//! totals, erasure of the conversation with its totals.
 //!
 //! Ids never contain `#` (the schema refuses it), so keys cannot collide.
+
+pub mod codec;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -21,19 +30,14 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use convo_domain::cursor;
+use convo_domain::pager::MessagePager;
 use convo_domain::ports::*;
 use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Timestamp, UserStats};
 use rand::Rng;
-use serde::Deserialize;
 
+use self::codec::*;
 use crate::resources::*;
 
-type Item = HashMap<String, AttributeValue>;
-
-/// Messages per transaction: each may bring an externalId claim and a flag
-/// pointer, plus the conversation and the stats update, within DynamoDB's
-/// 100 items.
-pub const MAX_MESSAGES_PER_COMMIT: usize = 32;
 /// Bounded retries for unprocessed batch keys.
 const BATCH_RETRIES: u32 = 8;
 
@@ -41,51 +45,6 @@ const BATCH_RETRIES: u32 = 8;
 pub struct DynamoStore {
     client: Client,
     table: String,
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn conv_pk(id: &str) -> String {
-    format!("C#{id}")
-}
-
-const META: &str = "META";
-
-fn message_sk(index: u64) -> String {
-    format!("M#{index:020}")
-}
-
-fn pair_pk(c: &Conversation) -> String {
-    format!("P#{}#{}#{}", c.owner_id, c.agent_id, c.user_id)
-}
-
-fn stats_pk(owner: &str, user: &str) -> String {
-    format!("U#{owner}#{user}")
-}
-
-/// Idempotency records live in their conversation's partition, so an
-/// erasure removes them with it.
-fn idem_sk(key: &str) -> String {
-    format!("I#{key}")
-}
-
-fn by_user_pk(owner: &str, user: &str) -> String {
-    format!("O#{owner}#U#{user}")
-}
-
-/// Milliseconds, fixed width, so that string order is time order.
-fn millis(t: Timestamp) -> String {
-    format!("{:015}", t.timestamp_millis().max(0))
-}
-
-fn shard(id: &str) -> u32 {
-    id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % ACTIVE_SHARDS
 }
 
 fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
@@ -96,100 +55,9 @@ where
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MetaExtra {
-    version: u64,
-    #[serde(default)]
-    applied_commands: Vec<String>,
-    #[serde(default)]
-    title_requested: bool,
-    #[serde(default)]
-    deleting: bool,
-}
-
-fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
-    let c = &r.conversation;
-    let mut item: Item = serde_dynamo::to_item(c).map_err(corrupt)?;
-    item.retain(|_, v| !matches!(v, AttributeValue::Null(_)));
-    item.insert(PK.into(), s(conv_pk(&c.conversation_id)));
-    item.insert(SK.into(), s(META));
-    item.insert("version".into(), n(r.version));
-    if !r.applied_commands.is_empty() {
-        item.insert(
-            "appliedCommands".into(),
-            AttributeValue::L(r.applied_commands.iter().map(s).collect()),
-        );
-    }
-    item.insert("titleRequested".into(), AttributeValue::Bool(r.title_requested));
-    if r.deleting {
-        // Kept in the indexes so that an interrupted erasure can be found
-        // and finished; readers skip it.
-        item.insert("deleting".into(), AttributeValue::Bool(true));
-    }
-    item.insert(BY_USER_PK.into(), s(by_user_pk(&c.owner_id, &c.user_id)));
-    item.insert(
-        BY_USER_SK.into(),
-        s(format!("{}#{}", millis(c.created_at), c.conversation_id)),
-    );
-    if c.status == ConversationStatus::Active {
-        item.insert(ACTIVE_PK.into(), s(format!("A#{}", shard(&c.conversation_id))));
-        item.insert(
-            ACTIVE_SK.into(),
-            s(format!("{}#{}", millis(c.start_time), c.conversation_id)),
-        );
-    }
-    if let (true, Some(status), Some(at)) = (c.flagged, c.flag_status, c.flagged_at) {
-        item.insert(FLAGGED_PK.into(), s(flagged_pk(&c.owner_id, status)));
-        item.insert(FLAGGED_SK.into(), s(format!("{}#{}", millis(at), c.conversation_id)));
-    }
-    if let Some(t) = c.expires_at {
-        item.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
-    }
-    Ok(item)
-}
-
-fn flagged_pk(owner: &str, status: FlagStatus) -> String {
-    format!("F#{owner}#{}", status.as_str())
-}
-
-fn flag_sk(index: u64) -> String {
-    format!("F#{index:020}")
-}
-
-fn record_from(item: Item) -> Result<ConversationRecord, StoreError> {
-    let extra: MetaExtra = serde_dynamo::from_item(item.clone()).map_err(corrupt)?;
-    let conversation: Conversation = serde_dynamo::from_item(item).map_err(corrupt)?;
-    Ok(ConversationRecord {
-        conversation,
-        version: extra.version,
-        applied_commands: extra.applied_commands,
-        title_requested: extra.title_requested,
-        deleting: extra.deleting,
-    })
-}
-
-fn message_item(m: &Message, expires: Option<Timestamp>) -> Result<Item, StoreError> {
-    let mut item: Item = serde_dynamo::to_item(m).map_err(corrupt)?;
-    item.retain(|_, v| !matches!(v, AttributeValue::Null(_)));
-    item.insert(PK.into(), s(conv_pk(&m.conversation_id)));
-    item.insert(SK.into(), s(message_sk(m.message_index)));
-    if let Some(t) = expires {
-        item.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
-    }
-    Ok(item)
-}
-
-fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
-}
-
-fn str_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+/// Whether an SDK error is a failed condition.
+fn condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
 async fn backoff(attempt: u32) {
@@ -370,7 +238,124 @@ impl DynamoStore {
             let rec = record_from(item)?;
             by_id.insert(rec.conversation.conversation_id.clone(), rec);
         }
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+        let records: Vec<ConversationRecord> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        self.hydrate_active(records).await
+    }
+
+    /// The conversation item of an ended conversation is complete (its end,
+    /// and any message stored after it, wrote it); an active one's counters
+    /// and previews live in its newest chunk, read here for the active ones
+    /// only (a user's list holds few at a time).
+    async fn hydrate_active(&self, records: Vec<ConversationRecord>) -> Result<Vec<ConversationRecord>, StoreError> {
+        let reads = records.into_iter().map(|r| async move {
+            if r.conversation.status != ConversationStatus::Active {
+                return Ok(Some(r));
+            }
+            self.load(r.id(), false).await
+        });
+        let loaded = futures::future::try_join_all(reads).await?;
+        Ok(loaded.into_iter().flatten().collect())
+    }
+
+    /// The conversation item and its newest chunk, in one query (see
+    /// [`CHUNK_PREFIX`]): a conversation item under 1 KB and a chunk of an
+    /// exchange read as one 4 KB unit.
+    async fn load(&self, conversation_id: &str, consistent: bool) -> Result<Option<ConversationRecord>, StoreError> {
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(conv_pk(conversation_id)))
+            .expression_attribute_values(":lo", s(CHUNK_PREFIX))
+            .expression_attribute_values(":hi", s(META))
+            .scan_index_forward(false)
+            .limit(2)
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let mut items = resp.items.unwrap_or_default().into_iter();
+        let Some(meta) = items.next().filter(|i| str_attr(i, SK) == Some(META)) else {
+            return Ok(None);
+        };
+        let mut record = record_from(meta)?;
+        match items.next() {
+            Some(chunk) => {
+                let (first, _, head) = chunk_from(&chunk, conversation_id)?;
+                record.apply_head(first, head);
+            }
+            None => {
+                let c = &mut record.conversation;
+                c.message_count = 0;
+                c.first_message_preview = None;
+                c.last_message_preview = None;
+            }
+        }
+        Ok(Some(record))
+    }
+
+    /// Writes the conversation item conditional on its version, and with
+    /// `stats` the user's totals in the same transaction.
+    async fn write_meta(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        let c = &record.conversation;
+        let Some(delta) = stats else {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(meta_item(record)?))
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => {
+                    Err(StoreError::Conflict(format!("version is no longer {expected_version}")))
+                }
+                Err(e) => Err(sdk(e)),
+            };
+        };
+        let meta = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(meta_item(record)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(corrupt)?;
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
+            .update_expression(if delta.at.is_some() {
+                "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u, lastConversationAt = :at"
+            } else {
+                "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u"
+            })
+            .expression_attribute_values(":c", n(delta.conversations))
+            .expression_attribute_values(":m", n(delta.messages))
+            .expression_attribute_values(":s", n(delta.seconds))
+            .expression_attribute_values(":u", s(&c.user_id));
+        if let Some(t) = delta.at {
+            update =
+                update.expression_attribute_values(":at", s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+        }
+        self.transact(vec![
+            TransactWriteItem::builder().put(meta).build(),
+            TransactWriteItem::builder()
+                .update(update.build().map_err(corrupt)?)
+                .build(),
+        ])
+        .await?;
+        if delta.conversations > 0 {
+            self.release_pair(c).await;
+        }
+        Ok(())
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
@@ -420,6 +405,61 @@ impl DynamoStore {
             .await
             .map_err(sdk)?;
         Ok(resp.item)
+    }
+
+    /// One page of messages from the chunks, or `Err(())` when an eventually
+    /// consistent read saw fewer messages than the query knows of.
+    async fn read_messages(
+        &self,
+        conversation_id: &str,
+        q: &MessageQuery,
+        consistent: bool,
+    ) -> Result<Result<Page<Message>, ()>, StoreError> {
+        let mut pager = MessagePager::new(q, format!("M#{conversation_id}"))?;
+        let (lo, hi) = match (q.order, pager.start_chunk()) {
+            (Order::Asc, Some(from)) => (chunk_sk(from), chunk_sk(u64::MAX)),
+            (Order::Desc, Some(from)) => (chunk_sk(0), chunk_sk(from)),
+            (_, None) => (chunk_sk(0), chunk_sk(u64::MAX)),
+        };
+        let mut exclusive_start = None;
+        let mut exhausted = false;
+        while !pager.done() {
+            // An exchange is a chunk of two: ask for about as many chunks as
+            // the messages still wanted need, and page on if it was fewer.
+            let chunks = pager.wanted().div_ceil(2).clamp(1, 100) as i32;
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(conv_pk(conversation_id)))
+                .expression_attribute_values(":lo", s(&lo))
+                .expression_attribute_values(":hi", s(&hi))
+                .scan_index_forward(q.order == Order::Asc)
+                .limit(chunks)
+                .consistent_read(consistent)
+                .set_exclusive_start_key(exclusive_start)
+                .send()
+                .await
+                .map_err(sdk)?;
+            for item in resp.items.unwrap_or_default() {
+                let (first, messages, _) = chunk_from(&item, conversation_id)?;
+                if !pager.push(first, messages) {
+                    break;
+                }
+            }
+            match resp.last_evaluated_key {
+                Some(k) => exclusive_start = Some(k),
+                None => {
+                    exhausted = true;
+                    break;
+                }
+            }
+        }
+        if !consistent && pager.lagged(exhausted) {
+            return Ok(Err(()));
+        }
+        Ok(Ok(pager.finish()))
     }
 
     /// Releases the (agent, user) pair if it still points at `id`. Best
@@ -501,42 +541,147 @@ impl ConversationStore for DynamoStore {
     }
 
     async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
-        self.get(conv_pk(conversation_id), META)
-            .await?
-            .map(record_from)
-            .transpose()
+        self.load(conversation_id, true).await
     }
 
-    /// Half a read unit instead of one (an eventually consistent read);
+    /// Half a read unit instead of one (an eventually consistent query);
     /// only a miss, which may be a conversation created a moment ago, is
     /// read again strongly consistent.
     async fn get_conversation_for_read(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
-        match self.get_with(conv_pk(conversation_id), META, false).await? {
-            Some(item) => record_from(item).map(Some),
-            None => self.get_conversation(conversation_id).await,
+        match self.load(conversation_id, false).await? {
+            Some(record) => Ok(Some(record)),
+            None => self.load(conversation_id, true).await,
         }
     }
 
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
+        self.write_meta(record, expected_version, None).await
+    }
+
+    async fn put_conversation_counted(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: StatsDelta,
+    ) -> Result<(), StoreError> {
+        self.write_meta(record, expected_version, Some(stats)).await
+    }
+
+    async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(meta_item(record)?))
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", n(expected_version))
+            .set_item(Some(chunk_item(chunk)?))
+            .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict(format!("version is no longer {expected_version}")))
+            Ok(_) => Ok(ChunkWrite::Stored),
+            Err(e) if condition_failed(&e) => {
+                let theirs = self
+                    .get(conv_pk(&chunk.conversation_id), &chunk_sk(chunk.first_index))
+                    .await?
+                    .map(|item| chunk_tags(&item))
+                    .unwrap_or_default();
+                Ok(ChunkWrite::Taken(theirs))
             }
             Err(e) => Err(sdk(e)),
         }
+    }
+
+    async fn update_head(
+        &self,
+        conversation_id: &str,
+        chunk_first_index: u64,
+        head: &HeadState,
+    ) -> Result<(), StoreError> {
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(conv_pk(conversation_id), &chunk_sk(chunk_first_index))))
+            .condition_expression("attribute_exists(pk)");
+        for (name, value) in head_attributes(head) {
+            match value {
+                Some(v) => {
+                    sets.push(format!("{name} = :{name}"));
+                    update = update.expression_attribute_values(format!(":{name}"), v);
+                }
+                None => removes.push(name.to_string()),
+            }
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        match update.update_expression(expression.trim()).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Err(StoreError::Conflict("the newest chunk is gone".into())),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn claim_external_ids(
+        &self,
+        conversation_id: &str,
+        claims: &[(String, String)],
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        for (ext, message_id) in claims {
+            let mut claim = key(conv_pk(conversation_id), &format!("X#{ext}"));
+            claim.insert("messageId".into(), s(message_id));
+            if let Some(t) = ttl(expires_at) {
+                claim.insert(TTL_ATTRIBUTE.into(), t);
+            }
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(claim))
+                .condition_expression("attribute_not_exists(pk) OR messageId = :m")
+                .expression_attribute_values(":m", s(message_id))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if condition_failed(&e) => {
+                    return Err(StoreError::Conflict("externalId held by another message".into()));
+                }
+                Err(e) => return Err(sdk(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn put_flag_pointers(
+        &self,
+        conversation_id: &str,
+        pointers: &[(u64, u64)],
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        for (index, chunk) in pointers {
+            // A keys-only pointer: flagged messages list without reading
+            // the whole conversation.
+            let mut item = key(conv_pk(conversation_id), &flag_sk(*index));
+            item.insert("c".into(), n(chunk));
+            if let Some(t) = ttl(expires_at) {
+                item.insert(TTL_ATTRIBUTE.into(), t);
+            }
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(sdk)?;
+        }
+        Ok(())
     }
 
     async fn list_conversations(
@@ -555,62 +700,16 @@ impl ConversationStore for DynamoStore {
     }
 
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
-        let pk = conv_pk(conversation_id);
-        let scope = format!("M#{conversation_id}");
-        let start: Option<u64> = match &q.cursor {
-            Some(c) => Some(
-                cursor::decode(&scope, c)?
-                    .parse()
-                    .map_err(|_| StoreError::InvalidCursor)?,
-            ),
-            None => None,
-        };
-        let (lo, hi) = match (q.order, start) {
-            (Order::Asc, s) => (message_sk(s.unwrap_or(0)), message_sk(u64::MAX)),
-            (Order::Desc, Some(s)) => (message_sk(0), message_sk(s)),
-            (Order::Desc, None) => (message_sk(0), message_sk(u64::MAX)),
-        };
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut exclusive_start = None;
-        'pages: loop {
-            let want = (q.limit + 1 - items.len()).max(1) as i32;
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":lo", s(&lo))
-                .expression_attribute_values(":hi", s(&hi))
-                .scan_index_forward(q.order == Order::Asc)
-                .limit(want)
-                .set_exclusive_start_key(exclusive_start)
-                .send()
-                .await
-                .map_err(sdk)?;
-            for item in resp.items.unwrap_or_default() {
-                let m: Message = serde_dynamo::from_item(item).map_err(corrupt)?;
-                match q.window(&m) {
-                    Window::Inside => {}
-                    Window::Skip => continue,
-                    Window::Past => break 'pages,
-                }
-                if items.len() == q.limit {
-                    next = Some(m.message_index);
-                    break 'pages;
-                }
-                items.push(m);
-            }
-            match resp.last_evaluated_key {
-                Some(k) => exclusive_start = Some(k),
-                None => break,
-            }
+        let page = self.read_messages(conversation_id, q, false).await?;
+        match page {
+            Ok(page) => Ok(page),
+            // The eventually consistent read lagged behind what the caller
+            // already saw: read again strongly consistent.
+            Err(()) => self
+                .read_messages(conversation_id, q, true)
+                .await?
+                .or_else(|()| Err(StoreError::Unavailable("messages still lag after a consistent read".into()))),
         }
-        Ok(Page {
-            items,
-            next_cursor: next.map(|n| cursor::encode(&scope, &n.to_string())),
-        })
     }
 
     async fn list_flagged_messages(
@@ -639,25 +738,32 @@ impl ConversationStore for DynamoStore {
             .send()
             .await
             .map_err(sdk)?;
-        let indexes: Vec<u64> = resp
+        let pointers: Vec<(u64, u64)> = resp
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|i| str_attr(i, SK)?.strip_prefix("F#")?.parse().ok())
+            .filter_map(|i| {
+                let index = str_attr(i, SK)?.strip_prefix("F#")?.parse().ok()?;
+                let chunk = i.get("c")?.as_n().ok()?.parse().ok()?;
+                Some((index, chunk))
+            })
             .collect();
-        let next = indexes.get(limit).copied();
-        let keys = indexes
+        let next = pointers.get(limit).map(|(i, _)| *i);
+        let wanted: Vec<(u64, u64)> = pointers.into_iter().take(limit).collect();
+        let chunk_keys: HashSet<u64> = wanted.iter().map(|(_, c)| *c).collect();
+        let keys = chunk_keys.iter().map(|c| key(pk.clone(), &chunk_sk(*c))).collect();
+        let mut by_index: HashMap<u64, Message> = HashMap::new();
+        for item in self.batch_get(keys, false).await? {
+            let (_, messages, _) = chunk_from(&item, conversation_id)?;
+            by_index.extend(messages.into_iter().map(|m| (m.message_index, m)));
+        }
+        // A pointer written before a commit that did not finish may name a
+        // message stored elsewhere since: only flagged messages are listed.
+        let items = wanted
             .iter()
-            .take(limit)
-            .map(|i| key(pk.clone(), &message_sk(*i)))
+            .filter_map(|(i, _)| by_index.remove(i))
+            .filter(|m| m.flagged)
             .collect();
-        let mut items: Vec<Message> = self
-            .batch_get(keys, false)
-            .await?
-            .into_iter()
-            .map(|i| serde_dynamo::from_item(i).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
-        items.sort_by_key(|m| m.message_index);
         Ok(Page {
             items,
             next_cursor: next.map(|n| cursor::encode(&scope, &n.to_string())),
@@ -691,81 +797,18 @@ impl ConversationStore for DynamoStore {
         &self,
         conversation_id: &str,
         external_ids: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
+    ) -> Result<HashMap<String, String>, StoreError> {
         let pk = conv_pk(conversation_id);
         let unique: HashSet<&String> = external_ids.iter().collect();
         let keys = unique.into_iter().map(|e| key(pk.clone(), &format!("X#{e}"))).collect();
         let found = self.batch_get(keys, true).await?;
         Ok(found
             .iter()
-            .filter_map(|i| str_attr(i, SK)?.strip_prefix("X#").map(str::to_string))
+            .filter_map(|i| {
+                let ext = str_attr(i, SK)?.strip_prefix("X#")?.to_string();
+                Some((ext, str_attr(i, "messageId").unwrap_or_default().to_string()))
+            })
             .collect())
-    }
-
-    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let c = &commit.record.conversation;
-        let mut items = Vec::with_capacity(2 + 2 * commit.messages.len());
-        let meta = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(meta_item(&commit.record)?))
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", n(commit.expected_version))
-            .build()
-            .map_err(corrupt)?;
-        items.push(TransactWriteItem::builder().put(meta).build());
-        for m in &commit.messages {
-            let put = self.put(message_item(m, c.expires_at)?, Some("attribute_not_exists(pk)"))?;
-            items.push(TransactWriteItem::builder().put(put).build());
-            if m.flagged {
-                // A keys-only pointer: flagged messages list without reading
-                // the whole conversation.
-                let mut flag = key(conv_pk(&c.conversation_id), &flag_sk(m.message_index));
-                if let Some(t) = c.expires_at {
-                    flag.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
-                }
-                items.push(TransactWriteItem::builder().put(self.put(flag, None)?).build());
-            }
-            if let Some(ext) = &m.external_id {
-                let mut claim = key(conv_pk(&c.conversation_id), &format!("X#{ext}"));
-                claim.insert("messageId".into(), s(&m.message_id));
-                if let Some(t) = c.expires_at {
-                    claim.insert(TTL_ATTRIBUTE.into(), n(t.timestamp()));
-                }
-                items.push(
-                    TransactWriteItem::builder()
-                        .put(self.put(claim, Some("attribute_not_exists(pk)"))?)
-                        .build(),
-                );
-            }
-        }
-        if let Some(delta) = commit.stats {
-            let mut update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
-                .update_expression(if delta.at.is_some() {
-                    "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u, lastConversationAt = :at"
-                } else {
-                    "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u"
-                })
-                .expression_attribute_values(":c", n(delta.conversations))
-                .expression_attribute_values(":m", n(delta.messages))
-                .expression_attribute_values(":s", n(delta.seconds))
-                .expression_attribute_values(":u", s(&c.user_id));
-            if let Some(t) = delta.at {
-                update = update
-                    .expression_attribute_values(":at", s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
-            }
-            items.push(
-                TransactWriteItem::builder()
-                    .update(update.build().map_err(corrupt)?)
-                    .build(),
-            );
-        }
-        self.transact(items).await?;
-        if commit.release_pair {
-            self.release_pair(c).await;
-        }
-        Ok(())
     }
 
     async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
@@ -966,39 +1009,6 @@ impl ConversationStore for DynamoStore {
         }
     }
 
-    async fn take_rate_token(
-        &self,
-        rate_key: &str,
-        window_start: Timestamp,
-        expires_at: Timestamp,
-        limit: u64,
-    ) -> Result<bool, StoreError> {
-        // One small item per key and window, counted atomically, gone by TTL.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("R#{rate_key}"), &millis(window_start))))
-            .update_expression("ADD hits :one SET #ttl = :ttl")
-            .condition_expression("attribute_not_exists(hits) OR hits < :limit")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":limit", n(limit))
-            .expression_attribute_values(":ttl", n(expires_at.timestamp() + 60))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk(e)),
-        }
-    }
-
     async fn health(&self) -> ComponentHealth {
         let mut figures = serde_json::Map::new();
         figures.insert("kind".into(), "dynamodb".into());
@@ -1027,9 +1037,5 @@ impl ConversationStore for DynamoStore {
             ok,
             figures,
         }
-    }
-
-    fn max_messages_per_commit(&self) -> usize {
-        MAX_MESSAGES_PER_COMMIT
     }
 }
