@@ -187,7 +187,10 @@ fn hydrate<T: ReadableTable<&'static str, &'static [u8]>>(
 ) -> Result<(), StoreError> {
     let id = record.id().to_string();
     let (lo, hi) = (chunk_key(&id, 0), chunk_key(&id, u64::MAX));
-    let newest = chunks.range(lo.as_str()..=hi.as_str()).map_err(unavailable)?.next_back();
+    let newest = chunks
+        .range(lo.as_str()..=hi.as_str())
+        .map_err(unavailable)?
+        .next_back();
     if let Some(entry) = newest {
         let (k, v) = entry.map_err(unavailable)?;
         let first = chunk_first(k.value())?;
@@ -232,7 +235,11 @@ impl EmbeddedStore {
                 .map(|v| String::from_utf8_lossy(v.value()).to_string());
             match found {
                 Some(f) if f == STORE_FORMAT => {}
-                Some(f) => return Err(format!("the database holds store format {f}; this convo reads {STORE_FORMAT}")),
+                Some(f) => {
+                    return Err(format!(
+                        "the database holds store format {f}; this convo reads {STORE_FORMAT}"
+                    ));
+                }
                 None => {
                     let convs = txn.open_table(CONVERSATIONS).map_err(|e| e.to_string())?;
                     if !convs.is_empty().map_err(|e| e.to_string())? {
@@ -240,7 +247,8 @@ impl EmbeddedStore {
                             "the database was written by an earlier convo (store format 1); this one reads format {STORE_FORMAT}: move the data directory away"
                         ));
                     }
-                    info.insert("format", STORE_FORMAT.as_bytes()).map_err(|e| e.to_string())?;
+                    info.insert("format", STORE_FORMAT.as_bytes())
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -570,7 +578,9 @@ impl ConversationStore for EmbeddedStore {
                     None => return Err(StoreError::Conflict("the newest chunk is gone".into())),
                 };
                 chunk.state = head;
-                chunks.insert(k.as_str(), encode(&chunk).as_slice()).map_err(unavailable)?;
+                chunks
+                    .insert(k.as_str(), encode(&chunk).as_slice())
+                    .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
@@ -596,7 +606,9 @@ impl ConversationStore for EmbeddedStore {
                     {
                         return Err(StoreError::Conflict("externalId held by another message".into()));
                     }
-                    externals.insert(k.as_str(), message_id.as_bytes()).map_err(unavailable)?;
+                    externals
+                        .insert(k.as_str(), message_id.as_bytes())
+                        .map_err(unavailable)?;
                 }
             }
             txn.commit().map_err(unavailable)

@@ -92,9 +92,7 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
     .await;
     let mut response = finish(&req, &route, 200, result);
     if let Some(status) = after {
-        response
-            .headers_mut()
-            .insert(AFTER_HEADER, http_value(status.as_str()));
+        response.headers_mut().insert(AFTER_HEADER, http_value(status.as_str()));
     }
     Ok(response)
 }

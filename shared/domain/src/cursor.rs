@@ -75,7 +75,11 @@ mod tests {
         let c = encode_at("M#1", 40, 43);
         assert_eq!(decode_at("M#1", &c), Ok((40, 43)));
         for bad in ["43.40", "x.1", "1", "1.2.3", "-1.2"] {
-            assert_eq!(decode_at("M#1", &encode("M#1", bad)), Err(StoreError::InvalidCursor), "{bad}");
+            assert_eq!(
+                decode_at("M#1", &encode("M#1", bad)),
+                Err(StoreError::InvalidCursor),
+                "{bad}"
+            );
         }
     }
 }

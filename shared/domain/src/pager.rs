@@ -112,7 +112,9 @@ impl<'q> MessagePager<'q> {
     pub fn finish(self) -> Page<Message> {
         Page {
             items: self.items,
-            next_cursor: self.next.map(|(chunk, index)| cursor::encode_at(&self.scope, chunk, index)),
+            next_cursor: self
+                .next
+                .map(|(chunk, index)| cursor::encode_at(&self.scope, chunk, index)),
         }
     }
 }

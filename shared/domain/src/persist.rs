@@ -388,7 +388,9 @@ pub fn plan_commit(
                 let overflow = rec.head.recent_commands.len().saturating_sub(RECENT_COMMANDS);
                 rec.head.recent_commands.drain(..overflow);
                 let c = &rec.conversation;
-                if c.title.is_none() && !rec.head.title_requested && c.message_count >= config.early_title_after_messages
+                if c.title.is_none()
+                    && !rec.head.title_requested
+                    && c.message_count >= config.early_title_after_messages
                 {
                     rec.head.title_requested = true;
                     title_jobs_out.push(title_job(&rec, TitleReason::EarlyExchanges));
@@ -515,7 +517,12 @@ fn title_job(rec: &ConversationRecord, reason: TitleReason) -> TitleJob {
     }
 }
 
-fn append_message(rec: &mut ConversationRecord, m: &AcceptedMessage, cmd: &WriteCommand, meta_changed: &mut bool) -> Message {
+fn append_message(
+    rec: &mut ConversationRecord,
+    m: &AcceptedMessage,
+    cmd: &WriteCommand,
+    meta_changed: &mut bool,
+) -> Message {
     let c = &mut rec.conversation;
     let flagged = m.safety.action != SafetyAction::Safe;
     let blocked = m.safety.action == SafetyAction::Blocked;

@@ -337,8 +337,12 @@ pub trait ConversationStore: Send + Sync {
 
     /// Rewrites the head state of the conversation's newest chunk (commands
     /// applied without storing a message: every message a repeat).
-    async fn update_head(&self, conversation_id: &str, chunk_first_index: u64, head: &HeadState)
-    -> Result<(), StoreError>;
+    async fn update_head(
+        &self,
+        conversation_id: &str,
+        chunk_first_index: u64,
+        head: &HeadState,
+    ) -> Result<(), StoreError>;
 
     /// Claims each `externalId` for its message (`(externalId, messageId)`),
     /// keeping it for `expires_at` when set. A claim already held by the same

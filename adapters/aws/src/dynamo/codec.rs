@@ -262,7 +262,9 @@ fn unpack(p: Packed, conversation_id: &str, index: u64) -> Result<Message, Store
 }
 
 fn tags_blob(tags: &[CommandTag]) -> AttributeValue {
-    AttributeValue::B(Blob::new(tags.iter().flat_map(|t| t.to_be_bytes()).collect::<Vec<u8>>()))
+    AttributeValue::B(Blob::new(
+        tags.iter().flat_map(|t| t.to_be_bytes()).collect::<Vec<u8>>(),
+    ))
 }
 
 fn tags_from(item: &Item) -> Vec<CommandTag> {
@@ -283,7 +285,10 @@ fn tags_from(item: &Item) -> Vec<CommandTag> {
 /// The head-state attributes of a chunk, as `(name, value or removal)`.
 pub fn head_attributes(head: &HeadState) -> Vec<(&'static str, Option<AttributeValue>)> {
     vec![
-        ("rc", (!head.recent_commands.is_empty()).then(|| tags_blob(&head.recent_commands))),
+        (
+            "rc",
+            (!head.recent_commands.is_empty()).then(|| tags_blob(&head.recent_commands)),
+        ),
         ("rw", head.rate_window.map(n)),
         ("rn", (head.rate_count > 0).then(|| n(head.rate_count))),
         ("tr", head.title_requested.then_some(AttributeValue::Bool(true))),
@@ -413,4 +418,54 @@ mod tests {
         assert_eq!((first, &messages, &head), (7, &chunk.messages, &chunk.head));
         assert_eq!(chunk_tags(&item), vec![1, u64::MAX]);
     }
+
+    /// DynamoDB's item size: attribute names plus values (strings and
+    /// binaries by length, numbers by about one byte per two digits).
+    fn item_size(item: &Item) -> usize {
+        item.iter()
+            .map(|(k, v)| {
+                k.len()
+                    + match v {
+                        AttributeValue::S(s) => s.len(),
+                        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                        AttributeValue::B(b) => b.as_ref().len(),
+                        AttributeValue::Bool(_) => 1,
+                        _ => 100,
+                    }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn an_exchange_of_two_200_character_messages_is_one_write_unit() {
+        let text = "a".repeat(200);
+        let mut user = message(40, &text);
+        user.message_id = "01KBZZZZZZZZZZZZZZZZZZZZZ1".into();
+        let mut agent = message(41, &text);
+        agent.message_id = "01KBZZZZZZZZZZZZZZZZZZZZZ2".into();
+        agent.role = Role::Assistant;
+        let chunk = Chunk {
+            conversation_id: "01KBZZZZZZZZZZZZZZZZZZZZZ0".into(),
+            first_index: 40,
+            messages: vec![user, agent],
+            head: Head {
+                message_count: 42,
+                last_activity_at: chrono::Utc::now(),
+                // The longest first preview: 120 characters and an ellipsis.
+                first_message_preview: Some(format!("{}…", "b".repeat(120))),
+                last_message_preview: None,
+                state: HeadState {
+                    recent_commands: vec![7; crate::dynamo::codec::tests::RECENT],
+                    rate_window: Some(29_000_000),
+                    rate_count: 29,
+                    title_requested: true,
+                },
+            },
+            expires_at: Some(chrono::Utc::now()),
+        };
+        let size = item_size(&chunk_item(&chunk).unwrap());
+        assert!(size <= 1024, "{size} bytes");
+    }
+
+    const RECENT: usize = convo_domain::persist::RECENT_COMMANDS;
 }

@@ -705,10 +705,11 @@ impl ConversationStore for DynamoStore {
             Ok(page) => Ok(page),
             // The eventually consistent read lagged behind what the caller
             // already saw: read again strongly consistent.
-            Err(()) => self
-                .read_messages(conversation_id, q, true)
-                .await?
-                .or_else(|()| Err(StoreError::Unavailable("messages still lag after a consistent read".into()))),
+            Err(()) => self.read_messages(conversation_id, q, true).await?.or_else(|()| {
+                Err(StoreError::Unavailable(
+                    "messages still lag after a consistent read".into(),
+                ))
+            }),
         }
     }
 
