@@ -33,12 +33,23 @@ fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The wait of `after=` reads: a duration such as `2s`, at most
+/// [`convo_domain::deps::MAX_READ_AFTER_WAIT_SECONDS`] (the API functions
+/// answer within 10 s).
+pub fn read_after_wait(raw: &str) -> Result<chrono::Duration, String> {
+    let wait = convo_schema::validate::duration("readAfterWait", raw).map_err(|e| e.message)?;
+    if wait > chrono::Duration::seconds(convo_domain::deps::MAX_READ_AFTER_WAIT_SECONDS) {
+        return Err(format!("at most {}s", convo_domain::deps::MAX_READ_AFTER_WAIT_SECONDS));
+    }
+    Ok(wait)
+}
+
 impl AwsSettings {
     /// The variables every function needs.
     pub const REQUIRED_ENV: [&'static str; 3] = ["CONVO_TABLE", "CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"];
     /// The variables a function may set; anything else named `CONVO_*` is
     /// not read.
-    pub const OPTIONAL_ENV: [&'static str; 8] = [
+    pub const OPTIONAL_ENV: [&'static str; 9] = [
         "CONVO_WRITES_DLQ_URL",
         "CONVO_TITLES_DLQ_URL",
         "CONVO_IDLE_TIMEOUT",
@@ -47,6 +58,7 @@ impl AwsSettings {
         "CONVO_RETENTION",
         "CONVO_REDACT_PII",
         "CONVO_MODERATION_DIR",
+        "CONVO_READ_AFTER_WAIT",
     ];
 
     /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`
@@ -54,7 +66,9 @@ impl AwsSettings {
     /// `/health`), `CONVO_IDLE_TIMEOUT` (default 30m) and
     /// `CONVO_EARLY_TITLE_AFTER` (default 6) and `CONVO_APPENDS_PER_MINUTE`
     /// (default 30; 0 turns the limit off) and `CONVO_RETENTION` (e.g.
-    /// `365d`; unset keeps conversations until erased).
+    /// `365d`; unset keeps conversations until erased) and
+    /// `CONVO_READ_AFTER_WAIT` (default 2s: how long a read with `after=`
+    /// waits for its write).
     pub fn from_env() -> Result<Self, ConfigError> {
         let missing: Vec<&'static str> = Self::REQUIRED_ENV.into_iter().filter(|n| var(n).is_none()).collect();
         if !missing.is_empty() {
@@ -87,6 +101,10 @@ impl AwsSettings {
                 convo_schema::validate::duration("CONVO_RETENTION", &raw)
                     .map_err(|e| ConfigError::Invalid("CONVO_RETENTION", e.message))?,
             );
+        }
+        if let Some(raw) = var("CONVO_READ_AFTER_WAIT") {
+            config.read_after_wait =
+                read_after_wait(&raw).map_err(|e| ConfigError::Invalid("CONVO_READ_AFTER_WAIT", e))?;
         }
         if let Some(raw) = var("CONVO_APPENDS_PER_MINUTE") {
             config.appends_per_minute = raw

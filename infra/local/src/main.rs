@@ -87,9 +87,12 @@ struct ServeArgs {
     /// Mask personal data in stored content unless a conversation says otherwise.
     #[arg(long, env = "CONVO_REDACT_PII")]
     redact_pii: bool,
-    /// Appends per (owner, user) per minute before 429; 0 turns it off.
+    /// Appends per conversation per minute before 429; 0 turns it off.
     #[arg(long, env = "CONVO_APPENDS_PER_MINUTE", default_value_t = 30)]
     appends_per_minute: u64,
+    /// How long a read with `after=<commandId>` waits for that write (at most 8s).
+    #[arg(long, env = "CONVO_READ_AFTER_WAIT", default_value = "2s")]
+    read_after_wait: String,
     /// Receives before a failing queue message is parked as a dead letter.
     #[arg(long, env = "CONVO_MAX_RECEIVES", default_value_t = 5)]
     max_receives: u32,
@@ -220,6 +223,8 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
         early_title_after_messages: args.early_title_after,
         appends_per_minute: args.appends_per_minute,
         redact_pii: args.redact_pii,
+        read_after_wait: convo_aws::config::read_after_wait(&args.read_after_wait)
+            .map_err(|e| format!("--read-after-wait: {e}"))?,
         retention: args
             .retention
             .as_deref()

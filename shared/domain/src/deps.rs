@@ -6,6 +6,10 @@ use chrono::Duration;
 
 use crate::ports::*;
 
+/// The longest `after=` wait a deployment may configure: the API functions
+/// answer within 10 s.
+pub const MAX_READ_AFTER_WAIT_SECONDS: i64 = 8;
+
 /// Tunables, with the defaults documented in the README.
 #[derive(Debug, Clone)]
 pub struct Config {
