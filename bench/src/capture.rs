@@ -40,6 +40,15 @@ impl Capture {
     pub fn take(&self) -> Vec<Captured> {
         std::mem::take(&mut self.log.lock().expect("capture log"))
     }
+
+    /// How many requests are recorded since the last `take`.
+    pub fn len(&self) -> usize {
+        self.log.lock().expect("capture log").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The request of the attempt in flight, kept in the operation's own

@@ -25,7 +25,9 @@ use crate::capture::{Capture, Captured};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Operation {
     pub system: String,
-    /// `setup`, `append`, `tail` or `end`.
+    /// `setup`, `append`, `tail`, `tail-after` (the same read with
+    /// `after=` the last append's command) or `end` (the session's end and
+    /// the title jobs of the whole conversation).
     pub kind: String,
     #[serde(default)]
     pub messages_before: usize,
@@ -44,6 +46,10 @@ pub struct Operation {
     /// convo only: SQS requests (send, receive, delete).
     #[serde(default)]
     pub queue_requests: Vec<Captured>,
+    /// convo only: how many of `requests` the API made (the rest are the
+    /// worker's).
+    #[serde(default)]
+    pub api_requests: Option<usize>,
     #[serde(default)]
     pub returned: Option<usize>,
     #[serde(default)]
@@ -249,6 +255,41 @@ impl Harness {
         Ok(worker_ms)
     }
 
+    /// Applies every title job on the titles queue with generate-title's
+    /// code, deleting each (as its event source mapping would).
+    pub async fn drain_titles(&self) -> Result<usize, String> {
+        let mut done = 0;
+        loop {
+            let received = self
+                .sqs_client
+                .receive_message()
+                .queue_url(&self.settings.titles_queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .map_err(|e| format!("receive titles: {e}"))?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return Ok(done);
+            }
+            for m in messages {
+                let job: convo_schema::commands::TitleJob =
+                    serde_json::from_str(m.body.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+                convo_domain::titles::generate_title(&self.deps, &job)
+                    .await
+                    .map_err(|e| format!("title: {e:?}"))?;
+                self.sqs_client
+                    .delete_message()
+                    .queue_url(&self.settings.titles_queue_url)
+                    .receipt_handle(m.receipt_handle.unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| format!("delete title job: {e}"))?;
+                done += 1;
+            }
+        }
+    }
+
     /// Every message of a conversation, in index order.
     pub async fn all_messages(&self, conversation_id: &str) -> Result<Vec<Message>, String> {
         let mut out = Vec::new();
@@ -333,7 +374,11 @@ pub async fn cost(
         let started = Instant::now();
         let result = service::append_messages(&h.deps, OWNER, &cid, req, None).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let error = result.err().map(|e| format!("{e:?}"));
+        let api_requests = h.dynamo.len();
+        let (command_id, error) = match result {
+            Ok(accepted) => (Some(accepted.command_id), None),
+            Err(e) => (None, Some(format!("{e:?}"))),
+        };
         let worker_ms = h.drain(1).await?;
         let op = Operation {
             messages: 2,
@@ -341,6 +386,7 @@ pub async fn cost(
             worker_ms: Some(worker_ms),
             requests: h.dynamo.take(),
             queue_requests: h.sqs.take(),
+            api_requests: Some(api_requests),
             error: error.clone(),
             ..Operation::convo("append", stored)
         };
@@ -367,9 +413,48 @@ pub async fn cost(
                     },
                 )?;
             }
+            // The agent's read right after its own write: `after=` the
+            // command just applied costs what the plain read does.
+            let started = Instant::now();
+            let context = service::context(&h.deps, OWNER, &cid, Some("20"), None, command_id.as_deref())
+                .await
+                .map_err(|e| format!("context after: {e:?}"))?;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if context.after != Some(convo_schema::api::AfterStatus::Applied) {
+                return Err(format!("after= at {stored} messages found {:?}", context.after));
+            }
+            write_line(
+                &mut file,
+                &Operation {
+                    ms,
+                    requests: h.dynamo.take(),
+                    queue_requests: h.sqs.take(),
+                    returned: Some(context.messages.len()),
+                    ..Operation::convo("tail-after", stored)
+                },
+            )?;
             eprintln!("convo: {stored} messages");
         }
     }
+    // The session's end (its transaction with the user's totals) and the
+    // title jobs the conversation queued, as generate-title applies them.
+    let started = Instant::now();
+    service::end_session(&h.deps, OWNER, &cid, None)
+        .await
+        .map_err(|e| format!("end: {e:?}"))?;
+    let api_requests = h.dynamo.len();
+    h.drain(1).await?;
+    h.drain_titles().await?;
+    write_line(
+        &mut file,
+        &Operation {
+            ms: started.elapsed().as_secs_f64() * 1000.0,
+            requests: h.dynamo.take(),
+            queue_requests: h.sqs.take(),
+            api_requests: Some(api_requests),
+            ..Operation::convo("end", stored)
+        },
+    )?;
     file.flush().map_err(|e| e.to_string())
 }
 

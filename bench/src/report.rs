@@ -30,14 +30,19 @@ pub struct AtLength {
     /// Table and index write units per stored message, over the window.
     pub write_units_per_message: f64,
     pub index_write_units_per_message: f64,
-    /// Over the whole conversation up to this length.
+    /// A whole conversation of this length: its creation, every append up
+    /// to it, and (convo) its end with the title jobs.
     pub cumulative_write_units_per_message: f64,
     pub dynamodb_requests_per_append: f64,
+    /// convo: the API's share of `dynamodb_requests_per_append`.
+    pub api_requests_per_append: Option<f64>,
     pub queue_requests_per_append: f64,
     pub read_units_per_append: f64,
     pub tail_read_units: f64,
     pub tail_bytes: f64,
     pub tail_requests: f64,
+    /// convo: the same read with `after=` the last append's command.
+    pub tail_after_read_units: Option<f64>,
     pub append_ms_p50: f64,
     pub worker_ms_p50: Option<f64>,
     pub tail_ms_p50: f64,
@@ -147,10 +152,11 @@ pub fn at_lengths(ops: &[Operation], billed: &Billed, lengths: &[usize]) -> Vec<
         .zip(billed)
         .filter(|(o, _)| o.kind == "append" && o.error.is_none())
         .collect();
-    let setup_writes: f64 = ops
+    // A conversation is created once and ended once, whatever its length.
+    let once_writes: f64 = ops
         .iter()
         .zip(billed)
-        .filter(|(o, _)| o.kind == "setup")
+        .filter(|(o, _)| o.kind == "setup" || o.kind == "end")
         .map(|(_, (c, _))| c.all_writes())
         .sum();
     let mut rows = Vec::new();
@@ -170,6 +176,16 @@ pub fn at_lengths(ops: &[Operation], billed: &Billed, lengths: &[usize]) -> Vec<
             .zip(billed)
             .filter(|(o, _)| o.kind == "tail" && o.messages_before == length && o.error.is_none())
             .collect();
+        let after_reads: Vec<f64> = ops
+            .iter()
+            .zip(billed)
+            .filter(|(o, _)| o.kind == "tail-after" && o.messages_before == length)
+            .map(|(_, (c, _))| c.read_units)
+            .collect();
+        let api_requests: Vec<f64> = window
+            .iter()
+            .filter_map(|(o, _)| o.api_requests.map(|n| n as f64))
+            .collect();
         let n = window.len().max(1) as f64;
         let t = tails.len().max(1) as f64;
         rows.push(AtLength {
@@ -182,14 +198,18 @@ pub fn at_lengths(ops: &[Operation], billed: &Billed, lengths: &[usize]) -> Vec<
             write_units_per_message: sum(&|c| c.write_units) / stored.max(1) as f64,
             index_write_units_per_message: sum(&|c| c.index_write_units) / stored.max(1) as f64,
             cumulative_write_units_per_message: (upto.iter().map(|(_, (c, _))| c.all_writes()).sum::<f64>()
-                + setup_writes)
+                + once_writes)
                 / upto_stored.max(1) as f64,
             dynamodb_requests_per_append: sum(&|c| c.requests as f64) / n,
+            api_requests_per_append: (!api_requests.is_empty())
+                .then(|| api_requests.iter().sum::<f64>() / api_requests.len() as f64),
             queue_requests_per_append: window.iter().map(|(_, (_, q))| q.requests as f64).sum::<f64>() / n,
             read_units_per_append: sum(&|c| c.read_units) / n,
             tail_read_units: tails.iter().map(|(_, (c, _))| c.read_units).sum::<f64>() / t,
             tail_bytes: tails.iter().map(|(_, (c, _))| c.response_bytes as f64).sum::<f64>() / t,
             tail_requests: tails.iter().map(|(_, (c, _))| c.requests as f64).sum::<f64>() / t,
+            tail_after_read_units: (!after_reads.is_empty())
+                .then(|| after_reads.iter().sum::<f64>() / after_reads.len() as f64),
             append_ms_p50: median(window.iter().map(|(o, _)| o.ms).collect()),
             worker_ms_p50: window
                 .iter()
@@ -201,6 +221,132 @@ pub fn at_lengths(ops: &[Operation], billed: &Billed, lengths: &[usize]) -> Vec<
         });
     }
     rows
+}
+
+/// Published us-east-1 prices in US dollars (on demand, first tier), for the
+/// cost model; the pages are cited in BENCHMARKS.md.
+mod price {
+    /// DynamoDB on-demand: $0.625 per million write request units.
+    pub const DYNAMODB_WRITE_UNIT: f64 = 0.625e-6;
+    /// DynamoDB on-demand: $0.125 per million read request units.
+    pub const DYNAMODB_READ_UNIT: f64 = 0.125e-6;
+    /// SQS FIFO: $0.50 per million requests (each 64 KB is a request).
+    pub const SQS_FIFO_REQUEST: f64 = 0.50e-6;
+    /// Lambda: $0.20 per million requests.
+    pub const LAMBDA_REQUEST: f64 = 0.20e-6;
+    /// Lambda on arm64: $0.0000133334 per GB-second.
+    pub const LAMBDA_ARM_GB_SECOND: f64 = 0.000_013_333_4;
+    /// API Gateway HTTP API: $1.00 per million requests.
+    pub const HTTP_API_REQUEST: f64 = 1.00e-6;
+    /// Amazon Bedrock AgentCore Memory, short-term memory: $0.25 per 1,000
+    /// new events (one event holds an exchange).
+    pub const AGENTCORE_EVENT: f64 = 0.25e-3;
+}
+
+/// The template's memory sizes (GB): the API functions and the worker.
+const API_MEMORY_GB: f64 = 0.25;
+const WORKER_MEMORY_GB: f64 = 0.5;
+
+/// Dollars per million stored messages, from the counted requests.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Dollars {
+    pub dynamodb_writes: f64,
+    pub dynamodb_reads: f64,
+    pub sqs: f64,
+    pub lambda: f64,
+    pub http_api: f64,
+    pub total: f64,
+    /// The same with one `GET /context?after=` per exchange, as an agent
+    /// makes.
+    pub with_context_reads: f64,
+}
+
+/// convo's bill per million messages at one length: an exchange (two
+/// messages) per append, each through the HTTP API, the API function, the
+/// FIFO queue (send, the event source mapping's receive and delete) and the
+/// worker; Lambda's time is the measured median on moto (an upper bound:
+/// moto answers far slower than DynamoDB).
+pub fn convo_dollars(c: &AtLength) -> Dollars {
+    let per_append_messages = 2.0;
+    let million = 1e6;
+    let dynamodb_writes = c.cumulative_write_units_per_message * price::DYNAMODB_WRITE_UNIT * million;
+    let dynamodb_reads = c.read_units_per_append / per_append_messages * price::DYNAMODB_READ_UNIT * million;
+    let sqs = c.queue_requests_per_append / per_append_messages * price::SQS_FIFO_REQUEST * million;
+    let gb_seconds =
+        (API_MEMORY_GB * c.append_ms_p50.ceil() + WORKER_MEMORY_GB * c.worker_ms_p50.unwrap_or(0.0).ceil()) / 1000.0;
+    let lambda =
+        (2.0 * price::LAMBDA_REQUEST + gb_seconds * price::LAMBDA_ARM_GB_SECOND) / per_append_messages * million;
+    let http_api = price::HTTP_API_REQUEST / per_append_messages * million;
+    let total = dynamodb_writes + dynamodb_reads + sqs + lambda + http_api;
+    let read = c.tail_after_read_units.unwrap_or(c.tail_read_units) * price::DYNAMODB_READ_UNIT
+        + price::HTTP_API_REQUEST
+        + price::LAMBDA_REQUEST
+        + API_MEMORY_GB * c.tail_ms_p50.ceil() / 1000.0 * price::LAMBDA_ARM_GB_SECOND;
+    Dollars {
+        dynamodb_writes,
+        dynamodb_reads,
+        sqs,
+        lambda,
+        http_api,
+        total,
+        with_context_reads: total + read / per_append_messages * million,
+    }
+}
+
+/// The peer's DynamoDB bill per million messages (it runs inside the
+/// agent's process: no queue, function or API of its own).
+pub fn peer_dollars(p: &AtLength) -> f64 {
+    (p.cumulative_write_units_per_message * price::DYNAMODB_WRITE_UNIT
+        + p.read_units_per_append / 2.0 * price::DYNAMODB_READ_UNIT)
+        * 1e6
+}
+
+pub fn agentcore_dollars() -> f64 {
+    price::AGENTCORE_EVENT / 2.0 * 1e6
+}
+
+fn write_cost_model(md: &mut String, convo: &[AtLength], peer: &[AtLength]) {
+    let _ = writeln!(md, "\n### Dollars per million stored messages (us-east-1, on demand)\n");
+    let _ = writeln!(
+        md,
+        "From the counted requests above at published prices (see \"Cost model\" below): a whole \
+         conversation of each length, one exchange per append. convo: DynamoDB, SQS FIFO, Lambda (arm64, the \
+         template's 256 MB API and 512 MB worker, at the median times measured on moto) and the HTTP API; \
+         also with one `GET /context?after=` per exchange. The peer: its DynamoDB requests only. AgentCore \
+         Memory: $0.25 per 1,000 short-term events, one event per exchange.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| messages | convo: DynamoDB writes | reads | SQS | Lambda | HTTP API | total | with a context read per exchange | peer (DynamoDB) | AgentCore Memory | AgentCore ÷ convo |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let agentcore = agentcore_dollars();
+    for (i, c) in convo.iter().enumerate() {
+        let d = convo_dollars(c);
+        let peer = match peer.get(i) {
+            Some(p) if p.reached => format!("{:.2}", peer_dollars(p)),
+            Some(_) => "fails".into(),
+            None => "not run".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | **{:.2}** | {:.2} | {} | {:.2} | {:.0} × |",
+            c.length,
+            d.dynamodb_writes,
+            d.dynamodb_reads,
+            d.sqs,
+            d.lambda,
+            d.http_api,
+            d.total,
+            d.with_context_reads,
+            peer,
+            agentcore,
+            agentcore / d.total
+        );
+    }
 }
 
 /// The error's class and message, without the SDK's wrapping ("An error
@@ -282,22 +428,26 @@ pub fn write(dir: &Path) -> Result<(), String> {
     let _ = writeln!(
         md,
         "Write units per stored message over the last {WINDOW} messages before each length (table + index; \
-         convo's include the conversation item, the rate-limit counter and the user's totals); requests per \
-         append; the tail read is the last 20 messages (convo: `GET /context?maxMessages=20`; peer: \
-         `history.messages[-20:]`).\n"
+         convo's include everything an append writes: the messages with the conversation's head state, the \
+         rate window, flag pointers and externalId claims when there are any); the same for a whole \
+         conversation of that length (its creation, every append, and — convo — its end with the user's \
+         totals and its title jobs); DynamoDB requests per append (convo: the API's + the worker's); the tail \
+         read is the last 20 messages (convo: `GET /context?maxMessages=20`, and the same with `after=` the \
+         append just made; peer: `history.messages[-20:]`).\n"
     );
     let _ = writeln!(
         md,
-        "| messages | write units / message: convo | peer | peer ÷ convo | DynamoDB requests / append: convo | peer | SQS requests / append: convo | tail read units: convo | peer | tail read bytes: convo | peer |"
+        "| messages | write units / message: convo | peer | peer ÷ convo | whole conversation: convo | peer | DynamoDB requests / append: convo (API + worker) | peer | SQS requests / append: convo | tail read units: convo | with `after=` | peer | tail read bytes: convo | peer |"
     );
     let _ = writeln!(
         md,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for (i, c) in convo.iter().enumerate() {
-        let (pw, pr, pt, pb, pratio) = match p(i) {
+        let (pw, pc, pr, pt, pb, pratio) = match p(i) {
             Some(x) if x.reached => (
                 fmt(x.write_units_per_message + x.index_write_units_per_message),
+                fmt(x.cumulative_write_units_per_message),
                 fmt(x.dynamodb_requests_per_append),
                 fmt(x.tail_read_units),
                 fmt(x.tail_bytes),
@@ -308,21 +458,40 @@ pub fn write(dir: &Path) -> Result<(), String> {
             ),
             Some(x) => {
                 let why = x.failure.clone().unwrap_or_else(|| "not reached".into());
-                (why, "—".into(), "—".into(), "—".into(), "—".into())
+                (why, "—".into(), "—".into(), "—".into(), "—".into(), "—".into())
             }
-            None => ("not run".into(), "—".into(), "—".into(), "—".into(), "—".into()),
+            None => (
+                "not run".into(),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+            ),
+        };
+        let requests = match c.api_requests_per_append {
+            Some(api) => format!(
+                "{} ({} + {})",
+                fmt(c.dynamodb_requests_per_append),
+                fmt(api),
+                fmt(c.dynamodb_requests_per_append - api)
+            ),
+            None => fmt(c.dynamodb_requests_per_append),
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.length,
             fmt(c.write_units_per_message + c.index_write_units_per_message),
             pw,
             pratio,
-            fmt(c.dynamodb_requests_per_append),
+            fmt(c.cumulative_write_units_per_message),
+            pc,
+            requests,
             pr,
             fmt(c.queue_requests_per_append),
             fmt(c.tail_read_units),
+            c.tail_after_read_units.map(fmt).unwrap_or_else(|| "—".into()),
             pt,
             fmt(c.tail_bytes),
             pb,
@@ -331,14 +500,15 @@ pub fn write(dir: &Path) -> Result<(), String> {
     let kinds = writes_by_kind(&convo_ops, &convo_billed);
     let _ = writeln!(
         md,
-        "\nconvo's table write units per stored message by item (all appends; `C/META` the conversation, \
-         `C/M` a message, `R/…` the rate-limit counter, `U/STATS` the user's totals): {}.",
+        "\nconvo's table write units per stored message by item (all appends; `C/M` a message chunk with the \
+         head state, `C/META` the conversation item, `C/X` an externalId claim, `C/F` a flag pointer): {}.",
         kinds
             .iter()
             .map(|(k, v)| format!("`{k}` {v:.2}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
+    write_cost_model(&mut md, &convo, &peer);
     let _ = writeln!(md, "\n### Latency by conversation length (moto on loopback; medians)\n");
     let _ = writeln!(
         md,

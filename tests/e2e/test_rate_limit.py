@@ -1,4 +1,8 @@
-"""Appends per (owner, user) per minute: over the limit, 429 with Retry-After, nothing enqueued."""
+"""Appends per conversation per minute: over the limit, 429 with Retry-After, nothing enqueued.
+
+The worker counts the appends it stores (in the conversation's head, which
+the API reads anyway), so the test lets each append be stored before the
+next: appends still on the queue are not counted yet (see the README)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,12 @@ def test_appends_over_the_limit_get_429_and_change_nothing(make_server):
     cid = api.create(user, "toy-1")["conversationId"]
     for i in range(3):
         api.append(cid, ("user", f"m{i}"))
+        api.wait_count(cid, i + 1)
     status, headers, body = api.post(f"/conversations/{cid}/messages", {"messages": [{"role": "user", "content": "m3"}]})
     assert_error((status, headers, body), 429, "rate_limited")
     retry_after = int(headers.get("retry-after") or headers.get("Retry-After"))
     assert 1 <= retry_after <= 60
-    # Another user of the same owner is not limited.
+    # Another conversation has its own budget.
     other = api.create(unique("rl"), "toy-1")["conversationId"]
     api.append(other, ("user", "fine"))
     api.flush(other)

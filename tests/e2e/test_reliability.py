@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -39,8 +39,8 @@ def ulid() -> str:
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
-def rfc3339_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def rfc3339_now(ago: timedelta = timedelta(0)) -> str:
+    return (datetime.now(timezone.utc) - ago).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def tamper(cursor: str) -> str:
@@ -107,9 +107,11 @@ class Aws:
         return out
 
 
-def append_command(cid: str, owner: str, content: str, role: str = "user") -> dict:
-    """A write command exactly as the API would enqueue it (see shared/schema/src/commands.rs)."""
-    now = rfc3339_now()
+def append_command(cid: str, owner: str, content: str, role: str = "user",
+                   ago: timedelta = timedelta(0)) -> dict:
+    """A write command exactly as the API would enqueue it (see shared/schema/src/commands.rs),
+    accepted `ago` before now."""
+    now = rfc3339_now(ago)
     return {
         "v": 1,
         "commandId": ulid(),
@@ -229,7 +231,13 @@ def test_commands_delivered_twice_are_stored_once(server, api):
     owner = api.conversation(cid)["ownerId"]
     assert owner == "alice"
     run = uuid.uuid4().hex[:8]
-    commands = [append_command(cid, owner, f"crafted {i:02d} of {run}", "user" if i % 2 == 0 else "assistant")
+    # Accepted ten minutes ago: SQS FIFO drops a re-send with the same
+    # deduplication id for five minutes, so a replay that reaches the worker
+    # with a new one is at least that old (a client's retry re-sending a
+    # stored command, a dead-letter redrive). The worker remembers its last
+    # 16 commands and reads the chunks back for older ones.
+    commands = [append_command(cid, owner, f"crafted {i:02d} of {run}", "user" if i % 2 == 0 else "assistant",
+                               ago=timedelta(minutes=10))
                 for i in range(20)]
 
     # every command twice, back to back, with distinct deduplication ids: SQS

@@ -31,6 +31,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Serve the HTTP API and run the workers (the default).
     Serve(ServeArgs),

@@ -48,6 +48,15 @@ use crate::{Config, Deps};
 /// newest commands; 16 leaves a margin.
 pub const RECENT_COMMANDS: usize = 16;
 
+/// A command the conversation does not remember that was accepted longer
+/// ago than this may be a re-send from outside SQS's 5-minute
+/// deduplication window (a client's retry that re-sends a stored command, a
+/// dead-letter redrive): before it is applied, the chunks stored since it
+/// was accepted are read for its messages. Fresh commands never pay for it:
+/// within the window SQS drops a re-send, and redeliveries are always among
+/// the commands the head remembers.
+pub const REPLAY_CHECK_AFTER_SECONDS: i64 = 4 * 60;
+
 /// Consecutive commands are packed into one chunk while their messages'
 /// content and metadata stay under this many bytes (a chunk and the
 /// conversation item then fit one 4 KB read unit); a command is never split,
@@ -192,7 +201,15 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 }
             }
         };
-        let plan = plan_commit(record, &commands, existing, &deps.config);
+        let stored = match already_stored(deps, &record, &commands).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not check old commands");
+                fail_rest(&mut outcome, &list[next..]);
+                return outcome;
+            }
+        };
+        let plan = plan_commit(record, &commands, existing, &stored, &deps.config);
         match write_plan(deps.store.as_ref(), &plan).await {
             Ok(()) => {
                 for job in &plan.title_jobs {
@@ -230,6 +247,64 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
         }
     }
     outcome
+}
+
+/// The tags of old commands (see [`REPLAY_CHECK_AFTER_SECONDS`]) whose
+/// messages are already stored: read from the newest chunk back to the
+/// ones stored before the oldest such command was accepted.
+async fn already_stored(
+    deps: &Deps,
+    record: &ConversationRecord,
+    commands: &[&WriteCommand],
+) -> Result<HashSet<CommandTag>, StoreError> {
+    let cutoff = deps.clock.now() - chrono::Duration::seconds(REPLAY_CHECK_AFTER_SECONDS);
+    let old: Vec<(&WriteCommand, &str)> = commands
+        .iter()
+        .filter(|c| c.accepted_at < cutoff && !record.head.recent_commands.contains(&command_tag(&c.command_id)))
+        .filter_map(|c| match &c.kind {
+            WriteKind::Append { messages } => messages.first().map(|m| (*c, m.message_id.as_str())),
+            WriteKind::End { .. } => None,
+        })
+        .collect();
+    let Some(oldest) = old.iter().map(|(c, _)| c.accepted_at).min() else {
+        return Ok(HashSet::new());
+    };
+    // acceptedAt grows with the index (up to the skew between two API
+    // instances); a minute's margin covers it.
+    let stop = oldest - chrono::Duration::seconds(60);
+    let wanted: HashSet<&str> = old.iter().map(|(_, m)| *m).collect();
+    let mut found: HashSet<String> = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = deps
+            .store
+            .list_messages(
+                record.id(),
+                &MessageQuery {
+                    cursor,
+                    limit: 200,
+                    order: Order::Desc,
+                    ..MessageQuery::default()
+                },
+            )
+            .await?;
+        let past = page.items.last().is_none_or(|m| m.accepted_at < stop);
+        found.extend(
+            page.items
+                .into_iter()
+                .filter(|m| wanted.contains(m.message_id.as_str()))
+                .map(|m| m.message_id),
+        );
+        match page.next_cursor {
+            Some(c) if !past && found.len() < wanted.len() => cursor = Some(c),
+            _ => break,
+        }
+    }
+    Ok(old
+        .iter()
+        .filter(|(_, m)| found.contains(*m))
+        .map(|(c, _)| command_tag(&c.command_id))
+        .collect())
 }
 
 /// Writes a plan in the order that keeps every crash point recoverable
@@ -325,11 +400,13 @@ pub struct Plan {
 
 /// Applies `commands` to `record` in order, pure and deterministic.
 /// `existing_external` maps the externalIds already claimed to the message
-/// holding each.
+/// holding each; `stored` holds the tags of commands found stored although
+/// the head no longer remembers them (see [`REPLAY_CHECK_AFTER_SECONDS`]).
 pub fn plan_commit(
     record: ConversationRecord,
     commands: &[&WriteCommand],
     mut existing_external: HashMap<String, String>,
+    stored: &HashSet<CommandTag>,
     config: &Config,
 ) -> Plan {
     let expected_version = record.version;
@@ -354,7 +431,7 @@ pub fn plan_commit(
         }
         match &cmd.kind {
             WriteKind::Append { messages: incoming } => {
-                if rec.head.recent_commands.contains(&tag) {
+                if rec.head.recent_commands.contains(&tag) || stored.contains(&tag) {
                     duplicates += 1;
                     continue;
                 }

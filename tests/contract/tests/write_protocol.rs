@@ -6,7 +6,6 @@
 
 use convo_contract_tests::*;
 use convo_domain::persist::{Delivery, persist_batch};
-use convo_domain::ports::*;
 use convo_domain::service::{self, MessageParams};
 use convo_schema::api::*;
 use convo_schema::*;
@@ -398,7 +397,49 @@ async fn a_late_message_after_the_end_is_counted_once_across_a_crash(w: World) {
     assert_eq!(w.conversation(&id).await.message_count, 3);
 }
 
+async fn an_old_command_sent_again_after_the_head_forgot_it_is_skipped(w: World) {
+    let id = conversation(&w, "child-old").await;
+    for i in 0..20 {
+        service::append_messages(&w.deps, "alice", &id, exchange(i), None)
+            .await
+            .unwrap();
+    }
+    let mut bodies = Vec::new();
+    loop {
+        let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+        if batch.is_empty() {
+            break;
+        }
+        let deliveries = batch
+            .iter()
+            .map(|r| Delivery::decode(r.message_id.clone(), r.group.clone(), &r.body))
+            .collect();
+        assert!(persist_batch(&w.deps, deliveries).await.failed.is_empty());
+        for r in &batch {
+            bodies.push(r.body.clone());
+            w.writes.ack(r.receipt).await.unwrap();
+        }
+    }
+    assert_eq!(bodies.len(), 20);
+    let before = contents(&w, &id).await;
+    assert_eq!(before.len(), 40);
+    // Past SQS's deduplication window, every command is sent again (a
+    // redrive): the head remembers only the last 16, the chunks the rest.
+    w.clock.advance(chrono::Duration::minutes(10));
+    for (i, body) in bodies.iter().enumerate() {
+        let again = persist_batch(
+            &w.deps,
+            vec![Delivery::decode(format!("again-{i}"), Some(id.clone()), body)],
+        )
+        .await;
+        assert_eq!((again.failed.len(), again.messages_persisted), (0, 0), "command {i}");
+    }
+    assert_eq!(contents(&w, &id).await, before);
+    assert_eq!(w.conversation(&id).await.message_count, 40);
+}
+
 contract! {
+    an_old_command_sent_again_after_the_head_forgot_it_is_skipped,
     an_exchange_is_one_chunk_write_and_nothing_else,
     a_crash_at_any_write_of_a_commit_is_finished_by_redelivery,
     a_crash_between_the_chunks_of_one_commit_is_finished,

@@ -407,14 +407,14 @@ impl DynamoStore {
         Ok(resp.item)
     }
 
-    /// One page of messages from the chunks, or `Err(())` when an eventually
+    /// One page of messages from the chunks, or `None` when an eventually
     /// consistent read saw fewer messages than the query knows of.
     async fn read_messages(
         &self,
         conversation_id: &str,
         q: &MessageQuery,
         consistent: bool,
-    ) -> Result<Result<Page<Message>, ()>, StoreError> {
+    ) -> Result<Option<Page<Message>>, StoreError> {
         let mut pager = MessagePager::new(q, format!("M#{conversation_id}"))?;
         let (lo, hi) = match (q.order, pager.start_chunk()) {
             (Order::Asc, Some(from)) => (chunk_sk(from), chunk_sk(u64::MAX)),
@@ -423,10 +423,14 @@ impl DynamoStore {
         };
         let mut exclusive_start = None;
         let mut exhausted = false;
+        // Messages per chunk: an exchange (two) until the chunks read say
+        // otherwise. A query is billed on the items it returns, so it asks
+        // for about as many chunks as the messages still wanted need, and
+        // pages on when that was too few.
+        let (mut seen_chunks, mut seen_messages) = (1usize, 2usize);
         while !pager.done() {
-            // An exchange is a chunk of two: ask for about as many chunks as
-            // the messages still wanted need, and page on if it was fewer.
-            let chunks = pager.wanted().div_ceil(2).clamp(1, 100) as i32;
+            let per_chunk = seen_messages.div_ceil(seen_chunks).max(1);
+            let chunks = pager.wanted().div_ceil(per_chunk).clamp(1, 100) as i32;
             let resp = self
                 .client
                 .query()
@@ -444,6 +448,8 @@ impl DynamoStore {
                 .map_err(sdk)?;
             for item in resp.items.unwrap_or_default() {
                 let (first, messages, _) = chunk_from(&item, conversation_id)?;
+                seen_chunks += 1;
+                seen_messages += messages.len();
                 if !pager.push(first, messages) {
                     break;
                 }
@@ -457,9 +463,9 @@ impl DynamoStore {
             }
         }
         if !consistent && pager.lagged(exhausted) {
-            return Ok(Err(()));
+            return Ok(None);
         }
-        Ok(Ok(pager.finish()))
+        Ok(Some(pager.finish()))
     }
 
     /// Releases the (agent, user) pair if it still points at `id`. Best
@@ -700,17 +706,14 @@ impl ConversationStore for DynamoStore {
     }
 
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
-        let page = self.read_messages(conversation_id, q, false).await?;
-        match page {
-            Ok(page) => Ok(page),
-            // The eventually consistent read lagged behind what the caller
-            // already saw: read again strongly consistent.
-            Err(()) => self.read_messages(conversation_id, q, true).await?.or_else(|()| {
-                Err(StoreError::Unavailable(
-                    "messages still lag after a consistent read".into(),
-                ))
-            }),
+        if let Some(page) = self.read_messages(conversation_id, q, false).await? {
+            return Ok(page);
         }
+        // The eventually consistent read lagged behind what the caller
+        // already saw: read again strongly consistent (which never lags).
+        self.read_messages(conversation_id, q, true)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("messages lag after a consistent read".into()))
     }
 
     async fn list_flagged_messages(
