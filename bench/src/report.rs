@@ -85,12 +85,16 @@ pub struct Billed {
     pub costs: Vec<(Cost, Cost)>,
     /// Table write units by kind of item, over the appends only.
     pub append_writes_by_kind: BTreeMap<String, f64>,
+    /// The same for the operations a conversation makes once (`setup`,
+    /// `end`), per operation.
+    pub once_writes_by_kind: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 pub fn bill(ops: &[Operation]) -> Result<Billed, String> {
     let mut ledger = Ledger::default();
     let mut costs = Vec::with_capacity(ops.len());
     let mut append_writes_by_kind = BTreeMap::new();
+    let mut once_writes_by_kind: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for op in ops {
         if let Some(desc) = &op.table {
             let name = desc["TableName"].as_str().ok_or("table record without a name")?;
@@ -112,6 +116,11 @@ pub fn bill(ops: &[Operation]) -> Result<Billed, String> {
             for (k, v) in kinds {
                 *append_writes_by_kind.entry(k).or_default() += v;
             }
+        } else if op.kind == "setup" || op.kind == "end" {
+            let once = once_writes_by_kind.entry(op.kind.clone()).or_default();
+            for (k, v) in kinds {
+                *once.entry(k).or_default() += v;
+            }
         }
         let queue = Cost {
             requests: op.queue_requests.len(),
@@ -122,6 +131,7 @@ pub fn bill(ops: &[Operation]) -> Result<Billed, String> {
     Ok(Billed {
         costs,
         append_writes_by_kind,
+        once_writes_by_kind,
     })
 }
 
@@ -508,6 +518,28 @@ pub fn write(dir: &Path) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for op in ["setup", "end"] {
+        let Some(kinds) = convo_billed.once_writes_by_kind.get(op) else {
+            continue;
+        };
+        let what = if op == "setup" {
+            "\nOnce per conversation, table write units for its creation (a transaction with the active pair)"
+        } else {
+            "and its end (a transaction with the user's totals, the release of the pair, the titles' writes)"
+        };
+        let total: f64 = kinds.values().sum();
+        let _ = writeln!(
+            md,
+            "{what}: {} ({}){}",
+            fmt(total),
+            kinds
+                .iter()
+                .map(|(k, v)| format!("`{k}` {}", fmt(*v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if op == "setup" { ";" } else { "." }
+        );
+    }
     write_cost_model(&mut md, &convo, &peer);
     let _ = writeln!(md, "\n### Latency by conversation length (moto on loopback; medians)\n");
     let _ = writeln!(
