@@ -143,10 +143,12 @@ fn apply_delta(s: &mut UserStats, delta: &StatsDelta) {
     s.total_seconds = (s.total_seconds + delta.seconds).max(0);
 }
 
-/// Removes every key of `table` that starts with `prefix`.
+/// Removes every key of `table` that starts with `prefix`, which ends in
+/// [`SEP`]: the keys from it up to the same prefix ending in the next
+/// character (whatever characters follow, non-ASCII ones included).
 fn remove_prefix(txn: &redb::WriteTransaction, table: Table, prefix: &str) -> Result<(), StoreError> {
     let mut t = txn.open_table(table).map_err(unavailable)?;
-    let upper = format!("{prefix}\u{7f}");
+    let upper = format!("{}\u{20}", prefix.strip_suffix(SEP).unwrap_or(prefix));
     let keys: Vec<String> = t
         .range(prefix..upper.as_str())
         .map_err(unavailable)?

@@ -8,23 +8,28 @@
 //! 1. the `externalId` claims of its messages (each names its message, so
 //!    a retried claim of the same message is not a repeat);
 //! 2. the flagged-message pointers;
-//! 3. the conversation item, conditional on its version, when a field that
-//!    rarely changes moved (the first flag, a higher severity, the end of the
-//!    session — then atomically with the user's totals);
-//! 4. the messages, packed into chunks keyed by the index of their first
+//! 3. the messages, packed into chunks keyed by the index of their first
 //!    message, each conditional on its key being free and each carrying the
 //!    conversation's head as of its last message (counters, previews, the
-//!    rate window and the tags of the last [`RECENT_COMMANDS`] commands).
+//!    rate window and the tags of the last [`RECENT_COMMANDS`] commands);
+//! 4. the conversation item, conditional on its version, when a field that
+//!    rarely changes moved (the first flag, a higher severity, the end of the
+//!    session — then atomically with the user's totals).
 //!
 //! A crash between any two steps leaves a state the redelivered commands
-//! finish: steps 1–3 are idempotent when replayed (a claim of the same
-//! message, the same pointer, a conversation already flagged or ended —
-//! [`ConversationRecord::counted_messages`] keeps the totals from counting a
-//! message twice), and the chunks already written hold their commands' tags,
-//! so those commands are recognised and skipped. A chunk key found taken is
-//! read back: if it holds our commands another worker stored them (a
-//! visibility timeout let two hold the group), otherwise the state is read
-//! again and the commit planned anew.
+//! finish: claims and pointers are idempotent when replayed (a claim of the
+//! same message, the same pointer); a command whose chunk is stored is
+//! recognised by its tag and not stored again, but what it does to the
+//! conversation item (a first flag, a severity) is applied again, which
+//! changes nothing when it was written; an end is applied while the session
+//! is still active; and messages stored after the end that the user's
+//! totals do not count yet ([`ConversationRecord::counted_messages`] below
+//! the head's count) are counted, once. The conversation item is written
+//! after the chunks, so its snapshot of the counters never runs ahead of
+//! them. A chunk key found taken is read back: if it holds our commands
+//! another worker stored them (a visibility timeout let two hold the
+//! group), otherwise the state is read again and the commit planned anew,
+//! checking every command against the stored chunks.
 //!
 //! In order: records are grouped by conversation (the FIFO group); when one
 //! record of a group fails, every later record of that group in the batch is
@@ -37,7 +42,7 @@ use std::collections::{HashMap, HashSet};
 
 use convo_schema::commands::{AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind};
 use convo_schema::limits::PREVIEW_CHARS;
-use convo_schema::{ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
+use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
 use futures::future::join_all;
 
 use crate::ports::*;
@@ -154,6 +159,17 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 continue;
             }
         };
+        if matches!(cmd.kind, WriteKind::Erase) {
+            match erase_leftovers(deps, cmd).await {
+                Ok(()) => next += 1,
+                Err(e) => {
+                    tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not sweep an erased conversation");
+                    fail_rest(&mut outcome, &list[next..]);
+                    return outcome;
+                }
+            }
+            continue;
+        }
         let record = match deps.store.get_conversation(&cmd.conversation_id).await {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -182,7 +198,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             .iter()
             .flat_map(|c| match &c.kind {
                 WriteKind::Append { messages } => messages.iter().filter_map(|m| m.external_id.clone()).collect(),
-                WriteKind::End { .. } => Vec::new(),
+                WriteKind::End { .. } | WriteKind::Erase => Vec::new(),
             })
             .collect();
         let existing = if external_ids.is_empty() {
@@ -201,7 +217,9 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 }
             }
         };
-        let stored = match already_stored(deps, &record, &commands).await {
+        // After a conflict another worker may have stored these commands
+        // and moved the head past them: look every one up, not only the old.
+        let stored = match already_stored(deps, &record, &commands, conflicts > 0).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not check old commands");
@@ -256,14 +274,19 @@ async fn already_stored(
     deps: &Deps,
     record: &ConversationRecord,
     commands: &[&WriteCommand],
+    every: bool,
 ) -> Result<HashSet<CommandTag>, StoreError> {
     let cutoff = deps.clock.now() - chrono::Duration::seconds(REPLAY_CHECK_AFTER_SECONDS);
-    let old: Vec<(&WriteCommand, &str)> = commands
+    // A command's messages are stored together (a chunk holds whole
+    // commands), so any one of them found means the command was applied.
+    let old: Vec<(&WriteCommand, Vec<&str>)> = commands
         .iter()
-        .filter(|c| c.accepted_at < cutoff && !record.head.recent_commands.contains(&command_tag(&c.command_id)))
+        .filter(|c| {
+            (every || c.accepted_at < cutoff) && !record.head.recent_commands.contains(&command_tag(&c.command_id))
+        })
         .filter_map(|c| match &c.kind {
-            WriteKind::Append { messages } => messages.first().map(|m| (*c, m.message_id.as_str())),
-            WriteKind::End { .. } => None,
+            WriteKind::Append { messages } => Some((*c, messages.iter().map(|m| m.message_id.as_str()).collect())),
+            WriteKind::End { .. } | WriteKind::Erase => None,
         })
         .collect();
     let Some(oldest) = old.iter().map(|(c, _)| c.accepted_at).min() else {
@@ -272,7 +295,7 @@ async fn already_stored(
     // acceptedAt grows with the index (up to the skew between two API
     // instances); a minute's margin covers it.
     let stop = oldest - chrono::Duration::seconds(60);
-    let wanted: HashSet<&str> = old.iter().map(|(_, m)| *m).collect();
+    let wanted: HashSet<&str> = old.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
     let mut found: HashSet<String> = HashSet::new();
     let mut cursor = None;
     loop {
@@ -296,15 +319,29 @@ async fn already_stored(
                 .map(|m| m.message_id),
         );
         match page.next_cursor {
-            Some(c) if !past && found.len() < wanted.len() => cursor = Some(c),
+            Some(c) if !past => cursor = Some(c),
             _ => break,
         }
     }
     Ok(old
         .iter()
-        .filter(|(_, m)| found.contains(*m))
+        .filter(|(_, ids)| ids.iter().any(|m| found.contains(*m)))
         .map(|(c, _)| command_tag(&c.command_id))
         .collect())
+}
+
+/// An erasure's guard, run in the conversation's FIFO group behind every
+/// write accepted before the erasure: a write that read the conversation
+/// before it was marked, and stored a chunk after the erasure swept, is
+/// deleted now.
+async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError> {
+    match deps.store.get_conversation(&cmd.conversation_id).await? {
+        Some(record) if !record.deleting => {
+            tracing::error!(conversation_id = %cmd.conversation_id, "erase command for a conversation not being erased; ignored");
+            Ok(())
+        }
+        _ => deps.store.delete_conversation_items(&cmd.conversation_id).await,
+    }
 }
 
 /// Writes a plan in the order that keeps every crash point recoverable
@@ -320,16 +357,6 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
     }
     if !plan.flag_pointers.is_empty() {
         store.put_flag_pointers(id, &plan.flag_pointers, expires).await?;
-    }
-    if plan.meta_changed {
-        match plan.stats {
-            Some(stats) => {
-                store
-                    .put_conversation_counted(&plan.record, plan.expected_version, stats)
-                    .await?
-            }
-            None => store.put_conversation(&plan.record, plan.expected_version).await?,
-        }
     }
     for (chunk, tags) in plan.chunks.iter().zip(&plan.chunk_commands) {
         match store.put_chunk(chunk).await? {
@@ -351,6 +378,16 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
         && let Some(newest) = plan.record.head_chunk
     {
         store.update_head(id, newest, &plan.record.head).await?;
+    }
+    if plan.meta_changed {
+        match plan.stats {
+            Some(stats) => {
+                store
+                    .put_conversation_counted(&plan.record, plan.expected_version, stats)
+                    .await?
+            }
+            None => store.put_conversation(&plan.record, plan.expected_version).await?,
+        }
     }
     Ok(())
 }
@@ -423,6 +460,16 @@ pub fn plan_commit(
     let mut applied = 0;
     let mut duplicates = 0;
     let mut claimed_here: HashSet<String> = HashSet::new();
+    // Messages stored after the end that the totals do not count yet (the
+    // worker stopped between a chunk and the conversation item): count them.
+    if let Some(counted) = rec.counted_messages
+        && rec.conversation.status != ConversationStatus::Active
+        && counted < rec.conversation.message_count
+    {
+        stats.get_or_insert_with(StatsDelta::default).messages += (rec.conversation.message_count - counted) as i64;
+        rec.counted_messages = Some(rec.conversation.message_count);
+        meta_changed = true;
+    }
     for cmd in commands {
         let tag = command_tag(&cmd.command_id);
         if cmd.owner_id != rec.conversation.owner_id {
@@ -433,6 +480,22 @@ pub fn plan_commit(
             WriteKind::Append { messages: incoming } => {
                 if rec.head.recent_commands.contains(&tag) || stored.contains(&tag) {
                     duplicates += 1;
+                    // Its messages are stored; what they do to the
+                    // conversation item may not be (a stop before it).
+                    for m in incoming {
+                        let repeat = m
+                            .external_id
+                            .as_ref()
+                            .is_some_and(|ext| existing_external.get(ext).is_some_and(|h| *h != m.message_id));
+                        if !repeat {
+                            flag_conversation(&mut rec.conversation, m, cmd, &mut meta_changed);
+                        }
+                    }
+                    // ... nor its early title job (a send that failed).
+                    let c = &rec.conversation;
+                    if rec.head.title_requested && c.title.is_none() && title_jobs_out.is_empty() {
+                        title_jobs_out.push(title_job(&rec, TitleReason::EarlyExchanges));
+                    }
                     continue;
                 }
                 let mut stored = Vec::new();
@@ -461,9 +524,7 @@ pub fn plan_commit(
                     stored.push(message);
                 }
                 count_rate(&mut rec.head, cmd);
-                rec.head.recent_commands.push(tag);
-                let overflow = rec.head.recent_commands.len().saturating_sub(RECENT_COMMANDS);
-                rec.head.recent_commands.drain(..overflow);
+                remember(&mut rec.head, tag);
                 let c = &rec.conversation;
                 if c.title.is_none()
                     && !rec.head.title_requested
@@ -511,10 +572,17 @@ pub fn plan_commit(
                 }
                 applied += 1;
             }
+            WriteKind::Erase => continue,
             WriteKind::End { reason } => {
                 if rec.conversation.status != ConversationStatus::Active {
-                    if rec.end_command == Some(tag) {
+                    if rec.end_command == Some(tag) || rec.head.recent_commands.contains(&tag) {
                         duplicates += 1;
+                    } else if rec.head_chunk.is_some() {
+                        // An end after the end (the sweeper's came first):
+                        // nothing to do, but an `after=` read waits for it.
+                        remember(&mut rec.head, tag);
+                        head_changed = true;
+                        applied += 1;
                     }
                     // A redelivered end whose title job may not have been queued.
                     if needs_title(&rec) {
@@ -567,6 +635,13 @@ fn message_weight(m: &Message) -> usize {
         serde_json::to_vec(&m.metadata).map(|v| v.len()).unwrap_or(0)
     };
     m.content.len() + metadata + m.audio_url.as_ref().map_or(0, String::len) + 80
+}
+
+/// Adds a command to the ones the head remembers, forgetting the oldest.
+fn remember(head: &mut HeadState, tag: CommandTag) {
+    head.recent_commands.push(tag);
+    let overflow = head.recent_commands.len().saturating_sub(RECENT_COMMANDS);
+    head.recent_commands.drain(..overflow);
 }
 
 /// Counts an applied append in its minute (by acceptance time).
@@ -630,25 +705,34 @@ fn append_message(
         c.first_message_preview = Some(shown.clone());
     }
     c.last_message_preview = Some(shown);
-    if flagged {
-        let severity = m
-            .safety
-            .severity
-            .unwrap_or(if blocked { Severity::High } else { Severity::Medium });
-        if !c.flagged {
-            c.flagged = true;
-            c.flag_type = Some(m.safety.categories.first().cloned().unwrap_or_else(|| "content".into()));
-            c.flag_reason = m.safety.reason.clone();
-            c.severity = Some(severity);
-            c.flag_status = Some(FlagStatus::Unreviewed);
-            c.flagged_at = Some(cmd.accepted_at);
-            *meta_changed = true;
-        } else if c.severity.is_none_or(|s| s < severity) {
-            c.severity = Some(severity);
-            *meta_changed = true;
-        }
-    }
+    flag_conversation(c, m, cmd, meta_changed);
     message
+}
+
+/// What a flagged or blocked message does to its conversation: the first
+/// flag sets the flag fields (for review), a later one may raise the
+/// severity. Applying it twice changes nothing.
+fn flag_conversation(c: &mut Conversation, m: &AcceptedMessage, cmd: &WriteCommand, meta_changed: &mut bool) {
+    if m.safety.action == SafetyAction::Safe {
+        return;
+    }
+    let blocked = m.safety.action == SafetyAction::Blocked;
+    let severity = m
+        .safety
+        .severity
+        .unwrap_or(if blocked { Severity::High } else { Severity::Medium });
+    if !c.flagged {
+        c.flagged = true;
+        c.flag_type = Some(m.safety.categories.first().cloned().unwrap_or_else(|| "content".into()));
+        c.flag_reason = m.safety.reason.clone();
+        c.severity = Some(severity);
+        c.flag_status = Some(FlagStatus::Unreviewed);
+        c.flagged_at = Some(cmd.accepted_at);
+        *meta_changed = true;
+    } else if c.severity.is_none_or(|s| s < severity) {
+        c.severity = Some(severity);
+        *meta_changed = true;
+    }
 }
 
 fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &WriteCommand) -> StatsDelta {

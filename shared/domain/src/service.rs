@@ -638,14 +638,29 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
                 Err(e) => return Err(e.into()),
             }
         }
-        // 2. Everything under it; 3. the conversation, its indexes, pair and
+        // 2. A guard behind every write accepted before the mark, in the
+        // conversation's FIFO group: the worker deletes whatever a write that
+        // read the conversation before the mark stores after step 3.
+        send_write(
+            deps,
+            &WriteCommand {
+                v: WRITE_COMMAND_VERSION,
+                command_id: deps.ids.new_id(),
+                conversation_id: conversation_id.to_string(),
+                owner_id: owner_id.to_string(),
+                accepted_at: deps.clock.now(),
+                kind: WriteKind::Erase,
+            },
+        )
+        .await?;
+        // 3. Everything under it; 4. the conversation, its indexes, pair and
         // totals. A crash in between leaves the mark: a retry finishes.
         deps.store.delete_conversation_items(conversation_id).await?;
         let c = &record.conversation;
         let counted = c.status != ConversationStatus::Active;
         let stats = counted.then(|| StatsDelta {
             conversations: -1,
-            messages: -(c.message_count as i64),
+            messages: -(record.counted_messages.unwrap_or(c.message_count) as i64),
             seconds: -c.duration_seconds.unwrap_or(0),
             at: None,
         });

@@ -23,8 +23,16 @@ pub struct WriteCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum WriteKind {
-    Append { messages: Vec<AcceptedMessage> },
-    End { reason: EndReason },
+    Append {
+        messages: Vec<AcceptedMessage>,
+    },
+    End {
+        reason: EndReason,
+    },
+    /// Sent by an erasure behind every write of the conversation accepted
+    /// before it: the worker deletes what a write that raced the erasure
+    /// may have stored.
+    Erase,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 
 use convo_contract_tests::*;
 use convo_domain::persist::{Delivery, persist_batch};
+use convo_domain::ports::Clock;
 use convo_domain::service::{self, MessageParams};
 use convo_schema::api::*;
 use convo_schema::*;
@@ -438,7 +439,146 @@ async fn an_old_command_sent_again_after_the_head_forgot_it_is_skipped(w: World)
     assert_eq!(w.conversation(&id).await.message_count, 40);
 }
 
+async fn an_end_after_the_end_is_remembered_for_after(w: World) {
+    let id = conversation(&w, "child-end2").await;
+    service::append_messages(&w.deps, "alice", &id, exchange(0), None)
+        .await
+        .unwrap();
+    let first = service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+    w.settle().await;
+    // A second end from another client (or the sweeper's, first) changes
+    // nothing, and a read after it does not wait.
+    let record = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let second = convo_schema::commands::WriteCommand {
+        v: convo_schema::commands::WRITE_COMMAND_VERSION,
+        command_id: "01JEND2000000000000000000Z".into(),
+        conversation_id: id.clone(),
+        owner_id: "alice".into(),
+        accepted_at: w.clock.now(),
+        kind: convo_schema::commands::WriteKind::End {
+            reason: convo_schema::commands::EndReason::Client,
+        },
+    };
+    let body = serde_json::to_string(&second).unwrap();
+    assert!(
+        persist_batch(&w.deps, vec![Delivery::decode("e2".into(), Some(id.clone()), &body)])
+            .await
+            .failed
+            .is_empty()
+    );
+    let after = w.store.get_conversation(&id).await.unwrap().unwrap();
+    assert_eq!(after.conversation, record.conversation);
+    for command in [first.command_id.as_str(), second.command_id.as_str()] {
+        let (_, status) = service::get_conversation_after(&w.deps, "alice", &id, Some(command))
+            .await
+            .unwrap();
+        assert_eq!(status, Some(AfterStatus::Applied), "{command}");
+    }
+    let stats = service::user_stats(&w.deps, "alice", "child-end2").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages), (1, 2));
+}
+
+async fn a_patch_between_the_chunks_and_the_end_keeps_the_list_right(w: World) {
+    let id = conversation(&w, "child-patch").await;
+    service::append_messages(&w.deps, "alice", &id, exchange(0), None)
+        .await
+        .unwrap();
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+    // The worker stores the chunk, then stops before the conversation item;
+    // a parent renames the conversation in between.
+    w.faulty.crash_at(Step::Meta, 0);
+    let (_, outcome) = w.persist_once().await.unwrap();
+    assert_eq!(outcome.failed.len(), 2);
+    let patch: PatchConversationRequest = serde_json::from_value(serde_json::json!({"title": "Bedtime"})).unwrap();
+    service::patch_conversation(&w.deps, "alice", &id, patch).await.unwrap();
+    w.settle().await;
+    let listed = service::list_conversations(
+        &w.deps,
+        "alice",
+        service::ListParams {
+            user_id: Some("child-patch"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let c = &listed.conversations[0];
+    assert_eq!((c.status, c.message_count), (ConversationStatus::Ended, 2));
+    assert_eq!(
+        (c.title.as_deref(), c.last_message_preview.as_deref()),
+        (Some("Bedtime"), Some("answer 0"))
+    );
+    let stats = service::user_stats(&w.deps, "alice", "child-patch").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages), (1, 2));
+}
+
+async fn a_write_that_read_before_the_erasure_is_swept_after_it(w: World) {
+    let id = conversation(&w, "child-race").await;
+    let keep = conversation(&w, "child-keep").await;
+    service::append_messages(&w.deps, "alice", &id, exchange(0), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &keep, exchange(0), None)
+        .await
+        .unwrap();
+    // A worker receives the write and reads the conversation...
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    let record = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let mine = batch.iter().find(|r| r.group.as_deref() == Some(id.as_str())).unwrap();
+    let command: convo_schema::commands::WriteCommand = serde_json::from_str(&mine.body).unwrap();
+    let plan = convo_domain::persist::plan_commit(
+        record,
+        &[&command],
+        Default::default(),
+        &Default::default(),
+        &w.deps.config,
+    );
+    // ... the conversation is erased meanwhile ...
+    service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
+    assert!(w.leftovers(&id).await.is_empty());
+    // ... and the stalled worker's chunk lands after the erasure swept.
+    convo_domain::persist::write_plan(w.store.as_ref(), &plan)
+        .await
+        .unwrap();
+    assert!(!w.leftovers(&id).await.is_empty(), "the race left a chunk");
+    for r in &batch {
+        if r.receipt == mine.receipt {
+            w.writes.ack(r.receipt).await.unwrap();
+        } else {
+            w.writes.nack(r.receipt).await.unwrap();
+        }
+    }
+    // The erasure's guard, queued behind that write, removes it.
+    w.settle().await;
+    assert_eq!(w.leftovers(&id).await, Vec::<String>::new());
+    assert_eq!(
+        contents(&w, &keep).await.len(),
+        2,
+        "another conversation's write is stored"
+    );
+}
+
+async fn erasure_removes_claims_of_any_external_id(w: World) {
+    let id = conversation(&w, "child-accents").await;
+    let messages = serde_json::json!([
+        {"role": "user", "content": "hola", "externalId": "ñ-1"},
+        {"role": "user", "content": "adiós", "externalId": "日本-2"}
+    ]);
+    service::append_messages(&w.deps, "alice", &id, append(messages), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(contents(&w, &id).await.len(), 2);
+    service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
+    w.settle().await;
+    assert_eq!(w.leftovers(&id).await, Vec::<String>::new());
+}
+
 contract! {
+    erasure_removes_claims_of_any_external_id,
+    an_end_after_the_end_is_remembered_for_after,
+    a_patch_between_the_chunks_and_the_end_keeps_the_list_right,
+    a_write_that_read_before_the_erasure_is_swept_after_it,
     an_old_command_sent_again_after_the_head_forgot_it_is_skipped,
     an_exchange_is_one_chunk_write_and_nothing_else,
     a_crash_at_any_write_of_a_commit_is_finished_by_redelivery,

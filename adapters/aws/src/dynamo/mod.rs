@@ -791,6 +791,7 @@ impl ConversationStore for DynamoStore {
             .conversations(&ids)
             .await?
             .into_iter()
+            .filter(|r| !r.deleting)
             .map(|r| r.conversation)
             .filter(|c| c.flag_status == Some(status))
             .collect();
@@ -934,7 +935,8 @@ impl ConversationStore for DynamoStore {
         candidates.sort();
         candidates.truncate(limit);
         let ids: Vec<String> = candidates.into_iter().map(|(_, id)| id).collect();
-        self.conversations(&ids).await
+        let records = self.conversations(&ids).await?;
+        Ok(records.into_iter().filter(|r| !r.deleting).collect())
     }
 
     async fn get_idempotency(
