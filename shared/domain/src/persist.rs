@@ -380,14 +380,9 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
         store.update_head(id, newest, &plan.record.head).await?;
     }
     if plan.meta_changed {
-        match plan.stats {
-            Some(stats) => {
-                store
-                    .put_conversation_counted(&plan.record, plan.expected_version, stats)
-                    .await?
-            }
-            None => store.put_conversation(&plan.record, plan.expected_version).await?,
-        }
+        store
+            .put_conversation_with(&plan.record, plan.expected_version, plan.stats)
+            .await?;
     }
     Ok(())
 }

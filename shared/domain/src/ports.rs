@@ -318,18 +318,20 @@ pub trait ConversationStore: Send + Sync {
 
     /// Replaces the conversation item if its version is still
     /// `expected_version` (the per-append fields it holds are a snapshot;
-    /// readers take them from the newest chunk).
-    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError>;
-
-    /// As [`ConversationStore::put_conversation`], and applies `stats` to
-    /// the user's totals in the same atomic write (a session's end, or
-    /// messages stored after it).
-    async fn put_conversation_counted(
+    /// readers take them from the newest chunk), and applies `stats` to the
+    /// user's totals in the same atomic write (a session's end, or messages
+    /// stored after it).
+    async fn put_conversation_with(
         &self,
         record: &ConversationRecord,
         expected_version: u64,
-        stats: StatsDelta,
+        stats: Option<StatsDelta>,
     ) -> Result<(), StoreError>;
+
+    /// [`ConversationStore::put_conversation_with`] without totals.
+    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
+        self.put_conversation_with(record, expected_version, None).await
+    }
 
     /// Stores a chunk unless its key is taken (then nothing is written and
     /// the chunk already there is described).

@@ -349,13 +349,14 @@ impl ConversationStore for FaultyStore {
     async fn get_conversation_for_read(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         self.inner.get_conversation_for_read(id).await
     }
-    async fn put_conversation(&self, r: &ConversationRecord, v: u64) -> Result<(), StoreError> {
+    async fn put_conversation_with(
+        &self,
+        r: &ConversationRecord,
+        v: u64,
+        s: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
         self.check(Step::Meta, r.id())?;
-        self.inner.put_conversation(r, v).await
-    }
-    async fn put_conversation_counted(&self, r: &ConversationRecord, v: u64, s: StatsDelta) -> Result<(), StoreError> {
-        self.check(Step::Meta, r.id())?;
-        self.inner.put_conversation_counted(r, v, s).await
+        self.inner.put_conversation_with(r, v, s).await
     }
     async fn put_chunk(&self, c: &Chunk) -> Result<ChunkWrite, StoreError> {
         self.check(Step::Chunk, &c.conversation_id)?;

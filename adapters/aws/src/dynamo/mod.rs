@@ -560,17 +560,13 @@ impl ConversationStore for DynamoStore {
         }
     }
 
-    async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
-        self.write_meta(record, expected_version, None).await
-    }
-
-    async fn put_conversation_counted(
+    async fn put_conversation_with(
         &self,
         record: &ConversationRecord,
         expected_version: u64,
-        stats: StatsDelta,
+        stats: Option<StatsDelta>,
     ) -> Result<(), StoreError> {
-        self.write_meta(record, expected_version, Some(stats)).await
+        self.write_meta(record, expected_version, stats).await
     }
 
     async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError> {
