@@ -867,6 +867,33 @@ impl ConversationStore for EmbeddedStore {
             .await
     }
 
+    async fn set_last_conversation_at(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let sk = key(&[owner_id, user_id]);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(STATS).map_err(unavailable)?;
+                let existing: Option<UserStats> = match table.get(sk.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(mut stats) = existing {
+                    stats.last_conversation_at = at;
+                    table
+                        .insert(sk.as_str(), encode(&stats).as_slice())
+                        .map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
         let sk = key(&[owner_id, user_id]);
         self.run(move |db| {

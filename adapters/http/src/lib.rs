@@ -93,13 +93,77 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, empty_ok: bool) -> Result<T
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ValidationError::invalid("body", e.to_string()).into(),
-            _ => ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {e}")),
+    serde_json::from_slice(bytes).map_err(|_| body_error::<T>(bytes))
+}
+
+/// Why a body did not decode (the slow path, only for bad bodies): it is
+/// not JSON (`malformed_json`), or a value has the wrong shape, named by
+/// its path (`messages[0].createdAt`) in a `validation_failed`.
+fn body_error<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {e}")),
+    };
+    // Every body is an object (serde would also take an array for one).
+    if !value.is_object() {
+        return ValidationError::invalid("body", "the body must be a JSON object").into();
+    }
+    let (field, why) = match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(_) => (
+            "body".to_string(),
+            "the body does not have the expected shape".to_string(),
+        ),
+        Err(e) => {
+            let why = public_message(&e.inner().to_string());
+            let mut path = e.path().to_string();
+            if path == "." {
+                path.clear();
+            }
+            // A missing field is named itself, not the object it is missing from.
+            if let Some(name) = why
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                path = if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+            }
+            (if path.is_empty() { "body".to_string() } else { path }, why)
         }
-    })
+    };
+    ValidationError::invalid(field.clone(), format!("{field}: {why}")).into()
+}
+
+/// A decoding error's message without the names of internal types (serde
+/// says "expected struct AppendRequest" or "expected enum Role").
+fn public_message(serde: &str) -> String {
+    let mut out = String::with_capacity(serde.len());
+    let mut rest = serde;
+    while let Some(at) = rest.find("expected ") {
+        let (head, tail) = rest.split_at(at + "expected ".len());
+        out.push_str(head);
+        let (kind, after) = if let Some(after) = tail.strip_prefix("struct ") {
+            ("an object", after)
+        } else if let Some(after) = tail.strip_prefix("enum ") {
+            ("one of the values this field takes", after)
+        } else {
+            ("", tail)
+        };
+        if kind.is_empty() {
+            rest = tail;
+            continue;
+        }
+        out.push_str(kind);
+        // Skip the type's name.
+        let name_end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        rest = after.get(name_end..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
 }
 
 pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
@@ -206,4 +270,96 @@ pub fn finish<T: Serialize>(req: &Request, route: &str, ok_status: u16, result: 
         "request"
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convo_schema::api::{AppendRequest, CreateConversationRequest, ReviewRequest};
+
+    fn decode<T: DeserializeOwned>(body: &str) -> ApiError {
+        let req = lambda_http::http::Request::builder()
+            .body(Body::Text(body.to_string()))
+            .unwrap();
+        match json_body::<T>(&req, false) {
+            Ok(_) => panic!("{body} decoded"),
+            Err(e) => e,
+        }
+    }
+
+    fn field(e: &ApiError) -> Option<&str> {
+        e.details.as_ref()?.get("field")?.as_str()
+    }
+
+    #[test]
+    fn a_wrong_value_is_named_by_its_path_and_never_by_a_type_name() {
+        for (body, want) in [
+            (r#"{"flagStatus": null}"#, "flagStatus"),
+            (r#"{"flagStatus": 5}"#, "flagStatus"),
+            (r#"{"flagStatus": []}"#, "flagStatus"),
+        ] {
+            let e = decode::<ReviewRequest>(body);
+            assert_eq!((e.code, field(&e)), (ErrorCode::ValidationFailed, Some(want)), "{body}");
+            assert!(!e.message.contains("FlagStatus"), "{}", e.message);
+        }
+        for (body, want) in [
+            (
+                r#"{"messages": [{"role": "user", "content": "x", "createdAt": "yesterday"}]}"#,
+                "messages[0].createdAt",
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y", "direction": "up"}]}"#,
+                "messages[1].direction",
+            ),
+            (
+                r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": 42}]}"#,
+                "messages[0].content",
+            ),
+            (r#"{"messages": "hello"}"#, "messages"),
+            (r#"[1, 2]"#, "body"),
+            (r#"{}"#, "messages"),
+            (r#"{"messages": [{"role": "user"}]}"#, "messages[0].content"),
+        ] {
+            let e = decode::<AppendRequest>(body);
+            assert_eq!(
+                (e.code, field(&e)),
+                (ErrorCode::ValidationFailed, Some(want)),
+                "{body}: {}",
+                e.message
+            );
+            for internal in ["struct", "AppendRequest", "NewMessage", "enum Role", "Direction"] {
+                assert!(!e.message.contains(internal), "{body}: {}", e.message);
+            }
+        }
+        let e = decode::<CreateConversationRequest>(r#"{"userId": 7, "agentId": "a"}"#);
+        assert_eq!(field(&e), Some("userId"));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_malformed() {
+        for body in ["{", "{\"messages\": [}", "nope"] {
+            assert_eq!(decode::<AppendRequest>(body).code, ErrorCode::MalformedJson, "{body}");
+        }
+    }
+
+    #[test]
+    fn public_messages_drop_type_names_only() {
+        assert_eq!(
+            public_message("invalid type: string \"x\", expected struct AppendRequest"),
+            "invalid type: string \"x\", expected an object"
+        );
+        assert_eq!(
+            public_message("invalid type: null, expected enum FlagStatus"),
+            "invalid type: null, expected one of the values this field takes"
+        );
+        assert_eq!(public_message("expected a string"), "expected a string");
+        assert_eq!(
+            public_message("unknown variant `x`, expected one of `a`, `b`"),
+            "unknown variant `x`, expected one of `a`, `b`"
+        );
+    }
 }

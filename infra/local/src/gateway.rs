@@ -101,28 +101,37 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
 
-    let mut path_matched = false;
+    // HEAD is a GET without the body (RFC 9110), on every GET route.
+    let head = method == "HEAD";
+    let wanted = if head { "GET" } else { method.as_str() };
+    let mut allowed: Vec<&str> = Vec::new();
     let mut found = None;
     for (m, template, function, guarded) in ROUTES {
         if let Some(params) = match_path(template, &path) {
-            path_matched = true;
-            if *m == method {
+            allowed.push(m);
+            if *m == wanted && found.is_none() {
                 found = Some((format!("{m} {template}"), *function, *guarded, params));
-                break;
             }
         }
     }
     let Some((route_key, function, guarded, params)) = found else {
-        let err = if path_matched {
-            ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                format!("{method} is not allowed on {path}"),
-            )
-        } else {
-            ApiError::not_found_route()
-        };
-        return to_axum(err.into_response(Some(request_id)));
+        if allowed.is_empty() {
+            return to_axum(ApiError::not_found_route().into_response(Some(request_id)));
+        }
+        if allowed.contains(&"GET") {
+            allowed.push("HEAD");
+        }
+        let mut resp = ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}; allowed: {}", allowed.join(", ")),
+        )
+        .into_response(Some(request_id));
+        if let Ok(v) = allowed.join(", ").parse() {
+            resp.headers_mut().insert("allow", v);
+        }
+        return to_axum(resp);
     };
+    let method = wanted.to_string();
 
     let headers = req.headers().clone();
     let claims = if guarded {
@@ -180,7 +189,11 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
         }
     };
     tracing::debug!(route = %route_key, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
-    to_axum(response)
+    let mut response = to_axum(response);
+    if head {
+        *response.body_mut() = AxumBody::empty();
+    }
+    response
 }
 
 #[allow(clippy::too_many_arguments)]

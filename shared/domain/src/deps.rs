@@ -20,7 +20,8 @@ pub struct Config {
     pub early_title_after_messages: u64,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
-    /// Appends per (owner, user) per minute; 0 turns the limit off.
+    /// Appends per conversation per minute (counted by the worker in the
+    /// head); 0 turns the limit off.
     pub appends_per_minute: u64,
     /// How long conversations are kept unless they ask otherwise; `None`
     /// keeps them until erased.

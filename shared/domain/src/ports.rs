@@ -431,6 +431,15 @@ pub trait ConversationStore: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Sets (or, with `None`, clears) the time of the user's last counted
+    /// conversation, if the user has totals (an erasure recomputes it).
+    async fn set_last_conversation_at(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+
     /// Deletes a user's totals.
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError>;
 

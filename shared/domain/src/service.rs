@@ -668,6 +668,9 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
             Ok(()) => {
                 // Writes that raced the mark may have left items behind.
                 deps.store.delete_conversation_items(conversation_id).await?;
+                if counted {
+                    recount_last_conversation(deps, &record.conversation).await?;
+                }
                 return Ok(());
             }
             Err(StoreError::Conflict(_)) => continue,
@@ -677,6 +680,39 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
     Err(DomainError::Unavailable(
         "the conversation is being written heavily; retry".into(),
     ))
+}
+
+/// After an erasure the user's totals read as if the conversation never
+/// existed: their last conversation is the newest counted one left.
+async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result<(), DomainError> {
+    let Some(stats) = deps.store.user_stats(&erased.owner_id, &erased.user_id).await? else {
+        return Ok(());
+    };
+    if stats.last_conversation_at != Some(erased.start_time) {
+        return Ok(());
+    }
+    let mut cursor: Option<String> = None;
+    let now = deps.clock.now();
+    // Newest first: the first counted one is the last; bounded pages.
+    for _ in 0..20 {
+        let page = deps
+            .store
+            .list_conversations(&erased.owner_id, &erased.user_id, cursor.as_deref(), 100)
+            .await?;
+        let found = page
+            .items
+            .iter()
+            .find(|r| !r.deleting && r.conversation.status != ConversationStatus::Active && !expired(r, now))
+            .map(|r| r.conversation.start_time);
+        if found.is_some() || page.next_cursor.is_none() {
+            deps.store
+                .set_last_conversation_at(&erased.owner_id, &erased.user_id, found)
+                .await?;
+            return Ok(());
+        }
+        cursor = page.next_cursor;
+    }
+    Ok(())
 }
 
 /// Erases everything the owner holds about a user: every conversation with

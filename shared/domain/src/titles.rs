@@ -19,6 +19,12 @@ use crate::ports::*;
 pub const TITLE_TURNS: usize = 8;
 pub const MIN_TITLE_WORDS: usize = 3;
 pub const MAX_TITLE_WORDS: usize = 6;
+/// A title, with the conversation's type before its topic words, has at
+/// most this many words and characters (a `PATCH` takes up to 200).
+pub const MAX_SHAPED_WORDS: usize = 8;
+pub const MAX_TITLE_CHARS: usize = 80;
+/// Longer "words" are run-ons or noise, not topics.
+const MAX_TOPIC_WORD_CHARS: usize = 20;
 
 pub struct ExtractiveTitler {
     stop_words: HashSet<String>,
@@ -36,7 +42,10 @@ impl ExtractiveTitler {
         Self { stop_words, moderator }
     }
 
-    fn topic_word(&self, raw: &str) -> Option<String> {
+    /// A topic word as `(folded, as written in lower case)`: the folded form
+    /// (no accents, lower case) is matched against stop words, names and
+    /// the moderator; the title keeps the user's letters.
+    fn topic_word(&self, raw: &str) -> Option<(String, String)> {
         if raw.contains('@') || raw.chars().any(|c| c.is_ascii_digit()) {
             return None;
         }
@@ -46,13 +55,14 @@ impl ExtractiveTitler {
             .filter(|c| c.is_alphanumeric() || *c == '\'' || *c == '-')
             .collect();
         let folded = fold(&word);
-        if folded.chars().count() < 3 || self.stop_words.contains(&folded) {
+        let length = folded.chars().count();
+        if !(3..=MAX_TOPIC_WORD_CHARS).contains(&length) || self.stop_words.contains(&folded) {
             return None;
         }
         if self.moderator.screen(&folded).action != SafetyAction::Safe {
             return None;
         }
-        Some(folded)
+        Some((folded, word.to_lowercase()))
     }
 }
 
@@ -65,9 +75,8 @@ impl TitleGenerator for ExtractiveTitler {
         let mut position = 0;
         for turn in user_turns.iter().take(TITLE_TURNS) {
             for raw in turn.split_whitespace() {
-                if let Some(w) = self.topic_word(raw).filter(|w| !avoid.contains(w)) {
-                    let stem = stem(&w);
-                    seen.entry(stem).or_insert((w, 0, position)).1 += 1;
+                if let Some((folded, written)) = self.topic_word(raw).filter(|(w, _)| !avoid.contains(w)) {
+                    seen.entry(stem(&folded)).or_insert((written, 0, position)).1 += 1;
                     position += 1;
                 }
             }
@@ -105,12 +114,34 @@ fn capitalize(word: &str) -> String {
 /// always reads as a title: "Dinosaurs" becomes "Chat about Dinosaurs".
 fn shape_title(kind: &str, topic: Option<String>, date: &str) -> String {
     let kind = capitalize(kind);
-    match topic {
+    let title = match topic {
         Some(t) if t.split_whitespace().count() >= MIN_TITLE_WORDS => t,
         Some(t) if t.split_whitespace().count() == 2 => format!("{kind}: {t}"),
         Some(t) => format!("{kind} about {t}"),
         None => format!("{kind} on {date}"),
+    };
+    bound(&title)
+}
+
+/// At most [`MAX_SHAPED_WORDS`] words and [`MAX_TITLE_CHARS`] characters,
+/// cut between words (a conversation's type is free text of up to 200
+/// characters).
+fn bound(title: &str) -> String {
+    let mut out = String::new();
+    for word in title.split_whitespace().take(MAX_SHAPED_WORDS) {
+        let extra = usize::from(!out.is_empty()) + word.chars().count();
+        if out.chars().count() + extra > MAX_TITLE_CHARS {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
     }
+    if out.is_empty() {
+        out = title.chars().take(MAX_TITLE_CHARS).collect();
+    }
+    out
 }
 
 /// What a title job did.
@@ -218,6 +249,28 @@ mod tests {
             )
             .unwrap();
         assert_eq!(t, "Number Email Talk Rockets");
+    }
+
+    #[test]
+    fn titles_keep_the_users_letters_and_stay_short() {
+        let t = titler()
+            .title(&["Erzähl mir eine Geschichte über Märchen und Drachen"], &[])
+            .unwrap();
+        assert!(t.contains("Erzähl") && t.contains("Märchen"), "{t}");
+        assert!(!t.contains("Erzahl") && !t.contains("Marchen"), "{t}");
+        // One long run-on word, and a long run-on turn.
+        let long = "a".repeat(300);
+        let run_on = "dragons castles knights princesses wizards unicorns giants trolls fairies ".repeat(20);
+        for turns in [vec![long.as_str(), "tell me about dragons"], vec![run_on.as_str()]] {
+            let shaped = shape_title("story", titler().title(&turns, &[]), "1 May 2026");
+            assert!(shaped.chars().count() <= MAX_TITLE_CHARS, "{shaped}");
+            assert!(shaped.split_whitespace().count() <= MAX_SHAPED_WORDS, "{shaped}");
+        }
+        let kind = "k".repeat(200);
+        let shaped = shape_title(&kind, Some("Dragons".into()), "1 May 2026");
+        assert_eq!(shaped.chars().count(), MAX_TITLE_CHARS);
+        let shaped = shape_title("a very long type of conversation indeed", Some("Dragons".into()), "x");
+        assert!(shaped.split_whitespace().count() <= MAX_SHAPED_WORDS, "{shaped}");
     }
 
     #[test]

@@ -199,21 +199,21 @@ pub fn limit(field: &str, raw: Option<&str>, default: usize, max: usize) -> Resu
 pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
     let err = || ValidationError::invalid(field, format!("{field} must look like 90s, 30m, 24h or 7d"));
     let raw = raw.trim();
-    if raw.len() < 2 {
-        return Err(err());
-    }
-    let (num, unit) = raw.split_at(raw.len() - 1);
+    // The unit is the last character, whatever its width (a query string
+    // may end in any character: splitting at a byte count would panic).
+    let unit_seconds = match raw.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(err()),
+    };
+    let num = raw.get(..raw.len() - 1).ok_or_else(err)?;
     let n: i64 = num.parse().map_err(|_| err())?;
     if n <= 0 {
         return Err(err());
     }
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(err)?,
-        "h" => n.checked_mul(3600).ok_or_else(err)?,
-        "d" => n.checked_mul(86_400).ok_or_else(err)?,
-        _ => return Err(err()),
-    };
+    let secs = n.checked_mul(unit_seconds).ok_or_else(err)?;
     if secs > 366 * 86_400 {
         return Err(err());
     }
@@ -230,6 +230,7 @@ pub fn timestamp(field: &str, raw: &str) -> Result<Timestamp, ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
 
     #[test]
     fn durations() {
@@ -238,6 +239,41 @@ mod tests {
         assert_eq!(duration("maxAge", "7d").unwrap(), Duration::days(7));
         for bad in ["", "h", "-1h", "0m", "12", "3w", "99999d"] {
             assert!(duration("maxAge", bad).is_err(), "{bad}");
+        }
+        // A last character of more than one byte used to panic (a split at
+        // a byte that is not a character boundary): `maxAge=1%C3%A9`.
+        for bad in ["1é", "é", "1h\u{301}", "日", "24日", "\u{1F600}"] {
+            let e = duration("maxAge", bad).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                (ErrorCode::ValidationFailed, Some("maxAge")),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// No string makes a query-parameter decoder panic; each answers a
+        /// value or a validation error naming its field.
+        #[test]
+        fn query_decoders_never_panic(raw in "\\PC{0,40}", digits in "[0-9]{1,25}[smhd]?") {
+            for input in [raw.as_str(), digits.as_str()] {
+                if let Err(e) = duration("maxAge", input) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("maxAge"));
+                }
+                if let Err(e) = limit("limit", Some(input), 50, 200) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("limit"));
+                }
+                if let Err(e) = timestamp("since", input) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("since"));
+                }
+                if let Err(e) = id("userId", input) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
+                }
+                if let Err(e) = crate::phone::normalize_e164("userId", input) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
+                }
+            }
         }
     }
 

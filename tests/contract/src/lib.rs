@@ -452,4 +452,7 @@ impl ConversationStore for FaultyStore {
     async fn delete_user_stats(&self, o: &str, u: &str) -> Result<(), StoreError> {
         self.inner.delete_user_stats(o, u).await
     }
+    async fn set_last_conversation_at(&self, o: &str, u: &str, at: Option<Timestamp>) -> Result<(), StoreError> {
+        self.inner.set_last_conversation_at(o, u, at).await
+    }
 }

@@ -1287,7 +1287,54 @@ async fn a_retry_after_a_failed_send_sends_the_same_command_once(w: World) {
     assert_eq!(stored[0].message_id, first.messages[0].message_id);
 }
 
+async fn after_an_erasure_the_totals_read_as_if_it_never_existed(w: World) {
+    let first = service::create_conversation(&w.deps, "alice", create_req("child-t", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    service::append_messages(&w.deps, "alice", &first.conversation_id, one("user", "hi", None), None)
+        .await
+        .unwrap();
+    service::end_session(&w.deps, "alice", &first.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    w.clock.advance(Duration::hours(1));
+    let second = service::create_conversation(&w.deps, "alice", create_req("child-t", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    service::end_session(&w.deps, "alice", &second.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let stats = service::user_stats(&w.deps, "alice", "child-t").await.unwrap();
+    assert_eq!(stats.last_conversation_at, Some(second.start_time));
+    service::delete_conversation(&w.deps, "alice", &second.conversation_id)
+        .await
+        .unwrap();
+    let stats = service::user_stats(&w.deps, "alice", "child-t").await.unwrap();
+    assert_eq!(
+        (stats.conversations, stats.messages, stats.last_conversation_at),
+        (1, 1, Some(first.start_time))
+    );
+    service::delete_conversation(&w.deps, "alice", &first.conversation_id)
+        .await
+        .unwrap();
+    let stats = service::user_stats(&w.deps, "alice", "child-t").await.unwrap();
+    assert_eq!(
+        (
+            stats.conversations,
+            stats.messages,
+            stats.total_seconds,
+            stats.last_conversation_at
+        ),
+        (0, 0, 0, None)
+    );
+}
+
 contract! {
+    after_an_erasure_the_totals_read_as_if_it_never_existed,
     a_retry_after_a_failed_send_sends_the_same_command_once,
     personal_data_is_masked_when_the_conversation_asks,
     a_conversation_expires_whole_after_its_retention,

@@ -881,6 +881,31 @@ impl ConversationStore for DynamoStore {
         Ok(())
     }
 
+    async fn set_last_conversation_at(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(stats_pk(owner_id, user_id), "STATS")))
+            .condition_expression("attribute_exists(pk)");
+        let update = match at {
+            Some(t) => update
+                .update_expression("SET lastConversationAt = :at")
+                .expression_attribute_values(":at", s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+            None => update.update_expression("REMOVE lastConversationAt"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
