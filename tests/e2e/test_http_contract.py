@@ -38,3 +38,16 @@ def test_405_names_the_allowed_methods_and_head_answers_a_get(api):
         status, headers, body = api.call("HEAD", path)
         assert (status, body) == (200, None), (path, status, body)
         assert headers["content-type"].startswith("application/json")
+
+
+def test_an_owner_id_no_key_can_hold_is_refused(server, api):
+    from conftest import make_jwt
+
+    for sub in ["x" * 201, "a\u001fb"]:
+        token = make_jwt(server.secret(), sub=sub)
+        assert_error(api.with_token(token).get("/conversations?userId=u"), 401, "unauthorized")
+    # A `#` in an owner id is fine: the keys decode unambiguously.
+    owner = api.with_token(make_jwt(server.secret(), sub="tenant#7"))
+    cid = owner.create(unique("fz"), "toy-1")["conversationId"]
+    assert owner.conversation(cid)["ownerId"] == "tenant#7"
+    assert_error(api.get(f"/conversations/{cid}"), 404, "conversation_not_found")

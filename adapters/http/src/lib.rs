@@ -32,13 +32,19 @@ pub fn owner(req: &Request) -> Result<String, ApiError> {
         _ => None,
     };
     match sub {
-        Some(s) if !s.trim().is_empty() => Ok(s),
-        _ => Err(ApiError::new(
+        Some(s) if is_owner_id(&s) => Ok(s),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("the token's sub must hold 1 to {MAX_OWNER_CHARS} printable characters"),
+        )),
+        None => Err(ApiError::new(
             ErrorCode::Unauthorized,
             "a valid bearer token is required",
         )),
     }
 }
+
+pub use convo_schema::validate::{MAX_OWNER_CHARS, is_owner_id};
 
 /// The request id API Gateway assigned, echoed as `traceId` in errors.
 pub fn trace_id(req: &Request) -> Option<String> {
@@ -343,6 +349,17 @@ mod tests {
     fn a_body_that_is_not_json_is_malformed() {
         for body in ["{", "{\"messages\": [}", "nope"] {
             assert_eq!(decode::<AppendRequest>(body).code, ErrorCode::MalformedJson, "{body}");
+        }
+    }
+
+    #[test]
+    fn an_owner_id_is_short_and_printable() {
+        for ok in ["alice", "auth0|64f1c2", "a#b", "550e8400-e29b-41d4-a716-446655440000"] {
+            assert!(is_owner_id(ok), "{ok}");
+        }
+        let long = "x".repeat(MAX_OWNER_CHARS + 1);
+        for bad in ["", "  ", "a\u{1f}b", "a\nb", long.as_str()] {
+            assert!(!is_owner_id(bad), "{bad:?}");
         }
     }
 

@@ -220,6 +220,18 @@ pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
     Ok(Duration::seconds(secs))
 }
 
+/// The longest owner id (a token's `sub`) taken: Cognito's are 36
+/// characters; DynamoDB's partition keys, which hold it, take 2,048 bytes.
+pub const MAX_OWNER_CHARS: usize = 200;
+
+/// An owner id every store key can hold unambiguously: not blank, at most
+/// [`MAX_OWNER_CHARS`] characters, no control character (the embedded
+/// store's separator is one). A `#` is fine: in every DynamoDB key the owner
+/// comes first and the parts after it ([`id`]s) cannot hold one.
+pub fn is_owner_id(sub: &str) -> bool {
+    !sub.trim().is_empty() && sub.chars().count() <= MAX_OWNER_CHARS && !sub.chars().any(char::is_control)
+}
+
 /// Parses an RFC 3339 timestamp given as a query parameter.
 pub fn timestamp(field: &str, raw: &str) -> Result<Timestamp, ValidationError> {
     chrono::DateTime::parse_from_rfc3339(raw)

@@ -468,4 +468,55 @@ mod tests {
     }
 
     const RECENT: usize = convo_domain::persist::RECENT_COMMANDS;
+
+    proptest::proptest! {
+        /// No two distinct key tuples make the same key: every key that
+        /// holds an owner decodes back into its parts (the owner, which may
+        /// hold `#`, comes first; the ids after it cannot hold one).
+        #[test]
+        fn keys_decode_back_into_their_parts(
+            owner in "[a-z#|:]{1,12}",
+            agent in "[a-z0-9+.-]{1,8}",
+            user in "[a-z0-9+.-]{1,8}",
+        ) {
+            proptest::prop_assume!(convo_schema::validate::is_owner_id(&owner));
+            proptest::prop_assume!(convo_schema::validate::id("agentId", &agent).is_ok());
+            proptest::prop_assume!(convo_schema::validate::id("userId", &user).is_ok());
+            let mut c = sample_conversation();
+            c.owner_id = owner.clone();
+            c.agent_id = agent.clone();
+            c.user_id = user.clone();
+            let pair = pair_pk(&c);
+            let mut parts = pair.strip_prefix("P#").unwrap().rsplitn(3, '#');
+            proptest::prop_assert_eq!(
+                (parts.next(), parts.next(), parts.next()),
+                (Some(user.as_str()), Some(agent.as_str()), Some(owner.as_str()))
+            );
+            let stats = stats_pk(&owner, &user);
+            proptest::prop_assert_eq!(
+                stats.strip_prefix("U#").unwrap().rsplit_once('#'),
+                Some((owner.as_str(), user.as_str()))
+            );
+            let by_user = by_user_pk(&owner, &user);
+            proptest::prop_assert_eq!(
+                by_user.strip_prefix("O#").unwrap().rsplit_once("#U#"),
+                Some((owner.as_str(), user.as_str()))
+            );
+            let flagged = flagged_pk(&owner, FlagStatus::Unreviewed);
+            proptest::prop_assert_eq!(
+                flagged.strip_prefix("F#").unwrap().rsplit_once('#'),
+                Some((owner.as_str(), "unreviewed"))
+            );
+        }
+    }
+
+    fn sample_conversation() -> Conversation {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "conversationId": "01JD0000000000000000000000", "ownerId": "o", "status": "active",
+            "type": "chat", "channel": "web", "userId": "u", "agentId": "a",
+            "createdAt": at, "startTime": at, "lastActivityAt": at, "messageCount": 0, "flagged": false
+        }))
+        .unwrap()
+    }
 }
