@@ -199,10 +199,7 @@ fn hydrate<T: ReadableTable<&'static str, &'static [u8]>>(
         let chunk: StoredChunk = decode(v.value())?;
         record.apply_head(first, chunk.head(first));
     } else {
-        let c = &mut record.conversation;
-        c.message_count = 0;
-        c.first_message_preview = None;
-        c.last_message_preview = None;
+        record.apply_no_chunk();
     }
     Ok(())
 }

@@ -118,6 +118,17 @@ impl ConversationRecord {
         self.head_chunk = Some(chunk_first_index);
     }
 
+    /// The per-append fields of a conversation with no chunk yet (its
+    /// conversation item's snapshot may be ahead of what is stored).
+    pub fn apply_no_chunk(&mut self) {
+        let c = &mut self.conversation;
+        c.message_count = 0;
+        c.first_message_preview = None;
+        c.last_message_preview = None;
+        self.head = HeadState::default();
+        self.head_chunk = None;
+    }
+
     /// The head as the conversation stands (written with its newest chunk).
     pub fn current_head(&self) -> Head {
         let c = &self.conversation;

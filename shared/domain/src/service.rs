@@ -98,19 +98,14 @@ pub async fn load_after(
     let mut pause = std::time::Duration::from_millis(10);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            let record = load_owned(deps, owner_id, conversation_id).await?;
-            let status = match record.has_applied(command_id) {
-                true => AfterStatus::Applied,
-                false => AfterStatus::Pending,
-            };
-            return Ok((record, Some(status)));
-        }
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(200));
         let record = load_owned(deps, owner_id, conversation_id).await?;
         if record.has_applied(command_id) {
             return Ok((record, Some(AfterStatus::Applied)));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok((record, Some(AfterStatus::Pending)));
         }
     }
 }

@@ -285,12 +285,7 @@ impl DynamoStore {
                 let (first, _, head) = chunk_from(&chunk, conversation_id)?;
                 record.apply_head(first, head);
             }
-            None => {
-                let c = &mut record.conversation;
-                c.message_count = 0;
-                c.first_message_preview = None;
-                c.last_message_preview = None;
-            }
+            None => record.apply_no_chunk(),
         }
         Ok(Some(record))
     }
