@@ -8,13 +8,16 @@
 //! 1. the `externalId` claims of its messages (each names its message, so
 //!    a retried claim of the same message is not a repeat);
 //! 2. the flagged-message pointers;
-//! 3. the messages, packed into chunks keyed by the index of their first
+//! 3. the conversation item, conditional on its version, when only a flag
+//!    moved (the first flag, a higher severity), so that a conversation
+//!    never shows a flagged message before its own flag;
+//! 4. the messages, packed into chunks keyed by the index of their first
 //!    message, each conditional on its key being free and each carrying the
 //!    conversation's head as of its last message (counters, previews, the
 //!    rate window and the tags of the last [`RECENT_COMMANDS`] commands);
-//! 4. the conversation item, conditional on its version, when a field that
-//!    rarely changes moved (the first flag, a higher severity, the end of the
-//!    session — then atomically with the user's totals).
+//! 5. the conversation item, conditional on its version, when the commit
+//!    touches the user's totals (the end of the session, messages stored
+//!    after it), atomically with them.
 //!
 //! A crash between any two steps leaves a state the redelivered commands
 //! finish: claims and pointers are idempotent when replayed (a claim of the
@@ -24,9 +27,9 @@
 //! changes nothing when it was written; an end is applied while the session
 //! is still active; and messages stored after the end that the user's
 //! totals do not count yet ([`ConversationRecord::counted_messages`] below
-//! the head's count) are counted, once. The conversation item is written
-//! after the chunks, so its snapshot of the counters never runs ahead of
-//! them. A chunk key found taken is read back: if it holds our commands
+//! the head's count) are counted, once. An end's conversation item is
+//! written after the chunks, so its snapshot of the counters (what lists
+//! of ended conversations show) never runs ahead of them. A chunk key found taken is read back: if it holds our commands
 //! another worker stored them (a visibility timeout let two hold the
 //! group), otherwise the state is read again and the commit planned anew,
 //! checking every command against the stored chunks.
@@ -358,6 +361,17 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
     if !plan.flag_pointers.is_empty() {
         store.put_flag_pointers(id, &plan.flag_pointers, expires).await?;
     }
+    // A flag alone goes first, so that a conversation never shows a flagged
+    // message before its own flag (replayed, it changes nothing). What
+    // touches the user's totals (an end, messages after it) goes last, so
+    // that the conversation item's snapshot of the counters never runs
+    // ahead of the chunks.
+    let meta_first = plan.meta_changed && plan.stats.is_none();
+    if meta_first {
+        store
+            .put_conversation_with(&plan.record, plan.expected_version, None)
+            .await?;
+    }
     for (chunk, tags) in plan.chunks.iter().zip(&plan.chunk_commands) {
         match store.put_chunk(chunk).await? {
             ChunkWrite::Stored => {}
@@ -379,7 +393,7 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
     {
         store.update_head(id, newest, &plan.record.head).await?;
     }
-    if plan.meta_changed {
+    if plan.meta_changed && !meta_first {
         store
             .put_conversation_with(&plan.record, plan.expected_version, plan.stats)
             .await?;

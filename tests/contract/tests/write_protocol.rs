@@ -574,7 +574,39 @@ async fn erasure_removes_claims_of_any_external_id(w: World) {
     assert_eq!(w.leftovers(&id).await, Vec::<String>::new());
 }
 
+async fn a_flag_shows_with_its_message_and_survives_a_crash_on_either_side(w: World) {
+    for (step, user) in [
+        (None, "child-f0"),
+        (Some(Step::Meta), "child-f1"),
+        (Some(Step::Chunk), "child-f2"),
+    ] {
+        let id = conversation(&w, user).await;
+        let messages = serde_json::json!([{"role": "user", "content": "you are so stupid"}]);
+        service::append_messages(&w.deps, "alice", &id, append(messages), None)
+            .await
+            .unwrap();
+        if let Some(step) = step {
+            w.faulty.crash_at(step, 0);
+            let (_, outcome) = w.persist_once().await.unwrap();
+            assert_eq!(outcome.failed.len(), 1, "{step:?}");
+            // Whatever stands after the crash, a stored flagged message is
+            // never seen in a conversation that is not flagged.
+            let c = w.conversation(&id).await;
+            assert!(c.message_count == 0 || c.flagged, "{step:?}: {c:?}");
+        }
+        w.settle().await;
+        let c = w.conversation(&id).await;
+        assert_eq!(
+            (c.message_count, c.flagged, c.flag_status),
+            (1, true, Some(FlagStatus::Unreviewed)),
+            "{user}"
+        );
+        assert_eq!(contents(&w, &id).await.len(), 1, "{user}");
+    }
+}
+
 contract! {
+    a_flag_shows_with_its_message_and_survives_a_crash_on_either_side,
     erasure_removes_claims_of_any_external_id,
     an_end_after_the_end_is_remembered_for_after,
     a_patch_between_the_chunks_and_the_end_keeps_the_list_right,
