@@ -396,12 +396,18 @@ pub async fn cost(
         }
         stored += 2;
         if lengths.contains(&stored) {
-            for _ in 0..tail_reads {
+            // Then the agent's read right after its own write: `after=` the
+            // command just applied costs what the plain read does.
+            let reads = std::iter::repeat_n(("tail", None), tail_reads).chain([("tail-after", command_id.as_deref())]);
+            for (kind, after) in reads {
                 let started = Instant::now();
-                let context = service::context(&h.deps, OWNER, &cid, Some("20"), None, None)
+                let context = service::context(&h.deps, OWNER, &cid, Some("20"), None, after)
                     .await
-                    .map_err(|e| format!("context: {e:?}"))?;
+                    .map_err(|e| format!("{kind}: {e:?}"))?;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
+                if after.is_some() && context.after != Some(convo_schema::api::AfterStatus::Applied) {
+                    return Err(format!("after= at {stored} messages found {:?}", context.after));
+                }
                 write_line(
                     &mut file,
                     &Operation {
@@ -409,30 +415,10 @@ pub async fn cost(
                         requests: h.dynamo.take(),
                         queue_requests: h.sqs.take(),
                         returned: Some(context.messages.len()),
-                        ..Operation::convo("tail", stored)
+                        ..Operation::convo(kind, stored)
                     },
                 )?;
             }
-            // The agent's read right after its own write: `after=` the
-            // command just applied costs what the plain read does.
-            let started = Instant::now();
-            let context = service::context(&h.deps, OWNER, &cid, Some("20"), None, command_id.as_deref())
-                .await
-                .map_err(|e| format!("context after: {e:?}"))?;
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            if context.after != Some(convo_schema::api::AfterStatus::Applied) {
-                return Err(format!("after= at {stored} messages found {:?}", context.after));
-            }
-            write_line(
-                &mut file,
-                &Operation {
-                    ms,
-                    requests: h.dynamo.take(),
-                    queue_requests: h.sqs.take(),
-                    returned: Some(context.messages.len()),
-                    ..Operation::convo("tail-after", stored)
-                },
-            )?;
             eprintln!("convo: {stored} messages");
         }
     }
