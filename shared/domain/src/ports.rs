@@ -167,13 +167,6 @@ pub struct Chunk {
     pub expires_at: Option<Timestamp>,
 }
 
-impl Chunk {
-    /// The index after its last message.
-    pub fn end_index(&self) -> u64 {
-        self.first_index + self.messages.len() as u64
-    }
-}
-
 /// What a conditional chunk write found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChunkWrite {
