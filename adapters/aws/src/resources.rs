@@ -24,17 +24,31 @@ pub const ACTIVE_SHARDS: u32 = 8;
 pub const FLAGGED_INDEX: &str = "flagged";
 pub const FLAGGED_PK: &str = "gsi3pk";
 pub const FLAGGED_SK: &str = "gsi3sk";
+/// The owner's conversations newest first by creation, partitioned by
+/// status and by whether they are flagged: every conversation is in one
+/// partition, and the listing reads the partitions it needs (all six for
+/// an unfiltered list) and merges them.
+pub const BY_OWNER_INDEX: &str = "byOwner";
+pub const BY_OWNER_PK: &str = "gsi4pk";
+pub const BY_OWNER_SK: &str = "gsi4sk";
+/// The owner's conversations with one agent, newest first by creation.
+pub const BY_AGENT_INDEX: &str = "byAgent";
+pub const BY_AGENT_PK: &str = "gsi5pk";
+pub const BY_AGENT_SK: &str = "gsi5sk";
 /// Epoch seconds; DynamoDB's TTL deletes expired items.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 
-/// Both indexes project keys only: an index entry is written when its keys
-/// change, never when other attributes of the conversation do, so an
-/// append does not pay for index writes.
-pub fn indexes() -> [(&'static str, &'static str, &'static str); 3] {
+/// Every index projects keys only and is keyed by the conversation item
+/// alone: an index entry is written when its keys change (a creation, an
+/// end, a first flag, a review), never when other attributes of the
+/// conversation do, and an append does not write the conversation item.
+pub fn indexes() -> [(&'static str, &'static str, &'static str); 5] {
     [
         (BY_USER_INDEX, BY_USER_PK, BY_USER_SK),
         (ACTIVE_INDEX, ACTIVE_PK, ACTIVE_SK),
         (FLAGGED_INDEX, FLAGGED_PK, FLAGGED_SK),
+        (BY_OWNER_INDEX, BY_OWNER_PK, BY_OWNER_SK),
+        (BY_AGENT_INDEX, BY_AGENT_PK, BY_AGENT_SK),
     ]
 }
 

@@ -35,8 +35,12 @@ const STORE_INFO: Table = TableDefinition::new("store_info");
 const FLAGGED_CONVERSATIONS: Table = TableDefinition::new("flagged_conversations");
 const FLAGGED_MESSAGES: Table = TableDefinition::new("flagged_messages");
 const EXPIRING: Table = TableDefinition::new("conversations_by_expiry");
+/// The owner's listings: every conversation, by agent, by status and the
+/// flagged ones, each under its own key prefix ([`list_prefix`]).
+const LISTS: Table = TableDefinition::new("conversation_lists");
 
-const ALL_TABLES: [Table; 12] = [
+const ALL_TABLES: [Table; 13] = [
+    LISTS,
     EXPIRING,
     FLAGGED_CONVERSATIONS,
     FLAGGED_MESSAGES,
@@ -118,6 +122,49 @@ fn pair_key(c: &Conversation) -> String {
 
 fn by_user_key(c: &Conversation) -> String {
     key(&[&c.owner_id, &c.user_id, &millis(c.created_at), &c.conversation_id])
+}
+
+/// Where a list's keys start: each is followed by `<created>␟<id>`.
+fn list_prefix(owner: &str, list: &ConversationList) -> String {
+    let parts = match list {
+        ConversationList::All => key(&["all", owner]),
+        ConversationList::User(user) => return format!("{}{SEP}", key(&[owner, user])),
+        ConversationList::Agent(agent) => key(&["agent", owner, agent]),
+        ConversationList::Status(status) => key(&["status", owner, status.as_str()]),
+        ConversationList::Flagged => key(&["flagged", owner]),
+    };
+    format!("{parts}{SEP}")
+}
+
+/// The entries a conversation has in [`LISTS`] (by user is [`BY_USER`]).
+fn list_keys(c: &Conversation) -> Vec<String> {
+    let mut lists = vec![
+        ConversationList::All,
+        ConversationList::Agent(c.agent_id.clone()),
+        ConversationList::Status(c.status),
+    ];
+    if c.flagged {
+        lists.push(ConversationList::Flagged);
+    }
+    let at = key(&[&millis(c.created_at), &c.conversation_id]);
+    lists
+        .iter()
+        .map(|l| format!("{}{at}", list_prefix(&c.owner_id, l)))
+        .collect()
+}
+
+/// Writes the list entries of `new`, removing those of `old` it no longer has.
+fn write_lists(txn: &redb::WriteTransaction, old: Option<&Conversation>, new: Option<&Conversation>) -> Result<(), StoreError> {
+    let old = old.map(list_keys).unwrap_or_default();
+    let new = new.map(list_keys).unwrap_or_default();
+    let mut lists = txn.open_table(LISTS).map_err(unavailable)?;
+    for k in old.iter().filter(|k| !new.contains(k)) {
+        lists.remove(k.as_str()).map_err(unavailable)?;
+    }
+    for k in new.iter().filter(|k| !old.contains(k)) {
+        lists.insert(k.as_str(), &[][..]).map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 fn active_key(c: &Conversation) -> String {
@@ -233,7 +280,11 @@ impl EmbeddedStore {
                 .map_err(|e| e.to_string())?
                 .map(|v| String::from_utf8_lossy(v.value()).to_string());
             match found {
-                Some(f) if f == STORE_FORMAT => {}
+                Some(f) if f == STORE_FORMAT => {
+                    if info.get("lists").map_err(|e| e.to_string())?.is_none() {
+                        Self::backfill_lists(&txn).map_err(|e| e.to_string())?;
+                    }
+                }
                 Some(f) => {
                     return Err(format!(
                         "the database holds store format {f}; this convo reads {STORE_FORMAT}"
@@ -250,9 +301,22 @@ impl EmbeddedStore {
                         .map_err(|e| e.to_string())?;
                 }
             }
+            info.insert("lists", &b"1"[..]).map_err(|e| e.to_string())?;
         }
         txn.commit().map_err(|e| e.to_string())?;
         Ok(Self { db })
+    }
+
+    /// Lists the conversations of a database written before the owner's
+    /// listings existed (the same format otherwise): once, on open.
+    fn backfill_lists(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+        for entry in convs.iter().map_err(unavailable)? {
+            let (_, v) = entry.map_err(unavailable)?;
+            let record: ConversationRecord = decode(v.value())?;
+            write_lists(txn, None, Some(&record.conversation))?;
+        }
+        Ok(())
     }
 
     /// Every stored key and value (as text) that contains `needle`, across
@@ -383,6 +447,7 @@ impl EmbeddedStore {
         by_user
             .insert(by_user_key(new).as_str(), &[][..])
             .map_err(unavailable)?;
+        write_lists(txn, old, Some(new))?;
         if old.is_none()
             && let Some(k) = expiry_key(new)
         {
@@ -637,12 +702,15 @@ impl ConversationStore for EmbeddedStore {
     async fn list_conversations(
         &self,
         owner_id: &str,
-        user_id: &str,
+        list: &ConversationList,
         cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
-        let prefix = format!("{}{SEP}", key(&[owner_id, user_id]));
-        self.index_page(BY_USER, prefix, cursor_in, limit).await
+        let table = match list {
+            ConversationList::User(_) => BY_USER,
+            _ => LISTS,
+        };
+        self.index_page(table, list_prefix(owner_id, list), cursor_in, limit).await
     }
 
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
@@ -815,6 +883,7 @@ impl ConversationStore for EmbeddedStore {
                 .map_err(unavailable)?
                 .remove(by_user_key(c).as_str())
                 .map_err(unavailable)?;
+            write_lists(&txn, Some(c), None)?;
             txn.open_table(ACTIVE)
                 .map_err(unavailable)?
                 .remove(active_key(c).as_str())

@@ -1,7 +1,7 @@
 //! `read-api`: every read route, one function (reads share their cold start
 //! and their IAM policy):
 //!
-//! - `GET /conversations?userId=…` (newest first, paginated)
+//! - `GET /conversations` (newest first, paginated; userId, agentId, status, flagged)
 //! - `GET /conversations/{id}` (after)
 //! - `GET /conversations/{id}/messages` (cursor, limit, order, since, until, flagged, after)
 //! - `GET /reviews?status=unreviewed` (the owner's flagged conversations)
@@ -35,6 +35,9 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
             "GET /conversations" => {
                 let p = ListParams {
                     user_id: query(&req, "userId"),
+                    agent_id: query(&req, "agentId"),
+                    status: query(&req, "status"),
+                    flagged: query(&req, "flagged"),
                     cursor: query(&req, "cursor"),
                     limit: query(&req, "limit"),
                 };

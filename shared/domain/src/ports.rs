@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use convo_schema::commands::{TitleJob, WriteCommand};
-use convo_schema::{Conversation, FlagStatus, Message, SafetyVerdict, Timestamp, UserStats};
+use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyVerdict, Timestamp, UserStats};
 use serde::{Deserialize, Serialize};
 
 /// A short tag of a write command id: the first 8 bytes of its SHA-256.
@@ -248,6 +248,20 @@ impl MessageQuery {
     }
 }
 
+/// Which of an owner's conversation lists to read. Each is kept by an
+/// index whose keys are set when a conversation is created and change only
+/// with its status or its first flag, never on an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationList {
+    /// Every conversation of the owner.
+    All,
+    User(String),
+    Agent(String),
+    Status(ConversationStatus),
+    /// The flagged ones, in any review state.
+    Flagged,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -370,12 +384,13 @@ pub trait ConversationStore: Send + Sync {
         expires_at: Option<Timestamp>,
     ) -> Result<(), StoreError>;
 
-    /// The owner's conversations with one user, newest first (including
-    /// ones being erased, so that an erasure can be finished).
+    /// One of the owner's conversation lists, newest first by creation
+    /// (including conversations being erased, so that an erasure can be
+    /// finished). Each list is one index: no list is ever scanned.
     async fn list_conversations(
         &self,
         owner_id: &str,
-        user_id: &str,
+        list: &ConversationList,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError>;

@@ -142,9 +142,15 @@ pub fn expired(rec: &ConversationRecord, now: Timestamp) -> bool {
 /// A user id given in a path or query: checked, and — SMS users being
 /// stored in E.164 — any spelling of a phone number normalized.
 fn user_id_param(raw: &str) -> Result<String, ValidationError> {
-    validate::id("userId", raw)?;
+    party_id_param("userId", raw)
+}
+
+/// A user or agent id given in a path or query: an SMS party's number is
+/// found in any of its written forms (stored normalized to E.164).
+fn party_id_param(field: &str, raw: &str) -> Result<String, ValidationError> {
+    validate::id(field, raw)?;
     Ok(if raw.trim_start().starts_with('+') {
-        phone::normalize_e164("userId", raw).unwrap_or_else(|_| raw.to_string())
+        phone::normalize_e164(field, raw).unwrap_or_else(|_| raw.to_string())
     } else {
         raw.to_string()
     })
@@ -539,36 +545,102 @@ pub async fn get_conversation_after(
     Ok((record.conversation, status))
 }
 
-/// The query string of `GET /conversations`.
-#[derive(Debug, Default)]
+/// The query string of `GET /conversations`: every filter is optional.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct ListParams<'a> {
     pub user_id: Option<&'a str>,
+    pub agent_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub flagged: Option<&'a str>,
     pub cursor: Option<&'a str>,
     pub limit: Option<&'a str>,
 }
 
+/// The filters of a listing, validated.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    pub user_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub status: Option<ConversationStatus>,
+    pub flagged: Option<bool>,
+}
+
+impl ListFilter {
+    pub fn parse(p: &ListParams<'_>) -> Result<Self, ValidationError> {
+        Ok(Self {
+            user_id: p.user_id.map(|raw| party_id_param("userId", raw)).transpose()?,
+            agent_id: p.agent_id.map(|raw| party_id_param("agentId", raw)).transpose()?,
+            status: p
+                .status
+                .map(|s| {
+                    ConversationStatus::parse(s)
+                        .ok_or_else(|| ValidationError::invalid("status", "status must be active, ended or archived"))
+                })
+                .transpose()?,
+            flagged: p.flagged.map(|f| validate::boolean("flagged", f)).transpose()?,
+        })
+    }
+
+    /// The index that serves this filter: the most selective one it names
+    /// (a user's conversations are fewer than an agent's, an agent's fewer
+    /// than the flagged ones or one status). The other filters are applied
+    /// to what that index lists.
+    pub fn list(&self) -> ConversationList {
+        match (&self.user_id, &self.agent_id, self.flagged, self.status) {
+            (Some(u), ..) => ConversationList::User(u.clone()),
+            (None, Some(a), ..) => ConversationList::Agent(a.clone()),
+            (None, None, Some(true), _) => ConversationList::Flagged,
+            (None, None, _, Some(s)) => ConversationList::Status(s),
+            _ => ConversationList::All,
+        }
+    }
+
+    pub fn matches(&self, c: &Conversation) -> bool {
+        self.user_id.as_ref().is_none_or(|u| *u == c.user_id)
+            && self.agent_id.as_ref().is_none_or(|a| *a == c.agent_id)
+            && self.status.is_none_or(|s| s == c.status)
+            && self.flagged.is_none_or(|f| f == c.flagged)
+    }
+}
+
+/// How many index pages one listing request reads at most while filters
+/// leave them short: a page may then hold fewer than `limit` conversations
+/// and still carry a `nextCursor`.
+pub const MAX_LIST_ROUNDS: usize = 8;
+
+/// The owner's conversations, newest first, filtered.
 pub async fn list_conversations(
     deps: &Deps,
     owner_id: &str,
     p: ListParams<'_>,
 ) -> Result<ConversationPage, DomainError> {
-    let Some(raw_user) = p.user_id else {
-        return Err(ValidationError::invalid("userId", "userId is required").into());
-    };
-    let user_id = user_id_param(raw_user)?;
+    let filter = ListFilter::parse(&p)?;
     let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
-    let page = deps
-        .store
-        .list_conversations(owner_id, &user_id, p.cursor, limit)
-        .await?;
+    let list = filter.list();
+    let now = deps.clock.now();
+    let mut conversations = Vec::new();
+    let mut cursor = p.cursor.map(str::to_string);
+    for _ in 0..MAX_LIST_ROUNDS {
+        // Never ask for more than the page still needs, so that the
+        // store's cursor is exactly where this page stops.
+        let page = deps
+            .store
+            .list_conversations(owner_id, &list, cursor.as_deref(), limit - conversations.len())
+            .await?;
+        conversations.extend(
+            page.items
+                .into_iter()
+                .filter(|r| !r.deleting && !expired(r, now) && filter.matches(&r.conversation))
+                .map(|r| r.conversation),
+        );
+        cursor = page.next_cursor;
+        if cursor.is_none() || conversations.len() == limit {
+            break;
+        }
+    }
     Ok(ConversationPage {
-        conversations: page
-            .items
-            .into_iter()
-            .filter(|r| !r.deleting && !expired(r, deps.clock.now()))
-            .map(|r| r.conversation)
-            .collect(),
-        next_cursor: page.next_cursor,
+        conversations,
+        next_cursor: cursor,
     })
 }
 
@@ -692,7 +764,12 @@ async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result
     for _ in 0..20 {
         let page = deps
             .store
-            .list_conversations(&erased.owner_id, &erased.user_id, cursor.as_deref(), 100)
+            .list_conversations(
+                &erased.owner_id,
+                &ConversationList::User(erased.user_id.clone()),
+                cursor.as_deref(),
+                100,
+            )
             .await?;
         let found = page
             .items
@@ -718,7 +795,10 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
     // Erased conversations leave the index, so the first page is always the
     // next one; a bound keeps one call finite (a retry continues).
     for _ in 0..1000 {
-        let page = deps.store.list_conversations(owner_id, &user_id, None, 100).await?;
+        let page = deps
+            .store
+            .list_conversations(owner_id, &ConversationList::User(user_id.clone()), None, 100)
+            .await?;
         if page.items.is_empty() {
             break;
         }
@@ -794,11 +874,7 @@ pub async fn list_messages(
     };
     let since = p.since.map(|s| validate::timestamp("since", s)).transpose()?;
     let until = p.until.map(|s| validate::timestamp("until", s)).transpose()?;
-    let flagged = match p.flagged {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ValidationError::invalid("flagged", "flagged must be true or false").into()),
-    };
+    let flagged = p.flagged.map(|f| validate::boolean("flagged", f)).transpose()?.unwrap_or(false);
     if flagged && (since.is_some() || until.is_some() || order == Order::Desc) {
         return Err(ValidationError::invalid(
             "flagged",

@@ -183,6 +183,15 @@ pub fn patch(req: &PatchConversationRequest) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Parses a boolean query parameter: `true` or `false`, nothing else.
+pub fn boolean(field: &str, raw: &str) -> Result<bool, ValidationError> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ValidationError::invalid(field, format!("{field} must be true or false"))),
+    }
+}
+
 /// Parses a page size: 1..=max, default when absent.
 pub fn limit(field: &str, raw: Option<&str>, default: usize, max: usize) -> Result<usize, ValidationError> {
     let Some(raw) = raw else { return Ok(default) };

@@ -382,11 +382,11 @@ impl ConversationStore for FaultyStore {
     async fn list_conversations(
         &self,
         o: &str,
-        u: &str,
+        list: &ConversationList,
         c: Option<&str>,
         l: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
-        self.inner.list_conversations(o, u, c, l).await
+        self.inner.list_conversations(o, list, c, l).await
     }
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         self.inner.list_messages(id, q).await

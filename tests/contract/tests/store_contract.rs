@@ -624,6 +624,7 @@ async fn a_tampered_or_foreign_cursor_is_refused(w: World) {
         user_id: Some("child-1"),
         cursor,
         limit: Some("1"),
+        ..Default::default()
     };
     let err = service::list_conversations(&w.deps, "alice", list(Some(&cursor)))
         .await
@@ -653,6 +654,7 @@ async fn conversations_list_newest_first_with_pages(w: World) {
                 user_id: Some("child-1"),
                 cursor: cursor.as_deref(),
                 limit: Some("2"),
+                ..Default::default()
             },
         )
         .await
@@ -1333,7 +1335,151 @@ async fn after_an_erasure_the_totals_read_as_if_it_never_existed(w: World) {
     );
 }
 
+/// Every page of a listing, following its cursors.
+async fn list_all(w: &World, owner: &str, p: ListParams<'_>) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let page = service::list_conversations(
+            &w.deps,
+            owner,
+            ListParams {
+                cursor: cursor.as_deref(),
+                ..p
+            },
+        )
+        .await
+        .unwrap();
+        got.extend(page.conversations.into_iter().map(|c| c.conversation_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return got,
+        }
+    }
+    panic!("a listing never ended");
+}
+
+async fn the_owner_lists_conversations_by_any_filter(w: World) {
+    // (user, agent, what happens to it), one every 10 seconds.
+    let plan = [
+        ("child-1", "toy-1", "flag+end"),
+        ("child-2", "toy-2", ""),
+        ("child-1", "toy-2", "flag"),
+        ("child-3", "toy-1", "end+archive"),
+        ("child-2", "toy-1", "erase"),
+        ("child-3", "toy-2", "end"),
+    ];
+    let mut made: Vec<Conversation> = Vec::new();
+    for (user, agent, what) in plan {
+        let (c, _) = service::create_conversation(&w.deps, "alice", create_req(user, agent))
+            .await
+            .unwrap();
+        let id = c.conversation_id.clone();
+        if what.contains("flag") {
+            service::append_messages(&w.deps, "alice", &id, one("user", "this is shit", None), None)
+                .await
+                .unwrap();
+        }
+        if what.contains("end") {
+            service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+        }
+        w.settle().await;
+        if what.contains("archive") {
+            let archive = PatchConversationRequest {
+                status: Some("archived".into()),
+                ..Default::default()
+            };
+            service::patch_conversation(&w.deps, "alice", &id, archive).await.unwrap();
+        }
+        if what.contains("erase") {
+            service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
+        } else {
+            made.push(w.conversation(&id).await);
+        }
+        w.clock.advance(Duration::seconds(10));
+    }
+    // Another owner's conversation with the same user and agent never shows.
+    service::create_conversation(&w.deps, "bob", create_req("child-1", "toy-1"))
+        .await
+        .unwrap();
+    made.reverse();
+    let statuses: Vec<ConversationStatus> = made.iter().map(|c| c.status).collect();
+    assert!(statuses.contains(&ConversationStatus::Archived) && statuses.contains(&ConversationStatus::Active));
+    assert_eq!(made.iter().filter(|c| c.flagged).count(), 2);
+
+    for user in [None, Some("child-1"), Some("child-3")] {
+        for agent in [None, Some("toy-2")] {
+            for status in [None, Some("active"), Some("ended"), Some("archived")] {
+                for flagged in [None, Some("true"), Some("false")] {
+                    let want: Vec<String> = made
+                        .iter()
+                        .filter(|c| {
+                            user.is_none_or(|u| c.user_id == u)
+                                && agent.is_none_or(|a| c.agent_id == a)
+                                && status.is_none_or(|s| c.status.as_str() == s)
+                                && flagged.is_none_or(|f| c.flagged == (f == "true"))
+                        })
+                        .map(|c| c.conversation_id.clone())
+                        .collect();
+                    for limit in ["1", "2", "50"] {
+                        let p = ListParams {
+                            user_id: user,
+                            agent_id: agent,
+                            status,
+                            flagged,
+                            limit: Some(limit),
+                            ..Default::default()
+                        };
+                        let got = list_all(&w, "alice", p).await;
+                        assert_eq!(got, want, "user {user:?} agent {agent:?} status {status:?} flagged {flagged:?} limit {limit}");
+                    }
+                }
+            }
+        }
+    }
+    // A page of the unfiltered list holds what it says and points on.
+    let first = service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            limit: Some("2"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.conversations.len(), 2);
+    let cursor = first.next_cursor.expect("more than two");
+    // A cursor belongs to its list.
+    let err = service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            agent_id: Some("toy-2"),
+            cursor: Some(&cursor),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidCursor);
+    let err = service::list_conversations(&w.deps, "bob", ListParams { cursor: Some(&cursor), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidCursor);
+    for bad in [
+        ListParams { status: Some("open"), ..Default::default() },
+        ListParams { flagged: Some("yes"), ..Default::default() },
+        ListParams { agent_id: Some("a#b"), ..Default::default() },
+        ListParams { user_id: Some(""), ..Default::default() },
+    ] {
+        let err = service::list_conversations(&w.deps, "alice", bad).await.unwrap_err();
+        assert_eq!(code(err), ErrorCode::ValidationFailed);
+    }
+}
+
 contract! {
+    the_owner_lists_conversations_by_any_filter,
     after_an_erasure_the_totals_read_as_if_it_never_existed,
     a_retry_after_a_failed_send_sends_the_same_command_once,
     personal_data_is_masked_when_the_conversation_asks,

@@ -80,6 +80,20 @@ pub fn by_user_pk(owner: &str, user: &str) -> String {
     format!("O#{owner}#U#{user}")
 }
 
+/// The `byOwner` partition of a conversation in this status, flagged or not.
+pub fn by_owner_pk(owner: &str, status: ConversationStatus, flagged: bool) -> String {
+    format!("O#{owner}#S#{}#{}", status.as_str(), if flagged { "F" } else { "N" })
+}
+
+pub fn by_agent_pk(owner: &str, agent: &str) -> String {
+    format!("O#{owner}#A#{agent}")
+}
+
+/// The sort key every listing index uses: creation time, then the id.
+pub fn created_sk(c: &Conversation) -> String {
+    format!("{}#{}", millis(c.created_at), c.conversation_id)
+}
+
 pub fn flagged_pk(owner: &str, status: FlagStatus) -> String {
     format!("F#{owner}#{}", status.as_str())
 }
@@ -143,10 +157,11 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
         item.insert("deleting".into(), AttributeValue::Bool(true));
     }
     item.insert(BY_USER_PK.into(), s(by_user_pk(&c.owner_id, &c.user_id)));
-    item.insert(
-        BY_USER_SK.into(),
-        s(format!("{}#{}", millis(c.created_at), c.conversation_id)),
-    );
+    item.insert(BY_USER_SK.into(), s(created_sk(c)));
+    item.insert(BY_OWNER_PK.into(), s(by_owner_pk(&c.owner_id, c.status, c.flagged)));
+    item.insert(BY_OWNER_SK.into(), s(created_sk(c)));
+    item.insert(BY_AGENT_PK.into(), s(by_agent_pk(&c.owner_id, &c.agent_id)));
+    item.insert(BY_AGENT_SK.into(), s(created_sk(c)));
     if c.status == ConversationStatus::Active {
         item.insert(ACTIVE_PK.into(), s(format!("A#{}", shard(&c.conversation_id))));
         item.insert(
@@ -506,6 +521,21 @@ mod tests {
             proptest::prop_assert_eq!(
                 flagged.strip_prefix("F#").unwrap().rsplit_once('#'),
                 Some((owner.as_str(), "unreviewed"))
+            );
+            for status in ConversationStatus::ALL {
+                for flag in [true, false] {
+                    let by_owner = by_owner_pk(&owner, status, flag);
+                    let mut parts = by_owner.strip_prefix("O#").unwrap().rsplitn(4, '#');
+                    proptest::prop_assert_eq!(
+                        (parts.next(), parts.next(), parts.next(), parts.next()),
+                        (Some(if flag { "F" } else { "N" }), Some(status.as_str()), Some("S"), Some(owner.as_str()))
+                    );
+                }
+            }
+            let by_agent = by_agent_pk(&owner, &agent);
+            proptest::prop_assert_eq!(
+                by_agent.strip_prefix("O#").unwrap().rsplit_once("#A#"),
+                Some((owner.as_str(), agent.as_str()))
             );
         }
     }

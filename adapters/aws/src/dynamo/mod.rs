@@ -4,7 +4,7 @@
 //!
 //! | item | pk | sk |
 //! | --- | --- | --- |
-//! | conversation | `C#<id>` | `META` (+ `byUser` keys; `activeByStart` keys while active; `flagged` keys once flagged) |
+//! | conversation | `C#<id>` | `META` (+ `byUser`, `byAgent` and `byOwner` keys; `activeByStart` keys while active; `flagged` keys once flagged) |
 //! | message chunk | `C#<id>` | `M#<index of its first message, 20 digits>` (messages and the head state) |
 //! | externalId claim | `C#<id>` | `X#<externalId>` |
 //! | flagged-message pointer | `C#<id>` | `F#<messageIndex, 20 digits>` |
@@ -228,6 +228,69 @@ impl DynamoStore {
             None
         };
         Ok((page.into_iter().map(|(id, _)| id).collect(), next_cursor))
+    }
+
+    /// One page of conversation ids, newest first, from partitions `gpks`
+    /// of a keys-only index whose sort key is `<created>#<id>`, merged; and
+    /// the cursor after it (bound to `scope`: a cursor from another list is
+    /// refused). Each partition is one `Query` below the cursor, run
+    /// concurrently; a conversation seen in two (an index that is moving it
+    /// from one partition to another) is listed once.
+    async fn merged_index_page(
+        &self,
+        (index, pk_attr, sk_attr): (&str, &str, &str),
+        gpks: &[String],
+        scope: &str,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let below = match cursor_in {
+            Some(c) => {
+                let gsk = cursor::decode(scope, c)?;
+                if gsk.rsplit_once('#').is_none_or(|(at, id)| at.is_empty() || id.is_empty()) {
+                    return Err(StoreError::InvalidCursor);
+                }
+                Some(gsk)
+            }
+            None => None,
+        };
+        let queries = gpks.iter().map(|gpk| {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .expression_attribute_names("#pk", pk_attr)
+                .expression_attribute_values(":pk", s(gpk))
+                .scan_index_forward(false)
+                .limit((limit + 1) as i32);
+            q = match &below {
+                Some(gsk) => q
+                    .key_condition_expression("#pk = :pk AND #sk < :below")
+                    .expression_attribute_names("#sk", sk_attr)
+                    .expression_attribute_values(":below", s(gsk)),
+                None => q.key_condition_expression("#pk = :pk"),
+            };
+            q.send()
+        });
+        let mut found: Vec<(String, String)> = Vec::new();
+        for resp in futures::future::join_all(queries).await {
+            for k in resp.map_err(sdk)?.items.unwrap_or_default() {
+                if let (Some(id), Some(gsk)) = (str_attr(&k, PK).and_then(|p| p.strip_prefix("C#")), str_attr(&k, sk_attr)) {
+                    found.push((gsk.to_string(), id.to_string()));
+                }
+            }
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found.dedup();
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_cursor = if more {
+            found.last().map(|(gsk, _)| cursor::encode(scope, gsk))
+        } else {
+            None
+        };
+        Ok((found.into_iter().map(|(_, id)| id).collect(), next_cursor))
     }
 
     /// Conversations by id, in the order given (missing ones skipped).
@@ -684,13 +747,45 @@ impl ConversationStore for DynamoStore {
     async fn list_conversations(
         &self,
         owner_id: &str,
-        user_id: &str,
+        list: &ConversationList,
         cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
-        let index = (BY_USER_INDEX, BY_USER_PK, BY_USER_SK);
+        // The partitions of `byOwner` a list reads: (status, flagged).
+        let by_owner = |statuses: &[ConversationStatus], flags: &[bool]| -> Vec<String> {
+            statuses
+                .iter()
+                .flat_map(|st| flags.iter().map(move |f| by_owner_pk(owner_id, *st, *f)))
+                .collect()
+        };
+        let owner_index = (BY_OWNER_INDEX, BY_OWNER_PK, BY_OWNER_SK);
+        let (index, gpks, scope) = match list {
+            ConversationList::User(user) => {
+                let gpk = by_user_pk(owner_id, user);
+                ((BY_USER_INDEX, BY_USER_PK, BY_USER_SK), vec![gpk.clone()], gpk)
+            }
+            ConversationList::Agent(agent) => {
+                let gpk = by_agent_pk(owner_id, agent);
+                ((BY_AGENT_INDEX, BY_AGENT_PK, BY_AGENT_SK), vec![gpk.clone()], gpk)
+            }
+            ConversationList::All => (
+                owner_index,
+                by_owner(&ConversationStatus::ALL, &[true, false]),
+                format!("O#{owner_id}#ALL"),
+            ),
+            ConversationList::Status(st) => (
+                owner_index,
+                by_owner(&[*st], &[true, false]),
+                format!("O#{owner_id}#S#{}", st.as_str()),
+            ),
+            ConversationList::Flagged => (
+                owner_index,
+                by_owner(&ConversationStatus::ALL, &[true]),
+                format!("O#{owner_id}#FLAGGED"),
+            ),
+        };
         let (ids, next_cursor) = self
-            .index_page(index, &by_user_pk(owner_id, user_id), cursor_in, limit)
+            .merged_index_page(index, &gpks, &scope, cursor_in, limit)
             .await?;
         let items = self.conversations(&ids).await?;
         Ok(Page { items, next_cursor })
