@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 
 pub use lambda_http;
 
+pub mod openapi;
+
 /// The result every HTTP handler returns: domain errors become answers, so
 /// `Err` is reserved for failures the runtime should see.
 pub type HandlerResult = Result<Response<Body>, lambda_http::Error>;

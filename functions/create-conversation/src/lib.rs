@@ -7,7 +7,9 @@
 
 use convo_domain::{Deps, service};
 use convo_http::{ApiError, HandlerResult, finish, json_body, owner, path_param, route_key};
-use convo_schema::api::{CreateConversationRequest, PatchConversationRequest, ReviewRequest};
+use convo_schema::api::{
+    CreateConversationRequest, DeleteConversationResponse, DeleteUserResponse, PatchConversationRequest, ReviewRequest,
+};
 use lambda_http::Request;
 
 pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
@@ -38,12 +40,12 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
             "DELETE /conversations/{id}" => {
                 let id = id()?;
                 service::delete_conversation(deps, &owner, &id).await?;
-                Ok((200, serde_json::json!({"conversationId": id, "deleted": true})))
+                Ok((200, to_json(DeleteConversationResponse { conversation_id: id, deleted: true })))
             }
             "DELETE /users/{userId}" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
                 let n = service::delete_user(deps, &owner, &user).await?;
-                Ok((200, serde_json::json!({"userId": user, "conversationsDeleted": n})))
+                Ok((200, to_json(DeleteUserResponse { user_id: user, conversations_deleted: n })))
             }
             _ => Err(ApiError::not_found_route()),
         }

@@ -11,6 +11,7 @@
 //! found in the `X-Convo-After` header (`applied` or `pending`).
 //! - `GET /users/{userId}/stats`
 //! - `GET /health` (no token needed)
+//! - `GET /openapi.json`, the API's OpenAPI document (no token needed)
 
 use convo_domain::Deps;
 use convo_domain::service::{self, ListParams, MessageParams, ReviewParams};
@@ -23,6 +24,12 @@ pub const AFTER_HEADER: &str = "x-convo-after";
 
 pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
     let route = route_key(&req);
+    if route == "GET /openapi.json" {
+        let mut resp = convo_http::json(200, &convo_http::openapi::document());
+        resp.headers_mut()
+            .insert("cache-control", http_value("public, max-age=300"));
+        return Ok(resp);
+    }
     if route == "GET /health" {
         let (ok, body) = service::health(deps).await;
         return Ok(json(if ok { 200 } else { 503 }, &body));

@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/users/{userId}/stats", Function::ReadApi, true),
     ("GET", "/reviews", Function::ReadApi, true),
     ("GET", "/health", Function::ReadApi, false),
+    ("GET", "/openapi.json", Function::ReadApi, false),
 ];
 
 /// Matches a path against a template; returns the path parameters.
@@ -277,6 +278,37 @@ fn to_axum(resp: lambda_http::Response<Body>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OpenAPI document describes exactly the routes served, with the
+    /// same authentication.
+    #[test]
+    fn the_document_describes_every_route_and_no_other() {
+        let doc = serde_json::to_value(convo_http::openapi::document()).unwrap();
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let open = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().unwrap().is_empty()));
+                documented.push((method.to_uppercase(), path.clone(), !open));
+            }
+        }
+        let mut served: Vec<_> = ROUTES
+            .iter()
+            .map(|(m, p, _, guarded)| (m.to_string(), p.to_string(), *guarded))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    /// The committed `openapi.json` is the document the code generates.
+    #[test]
+    fn the_committed_document_is_current() {
+        let committed = include_str!("../../../openapi.json");
+        assert!(
+            committed == convo_http::openapi::document_json(),
+            "openapi.json is stale: run `cargo run -p convo-local -- openapi > openapi.json`"
+        );
+    }
 
     #[test]
     fn matches_templates_and_decodes_parameters() {

@@ -45,6 +45,9 @@ enum Command {
     /// queue definitions, the routes and the environment variables (the SAM
     /// template is tested against it).
     Manifest,
+    /// Print the API's OpenAPI document (the committed `openapi.json` is
+    /// this output: `convo-local openapi > openapi.json`).
+    Openapi,
 }
 
 #[derive(Args)]
@@ -141,6 +144,10 @@ fn main() {
         Some(Command::Serve(s)) => serve(s),
         Some(Command::InitAws(a)) => init_aws(a),
         Some(Command::Manifest) => manifest(),
+        Some(Command::Openapi) => {
+            print!("{}", convo_http::openapi::document_json());
+            Ok(())
+        }
         None => serve(cli.serve),
     };
     if let Err(e) = result {

@@ -4,22 +4,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Conversation, Direction, Message, Metadata, Role, SafetyVerdict, Timestamp, UserStats};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateConversationRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$")]
     pub user_id: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub user_name: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$")]
     pub agent_id: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub agent_name: Option<String>,
     /// web, sms, voice, toy… (default `web`). `sms` makes both ids phone numbers.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub channel: Option<String>,
     /// chat, story, game… (default `chat`).
     #[serde(default, rename = "type")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub kind: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     /// Return the active conversation of this (agent, user) pair if one exists.
     #[serde(default)]
@@ -27,6 +34,7 @@ pub struct CreateConversationRequest {
     /// Days to keep the conversation (1 to 3650); the deployment's
     /// retention applies when absent. Every item expires with it.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub retention_days: Option<u32>,
     /// Mask personal data in stored content; the deployment's setting
     /// applies when absent.
@@ -34,33 +42,44 @@ pub struct CreateConversationRequest {
     pub redact_pii: Option<bool>,
     /// A title chosen by the user (never overwritten by the generator).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub title: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMessage {
     pub role: Role,
+    /// At most 16 KiB of UTF-8 (a longer one is a 413), not blank.
+    #[schema(min_length = 1, max_length = 16384, pattern = r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub content: String,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    /// When the message was said (default: when the API accepted it); at
+    /// most 5 minutes in the future.
     pub created_at: Option<Timestamp>,
     #[serde(default)]
+    /// A provider's message id: a repeated one is stored once per conversation.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub external_id: Option<String>,
     #[serde(default)]
     pub direction: Option<Direction>,
     #[serde(default)]
+    #[schema(max_length = 2048, pattern = r"^(https|s3)://")]
     pub audio_url: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppendRequest {
+    #[schema(min_items = 1, max_items = 20)]
     pub messages: Vec<NewMessage>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AcceptedMessageView {
     pub message_id: String,
@@ -71,58 +90,67 @@ pub struct AcceptedMessageView {
 }
 
 /// The 202 answer to an append: ids and verdicts, before anything is stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppendResponse {
     pub conversation_id: String,
     pub command_id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub accepted_at: Timestamp,
     pub messages: Vec<AcceptedMessageView>,
     /// True when any message was blocked: the agent should not answer it.
     pub blocked: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndRequest {
     #[serde(default)]
+    /// Free text for the caller's own records; not stored.
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndResponse {
     pub conversation_id: String,
     pub command_id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub accepted_at: Timestamp,
     pub status: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// At least one of the fields.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct PatchConversationRequest {
     /// A user title; replaces any generated one and is never overwritten.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub title: Option<String>,
     /// Merged into the conversation's metadata; a `null` value removes a key.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     /// Only `archived` is accepted, and only for an ended conversation.
     #[serde(default)]
+    #[schema(pattern = "^archived$")]
     pub status: Option<String>,
 }
 
 /// `POST /conversations/{id}/review`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReviewRequest {
     /// reviewed, dismissed or escalated.
     pub flag_status: crate::FlagStatus,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 2000, pattern = r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationPage {
     pub conversations: Vec<Conversation>,
@@ -130,7 +158,7 @@ pub struct ConversationPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {
     pub conversation_id: String,
@@ -145,7 +173,7 @@ pub struct MessagePage {
 /// What a read with `after=<commandId>` found (also in the `X-Convo-After`
 /// header): the write was applied before the answer was read, or the wait
 /// ran out first and the answer may not hold it yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AfterStatus {
     Applied,
@@ -161,13 +189,13 @@ impl AfterStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContextMessage {
     pub role: Role,
     pub content: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContextResponse {
     pub conversation_id: String,
@@ -180,13 +208,29 @@ pub struct ContextResponse {
 
 pub type UserStatsResponse = UserStats;
 
+/// The answer to `DELETE /conversations/{id}` (the same for a missing id).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteConversationResponse {
+    pub conversation_id: String,
+    pub deleted: bool,
+}
+
+/// The answer to `DELETE /users/{userId}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteUserResponse {
+    pub user_id: String,
+    pub conversations_deleted: u64,
+}
+
 /// The error body: `{"error": {...}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
     pub code: String,

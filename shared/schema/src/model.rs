@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Metadata, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationStatus {
     Active,
@@ -29,7 +29,7 @@ impl ConversationStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -38,14 +38,14 @@ pub enum Role {
     Tool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Inbound,
     Outbound,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TitleSource {
     Generated,
@@ -53,7 +53,7 @@ pub enum TitleSource {
 }
 
 /// The review state of a flagged conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FlagStatus {
     Unreviewed,
@@ -79,7 +79,7 @@ impl FlagStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -90,7 +90,7 @@ pub enum Severity {
 
 /// What the moderator decided for one message (the seed service's bands:
 /// score ≥ 0.8 safe, 0.5–0.8 flagged, < 0.5 blocked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SafetyAction {
     Safe,
@@ -100,7 +100,7 @@ pub enum SafetyAction {
 
 /// The moderator's verdict on one message; returned in the 202 answer and
 /// stored with the message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SafetyVerdict {
     pub score: f64,
@@ -125,7 +125,7 @@ impl SafetyVerdict {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
     pub conversation_id: String,
@@ -140,10 +140,14 @@ pub struct Conversation {
     pub agent_id: String,
     #[serde(default)]
     pub agent_name: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub start_time: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub last_activity_at: Timestamp,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub end_time: Option<Timestamp>,
     #[serde(default)]
     pub duration_seconds: Option<i64>,
@@ -155,6 +159,7 @@ pub struct Conversation {
     #[serde(default)]
     pub title_source: Option<TitleSource>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub title_generated_at: Option<Timestamp>,
     pub message_count: u64,
     #[serde(default)]
@@ -172,26 +177,31 @@ pub struct Conversation {
     pub flag_status: Option<FlagStatus>,
     /// When the conversation was first flagged.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub flagged_at: Option<Timestamp>,
     /// The last review: who (the reviewer's `sub`), when, and their note.
     #[serde(default)]
     pub reviewed_by: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub reviewed_at: Option<Timestamp>,
     #[serde(default)]
     pub review_note: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: Metadata,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub archived_at: Option<Timestamp>,
     /// Personal data is masked in stored content (`[phone]`, `[email]`, …).
     #[serde(default)]
     pub redact_pii: bool,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub message_id: String,
@@ -199,8 +209,10 @@ pub struct Message {
     pub message_index: u64,
     pub role: Role,
     pub content: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When the API accepted the message (server clock).
+    #[schema(value_type = String, format = DateTime)]
     pub accepted_at: Timestamp,
     #[serde(default)]
     pub external_id: Option<String>,
@@ -214,11 +226,12 @@ pub struct Message {
     pub flag_reason: Option<String>,
     pub safety: SafetyVerdict,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: Metadata,
 }
 
 /// Per (owner, user) totals, updated when a session ends.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserStats {
     pub user_id: String,
@@ -226,5 +239,6 @@ pub struct UserStats {
     pub messages: u64,
     pub total_seconds: i64,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_conversation_at: Option<Timestamp>,
 }

@@ -1,0 +1,1 @@
+"""schemathesis hooks for convo (see schemathesis.toml for why each exists)."""
