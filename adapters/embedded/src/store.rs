@@ -745,25 +745,36 @@ impl ConversationStore for EmbeddedStore {
     async fn list_flagged_messages(
         &self,
         conversation_id: &str,
+        order: Order,
         cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<Message>, StoreError> {
         let id = conversation_id.to_string();
-        let scope = format!("F{SEP}{conversation_id}");
-        let start: u64 = match cursor_in {
-            Some(c) => cursor::decode(&scope, c)?
-                .parse()
-                .map_err(|_| StoreError::InvalidCursor)?,
-            None => 0,
+        let scope = flagged_scope(&format!("F{SEP}{conversation_id}"), order);
+        let start: Option<u64> = match cursor_in {
+            Some(c) => Some(
+                cursor::decode(&scope, c)?
+                    .parse()
+                    .map_err(|_| StoreError::InvalidCursor)?,
+            ),
+            None => None,
         };
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;
             let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
-            let (lo, hi) = (flag_key(&id, start), flag_key(&id, u64::MAX));
+            let (lo, hi) = match order {
+                Order::Asc => (flag_key(&id, start.unwrap_or(0)), flag_key(&id, u64::MAX)),
+                Order::Desc => (flag_key(&id, 0), flag_key(&id, start.unwrap_or(u64::MAX))),
+            };
+            let range = flags.range(lo.as_str()..=hi.as_str()).map_err(unavailable)?;
+            let entries: Box<dyn Iterator<Item = _>> = match order {
+                Order::Asc => Box::new(range),
+                Order::Desc => Box::new(range.rev()),
+            };
             let mut items = Vec::new();
             let mut next = None;
-            for entry in flags.range(lo.as_str()..hi.as_str()).map_err(unavailable)? {
+            for entry in entries {
                 let (k, v) = entry.map_err(unavailable)?;
                 let index = chunk_first(k.value())?;
                 let first: u64 = String::from_utf8_lossy(v.value())

@@ -78,6 +78,15 @@ pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A header whose value is checked by its reader: present even when it is
+/// not visible ASCII (its bytes read as UTF-8, lossily), so that a bad
+/// value is refused rather than taken as absent.
+pub fn header_text(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 pub fn body_bytes(req: &Request) -> &[u8] {
     match req.body() {
         Body::Empty => &[],
@@ -101,6 +110,11 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, empty_ok: bool) -> Result<T
     } else {
         bytes
     };
+    // Every body is an object: serde would also read a struct from an
+    // array of its fields (`[null, null]`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(body_error::<T>(bytes));
+    }
     serde_json::from_slice(bytes).map_err(|_| body_error::<T>(bytes))
 }
 
@@ -283,7 +297,7 @@ pub fn finish<T: Serialize>(req: &Request, route: &str, ok_status: u16, result: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use convo_schema::api::{AppendRequest, CreateConversationRequest, ReviewRequest};
+    use convo_schema::api::{AppendRequest, CreateConversationRequest, PatchConversationRequest, ReviewRequest};
 
     fn decode<T: DeserializeOwned>(body: &str) -> ApiError {
         let req = lambda_http::http::Request::builder()
@@ -329,6 +343,7 @@ mod tests {
             ),
             (r#"{"messages": "hello"}"#, "messages"),
             (r#"[1, 2]"#, "body"),
+            (r#"[[{"role": "user", "content": "x"}]]"#, "body"),
             (r#"{}"#, "messages"),
             (r#"{"messages": [{"role": "user"}]}"#, "messages[0].content"),
         ] {
@@ -345,6 +360,11 @@ mod tests {
         }
         let e = decode::<CreateConversationRequest>(r#"{"userId": 7, "agentId": "a"}"#);
         assert_eq!(field(&e), Some("userId"));
+        // serde reads a struct from an array of its fields; a body may not.
+        for body in ["[null, null]", " [] ", "null", "\"title\""] {
+            let e = decode::<PatchConversationRequest>(body);
+            assert_eq!((e.code, field(&e)), (ErrorCode::ValidationFailed, Some("body")), "{body}");
+        }
     }
 
     #[test]

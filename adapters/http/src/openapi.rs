@@ -102,6 +102,16 @@ impl Modify for CommonAnswers {
             "bearer",
             SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        if let Some(body) = doc
+            .paths
+            .paths
+            .get_mut("/conversations/{id}/end")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+            && let RefOr::T(body) = body
+        {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             let ops: [&mut Option<Operation>; 4] = [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete];
             for op in ops.into_iter().flatten() {
@@ -304,7 +314,7 @@ fn list_messages() {}
 /// End the session, after every write accepted before it.
 #[utoipa::path(post, path = "/conversations/{id}/end", tag = "conversations",
     params(ConversationPath, IdempotencyHeader),
-    request_body(content = Option<EndRequest>, description = "Optional"),
+    request_body(content = EndRequest, description = "Optional: a POST without a body ends the session too"),
     responses(
         (status = 202, description = "Accepted", body = EndResponse),
         (status = 409, description = "Already ended (`conversation_ended`), or the `Idempotency-Key` was reused or is in flight", body = ErrorBody),

@@ -5,7 +5,7 @@
 
 use convo_domain::Deps;
 use convo_domain::service::{self, IdempotencyKey};
-use convo_http::{ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param};
+use convo_http::{ApiError, HandlerResult, body_bytes, finish, header_text, json_body, owner, path_param};
 use convo_schema::api::AppendRequest;
 use lambda_http::Request;
 
@@ -14,8 +14,8 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         let owner = owner(&req)?;
         let id = path_param(&req, "id").ok_or_else(ApiError::not_found_route)?;
         let body: AppendRequest = json_body(&req, false)?;
-        let key = header(&req, "idempotency-key")
-            .map(|k| IdempotencyKey::new(k, body_bytes(&req)))
+        let key = header_text(&req, "idempotency-key")
+            .map(|k| IdempotencyKey::new(&k, body_bytes(&req)))
             .transpose()?;
         Ok::<_, ApiError>(service::append_messages(deps, &owner, &id, body, key).await?)
     }

@@ -5,7 +5,7 @@
 
 use convo_domain::Deps;
 use convo_domain::service::{self, IdempotencyKey};
-use convo_http::{ApiError, HandlerResult, body_bytes, finish, header, json_body, owner, path_param};
+use convo_http::{ApiError, HandlerResult, body_bytes, finish, header_text, json_body, owner, path_param};
 use convo_schema::api::EndRequest;
 use lambda_http::Request;
 
@@ -15,8 +15,8 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         let id = path_param(&req, "id").ok_or_else(ApiError::not_found_route)?;
         // The body is optional; when present it must be well-formed.
         let _body: EndRequest = json_body(&req, true)?;
-        let key = header(&req, "idempotency-key")
-            .map(|k| IdempotencyKey::new(k, body_bytes(&req)))
+        let key = header_text(&req, "idempotency-key")
+            .map(|k| IdempotencyKey::new(&k, body_bytes(&req)))
             .transpose()?;
         Ok::<_, ApiError>(service::end_session(deps, &owner, &id, key).await?)
     }

@@ -211,14 +211,15 @@ fn build_event(
 ) -> serde_json::Value {
     let mut header_map = serde_json::Map::new();
     for (name, value) in headers {
-        if let Ok(v) = value.to_str() {
-            let entry = header_map.entry(name.as_str().to_string()).or_insert_with(|| "".into());
-            let joined = match entry.as_str() {
-                Some("") | None => v.to_string(),
-                Some(prev) => format!("{prev},{v}"),
-            };
-            *entry = joined.into();
-        }
+        // A value that is not ASCII is passed on as its bytes read as UTF-8
+        // (as API Gateway passes it on), for the handler to refuse.
+        let v = String::from_utf8_lossy(value.as_bytes());
+        let entry = header_map.entry(name.as_str().to_string()).or_insert_with(|| "".into());
+        let joined = match entry.as_str() {
+            Some("") | None => v.into_owned(),
+            Some(prev) => format!("{prev},{v}"),
+        };
+        *entry = joined.into();
     }
     // API Gateway joins repeated query parameters with commas.
     let mut query: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();

@@ -248,6 +248,15 @@ impl MessageQuery {
     }
 }
 
+/// The cursor scope of a conversation's flagged messages in one order (a
+/// cursor of one order is refused by the other).
+pub fn flagged_scope(base: &str, order: Order) -> String {
+    match order {
+        Order::Asc => base.to_string(),
+        Order::Desc => format!("{base}#desc"),
+    }
+}
+
 /// Which of an owner's conversation lists to read. Each is kept by an
 /// index whose keys are set when a conversation is created and change only
 /// with its status or its first flag, never on an append.
@@ -402,6 +411,7 @@ pub trait ConversationStore: Send + Sync {
     async fn list_flagged_messages(
         &self,
         conversation_id: &str,
+        order: Order,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Message>, StoreError>;

@@ -2,6 +2,8 @@
 //! Every operation takes the caller's owner id (the JWT `sub`); another
 //! owner's conversation is reported exactly like a missing one.
 
+use std::collections::HashMap;
+
 use convo_schema::api::*;
 use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::limits::*;
@@ -27,10 +29,12 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     /// Checks the key and fingerprints the request it came with.
     pub fn new(key: &str, body: &[u8]) -> Result<Self, ValidationError> {
-        if key.trim().is_empty() || key.chars().count() > MAX_EXTERNAL_ID_CHARS || key.chars().any(char::is_control) {
+        // A header value is ASCII: anything else would be read differently
+        // by different clients and proxies.
+        if key.trim().is_empty() || key.len() > MAX_EXTERNAL_ID_CHARS || !key.bytes().all(|b| (b' '..=b'~').contains(&b)) {
             return Err(ValidationError::invalid(
                 "Idempotency-Key",
-                format!("Idempotency-Key must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable characters"),
+                format!("Idempotency-Key must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters"),
             ));
         }
         let digest = Sha256::digest(body);
@@ -240,7 +244,7 @@ pub async fn append_messages(
         ensure_active(&record)?;
         rate_limit(deps, &record, now)?;
         let command_id = deps.ids.new_id();
-        let messages: Vec<AcceptedMessage> = req
+        let all: Vec<AcceptedMessage> = req
             .messages
             .into_iter()
             .map(|m| AcceptedMessage {
@@ -260,20 +264,37 @@ pub async fn append_messages(
                 metadata: m.metadata.unwrap_or_default(),
             })
             .collect();
+        // An externalId repeated within the request is stored once, as one
+        // repeated across requests is: the first message with it, whose id
+        // and verdict the repeats are answered with.
+        let mut first_with: HashMap<String, usize> = HashMap::new();
+        let mut messages: Vec<AcceptedMessage> = Vec::with_capacity(all.len());
+        let mut views = Vec::with_capacity(all.len());
+        for m in all {
+            let repeat_of = m.external_id.as_ref().and_then(|e| first_with.get(e).copied());
+            let stored = match repeat_of {
+                Some(at) => &messages[at],
+                None => {
+                    if let Some(e) = &m.external_id {
+                        first_with.insert(e.clone(), messages.len());
+                    }
+                    messages.push(m);
+                    &messages[messages.len() - 1]
+                }
+            };
+            views.push(AcceptedMessageView {
+                message_id: stored.message_id.clone(),
+                role: stored.role,
+                external_id: stored.external_id.clone(),
+                safety: stored.safety.clone(),
+            });
+        }
         let response = AppendResponse {
             conversation_id: conversation_id.to_string(),
             command_id: command_id.clone(),
             accepted_at: now,
             blocked: messages.iter().any(|m| m.safety.action == SafetyAction::Blocked),
-            messages: messages
-                .iter()
-                .map(|m| AcceptedMessageView {
-                    message_id: m.message_id.clone(),
-                    role: m.role,
-                    external_id: m.external_id.clone(),
-                    safety: m.safety.clone(),
-                })
-                .collect(),
+            messages: views,
         };
         let command = WriteCommand {
             v: WRITE_COMMAND_VERSION,
@@ -495,6 +516,11 @@ pub async fn patch_conversation(
     req: PatchConversationRequest,
 ) -> Result<Conversation, DomainError> {
     validate::patch(&req)?;
+    if req.title.is_none() && req.metadata.is_none() && req.status.is_none() {
+        // An empty patch (RFC 7396: `{}` changes nothing) answers the
+        // conversation as it is.
+        return get_conversation(deps, owner_id, conversation_id).await;
+    }
     modify_owned(deps, owner_id, conversation_id, |c| {
         if let Some(title) = &req.title {
             c.title = Some(title.clone());
@@ -652,11 +678,6 @@ pub async fn review_conversation(
     conversation_id: &str,
     req: ReviewRequest,
 ) -> Result<Conversation, DomainError> {
-    if req.flag_status == FlagStatus::Unreviewed {
-        return Err(
-            ValidationError::invalid("flagStatus", "flagStatus must be reviewed, dismissed or escalated").into(),
-        );
-    }
     if let Some(note) = &req.note
         && (note.chars().count() > MAX_NOTE_CHARS || note.trim().is_empty())
     {
@@ -671,7 +692,7 @@ pub async fn review_conversation(
                 "the conversation has not been flagged; there is nothing to review".into(),
             ));
         }
-        c.flag_status = Some(req.flag_status);
+        c.flag_status = Some(req.flag_status.into());
         c.reviewed_by = Some(owner_id.to_string());
         c.reviewed_at = Some(deps.clock.now());
         c.review_note = req.note.clone();
@@ -684,8 +705,11 @@ pub async fn review_conversation(
 /// the user's totals. Idempotent, and silent about existence: a missing or
 /// foreign id answers the same as an erased one.
 pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<(), DomainError> {
+    // A string that is not a conversation id names nothing that could
+    // exist (a 404); a well-formed id that is missing or another owner's is
+    // erased already, as far as this caller can know (idempotent).
     if !is_conversation_id(conversation_id) {
-        return Ok(());
+        return Err(DomainError::NotFound);
     }
     for _ in 0..8 {
         let Some(mut record) = deps.store.get_conversation(conversation_id).await? else {
@@ -875,22 +899,22 @@ pub async fn list_messages(
     let since = p.since.map(|s| validate::timestamp("since", s)).transpose()?;
     let until = p.until.map(|s| validate::timestamp("until", s)).transpose()?;
     let flagged = p.flagged.map(|f| validate::boolean("flagged", f)).transpose()?.unwrap_or(false);
-    if flagged && (since.is_some() || until.is_some() || order == Order::Desc) {
-        return Err(ValidationError::invalid(
-            "flagged",
-            "flagged=true lists in index order and cannot be combined with since, until or order=desc",
-        )
-        .into());
-    }
     let (record, after) = load_after(deps, owner_id, conversation_id, p.after, true).await?;
     if flagged {
+        // The sparse index holds the flags in index order; a time window is
+        // applied to what it lists, so a page can then hold fewer than
+        // `limit` messages and still point on.
         let page = deps
             .store
-            .list_flagged_messages(conversation_id, p.cursor, limit)
+            .list_flagged_messages(conversation_id, order, p.cursor, limit)
             .await?;
         return Ok(MessagePage {
             conversation_id: conversation_id.to_string(),
-            messages: page.items,
+            messages: page
+                .items
+                .into_iter()
+                .filter(|m| since.is_none_or(|t| m.created_at >= t) && until.is_none_or(|t| m.created_at < t))
+                .collect(),
             next_cursor: page.next_cursor,
             after,
         });
@@ -934,7 +958,7 @@ pub async fn context(
         MAX_CONTEXT_MESSAGES,
     )?;
     let since = match max_age {
-        Some(raw) => Some(deps.clock.now() - validate::duration("maxAge", raw)?),
+        Some(raw) => validate::max_age("maxAge", raw)?.and_then(|age| deps.clock.now().checked_sub_signed(age)),
         None => None,
     };
     let (record, after) = load_after(deps, owner_id, conversation_id, after, true).await?;

@@ -33,7 +33,7 @@ pub struct CreateConversationRequest {
     pub reuse_active: bool,
     /// Days to keep the conversation (1 to 3650); the deployment's
     /// retention applies when absent. Every item expires with it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 3650)]
     pub retention_days: Option<u32>,
     /// Mask personal data in stored content; the deployment's setting
@@ -44,6 +44,26 @@ pub struct CreateConversationRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub title: Option<String>,
+}
+
+/// A whole number, also when written with a zero fraction (`30.0`): JSON
+/// has one number type, and JSON Schema's `integer` takes both spellings.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match n.as_u64() {
+        Some(u) => Some(u),
+        None => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64),
+    };
+    whole
+        .and_then(|u| u32::try_from(u).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number from 0 to {}, found {n}", u32::MAX)))
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -120,10 +140,9 @@ pub struct EndResponse {
     pub status: String,
 }
 
-/// At least one of the fields.
+/// Each field is optional; an empty patch changes nothing.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(min_properties = 1)]
 pub struct PatchConversationRequest {
     /// A user title; replaces any generated one and is never overwritten.
     #[serde(default)]
@@ -144,7 +163,7 @@ pub struct PatchConversationRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReviewRequest {
     /// reviewed, dismissed or escalated.
-    pub flag_status: crate::FlagStatus,
+    pub flag_status: crate::ReviewOutcome,
     #[serde(default)]
     #[schema(min_length = 1, max_length = 2000, pattern = r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub note: Option<String>,

@@ -79,6 +79,26 @@ impl FlagStatus {
     }
 }
 
+/// What a reviewer decided about a flagged conversation (its review state
+/// after the review; `unreviewed` is where every flag starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewOutcome {
+    Reviewed,
+    Dismissed,
+    Escalated,
+}
+
+impl From<ReviewOutcome> for FlagStatus {
+    fn from(o: ReviewOutcome) -> Self {
+        match o {
+            ReviewOutcome::Reviewed => FlagStatus::Reviewed,
+            ReviewOutcome::Dismissed => FlagStatus::Dismissed,
+            ReviewOutcome::Escalated => FlagStatus::Escalated,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {

@@ -103,17 +103,8 @@ pub fn append(req: &AppendRequest, now: Timestamp) -> Result<(), ValidationError
             ),
         ));
     }
-    let mut seen_external = std::collections::HashSet::new();
     for (i, m) in req.messages.iter().enumerate() {
         message(i, m, now)?;
-        if let Some(ext) = &m.external_id
-            && !seen_external.insert(ext.as_str())
-        {
-            return Err(ValidationError::invalid(
-                format!("messages[{i}].externalId"),
-                "externalId repeats within one request",
-            ));
-        }
     }
     Ok(())
 }
@@ -138,7 +129,7 @@ fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationErr
         ));
     }
     if let Some(url) = &m.audio_url
-        && (url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("s3://")))
+        && (url.chars().count() > 2048 || !(url.starts_with("https://") || url.starts_with("s3://")))
     {
         return Err(ValidationError::invalid(
             field("audioUrl"),
@@ -160,12 +151,6 @@ fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationErr
 }
 
 pub fn patch(req: &PatchConversationRequest) -> Result<(), ValidationError> {
-    if req.title.is_none() && req.metadata.is_none() && req.status.is_none() {
-        return Err(ValidationError::invalid(
-            "body",
-            "nothing to change: give title, metadata or status",
-        ));
-    }
     if let Some(t) = &req.title {
         text("title", t)?;
     }
@@ -229,6 +214,33 @@ pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
     Ok(Duration::seconds(secs))
 }
 
+/// Parses the `maxAge` of a read: a positive count of seconds, minutes,
+/// hours or days (`90s`, `30m`, `24h`, `7d`), digits only. An age longer
+/// than any clock can count back (`99999999999d`) bounds nothing: `None`.
+pub fn max_age(field: &str, raw: &str) -> Result<Option<Duration>, ValidationError> {
+    let err = || ValidationError::invalid(field, format!("{field} must be a count and a unit: 90s, 30m, 24h or 7d"));
+    let unit_seconds: i64 = match raw.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(err()),
+    };
+    // The unit is one ASCII byte, so this split is on a character boundary.
+    let digits = raw.get(..raw.len() - 1).ok_or_else(err)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    if digits.bytes().all(|b| b == b'0') {
+        return Err(err());
+    }
+    Ok(digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_seconds))
+        .and_then(Duration::try_seconds))
+}
+
 /// The longest owner id (a token's `sub`) taken: Cognito's are 36
 /// characters; DynamoDB's partition keys, which hold it, take 2,048 bytes.
 pub const MAX_OWNER_CHARS: usize = 200;
@@ -273,6 +285,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn max_ages() {
+        assert_eq!(max_age("maxAge", "24h").unwrap(), Some(Duration::hours(24)));
+        assert_eq!(max_age("maxAge", "007d").unwrap(), Some(Duration::days(7)));
+        assert_eq!(max_age("maxAge", "400d").unwrap(), Some(Duration::days(400)));
+        assert_eq!(max_age("maxAge", "99999999999999999999999d").unwrap(), None);
+        assert_eq!(max_age("maxAge", "9223372036854775807s").unwrap(), None);
+        for bad in ["", "h", "-1h", "+1h", " 1h", "1h ", "0m", "000s", "12", "3w", "1.5h", "1é", "\u{1F600}"] {
+            let e = max_age("maxAge", bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("maxAge"), "{bad}");
+        }
+    }
+
     proptest::proptest! {
         /// No string makes a query-parameter decoder panic; each answers a
         /// value or a validation error naming its field.
@@ -280,6 +305,9 @@ mod tests {
         fn query_decoders_never_panic(raw in "\\PC{0,40}", digits in "[0-9]{1,25}[smhd]?") {
             for input in [raw.as_str(), digits.as_str()] {
                 if let Err(e) = duration("maxAge", input) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("maxAge"));
+                }
+                if let Err(e) = max_age("maxAge", input) {
                     proptest::prop_assert_eq!(e.field.as_deref(), Some("maxAge"));
                 }
                 if let Err(e) = limit("limit", Some(input), 50, 200) {

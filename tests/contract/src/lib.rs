@@ -391,8 +391,14 @@ impl ConversationStore for FaultyStore {
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         self.inner.list_messages(id, q).await
     }
-    async fn list_flagged_messages(&self, id: &str, c: Option<&str>, l: usize) -> Result<Page<Message>, StoreError> {
-        self.inner.list_flagged_messages(id, c, l).await
+    async fn list_flagged_messages(
+        &self,
+        id: &str,
+        o: Order,
+        c: Option<&str>,
+        l: usize,
+    ) -> Result<Page<Message>, StoreError> {
+        self.inner.list_flagged_messages(id, o, c, l).await
     }
     async fn list_flagged_conversations(
         &self,

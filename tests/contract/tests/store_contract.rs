@@ -198,11 +198,26 @@ async fn a_repeated_external_id_is_stored_once(w: World) {
     service::append_messages(&w.deps, "alice", id, one("user", "other", Some("SM124")), None)
         .await
         .unwrap();
+    // Repeated within one request too: the first is stored, and every
+    // repeat is answered with its id.
+    let within: AppendRequest = serde_json::from_value(serde_json::json!({"messages": [
+        {"role": "user", "content": "one", "externalId": "SM125"},
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "one again", "externalId": "SM125"},
+    ]}))
+    .unwrap();
+    let answer = service::append_messages(&w.deps, "alice", id, within, None).await.unwrap();
+    let ids: Vec<_> = answer.messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0], ids[2]);
+    assert_ne!(ids[0], ids[1]);
     w.settle().await;
     let msgs = w.all_messages(id).await;
-    let ext: Vec<_> = msgs.iter().map(|m| m.external_id.clone().unwrap()).collect();
-    assert_eq!(ext, vec!["SM123", "SM124"]);
-    assert_eq!(w.conversation(id).await.message_count, 2);
+    let ext: Vec<_> = msgs.iter().map(|m| m.external_id.clone().unwrap_or_default()).collect();
+    assert_eq!(ext, vec!["SM123", "SM124", "SM125", ""]);
+    assert_eq!(msgs[2].content, "one");
+    assert_eq!(msgs[2].message_id, ids[0]);
+    assert_eq!(w.conversation(id).await.message_count, 4);
 }
 
 async fn failed_records_are_reported_exactly_and_retried_in_order(w: World) {
@@ -952,11 +967,11 @@ async fn flagged_conversations_are_reviewed_from_a_list(w: World) {
     assert_eq!(second.next_cursor, None);
     assert_eq!(second.conversations[0].flag_status, Some(FlagStatus::Unreviewed));
 
-    let review = |status: FlagStatus, note: Option<&str>| ReviewRequest {
+    let review = |status: ReviewOutcome, note: Option<&str>| ReviewRequest {
         flag_status: status,
         note: note.map(str::to_string),
     };
-    let reviewed = service::review_conversation(&w.deps, "alice", &a, review(FlagStatus::Dismissed, Some("a joke")))
+    let reviewed = service::review_conversation(&w.deps, "alice", &a, review(ReviewOutcome::Dismissed, Some("a joke")))
         .await
         .unwrap();
     assert_eq!(reviewed.flag_status, Some(FlagStatus::Dismissed));
@@ -969,11 +984,11 @@ async fn flagged_conversations_are_reviewed_from_a_list(w: World) {
     let dismissed = list(Some("dismissed"), None).await;
     assert_eq!(dismissed.conversations[0].conversation_id, a);
 
-    let err = service::review_conversation(&w.deps, "alice", &clean, review(FlagStatus::Reviewed, None)).await;
+    let err = service::review_conversation(&w.deps, "alice", &clean, review(ReviewOutcome::Reviewed, None)).await;
     assert_eq!(code(err.unwrap_err()), ErrorCode::ConversationNotFlagged);
-    let err = service::review_conversation(&w.deps, "alice", &b, review(FlagStatus::Unreviewed, None)).await;
-    assert_eq!(code(err.unwrap_err()), ErrorCode::ValidationFailed);
-    let err = service::review_conversation(&w.deps, "bob", &b, review(FlagStatus::Reviewed, None)).await;
+    // A review's outcome is never `unreviewed`: the request cannot say it.
+    assert!(serde_json::from_value::<ReviewRequest>(serde_json::json!({"flagStatus": "unreviewed"})).is_err());
+    let err = service::review_conversation(&w.deps, "bob", &b, review(ReviewOutcome::Reviewed, None)).await;
     assert_eq!(code(err.unwrap_err()), ErrorCode::ConversationNotFound);
     assert_eq!(w.conversation(&b).await.flag_status, Some(FlagStatus::Unreviewed));
     let p = service::ReviewParams {
@@ -997,42 +1012,75 @@ async fn flagged_messages_list_on_their_own(w: World) {
         "call me at (415) 555-2671",
         "bye",
     ];
+    let t0 = w.clock.now();
     for t in texts {
         service::append_messages(&w.deps, "alice", &id, one("user", t, None), None)
             .await
             .unwrap();
+        w.clock.advance(Duration::seconds(10));
     }
     w.settle().await;
-    let mut got = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = service::list_messages(
-            &w.deps,
-            "alice",
-            &id,
-            MessageParams {
-                flagged: Some("true"),
-                limit: Some("2"),
-                cursor: cursor.as_deref(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        got.extend(page.messages.iter().map(|m| (m.message_index, m.flagged)));
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
+    // Message i was said at t0 + 10 i seconds.
+    let at = |i: i64| (t0 + Duration::seconds(10 * i)).to_rfc3339();
+    let list = |order: Option<&'static str>, since: Option<String>, until: Option<String>| {
+        let deps = w.deps.clone();
+        let id = id.clone();
+        async move {
+            let mut got = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = service::list_messages(
+                    &deps,
+                    "alice",
+                    &id,
+                    MessageParams {
+                        flagged: Some("true"),
+                        limit: Some("2"),
+                        order,
+                        since: since.as_deref(),
+                        until: until.as_deref(),
+                        cursor: cursor.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                assert!(page.messages.iter().all(|m| m.flagged));
+                got.extend(page.messages.iter().map(|m| m.message_index));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return got,
+                }
+            }
         }
-    }
-    assert_eq!(got, [(1, true), (3, true), (5, true)]);
-    let bad = MessageParams {
+    };
+    assert_eq!(list(None, None, None).await, [1, 3, 5]);
+    assert_eq!(list(Some("desc"), None, None).await, [5, 3, 1]);
+    // since is inclusive, until exclusive, in either order.
+    assert_eq!(list(None, Some(at(3)), None).await, [3, 5]);
+    assert_eq!(list(Some("desc"), None, Some(at(5))).await, [3, 1]);
+    assert_eq!(list(Some("desc"), Some(at(2)), Some(at(6))).await, [5, 3]);
+    // A cursor of one order is refused by the other.
+    let first = service::list_messages(
+        &w.deps,
+        "alice",
+        &id,
+        MessageParams {
+            flagged: Some("true"),
+            limit: Some("1"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let reversed = MessageParams {
         flagged: Some("true"),
         order: Some("desc"),
+        cursor: first.next_cursor.as_deref(),
         ..Default::default()
     };
-    let err = service::list_messages(&w.deps, "alice", &id, bad).await.unwrap_err();
-    assert_eq!(code(err), ErrorCode::ValidationFailed);
+    let err = service::list_messages(&w.deps, "alice", &id, reversed).await.unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidCursor);
 }
 
 async fn erasure_leaves_nothing_of_the_user(w: World) {

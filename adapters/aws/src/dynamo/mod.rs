@@ -805,16 +805,23 @@ impl ConversationStore for DynamoStore {
     async fn list_flagged_messages(
         &self,
         conversation_id: &str,
+        order: Order,
         cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<Message>, StoreError> {
         let pk = conv_pk(conversation_id);
-        let scope = format!("F#{conversation_id}");
-        let start: u64 = match cursor_in {
-            Some(c) => cursor::decode(&scope, c)?
-                .parse()
-                .map_err(|_| StoreError::InvalidCursor)?,
-            None => 0,
+        let scope = flagged_scope(&format!("F#{conversation_id}"), order);
+        let start: Option<u64> = match cursor_in {
+            Some(c) => Some(
+                cursor::decode(&scope, c)?
+                    .parse()
+                    .map_err(|_| StoreError::InvalidCursor)?,
+            ),
+            None => None,
+        };
+        let (lo, hi) = match order {
+            Order::Asc => (start.unwrap_or(0), u64::MAX),
+            Order::Desc => (0, start.unwrap_or(u64::MAX)),
         };
         let resp = self
             .client
@@ -822,8 +829,9 @@ impl ConversationStore for DynamoStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
             .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":lo", s(flag_sk(start)))
-            .expression_attribute_values(":hi", s(flag_sk(u64::MAX)))
+            .expression_attribute_values(":lo", s(flag_sk(lo)))
+            .expression_attribute_values(":hi", s(flag_sk(hi)))
+            .scan_index_forward(order == Order::Asc)
             .limit((limit + 1) as i32)
             .send()
             .await
