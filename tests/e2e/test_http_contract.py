@@ -51,3 +51,55 @@ def test_an_owner_id_no_key_can_hold_is_refused(server, api):
     cid = owner.create(unique("fz"), "toy-1")["conversationId"]
     assert owner.conversation(cid)["ownerId"] == "tenant#7"
     assert_error(api.get(f"/conversations/{cid}"), 404, "conversation_not_found")
+
+
+def test_the_openapi_document_is_served_without_a_token_and_is_the_committed_one(api):
+    import json
+    import pathlib
+
+    status, headers, body = api.call("GET", "/openapi.json", token=None)
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    committed = json.loads((pathlib.Path(__file__).parents[2] / "openapi.json").read_text())
+    assert body == committed
+    assert body["openapi"] == "3.1.0"
+    assert "/conversations/{id}/messages" in body["paths"]
+
+
+def test_the_owner_lists_conversations_across_users_and_by_agent(server, api):
+    from conftest import make_jwt
+
+    owner = api.with_token(make_jwt(server.secret(), sub=unique("operator")))
+    a = owner.create(unique("u"), "toy-a")["conversationId"]
+    b = owner.create(unique("u"), "toy-b")["conversationId"]
+    c = owner.create(unique("u"), "toy-a")["conversationId"]
+    owner.end(b)
+    owner.wait_status(b, "ended")
+    listed = [x["conversationId"] for x in owner.ok("GET", "/conversations")["conversations"]]
+    assert listed == [c, b, a]
+    by_agent = [x["conversationId"] for x in owner.ok("GET", "/conversations?agentId=toy-a")["conversations"]]
+    assert by_agent == [c, a]
+    ended = [x["conversationId"] for x in owner.ok("GET", "/conversations?status=ended")["conversations"]]
+    assert ended == [b]
+    page = owner.ok("GET", "/conversations?limit=2")
+    assert [x["conversationId"] for x in page["conversations"]] == [c, b]
+    rest = owner.ok("GET", f"/conversations?limit=2&cursor={page['nextCursor']}")
+    assert [x["conversationId"] for x in rest["conversations"]] == [a] and rest["nextCursor"] is None
+    assert_error(owner.get(f"/conversations?agentId=toy-a&cursor={page['nextCursor']}"), 400, "invalid_cursor",
+                 "cursor")
+    assert_error(owner.get("/conversations?status=open"), 400, "validation_failed", "status")
+    # Another owner's list holds none of them.
+    theirs = api.ok("GET", "/conversations?limit=200")["conversations"]
+    assert not {x["conversationId"] for x in theirs} & {a, b, c}
+
+
+def test_an_empty_patch_changes_nothing(api):
+    cid = api.create(unique("fz"), "toy-1", title="Kept")["conversationId"]
+    before = api.conversation(cid)
+    assert api.patch(f"/conversations/{cid}", {})[2] == before
+    assert api.conversation(cid) == before
+
+
+def test_a_delete_of_what_cannot_be_an_id_is_a_404(api):
+    assert_error(api.call("DELETE", "/conversations/%C2%84"), 404, "conversation_not_found")
+    missing = "01JD0000000000000000000000"
+    assert api.ok("DELETE", f"/conversations/{missing}") == {"conversationId": missing, "deleted": True}

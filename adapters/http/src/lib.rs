@@ -4,6 +4,7 @@
 //! errors to HTTP answers in the documented error format.
 //!
 //! Depends on `lambda_http` for its request type; holds no business rule.
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use convo_domain::DomainError;
 use convo_schema::api::{ErrorBody, ErrorDetail};

@@ -175,13 +175,7 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
             return to_axum(ApiError::new(ErrorCode::Internal, "internal error").into_response(Some(request_id)));
         }
     };
-    let deps = &gw.deps;
-    let result = match function {
-        Function::CreateConversation => create_conversation::handle(deps, lambda_req).await,
-        Function::AppendMessage => append_message::handle(deps, lambda_req).await,
-        Function::EndSession => end_session::handle(deps, lambda_req).await,
-        Function::ReadApi => read_api::handle(deps, lambda_req).await,
-    };
+    let result = call(function, &gw.deps, lambda_req).await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -197,8 +191,18 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
     response
 }
 
+/// Runs the function that serves a route, as Lambda would.
+pub async fn call(function: Function, deps: &Deps, req: lambda_http::Request) -> convo_http::HandlerResult {
+    match function {
+        Function::CreateConversation => create_conversation::handle(deps, req).await,
+        Function::AppendMessage => append_message::handle(deps, req).await,
+        Function::EndSession => end_session::handle(deps, req).await,
+        Function::ReadApi => read_api::handle(deps, req).await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn build_event(
+pub fn build_event(
     method: &str,
     path: &str,
     raw_query: &str,

@@ -7,6 +7,8 @@
 
 mod auth;
 mod aws_mode;
+#[cfg(test)]
+mod event_props;
 mod gateway;
 mod pollers;
 

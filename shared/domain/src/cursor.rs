@@ -82,4 +82,18 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// No string decodes into a panic, and every cursor decodes back
+        /// to its position in its own scope only.
+        #[test]
+        fn any_cursor_decodes_or_is_refused(raw in "\\PC{0,60}", scope in "\\PC{0,20}", position in "\\PC{0,20}") {
+            let _ = decode(&scope, &raw);
+            let _ = decode_at(&scope, &raw);
+            let c = encode(&scope, &position);
+            proptest::prop_assert_eq!(decode(&scope, &c), Ok(position.clone()));
+            let other = format!("{scope}x");
+            proptest::prop_assert_eq!(decode(&other, &c), Err(StoreError::InvalidCursor));
+        }
+    }
 }

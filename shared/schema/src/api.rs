@@ -1,11 +1,14 @@
 //! Request and response bodies of the HTTP API (JSON, camelCase).
 
 use serde::{Deserialize, Serialize};
+#[allow(unused_imports)]
+use serde_json::json;
 
 use crate::{Conversation, Direction, Message, Metadata, Role, SafetyVerdict, Timestamp, UserStats};
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"userId": "child-42", "userName": "Mia", "agentId": "teddy-7", "agentName": "Teddy", "type": "story", "metadata": {"lang": "en"}, "reuseActive": true}))]
 pub struct CreateConversationRequest {
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$")]
     pub user_id: String,
@@ -94,6 +97,7 @@ pub struct NewMessage {
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"messages": [{"role": "user", "content": "Tell me about volcanoes", "externalId": "SM8f2a"}, {"role": "assistant", "content": "Volcanoes are mountains that let melted rock out."}]}))]
 pub struct AppendRequest {
     #[schema(min_items = 1, max_items = 20)]
     pub messages: Vec<NewMessage>,
@@ -124,6 +128,7 @@ pub struct AppendResponse {
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"reason": "goodbye"}))]
 pub struct EndRequest {
     #[serde(default)]
     /// Free text for the caller's own records; not stored.
@@ -143,6 +148,7 @@ pub struct EndResponse {
 /// Each field is optional; an empty patch changes nothing.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"title": "Volcano night", "metadata": {"mood": "happy"}}))]
 pub struct PatchConversationRequest {
     /// A user title; replaces any generated one and is never overwritten.
     #[serde(default)]
@@ -161,6 +167,7 @@ pub struct PatchConversationRequest {
 /// `POST /conversations/{id}/review`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"flagStatus": "reviewed", "note": "talked with the parent"}))]
 pub struct ReviewRequest {
     /// reviewed, dismissed or escalated.
     pub flag_status: crate::ReviewOutcome,

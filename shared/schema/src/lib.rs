@@ -4,6 +4,8 @@
 //! This crate does no I/O and depends on no runtime, store or AWS crate: the
 //! functions, the domain and every adapter agree on the shapes defined here.
 
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
+
 pub mod api;
 pub mod commands;
 pub mod error;
