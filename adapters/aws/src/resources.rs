@@ -30,11 +30,13 @@ pub const FLAGGED_SK: &str = "gsi3sk";
 /// an unfiltered list) and merges them.
 pub const BY_OWNER_INDEX: &str = "byOwner";
 pub const BY_OWNER_PK: &str = "gsi4pk";
-pub const BY_OWNER_SK: &str = "gsi4sk";
+/// The same attribute as `byUser`'s sort key (creation time + id): one
+/// attribute on the item serves the three lists.
+pub const BY_OWNER_SK: &str = BY_USER_SK;
 /// The owner's conversations with one agent, newest first by creation.
 pub const BY_AGENT_INDEX: &str = "byAgent";
 pub const BY_AGENT_PK: &str = "gsi5pk";
-pub const BY_AGENT_SK: &str = "gsi5sk";
+pub const BY_AGENT_SK: &str = BY_USER_SK;
 /// Epoch seconds; DynamoDB's TTL deletes expired items.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 
@@ -50,6 +52,20 @@ pub fn indexes() -> [(&'static str, &'static str, &'static str); 5] {
         (BY_OWNER_INDEX, BY_OWNER_PK, BY_OWNER_SK),
         (BY_AGENT_INDEX, BY_AGENT_PK, BY_AGENT_SK),
     ]
+}
+
+/// The attributes the indexes are keyed on, each once (indexes share one
+/// sort key attribute).
+pub fn index_attributes() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (_, pk, sk) in indexes() {
+        for a in [pk, sk] {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
 }
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
@@ -79,10 +95,11 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
         .key_schema(key(SK, KeyType::Range))
         .attribute_definitions(attr(PK))
         .attribute_definitions(attr(SK));
+    for name in index_attributes() {
+        req = req.attribute_definitions(attr(name));
+    }
     for (name, pk, sk) in indexes() {
         req = req
-            .attribute_definitions(attr(pk))
-            .attribute_definitions(attr(sk))
             .global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
                     .index_name(name)
@@ -134,9 +151,9 @@ pub fn table_cloudformation() -> serde_json::Value {
     use serde_json::json;
     let key_schema = |pk: &str, sk: &str| json!([{"AttributeName": pk, "KeyType": "HASH"}, {"AttributeName": sk, "KeyType": "RANGE"}]);
     let mut attributes = vec![PK, SK];
+    attributes.extend(index_attributes());
     let mut gsis = Vec::new();
     for (name, pk, sk) in indexes() {
-        attributes.extend([pk, sk]);
         gsis.push(json!({
             "IndexName": name,
             "KeySchema": key_schema(pk, sk),

@@ -157,11 +157,10 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
         item.insert("deleting".into(), AttributeValue::Bool(true));
     }
     item.insert(BY_USER_PK.into(), s(by_user_pk(&c.owner_id, &c.user_id)));
+    // One sort key attribute for `byUser`, `byOwner` and `byAgent`.
     item.insert(BY_USER_SK.into(), s(created_sk(c)));
     item.insert(BY_OWNER_PK.into(), s(by_owner_pk(&c.owner_id, c.status, c.flagged)));
-    item.insert(BY_OWNER_SK.into(), s(created_sk(c)));
     item.insert(BY_AGENT_PK.into(), s(by_agent_pk(&c.owner_id, &c.agent_id)));
-    item.insert(BY_AGENT_SK.into(), s(created_sk(c)));
     if c.status == ConversationStatus::Active {
         item.insert(ACTIVE_PK.into(), s(format!("A#{}", shard(&c.conversation_id))));
         item.insert(
