@@ -751,14 +751,7 @@ impl ConversationStore for EmbeddedStore {
     ) -> Result<Page<Message>, StoreError> {
         let id = conversation_id.to_string();
         let scope = flagged_scope(&format!("F{SEP}{conversation_id}"), order);
-        let start: Option<u64> = match cursor_in {
-            Some(c) => Some(
-                cursor::decode(&scope, c)?
-                    .parse()
-                    .map_err(|_| StoreError::InvalidCursor)?,
-            ),
-            None => None,
-        };
+        let start = cursor::decode_index(&scope, cursor_in)?;
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let flags = txn.open_table(FLAGGED_MESSAGES).map_err(unavailable)?;

@@ -36,6 +36,13 @@ pub fn decode(scope: &str, cursor: &str) -> Result<String, StoreError> {
     Ok(wire.p)
 }
 
+/// The index a cursor from `encode(scope, index)` names, if one is given.
+pub fn decode_index(scope: &str, cursor: Option<&str>) -> Result<Option<u64>, StoreError> {
+    cursor
+        .map(|c| decode(scope, c)?.parse().map_err(|_| StoreError::InvalidCursor))
+        .transpose()
+}
+
 /// A cursor into a conversation's messages: the first index of the chunk
 /// to read from and the index of the next message to return.
 pub fn encode_at(scope: &str, chunk: u64, index: u64) -> String {

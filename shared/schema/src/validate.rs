@@ -189,20 +189,25 @@ pub fn limit(field: &str, raw: Option<&str>, default: usize, max: usize) -> Resu
     }
 }
 
+/// Splits `90s` into its count and the seconds of its unit (s, m, h, d).
+/// The unit is the last character, whatever its width (a query string may
+/// end in any character: splitting at a byte count would panic); a unit is
+/// one ASCII byte, so the split is on a character boundary.
+fn split_unit(raw: &str) -> Option<(&str, i64)> {
+    let seconds = match raw.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    Some((raw.get(..raw.len() - 1)?, seconds))
+}
+
 /// Parses a duration such as `90s`, `30m`, `24h` or `7d` (at most 366 days).
 pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
     let err = || ValidationError::invalid(field, format!("{field} must look like 90s, 30m, 24h or 7d"));
-    let raw = raw.trim();
-    // The unit is the last character, whatever its width (a query string
-    // may end in any character: splitting at a byte count would panic).
-    let unit_seconds = match raw.chars().last() {
-        Some('s') => 1,
-        Some('m') => 60,
-        Some('h') => 3600,
-        Some('d') => 86_400,
-        _ => return Err(err()),
-    };
-    let num = raw.get(..raw.len() - 1).ok_or_else(err)?;
+    let (num, unit_seconds) = split_unit(raw.trim()).ok_or_else(err)?;
     let n: i64 = num.parse().map_err(|_| err())?;
     if n <= 0 {
         return Err(err());
@@ -219,15 +224,7 @@ pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
 /// than any clock can count back (`99999999999d`) bounds nothing: `None`.
 pub fn max_age(field: &str, raw: &str) -> Result<Option<Duration>, ValidationError> {
     let err = || ValidationError::invalid(field, format!("{field} must be a count and a unit: 90s, 30m, 24h or 7d"));
-    let unit_seconds: i64 = match raw.chars().last() {
-        Some('s') => 1,
-        Some('m') => 60,
-        Some('h') => 3600,
-        Some('d') => 86_400,
-        _ => return Err(err()),
-    };
-    // The unit is one ASCII byte, so this split is on a character boundary.
-    let digits = raw.get(..raw.len() - 1).ok_or_else(err)?;
+    let (digits, unit_seconds) = split_unit(raw).ok_or_else(err)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err());
     }

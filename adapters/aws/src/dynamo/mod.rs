@@ -811,14 +811,7 @@ impl ConversationStore for DynamoStore {
     ) -> Result<Page<Message>, StoreError> {
         let pk = conv_pk(conversation_id);
         let scope = flagged_scope(&format!("F#{conversation_id}"), order);
-        let start: Option<u64> = match cursor_in {
-            Some(c) => Some(
-                cursor::decode(&scope, c)?
-                    .parse()
-                    .map_err(|_| StoreError::InvalidCursor)?,
-            ),
-            None => None,
-        };
+        let start = cursor::decode_index(&scope, cursor_in)?;
         let (lo, hi) = match order {
             Order::Asc => (start.unwrap_or(0), u64::MAX),
             Order::Desc => (0, start.unwrap_or(u64::MAX)),
