@@ -99,16 +99,15 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
         req = req.attribute_definitions(attr(name));
     }
     for (name, pk, sk) in indexes() {
-        req = req
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(name)
-                    .key_schema(key(pk, KeyType::Hash))
-                    .key_schema(key(sk, KeyType::Range))
-                    .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(pk, KeyType::Hash))
+                .key_schema(key(sk, KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
     }
     match req.send().await {
         Ok(_) => {}

@@ -154,7 +154,11 @@ fn list_keys(c: &Conversation) -> Vec<String> {
 }
 
 /// Writes the list entries of `new`, removing those of `old` it no longer has.
-fn write_lists(txn: &redb::WriteTransaction, old: Option<&Conversation>, new: Option<&Conversation>) -> Result<(), StoreError> {
+fn write_lists(
+    txn: &redb::WriteTransaction,
+    old: Option<&Conversation>,
+    new: Option<&Conversation>,
+) -> Result<(), StoreError> {
     let old = old.map(list_keys).unwrap_or_default();
     let new = new.map(list_keys).unwrap_or_default();
     let mut lists = txn.open_table(LISTS).map_err(unavailable)?;
@@ -710,7 +714,8 @@ impl ConversationStore for EmbeddedStore {
             ConversationList::User(_) => BY_USER,
             _ => LISTS,
         };
-        self.index_page(table, list_prefix(owner_id, list), cursor_in, limit).await
+        self.index_page(table, list_prefix(owner_id, list), cursor_in, limit)
+            .await
     }
 
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {

@@ -364,7 +364,11 @@ mod tests {
         // serde reads a struct from an array of its fields; a body may not.
         for body in ["[null, null]", " [] ", "null", "\"title\""] {
             let e = decode::<PatchConversationRequest>(body);
-            assert_eq!((e.code, field(&e)), (ErrorCode::ValidationFailed, Some("body")), "{body}");
+            assert_eq!(
+                (e.code, field(&e)),
+                (ErrorCode::ValidationFailed, Some("body")),
+                "{body}"
+            );
         }
     }
 

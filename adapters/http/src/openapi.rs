@@ -100,7 +100,12 @@ impl Modify for CommonAnswers {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         if let Some(body) = doc
             .paths
@@ -117,14 +122,23 @@ impl Modify for CommonAnswers {
             for op in ops.into_iter().flatten() {
                 let open = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let mut add = |status: &str, why: &str| {
-                    op.responses.responses.entry(status.to_string()).or_insert_with(|| error_answer(why));
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_answer(why));
                 };
                 if path != "/health" && path != "/openapi.json" {
-                    add("400", "Bad input (`validation_failed`, `malformed_json`, `invalid_cursor`, …); nothing changed");
+                    add(
+                        "400",
+                        "Bad input (`validation_failed`, `malformed_json`, `invalid_cursor`, …); nothing changed",
+                    );
                     if !open {
                         add("401", "No valid bearer token (`unauthorized`)");
                     }
-                    add("503", "A dependency is unavailable (`dependency_unavailable`); retry shortly");
+                    add(
+                        "503",
+                        "A dependency is unavailable (`dependency_unavailable`); retry shortly",
+                    );
                 }
                 if path.contains('{') {
                     add("404", "No such conversation for this owner (`conversation_not_found`)");
@@ -141,7 +155,9 @@ fn error_answer(description: &str) -> RefOr<utoipa::openapi::Response> {
             .description(description)
             .content(
                 "application/json",
-                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
             )
             .build(),
     )
@@ -159,7 +175,11 @@ struct ConversationPath {
 #[into_params(parameter_in = Path, names("userId"))]
 struct UserPath(
     /// The user's id (a phone number in any written form for SMS users).
-    #[param(min_length = 1, max_length = 200, pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+    )]
     String,
 );
 
@@ -169,7 +189,12 @@ struct IdempotencyHeader {
     /// Makes a retry safe: the same key and body get the first answer
     /// again and store nothing new; the same key with another body is a
     /// 409. Keys are remembered 24 hours.
-    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[!-~]([ -~]*[!-~])?$"
+    )]
     idempotency_key: Option<String>,
 }
 
@@ -197,10 +222,18 @@ struct PageQuery {
 #[allow(non_snake_case)]
 struct ListQuery {
     /// Only the conversations with this user.
-    #[param(min_length = 1, max_length = 200, pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+    )]
     userId: Option<String>,
     /// Only the conversations with this agent.
-    #[param(min_length = 1, max_length = 200, pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+    )]
     agentId: Option<String>,
     /// `active`, `ended` or `archived`.
     #[param(inline, value_type = Option<convo_schema::ConversationStatus>)]

@@ -40,12 +40,24 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
             "DELETE /conversations/{id}" => {
                 let id = id()?;
                 service::delete_conversation(deps, &owner, &id).await?;
-                Ok((200, to_json(DeleteConversationResponse { conversation_id: id, deleted: true })))
+                Ok((
+                    200,
+                    to_json(DeleteConversationResponse {
+                        conversation_id: id,
+                        deleted: true,
+                    }),
+                ))
             }
             "DELETE /users/{userId}" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
                 let n = service::delete_user(deps, &owner, &user).await?;
-                Ok((200, to_json(DeleteUserResponse { user_id: user, conversations_deleted: n })))
+                Ok((
+                    200,
+                    to_json(DeleteUserResponse {
+                        user_id: user,
+                        conversations_deleted: n,
+                    }),
+                ))
             }
             _ => Err(ApiError::not_found_route()),
         }

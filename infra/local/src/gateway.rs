@@ -292,7 +292,9 @@ mod tests {
         let mut documented = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
-                let open = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().unwrap().is_empty()));
+                let open = op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().all(|r| r.as_object().unwrap().is_empty()));
                 documented.push((method.to_uppercase(), path.clone(), !open));
             }
         }

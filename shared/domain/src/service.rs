@@ -31,7 +31,10 @@ impl IdempotencyKey {
     pub fn new(key: &str, body: &[u8]) -> Result<Self, ValidationError> {
         // A header value is ASCII: anything else would be read differently
         // by different clients and proxies.
-        if key.trim().is_empty() || key.len() > MAX_EXTERNAL_ID_CHARS || !key.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        if key.trim().is_empty()
+            || key.len() > MAX_EXTERNAL_ID_CHARS
+            || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
+        {
             return Err(ValidationError::invalid(
                 "Idempotency-Key",
                 format!("Idempotency-Key must hold 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters"),
@@ -898,7 +901,11 @@ pub async fn list_messages(
     };
     let since = p.since.map(|s| validate::timestamp("since", s)).transpose()?;
     let until = p.until.map(|s| validate::timestamp("until", s)).transpose()?;
-    let flagged = p.flagged.map(|f| validate::boolean("flagged", f)).transpose()?.unwrap_or(false);
+    let flagged = p
+        .flagged
+        .map(|f| validate::boolean("flagged", f))
+        .transpose()?
+        .unwrap_or(false);
     let (record, after) = load_after(deps, owner_id, conversation_id, p.after, true).await?;
     if flagged {
         // The sparse index holds the flags in index order; a time window is

@@ -173,7 +173,10 @@ pub fn boolean(field: &str, raw: &str) -> Result<bool, ValidationError> {
     match raw {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(ValidationError::invalid(field, format!("{field} must be true or false"))),
+        _ => Err(ValidationError::invalid(
+            field,
+            format!("{field} must be true or false"),
+        )),
     }
 }
 
@@ -223,7 +226,12 @@ pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
 /// hours or days (`90s`, `30m`, `24h`, `7d`), digits only. An age longer
 /// than any clock can count back (`99999999999d`) bounds nothing: `None`.
 pub fn max_age(field: &str, raw: &str) -> Result<Option<Duration>, ValidationError> {
-    let err = || ValidationError::invalid(field, format!("{field} must be a count and a unit: 90s, 30m, 24h or 7d"));
+    let err = || {
+        ValidationError::invalid(
+            field,
+            format!("{field} must be a count and a unit: 90s, 30m, 24h or 7d"),
+        )
+    };
     let (digits, unit_seconds) = split_unit(raw).ok_or_else(err)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err());
@@ -289,7 +297,21 @@ mod tests {
         assert_eq!(max_age("maxAge", "400d").unwrap(), Some(Duration::days(400)));
         assert_eq!(max_age("maxAge", "99999999999999999999999d").unwrap(), None);
         assert_eq!(max_age("maxAge", "9223372036854775807s").unwrap(), None);
-        for bad in ["", "h", "-1h", "+1h", " 1h", "1h ", "0m", "000s", "12", "3w", "1.5h", "1é", "\u{1F600}"] {
+        for bad in [
+            "",
+            "h",
+            "-1h",
+            "+1h",
+            " 1h",
+            "1h ",
+            "0m",
+            "000s",
+            "12",
+            "3w",
+            "1.5h",
+            "1é",
+            "\u{1F600}",
+        ] {
             let e = max_age("maxAge", bad).unwrap_err();
             assert_eq!(e.field.as_deref(), Some("maxAge"), "{bad}");
         }

@@ -206,7 +206,9 @@ async fn a_repeated_external_id_is_stored_once(w: World) {
         {"role": "user", "content": "one again", "externalId": "SM125"},
     ]}))
     .unwrap();
-    let answer = service::append_messages(&w.deps, "alice", id, within, None).await.unwrap();
+    let answer = service::append_messages(&w.deps, "alice", id, within, None)
+        .await
+        .unwrap();
     let ids: Vec<_> = answer.messages.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(ids[0], ids[2]);
@@ -1079,7 +1081,9 @@ async fn flagged_messages_list_on_their_own(w: World) {
         cursor: first.next_cursor.as_deref(),
         ..Default::default()
     };
-    let err = service::list_messages(&w.deps, "alice", &id, reversed).await.unwrap_err();
+    let err = service::list_messages(&w.deps, "alice", &id, reversed)
+        .await
+        .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
 }
 
@@ -1437,7 +1441,9 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
                 status: Some("archived".into()),
                 ..Default::default()
             };
-            service::patch_conversation(&w.deps, "alice", &id, archive).await.unwrap();
+            service::patch_conversation(&w.deps, "alice", &id, archive)
+                .await
+                .unwrap();
         }
         if what.contains("erase") {
             service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
@@ -1479,7 +1485,10 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
                             ..Default::default()
                         };
                         let got = list_all(&w, "alice", p).await;
-                        assert_eq!(got, want, "user {user:?} agent {agent:?} status {status:?} flagged {flagged:?} limit {limit}");
+                        assert_eq!(
+                            got, want,
+                            "user {user:?} agent {agent:?} status {status:?} flagged {flagged:?} limit {limit}"
+                        );
                     }
                 }
             }
@@ -1511,15 +1520,34 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
     .await
     .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
-    let err = service::list_conversations(&w.deps, "bob", ListParams { cursor: Some(&cursor), ..Default::default() })
-        .await
-        .unwrap_err();
+    let err = service::list_conversations(
+        &w.deps,
+        "bob",
+        ListParams {
+            cursor: Some(&cursor),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
     for bad in [
-        ListParams { status: Some("open"), ..Default::default() },
-        ListParams { flagged: Some("yes"), ..Default::default() },
-        ListParams { agent_id: Some("a#b"), ..Default::default() },
-        ListParams { user_id: Some(""), ..Default::default() },
+        ListParams {
+            status: Some("open"),
+            ..Default::default()
+        },
+        ListParams {
+            flagged: Some("yes"),
+            ..Default::default()
+        },
+        ListParams {
+            agent_id: Some("a#b"),
+            ..Default::default()
+        },
+        ListParams {
+            user_id: Some(""),
+            ..Default::default()
+        },
     ] {
         let err = service::list_conversations(&w.deps, "alice", bad).await.unwrap_err();
         assert_eq!(code(err), ErrorCode::ValidationFailed);

@@ -247,7 +247,10 @@ impl DynamoStore {
         let below = match cursor_in {
             Some(c) => {
                 let gsk = cursor::decode(scope, c)?;
-                if gsk.rsplit_once('#').is_none_or(|(at, id)| at.is_empty() || id.is_empty()) {
+                if gsk
+                    .rsplit_once('#')
+                    .is_none_or(|(at, id)| at.is_empty() || id.is_empty())
+                {
                     return Err(StoreError::InvalidCursor);
                 }
                 Some(gsk)
@@ -276,7 +279,10 @@ impl DynamoStore {
         let mut found: Vec<(String, String)> = Vec::new();
         for resp in futures::future::join_all(queries).await {
             for k in resp.map_err(sdk)?.items.unwrap_or_default() {
-                if let (Some(id), Some(gsk)) = (str_attr(&k, PK).and_then(|p| p.strip_prefix("C#")), str_attr(&k, sk_attr)) {
+                if let (Some(id), Some(gsk)) = (
+                    str_attr(&k, PK).and_then(|p| p.strip_prefix("C#")),
+                    str_attr(&k, sk_attr),
+                ) {
                     found.push((gsk.to_string(), id.to_string()));
                 }
             }
@@ -784,9 +790,7 @@ impl ConversationStore for DynamoStore {
                 format!("O#{owner_id}#FLAGGED"),
             ),
         };
-        let (ids, next_cursor) = self
-            .merged_index_page(index, &gpks, &scope, cursor_in, limit)
-            .await?;
+        let (ids, next_cursor) = self.merged_index_page(index, &gpks, &scope, cursor_in, limit).await?;
         let items = self.conversations(&ids).await?;
         Ok(Page { items, next_cursor })
     }
