@@ -325,6 +325,8 @@ fn new_message(role: Role, content: &str) -> NewMessage {
         direction: None,
         audio_url: None,
         metadata: None,
+        tool_calls: None,
+        tool_call_id: None,
     }
 }
 

@@ -14,6 +14,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr};
+
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 /// A required id (`userId`, `agentId`): 1 to 200 characters, not blank, no
@@ -58,14 +59,43 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
 )]
 pub struct ApiDoc;
 
-/// The document, as served and committed.
-pub fn document() -> Document {
-    ApiDoc::openapi()
+/// The document, as served and committed: what utoipa derives, and the
+/// rules of a message that tie its fields together (which its derive
+/// cannot state).
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(message) = doc.pointer_mut("/components/schemas/NewMessage")
+        && let Some(schema) = message.as_object_mut()
+    {
+        schema.insert("allOf".into(), message_rules());
+    }
+    doc
 }
+
+/// A message has content that is not blank, or tool calls (then its content
+/// may be empty); only an assistant message carries tool calls, and only a
+/// tool message a `toolCallId`.
+fn message_rules() -> serde_json::Value {
+    let calls = serde_json::json!({"required": ["toolCalls"], "properties": {"toolCalls": {"type": "array", "minItems": 1}}});
+    serde_json::json!([
+        {"anyOf": [
+            {"required": ["content"], "properties": {"content": {"pattern": NONBLANK_PATTERN}}},
+            calls,
+        ]},
+        {"if": calls, "then": {"properties": {"role": {"const": "assistant"}}}},
+        {"if": {"required": ["toolCallId"], "properties": {"toolCallId": {"type": "string"}}},
+         "then": {"properties": {"role": {"const": "tool"}}}},
+    ])
+}
+
+/// Holds a character that is not white space (Rust's `trim` and Python's
+/// `str.strip` agree on these).
+const NONBLANK_PATTERN: &str =
+    r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
 
 /// The document as pretty JSON with a final newline (the committed form).
 pub fn document_json() -> String {
-    let mut json = document().to_pretty_json().unwrap_or_else(|_| "{}".into());
+    let mut json = serde_json::to_string_pretty(&document()).unwrap_or_else(|_| "{}".into());
     json.push('\n');
     json
 }
@@ -269,6 +299,15 @@ struct ContextQuery {
     /// `24h`, `7d`.
     #[param(pattern = "^[0-9]*[1-9][0-9]*[smhd]$")]
     maxAge: Option<String>,
+    /// A token budget: the newest whole messages whose cost in a chat
+    /// request (each message's framing and the reply's priming included)
+    /// fits in it; `maxMessages` then defaults to 200.
+    #[param(minimum = 1, maximum = 10000000)]
+    maxTokens: Option<u32>,
+    /// The tokenizer that counts: `o200k_base` (GPT-4o and later, the
+    /// default) or `cl100k_base` (GPT-4, GPT-3.5).
+    #[param(pattern = "^(o200k_base|cl100k_base)$")]
+    tokenizer: Option<String>,
 }
 
 #[derive(IntoParams)]

@@ -5,7 +5,7 @@
 //! - `GET /conversations/{id}` (after)
 //! - `GET /conversations/{id}/messages` (cursor, limit, order, since, until, flagged, after)
 //! - `GET /reviews?status=unreviewed` (the owner's flagged conversations)
-//! - `GET /conversations/{id}/context` (maxMessages, maxAge, after)
+//! - `GET /conversations/{id}/context` (maxMessages, maxAge, maxTokens, tokenizer, after)
 //!
 //! `after=<commandId>` answers once that write is applied and says what it
 //! found in the `X-Convo-After` header (`applied` or `pending`).
@@ -71,15 +71,14 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                 to_json(page)
             }
             "GET /conversations/{id}/context" => {
-                let context = service::context(
-                    deps,
-                    &owner,
-                    &id()?,
-                    query(&req, "maxMessages"),
-                    query(&req, "maxAge"),
-                    query(&req, "after"),
-                )
-                .await?;
+                let p = service::ContextParams {
+                    max_messages: query(&req, "maxMessages"),
+                    max_age: query(&req, "maxAge"),
+                    max_tokens: query(&req, "maxTokens"),
+                    tokenizer: query(&req, "tokenizer"),
+                    after: query(&req, "after"),
+                };
+                let context = service::context_with(deps, &owner, &id()?, p).await?;
                 after = context.after;
                 to_json(context)
             }

@@ -16,6 +16,7 @@ pub mod ports;
 pub mod service;
 pub mod sweep;
 pub mod titles;
+pub mod tokens;
 pub mod wordlists;
 
 pub use deps::{Config, Deps};

@@ -703,6 +703,8 @@ fn append_message(
         flag_reason: if flagged { m.safety.reason.clone() } else { None },
         safety: m.safety.clone(),
         metadata: m.metadata.clone(),
+        tool_calls: m.tool_calls.clone(),
+        tool_call_id: m.tool_call_id.clone(),
     };
     c.message_count += 1;
     // An ended session's last activity stays within it.

@@ -8,8 +8,8 @@ use convo_schema::api::*;
 use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::limits::*;
 use convo_schema::{
-    Conversation, ConversationStatus, ErrorCode, FlagStatus, Metadata, SafetyAction, Timestamp, TitleSource, UserStats,
-    ValidationError, phone, validate,
+    Conversation, ConversationStatus, ErrorCode, FlagStatus, Message, Metadata, SafetyAction, Timestamp, TitleSource,
+    ToolCall, UserStats, ValidationError, phone, validate,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Deps;
 use crate::error::DomainError;
+use crate::tokens::{self, Tokenizer};
 use crate::ports::*;
 
 /// An `Idempotency-Key` header and the fingerprint of the request body.
@@ -247,24 +248,47 @@ pub async fn append_messages(
         ensure_active(&record)?;
         rate_limit(deps, &record, now)?;
         let command_id = deps.ids.new_id();
+        let redact = |text: String| match record.conversation.redact_pii {
+            true => deps.moderator.redact(&text).unwrap_or(text),
+            false => text,
+        };
         let all: Vec<AcceptedMessage> = req
             .messages
             .into_iter()
-            .map(|m| AcceptedMessage {
-                message_id: deps.ids.new_id(),
-                // Screened as written; stored masked when the conversation
-                // asks (the verdict says what kind of data was found).
-                safety: deps.moderator.screen(&m.content),
-                role: m.role,
-                content: match record.conversation.redact_pii {
-                    true => deps.moderator.redact(&m.content).unwrap_or(m.content),
-                    false => m.content,
-                },
-                created_at: m.created_at.unwrap_or(now),
-                external_id: m.external_id,
-                direction: m.direction,
-                audio_url: m.audio_url,
-                metadata: m.metadata.unwrap_or_default(),
+            .map(|m| {
+                let tool_calls = m.tool_calls.unwrap_or_default();
+                // Screened as written, the tools' arguments with the
+                // content; stored masked when the conversation asks (the
+                // verdict says what kind of data was found).
+                let safety = if tool_calls.is_empty() {
+                    deps.moderator.screen(&m.content)
+                } else {
+                    let mut all = m.content.clone();
+                    for call in &tool_calls {
+                        all.push('\n');
+                        all.push_str(&call.arguments);
+                    }
+                    deps.moderator.screen(&all)
+                };
+                AcceptedMessage {
+                    message_id: deps.ids.new_id(),
+                    safety,
+                    role: m.role,
+                    content: redact(m.content),
+                    created_at: m.created_at.unwrap_or(now),
+                    external_id: m.external_id,
+                    direction: m.direction,
+                    audio_url: m.audio_url,
+                    metadata: m.metadata.unwrap_or_default(),
+                    tool_calls: tool_calls
+                        .into_iter()
+                        .map(|call| ToolCall {
+                            arguments: redact(call.arguments),
+                            ..call
+                        })
+                        .collect(),
+                    tool_call_id: m.tool_call_id,
+                }
             })
             .collect();
         // An externalId repeated within the request is stored once, as one
@@ -948,6 +972,33 @@ pub async fn list_messages(
     })
 }
 
+fn context_message(m: Message) -> ContextMessage {
+    ContextMessage {
+        role: m.role,
+        content: m.content,
+        tool_calls: m.tool_calls,
+        tool_call_id: m.tool_call_id,
+    }
+}
+
+/// Messages (oldest first) as an LLM call takes them: a tool result whose
+/// call is not among them (it fell outside the window, or was blocked) is
+/// left out, since a model API refuses a result without its call.
+fn pair_tool_results(messages: Vec<ContextMessage>) -> Vec<ContextMessage> {
+    let mut calls = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        calls.extend(m.tool_calls.iter().map(|c| c.id.clone()));
+        if let Some(id) = &m.tool_call_id
+            && !calls.contains(id)
+        {
+            continue;
+        }
+        out.push(m);
+    }
+    out
+}
+
 /// The recent messages, oldest first, ready for an LLM. Blocked messages are
 /// left out: the agent must not answer them.
 pub async fn context(
@@ -958,28 +1009,73 @@ pub async fn context(
     max_age: Option<&str>,
     after: Option<&str>,
 ) -> Result<ContextResponse, DomainError> {
-    let wanted = validate::limit(
-        "maxMessages",
+    let p = ContextParams {
         max_messages,
-        DEFAULT_CONTEXT_MESSAGES,
-        MAX_CONTEXT_MESSAGES,
-    )?;
-    let since = match max_age {
+        max_age,
+        after,
+        ..ContextParams::default()
+    };
+    context_with(deps, owner_id, conversation_id, p).await
+}
+
+/// The query string of `GET /conversations/{id}/context`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ContextParams<'a> {
+    pub max_messages: Option<&'a str>,
+    pub max_age: Option<&'a str>,
+    /// A token budget: the newest whole messages that fit in it.
+    pub max_tokens: Option<&'a str>,
+    /// `o200k_base` (default) or `cl100k_base`.
+    pub tokenizer: Option<&'a str>,
+    pub after: Option<&'a str>,
+}
+
+/// The largest token budget taken (the largest context windows hold a
+/// few million tokens; convo returns at most 200 messages anyway).
+pub const MAX_CONTEXT_TOKENS: usize = 10_000_000;
+
+/// The context, bounded by messages, age and tokens: the newest messages
+/// (blocked ones left out) while each bound holds, returned oldest first.
+/// With a token budget, what the messages cost in a chat request (framing
+/// and the reply's priming included) fits in it, counted with the chosen
+/// tokenizer, and `maxMessages` defaults to its maximum.
+pub async fn context_with(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    p: ContextParams<'_>,
+) -> Result<ContextResponse, DomainError> {
+    let budget = p
+        .max_tokens
+        .map(|raw| validate::limit("maxTokens", Some(raw), MAX_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS))
+        .transpose()?;
+    let tokenizer = Tokenizer::parse(p.tokenizer)?;
+    let default_messages = if budget.is_some() {
+        MAX_CONTEXT_MESSAGES
+    } else {
+        DEFAULT_CONTEXT_MESSAGES
+    };
+    let wanted = validate::limit("maxMessages", p.max_messages, default_messages, MAX_CONTEXT_MESSAGES)?;
+    let since = match p.max_age {
         Some(raw) => validate::max_age("maxAge", raw)?.and_then(|age| deps.clock.now().checked_sub_signed(age)),
         None => None,
     };
-    let (record, after) = load_after(deps, owner_id, conversation_id, after, true).await?;
-    let mut picked = Vec::with_capacity(wanted);
+    let (record, after) = load_after(deps, owner_id, conversation_id, p.after, true).await?;
+    // Newest first; with a budget, in smaller pages, as it may be spent soon.
+    let page_size = if budget.is_some() { wanted.min(40) } else { wanted };
+    let mut picked: Vec<ContextMessage> = Vec::with_capacity(wanted);
+    let mut used = tokens::REPLY_PRIMING;
+    let mut full = false;
     let mut cursor = None;
     // Bounded: blocked messages are rare; stop after a few pages regardless.
-    for _ in 0..4 {
+    for _ in 0..8 {
         let page = deps
             .store
             .list_messages(
                 conversation_id,
                 &MessageQuery {
                     cursor,
-                    limit: wanted,
+                    limit: page_size,
                     order: Order::Desc,
                     since,
                     until: None,
@@ -987,23 +1083,34 @@ pub async fn context(
                 },
             )
             .await?;
-        picked.extend(page.items.into_iter().filter(|m| !m.blocked));
-        if picked.len() >= wanted || page.next_cursor.is_none() {
+        for m in page.items.into_iter().filter(|m| !m.blocked) {
+            let m = context_message(m);
+            if let Some(limit) = budget {
+                let cost = tokenizer.message(&m);
+                if used + cost > limit {
+                    full = true;
+                    break;
+                }
+                used += cost;
+            }
+            picked.push(m);
+            if picked.len() == wanted {
+                full = true;
+                break;
+            }
+        }
+        if full || page.next_cursor.is_none() {
             break;
         }
         cursor = page.next_cursor;
     }
-    picked.truncate(wanted);
     picked.reverse();
+    let messages = pair_tool_results(picked);
+    let tokens = budget.map(|_| tokens::REPLY_PRIMING + messages.iter().map(|m| tokenizer.message(m)).sum::<usize>());
     Ok(ContextResponse {
         conversation_id: conversation_id.to_string(),
-        messages: picked
-            .into_iter()
-            .map(|m| ContextMessage {
-                role: m.role,
-                content: m.content,
-            })
-            .collect(),
+        messages,
+        tokens,
         after,
     })
 }

@@ -101,12 +101,11 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMessage {
     pub role: Role,
-    /// At most 16 KiB of UTF-8 (a longer one is a 413), not blank.
-    #[schema(
-        min_length = 1,
-        max_length = 16384,
-        pattern = r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
+    /// At most 16 KiB of UTF-8 with the tool calls' arguments (more is a
+    /// 413); not blank, unless the message carries `toolCalls` (then it may
+    /// be empty or left out).
+    #[serde(default)]
+    #[schema(max_length = 16384)]
     pub content: String,
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -129,6 +128,14 @@ pub struct NewMessage {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
+    /// Only on an assistant message: the tools it calls (at most 32).
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub tool_calls: Option<Vec<crate::ToolCall>>,
+    /// Only on a tool message: the id of the call it answers.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -259,10 +266,17 @@ impl AfterStatus {
     }
 }
 
+/// A message as an LLM call takes it: role and content, and the tool
+/// calls of an assistant message or the call id a tool message answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ContextMessage {
     pub role: Role,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -271,6 +285,10 @@ pub struct ContextResponse {
     pub conversation_id: String,
     /// Oldest first, ready to hand to an LLM.
     pub messages: Vec<ContextMessage>,
+    /// With `maxTokens`: what these messages cost in a chat request, the
+    /// reply's priming included (at most `maxTokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
     /// With `after=`: whether the answer holds that write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<AfterStatus>,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Direction, Metadata, Role, SafetyVerdict, Timestamp};
+use crate::{Direction, Metadata, Role, SafetyVerdict, Timestamp, ToolCall};
 
 /// One write accepted by the API, to be applied by `persist-writes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct AcceptedMessage {
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: Metadata,
     pub safety: SafetyVerdict,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 pub const WRITE_COMMAND_VERSION: u32 = 1;

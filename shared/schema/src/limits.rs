@@ -2,6 +2,8 @@
 
 /// Maximum size of one message's content, in bytes of UTF-8 (413 above).
 pub const MAX_CONTENT_BYTES: usize = 16 * 1024;
+/// Maximum number of tool calls on one assistant message (400 above).
+pub const MAX_TOOL_CALLS: usize = 32;
 /// Maximum number of messages in one append request (400 above).
 pub const MAX_MESSAGES_PER_APPEND: usize = 20;
 /// Maximum size of a metadata object once serialized as JSON (413 above).

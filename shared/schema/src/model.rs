@@ -118,6 +118,21 @@ pub enum SafetyAction {
     Blocked,
 }
 
+/// A call the assistant asked a tool to make, in the shape OpenAI's and
+/// LangChain's messages carry it: the call's id, the tool's name and the
+/// arguments as the JSON string the model wrote (kept as written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolCall {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    pub name: String,
+    /// At most 16 KiB of UTF-8, with the message's content.
+    #[schema(max_length = 16384)]
+    pub arguments: String,
+}
+
 /// The moderator's verdict on one message; returned in the 202 answer and
 /// stored with the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -248,6 +263,12 @@ pub struct Message {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Metadata,
+    /// On an assistant message: the tool calls it asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// Per (owner, user) totals, updated when a session ends.

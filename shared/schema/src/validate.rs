@@ -111,8 +111,12 @@ pub fn append(req: &AppendRequest, now: Timestamp) -> Result<(), ValidationError
 
 fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationError> {
     let field = |name: &str| format!("messages[{i}].{name}");
-    if m.content.trim().is_empty() {
-        return Err(ValidationError::invalid(field("content"), "content must not be empty"));
+    let calls = m.tool_calls.as_deref().unwrap_or_default();
+    if m.content.trim().is_empty() && calls.is_empty() {
+        return Err(ValidationError::invalid(
+            field("content"),
+            "content must not be empty (only a message with toolCalls may leave it empty)",
+        ));
     }
     if m.content.len() > MAX_CONTENT_BYTES {
         return Err(ValidationError::too_large(
@@ -120,6 +124,7 @@ fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationErr
             format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", m.content.len()),
         ));
     }
+    tool_fields(i, m, calls)?;
     if let Some(ext) = &m.external_id
         && (ext.trim().is_empty() || ext.chars().count() > MAX_EXTERNAL_ID_CHARS || ext.chars().any(char::is_control))
     {
@@ -146,6 +151,54 @@ fn message(i: usize, m: &NewMessage, now: Timestamp) -> Result<(), ValidationErr
     }
     if let Some(meta) = &m.metadata {
         metadata(&field("metadata"), meta)?;
+    }
+    Ok(())
+}
+
+/// The tool calls of an assistant message and the call id of a tool
+/// message: each on its own role, each id and name a short text, the
+/// arguments counted with the content against one message's limit.
+fn tool_fields(i: usize, m: &NewMessage, calls: &[crate::ToolCall]) -> Result<(), ValidationError> {
+    let field = |name: &str| format!("messages[{i}].{name}");
+    if !calls.is_empty() && m.role != crate::Role::Assistant {
+        return Err(ValidationError::invalid(
+            field("toolCalls"),
+            "only an assistant message carries toolCalls",
+        ));
+    }
+    if calls.len() > MAX_TOOL_CALLS {
+        return Err(ValidationError::invalid(
+            field("toolCalls"),
+            format!("{} tool calls in one message; the limit is {MAX_TOOL_CALLS}", calls.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = m.content.len();
+    for (j, call) in calls.iter().enumerate() {
+        text(&field(&format!("toolCalls[{j}].id")), &call.id)?;
+        text(&field(&format!("toolCalls[{j}].name")), &call.name)?;
+        if !seen.insert(call.id.as_str()) {
+            return Err(ValidationError::invalid(
+                field(&format!("toolCalls[{j}].id")),
+                "a tool call's id repeats within its message",
+            ));
+        }
+        bytes += call.arguments.len();
+    }
+    if bytes > MAX_CONTENT_BYTES {
+        return Err(ValidationError::too_large(
+            field("toolCalls"),
+            format!("content and tool call arguments are {bytes} bytes; the limit is {MAX_CONTENT_BYTES}"),
+        ));
+    }
+    if let Some(id) = &m.tool_call_id {
+        if m.role != crate::Role::Tool {
+            return Err(ValidationError::invalid(
+                field("toolCallId"),
+                "only a tool message carries toolCallId",
+            ));
+        }
+        text(&field("toolCallId"), id)?;
     }
     Ok(())
 }

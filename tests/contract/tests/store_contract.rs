@@ -1554,7 +1554,172 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
     }
 }
 
+fn body(messages: serde_json::Value) -> AppendRequest {
+    serde_json::from_value(serde_json::json!({ "messages": messages })).unwrap()
+}
+
+async fn tool_calls_round_trip_and_the_context_pairs_them(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let call = serde_json::json!([{"id": "call_1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"}]);
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        body(serde_json::json!([
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "toolCalls": call},
+            {"role": "tool", "content": "18C", "toolCallId": "call_1"},
+            {"role": "assistant", "content": "It is 18C."},
+        ])),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    let stored = w.all_messages(&id).await;
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[1].content, "");
+    assert_eq!(serde_json::to_value(&stored[1].tool_calls).unwrap(), call);
+    assert_eq!(stored[2].tool_call_id.as_deref(), Some("call_1"));
+    assert!(stored[0].tool_calls.is_empty() && stored[0].tool_call_id.is_none());
+    let roles = |n: &str| {
+        let deps = w.deps.clone();
+        let id = id.clone();
+        let n = n.to_string();
+        async move {
+            service::context(&deps, "alice", &id, Some(&n), None, None)
+                .await
+                .unwrap()
+                .messages
+        }
+    };
+    let all = roles("4").await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[1].tool_calls, stored[1].tool_calls);
+    assert_eq!(all[2].tool_call_id.as_deref(), Some("call_1"));
+    assert_eq!(roles("3").await.len(), 3);
+    // The newest two hold the tool's result but not its call: the result
+    // is left out, never sent without its call.
+    let two = roles("2").await;
+    assert_eq!(two.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["It is 18C."]);
+
+    // The arguments are screened with the content.
+    let answer = service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        body(serde_json::json!([
+            {"role": "assistant", "toolCalls": [{"id": "c2", "name": "say", "arguments": "{\"text\":\"this is shit\"}"}]}
+        ])),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.messages[0].safety.action, SafetyAction::Flagged);
+
+    for (messages, field, code_) in [
+        (serde_json::json!([{"role": "user", "content": "x", "toolCalls": call}]), "messages[0].toolCalls", ErrorCode::ValidationFailed),
+        (serde_json::json!([{"role": "assistant", "content": "x", "toolCallId": "call_1"}]), "messages[0].toolCallId", ErrorCode::ValidationFailed),
+        (serde_json::json!([{"role": "assistant", "content": "  "}]), "messages[0].content", ErrorCode::ValidationFailed),
+        (serde_json::json!([{"role": "assistant", "toolCalls": []}]), "messages[0].content", ErrorCode::ValidationFailed),
+        (
+            serde_json::json!([{"role": "assistant", "toolCalls": [{"id": "a", "name": "f", "arguments": "{}"}, {"id": "a", "name": "g", "arguments": "{}"}]}]),
+            "messages[0].toolCalls[1].id",
+            ErrorCode::ValidationFailed,
+        ),
+        (
+            serde_json::json!([{"role": "assistant", "toolCalls": [{"id": "a", "name": " ", "arguments": "{}"}]}]),
+            "messages[0].toolCalls[0].name",
+            ErrorCode::ValidationFailed,
+        ),
+        (
+            serde_json::json!([{"role": "assistant", "content": "x".repeat(9000), "toolCalls": [{"id": "a", "name": "f", "arguments": "y".repeat(9000)}]}]),
+            "messages[0].toolCalls",
+            ErrorCode::PayloadTooLarge,
+        ),
+    ] {
+        let err = service::append_messages(&w.deps, "alice", &id, body(messages.clone()), None)
+            .await
+            .unwrap_err();
+        match err {
+            DomainError::Validation(v) => assert_eq!((v.code, v.field.as_deref()), (code_, Some(field)), "{messages}"),
+            other => panic!("{messages}: {other:?}"),
+        }
+    }
+}
+
+async fn the_context_fits_a_token_budget(w: World) {
+    use convo_domain::tokens::{REPLY_PRIMING, Tokenizer};
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    let texts: Vec<String> = (0..12)
+        .map(|i| format!("Turn {i}: {}", "tell me more about the moon and its craters ".repeat(i % 4 + 1)))
+        .collect();
+    for pair in texts.chunks(2) {
+        service::append_messages(&w.deps, "alice", &id, exchange(&pair[0], &pair[1]), None)
+            .await
+            .unwrap();
+    }
+    w.settle().await;
+    let read = |budget: usize, tokenizer: &'static str, max_messages: Option<&'static str>| {
+        let deps = w.deps.clone();
+        let id = id.clone();
+        async move {
+            let b = budget.to_string();
+            let p = service::ContextParams {
+                max_tokens: Some(&b),
+                tokenizer: Some(tokenizer),
+                max_messages,
+                ..Default::default()
+            };
+            service::context_with(&deps, "alice", &id, p).await.unwrap()
+        }
+    };
+    for (tokenizer, name) in [(Tokenizer::O200kBase, "o200k_base"), (Tokenizer::Cl100kBase, "cl100k_base")] {
+        let full = service::context(&w.deps, "alice", &id, Some("12"), None, None).await.unwrap().messages;
+        let costs: Vec<usize> = full.iter().map(|m| tokenizer.message(m)).collect();
+        let total: usize = costs.iter().sum::<usize>() + REPLY_PRIMING;
+        for budget in [1, REPLY_PRIMING + costs[11], REPLY_PRIMING + costs[11] - 1, total / 2, total - 1, total, total * 2] {
+            // The newest messages whose costs, with the priming, fit.
+            let mut used = REPLY_PRIMING;
+            let mut keep = 0;
+            for c in costs.iter().rev() {
+                if used + c > budget {
+                    break;
+                }
+                used += c;
+                keep += 1;
+            }
+            let got = read(budget, name, None).await;
+            assert_eq!(got.messages, full[12 - keep..], "{name} budget {budget}");
+            assert_eq!(got.tokens, Some(used), "{name} budget {budget}");
+            assert!(used <= budget.max(REPLY_PRIMING));
+        }
+        // Combined with maxMessages: the tighter bound wins.
+        let got = read(total * 2, name, Some("3")).await;
+        assert_eq!(got.messages, full[9..]);
+    }
+    for (raw, field) in [("0", "maxTokens"), ("x", "maxTokens")] {
+        let p = service::ContextParams {
+            max_tokens: Some(raw),
+            ..Default::default()
+        };
+        let err = service::context_with(&w.deps, "alice", &id, p).await.unwrap_err();
+        assert_eq!(code(err), ErrorCode::ValidationFailed, "{field}");
+    }
+    let p = service::ContextParams {
+        max_tokens: Some("100"),
+        tokenizer: Some("gpt2"),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(service::context_with(&w.deps, "alice", &id, p).await.unwrap_err()),
+        ErrorCode::ValidationFailed
+    );
+}
+
 contract! {
+    tool_calls_round_trip_and_the_context_pairs_them,
+    the_context_fits_a_token_budget,
     the_owner_lists_conversations_by_any_filter,
     after_an_erasure_the_totals_read_as_if_it_never_existed,
     a_retry_after_a_failed_send_sends_the_same_command_once,

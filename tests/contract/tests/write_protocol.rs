@@ -383,6 +383,8 @@ async fn a_late_message_after_the_end_is_counted_once_across_a_crash(w: World) {
                 audio_url: None,
                 metadata: Metadata::new(),
                 safety: SafetyVerdict::safe(),
+                tool_calls: vec![],
+                tool_call_id: None,
             }],
         },
     };

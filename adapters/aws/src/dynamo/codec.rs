@@ -18,7 +18,7 @@ use convo_domain::persist::preview_of;
 use convo_domain::ports::*;
 use convo_schema::{
     Conversation, ConversationStatus, Direction, FlagStatus, Message, Metadata, Role, SafetyAction, SafetyVerdict,
-    Timestamp,
+    Timestamp, ToolCall,
 };
 use serde::{Deserialize, Serialize};
 
@@ -225,6 +225,10 @@ struct Packed {
     safety: Option<SafetyVerdict>,
     #[serde(rename = "m", default, skip_serializing_if = "serde_json::Map::is_empty")]
     metadata: Metadata,
+    #[serde(rename = "tc", default, skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall>,
+    #[serde(rename = "tk", default, skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<String>,
 }
 
 fn pack(m: &Message) -> Packed {
@@ -243,6 +247,8 @@ fn pack(m: &Message) -> Packed {
         audio_url: m.audio_url.clone(),
         safety: (m.safety != SafetyVerdict::safe()).then(|| m.safety.clone()),
         metadata: m.metadata.clone(),
+        tool_calls: m.tool_calls.clone(),
+        tool_call_id: m.tool_call_id.clone(),
     }
 }
 
@@ -272,6 +278,8 @@ fn unpack(p: Packed, conversation_id: &str, index: u64) -> Result<Message, Store
         flag_reason: if flagged { safety.reason.clone() } else { None },
         safety,
         metadata: p.metadata,
+        tool_calls: p.tool_calls,
+        tool_call_id: p.tool_call_id,
     })
 }
 
@@ -389,6 +397,8 @@ mod tests {
             flag_reason: None,
             safety: SafetyVerdict::safe(),
             metadata: Metadata::new(),
+            tool_calls: vec![],
+            tool_call_id: None,
         }
     }
 
@@ -409,12 +419,21 @@ mod tests {
         flagged.external_id = Some("SM1".into());
         flagged.direction = Some(Direction::Inbound);
         flagged.metadata.insert("lang".into(), "en".into());
+        flagged.role = Role::Assistant;
+        flagged.tool_calls = vec![ToolCall {
+            id: "call_1".into(),
+            name: "lookup".into(),
+            arguments: r#"{"q":"volcano"}"#.into(),
+        }];
+        let mut result = message(9, "42");
+        result.role = Role::Tool;
+        result.tool_call_id = Some("call_1".into());
         let chunk = Chunk {
             conversation_id: "01JD0000000000000000000000".into(),
             first_index: 7,
-            messages: vec![message(7, "hello"), flagged],
+            messages: vec![message(7, "hello"), flagged, result],
             head: Head {
-                message_count: 9,
+                message_count: 10,
                 last_activity_at: chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 2).unwrap(),
                 first_message_preview: Some("hi".into()),
                 last_message_preview: Some("a flagged one".into()),
