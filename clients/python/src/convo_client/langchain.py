@@ -12,7 +12,9 @@ Human, AI (with `tool_calls`), System and Tool messages read back as they
 were written: what convo's own fields do not hold (a message's `id`,
 `name`, `additional_kwargs`, `response_metadata`, usage, non-text content
 blocks) rides in the message's metadata. Blocked messages (the moderator's
-verdict) are not read back: a model must not answer them.
+verdict) are not read back: a model must not answer them. `clear()` erases
+the conversation and goes on in a new one for the same user and agent
+(convo cannot yet empty a conversation and keep it).
 """
 
 from __future__ import annotations
@@ -51,7 +53,11 @@ def to_convo(message: BaseMessage) -> dict[str, Any]:
     extra = {k: v for k, v in data.items() if k not in _OWN and _DEFAULTS.get(k, object()) != v}
     out: dict[str, Any] = {"role": role, "content": content if isinstance(content, str) else ""}
     if not isinstance(content, str):
+        # Content blocks: their text is the content convo screens and
+        # returns in a context; the blocks themselves ride along.
         extra["content"] = content
+        texts = [b.get("text") if isinstance(b, dict) else b for b in content or []]
+        out["content"] = "\n".join(t for t in texts if isinstance(t, str)) or "[non-text content]"
     calls = []
     unnamed = []
     for i, call in enumerate(data.get("tool_calls") or []):
@@ -146,7 +152,14 @@ class ConvoChatMessageHistory(BaseChatMessageHistory):
             self._sync().append(cid, wire[start:start + 20])
 
     def clear(self) -> None:
-        self._sync().clear_messages(self.conversation_id)
+        """Erases the conversation (every message, from every store convo
+        keeps); the history goes on in a new conversation for the same user
+        and agent (``conversation_id`` names it)."""
+        client = self._sync()
+        current = client.get_conversation(self.conversation_id)
+        client.delete_conversation(current["conversationId"])
+        fresh = client.create_conversation(current["userId"], current["agentId"], **self._create_fields)
+        self._conversation_id = fresh["conversationId"]
 
     async def aget_messages(self) -> list[BaseMessage]:
         if self.async_client is None:
@@ -165,4 +178,8 @@ class ConvoChatMessageHistory(BaseChatMessageHistory):
     async def aclear(self) -> None:
         if self.async_client is None:
             return await super().aclear()
-        await self.async_client.clear_messages(await self._aconversation_id())
+        client = self.async_client
+        current = await client.get_conversation(await self._aconversation_id())
+        await client.delete_conversation(current["conversationId"])
+        fresh = await client.create_conversation(current["userId"], current["agentId"], **self._create_fields)
+        self._conversation_id = fresh["conversationId"]
