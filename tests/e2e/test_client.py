@@ -216,3 +216,23 @@ def test_token_budgets_match_tiktokens_count(convo, name):
         got = convo.context(cid, max_tokens=budget, tokenizer=name)
         assert got["messages"] == full[len(full) - keep:], budget
         assert got["tokens"] == used, budget
+
+
+def test_the_examples_run(server):
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples"
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    token = make_jwt(server.secret(), sub=unique("demo"))
+    answers = load("langchain_history").main(server.base_url, token, unique("child"))
+    assert answers == ["Answer 1", "Answer 2", "Answer 3"]
+    answers = asyncio.run(load("openai_agents_session").main(server.base_url, token, unique("child")))
+    assert answers == ["I remember 0 earlier items.", "I remember 2 earlier items.", "I remember 4 earlier items."]
