@@ -130,6 +130,23 @@ def test_a_retry_after_a_lost_answer_is_stored_once(server):
         proxy.close()
 
 
+def test_messages_are_removed_behind_the_writes_before_them(convo):
+    cid = convo.create_conversation(unique("child"), "toy-1")["conversationId"]
+    first = convo.append(cid, [{"role": "user", "content": "keep"}, {"role": "assistant", "content": "drop me"}])
+    # Right behind the append: the client's after= lets the server find it.
+    removed = convo.delete_message(cid, first["messages"][1]["messageId"])
+    assert removed["message"]["content"] == "drop me"
+    assert [m["content"] for m in convo.iter_messages(cid)] == ["keep"]
+    with pytest.raises(NotFound) as gone:
+        convo.delete_message(cid, first["messages"][1]["messageId"])
+    assert gone.value.code == "message_not_found"
+    convo.append(cid, [{"role": "user", "content": "in flight"}])
+    convo.clear_messages(cid)
+    convo.append(cid, [{"role": "user", "content": "after the clear"}])
+    assert [m["content"] for m in convo.iter_messages(cid)] == ["after the clear"]
+    assert convo.get_conversation(cid)["status"] == "active"
+
+
 def test_back_to_back_turns_see_every_earlier_turn(convo):
     cid = convo.create_conversation(unique("child"), "toy-1")["conversationId"]
     for turn in range(8):

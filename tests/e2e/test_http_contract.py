@@ -33,6 +33,8 @@ def test_405_names_the_allowed_methods_and_head_answers_a_get(api):
     status, headers, _ = api.call("DELETE", "/health", token=None)
     assert (status, headers.get("allow")) == (405, "GET, HEAD")
     status, headers, _ = api.call("POST", "/conversations/x/messages/extra")
+    assert (status, headers.get("allow")) == (405, "DELETE")
+    status, headers, _ = api.call("POST", "/conversations/x/messages/extra/more")
     assert status == 404 and "allow" not in headers
     for path in ["/health", f"/conversations/{cid}", f"/conversations/{cid}/context"]:
         status, headers, body = api.call("HEAD", path)

@@ -16,7 +16,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from convo_client import AsyncConvoClient, ConvoClient, NotFound
+from convo_client import AsyncConvoClient, ConvoClient
 from convo_client.langchain import ConvoChatMessageHistory
 
 
@@ -60,14 +60,14 @@ def test_more_than_one_append_and_clear(convo):
     many = [HumanMessage(content=f"m{i}") if i % 2 == 0 else AIMessage(content=f"m{i}") for i in range(45)]
     history.add_messages(many)
     assert history.messages == many
-    old = history.conversation_id
+    cid = history.conversation_id
+    # Cleared behind the appends in flight, and only those: the conversation stays.
+    history.add_user_message("still on the queue")
     history.clear()
-    assert history.messages == []
-    assert history.conversation_id != old
-    with pytest.raises(NotFound):
-        convo.get_conversation(old)
     history.add_user_message("fresh start")
     assert history.messages == [HumanMessage(content="fresh start")]
+    assert history.conversation_id == cid
+    assert convo.get_conversation(cid)["status"] == "active"
 
 
 def test_the_async_methods(server):

@@ -15,7 +15,7 @@ from agents.usage import Usage
 from conftest import make_jwt, unique
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-from convo_client import AsyncConvoClient, NotFound
+from convo_client import AsyncConvoClient
 from convo_client.openai_agents import ConvoSession
 
 
@@ -54,13 +54,19 @@ def test_items_read_back_exactly(server):
         assert stored[4]["toolCalls"] == [{"id": "call_1", "name": "weather", "arguments": '{"city":"Paris"}'}]
         assert stored[5]["role"] == "tool" and stored[5]["toolCallId"] == "call_1" and stored[5]["content"] == "18C"
         assert stored[1]["role"] == "system"
+        # pop_item: the latest item, right behind the append that added it.
+        await session.add_items([{"role": "user", "content": "undo me"}])
+        assert await session.pop_item() == {"role": "user", "content": "undo me"}
+        assert await session.pop_item() == ITEMS[-1]
+        assert await session.get_items() == ITEMS[:-1]
+        # clear_session: behind the appends in flight; the conversation stays.
+        await session.add_items([{"role": "user", "content": "in flight"}])
         await session.clear_session()
-        assert await session.get_items() == []
-        assert await session.conversation_id() != cid
-        with pytest.raises(NotFound):
-            await client.get_conversation(cid)
-        with pytest.raises(NotImplementedError):
-            await session.pop_item()
+        await session.add_items([{"role": "user", "content": "after"}])
+        assert await session.get_items() == [{"role": "user", "content": "after"}]
+        assert await session.conversation_id() == cid
+        await session.clear_session()
+        assert await session.pop_item() is None
 
     run(server, body)
 

@@ -87,7 +87,7 @@ impl StoredChunk {
             message_count: first_index + self.messages.len() as u64,
             last_activity_at: self.last_activity_at,
             first_message_preview: self.first_message_preview.clone(),
-            last_message_preview: self.messages.last().map(preview_of),
+            last_message_preview: self.messages.last().filter(|m| !m.removed).map(preview_of),
             state: self.state.clone(),
         }
     }
@@ -743,6 +743,61 @@ impl ConversationStore for EmbeddedStore {
                 }
             }
             Ok(pager.finish())
+        })
+        .await
+    }
+
+    async fn chunks_desc(
+        &self,
+        conversation_id: &str,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Chunk>, StoreError> {
+        let id = conversation_id.to_string();
+        let expires_at = self
+            .get_conversation(conversation_id)
+            .await?
+            .and_then(|r| r.conversation.expires_at);
+        self.run(move |db| {
+            let hi = match below {
+                Some(0) => return Ok(Vec::new()),
+                Some(b) => chunk_key(&id, b - 1),
+                None => chunk_key(&id, u64::MAX),
+            };
+            let txn = db.begin_read().map_err(unavailable)?;
+            let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
+            let lo = chunk_key(&id, 0);
+            let mut out = Vec::new();
+            for entry in chunks.range(lo.as_str()..=hi.as_str()).map_err(unavailable)?.rev() {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, v) = entry.map_err(unavailable)?;
+                let first = chunk_first(k.value())?;
+                let stored: StoredChunk = decode(v.value())?;
+                out.push(Chunk {
+                    conversation_id: id.clone(),
+                    first_index: first,
+                    head: stored.head(first),
+                    messages: stored.messages,
+                    expires_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError> {
+        let key = chunk_key(&chunk.conversation_id, chunk.first_index);
+        let stored = encode(&StoredChunk::of(chunk));
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(CHUNKS)
+                .map_err(unavailable)?
+                .insert(key.as_str(), stored.as_slice())
+                .map_err(unavailable)?;
+            txn.commit().map_err(unavailable)
         })
         .await
     }

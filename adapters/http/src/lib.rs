@@ -346,7 +346,7 @@ mod tests {
             (r#"[1, 2]"#, "body"),
             (r#"[[{"role": "user", "content": "x"}]]"#, "body"),
             (r#"{}"#, "messages"),
-            (r#"{"messages": [{"role": "user"}]}"#, "messages[0].content"),
+            (r#"{"messages": [{"content": "hi"}]}"#, "messages[0].role"),
         ] {
             let e = decode::<AppendRequest>(body);
             assert_eq!(

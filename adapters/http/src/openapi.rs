@@ -37,6 +37,8 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         delete_conversation,
         append_messages,
         list_messages,
+        remove_message,
+        clear_messages,
         end_session,
         context,
         review,
@@ -76,7 +78,8 @@ pub fn document() -> serde_json::Value {
 /// may be empty); only an assistant message carries tool calls, and only a
 /// tool message a `toolCallId`.
 fn message_rules() -> serde_json::Value {
-    let calls = serde_json::json!({"required": ["toolCalls"], "properties": {"toolCalls": {"type": "array", "minItems": 1}}});
+    let calls =
+        serde_json::json!({"required": ["toolCalls"], "properties": {"toolCalls": {"type": "array", "minItems": 1}}});
     serde_json::json!([
         {"anyOf": [
             {"required": ["content"], "properties": {"content": {"pattern": NONBLANK_PATTERN}}},
@@ -90,8 +93,7 @@ fn message_rules() -> serde_json::Value {
 
 /// Holds a character that is not white space (Rust's `trim` and Python's
 /// `str.strip` agree on these).
-const NONBLANK_PATTERN: &str =
-    r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+const NONBLANK_PATTERN: &str = r"[^\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
 
 /// The document as pretty JSON with a final newline (the committed form).
 pub fn document_json() -> String {
@@ -171,7 +173,10 @@ impl Modify for CommonAnswers {
                     );
                 }
                 if path.contains('{') {
-                    add("404", "No such conversation for this owner (`conversation_not_found`)");
+                    add(
+                        "404",
+                        "No such conversation for this owner (`conversation_not_found`), or no such message (`message_not_found`)",
+                    );
                 }
                 add("500", "An internal error (`internal_error`)");
             }
@@ -382,6 +387,35 @@ fn append_messages() {}
     responses((status = 200, description = "A page", body = MessagePage,
         headers(("X-Convo-After" = String, description = "With `after=`: `applied` or `pending`")))))]
 fn list_messages() {}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(non_snake_case)]
+struct MessagePath {
+    /// The conversation's id (a ULID).
+    #[param(pattern = "^[0-9A-Za-z]{26}$")]
+    id: String,
+    /// The message's id (a ULID).
+    #[param(pattern = "^[0-9A-Za-z]{26}$")]
+    messageId: String,
+}
+
+/// Remove one message, after every write accepted before this request;
+/// answers with the message as it was. The message's index stays taken
+/// (a tombstone with no content); reads and contexts skip it.
+#[utoipa::path(delete, path = "/conversations/{id}/messages/{messageId}", tag = "messages",
+    params(MessagePath, AfterQuery),
+    responses(
+        (status = 202, description = "Accepted: the message as it was", body = RemoveMessageResponse),
+    ))]
+fn remove_message() {}
+
+/// Remove every message accepted before this request; the conversation
+/// stays.
+#[utoipa::path(delete, path = "/conversations/{id}/messages", tag = "messages",
+    params(ConversationPath),
+    responses((status = 202, description = "Accepted", body = ClearMessagesResponse)))]
+fn clear_messages() {}
 
 /// End the session, after every write accepted before it.
 #[utoipa::path(post, path = "/conversations/{id}/end", tag = "conversations",

@@ -46,6 +46,13 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("DELETE", "/conversations/{id}", Function::CreateConversation, true),
     ("DELETE", "/users/{userId}", Function::CreateConversation, true),
     ("POST", "/conversations/{id}/messages", Function::AppendMessage, true),
+    (
+        "DELETE",
+        "/conversations/{id}/messages/{messageId}",
+        Function::AppendMessage,
+        true,
+    ),
+    ("DELETE", "/conversations/{id}/messages", Function::AppendMessage, true),
     ("POST", "/conversations/{id}/end", Function::EndSession, true),
     ("GET", "/conversations", Function::ReadApi, true),
     ("GET", "/conversations/{id}", Function::ReadApi, true),

@@ -11,6 +11,8 @@ pub enum DomainError {
     Validation(#[from] ValidationError),
     #[error("conversation not found")]
     NotFound,
+    #[error("no such message in this conversation")]
+    MessageNotFound,
     #[error("{1}")]
     Conflict(ErrorCode, String),
     #[error("too many requests; retry after {retry_after_seconds} s")]
@@ -26,6 +28,7 @@ impl DomainError {
         match self {
             DomainError::Validation(v) => v.code,
             DomainError::NotFound => ErrorCode::ConversationNotFound,
+            DomainError::MessageNotFound => ErrorCode::MessageNotFound,
             DomainError::Conflict(code, _) => *code,
             DomainError::RateLimited { .. } => ErrorCode::RateLimited,
             DomainError::Unavailable(_) => ErrorCode::DependencyUnavailable,

@@ -173,6 +173,20 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             }
             continue;
         }
+        if matches!(cmd.kind, WriteKind::Remove { .. } | WriteKind::Clear) {
+            match apply_removal(deps, cmd).await {
+                Ok(()) => {
+                    outcome.commands_applied += 1;
+                    next += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not remove messages");
+                    fail_rest(&mut outcome, &list[next..]);
+                    return outcome;
+                }
+            }
+            continue;
+        }
         let record = match deps.store.get_conversation(&cmd.conversation_id).await {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -201,7 +215,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             .iter()
             .flat_map(|c| match &c.kind {
                 WriteKind::Append { messages } => messages.iter().filter_map(|m| m.external_id.clone()).collect(),
-                WriteKind::End { .. } | WriteKind::Erase => Vec::new(),
+                WriteKind::End { .. } | WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear => Vec::new(),
             })
             .collect();
         let existing = if external_ids.is_empty() {
@@ -289,7 +303,7 @@ async fn already_stored(
         })
         .filter_map(|c| match &c.kind {
             WriteKind::Append { messages } => Some((*c, messages.iter().map(|m| m.message_id.as_str()).collect())),
-            WriteKind::End { .. } | WriteKind::Erase => None,
+            WriteKind::End { .. } | WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear => None,
         })
         .collect();
     let Some(oldest) = old.iter().map(|(c, _)| c.accepted_at).min() else {
@@ -345,6 +359,87 @@ async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreErr
         }
         _ => deps.store.delete_conversation_items(&cmd.conversation_id).await,
     }
+}
+
+/// How many chunks a removal reads per request.
+const REMOVAL_PAGE: usize = 25;
+
+/// A removal (`Remove` of one message, `Clear` of every message accepted
+/// before it): tombstones in place of the messages, the first-message
+/// preview cleared from every chunk when the first message goes (each
+/// chunk's head carries it), the conversation item rewritten so its copy
+/// of the previews names nothing removed, and the command remembered in
+/// the newest chunk's head last, so that `after=` sees it applied only
+/// once it is. Idempotent: a redelivery writes the same tombstones, and a
+/// `Clear` redelivered late leaves the messages accepted after it alone.
+async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError> {
+    let Some(record) = deps.store.get_conversation(&cmd.conversation_id).await? else {
+        return Ok(());
+    };
+    if record.deleting || record.conversation.owner_id != cmd.owner_id {
+        return Ok(());
+    }
+    let cid = record.id().to_string();
+    let target = match &cmd.kind {
+        WriteKind::Remove { message_id, index } => Some((message_id.as_str(), *index)),
+        _ => None,
+    };
+    let first_goes = target.is_none_or(|(_, index)| index == 0);
+    // One message: only its chunk, unless it is the first. Otherwise every
+    // chunk, newest first.
+    let mut below = match target {
+        Some((_, index)) if !first_goes => Some(index + 1),
+        _ => None,
+    };
+    loop {
+        let limit = if first_goes { REMOVAL_PAGE } else { 1 };
+        let chunks = deps.store.chunks_desc(&cid, below, limit).await?;
+        let Some(last) = chunks.last() else { break };
+        below = Some(last.first_index);
+        for mut chunk in chunks {
+            let mut changed = false;
+            for m in chunk.messages.iter_mut() {
+                let hit = match target {
+                    Some((id, index)) => m.message_index == index && m.message_id == id,
+                    None => m.accepted_at <= cmd.accepted_at,
+                };
+                if hit && !m.removed {
+                    *m = m.tombstone();
+                    changed = true;
+                }
+            }
+            if first_goes && chunk.head.first_message_preview.take().is_some() {
+                changed = true;
+            }
+            if changed {
+                deps.store.rewrite_chunk(&chunk).await?;
+            }
+        }
+        if !first_goes || below == Some(0) {
+            break;
+        }
+    }
+    // The conversation item's copy of the previews, as the chunks now read.
+    for _ in 0..CONFLICT_RETRIES {
+        let Some(mut now) = deps.store.get_conversation(&cid).await? else {
+            return Ok(());
+        };
+        if now.deleting {
+            return Ok(());
+        }
+        let Some(newest) = now.head_chunk else { return Ok(()) };
+        let expected = now.version;
+        now.version += 1;
+        remember(&mut now.head, command_tag(&cmd.command_id));
+        match deps.store.put_conversation(&now, expected).await {
+            Ok(()) => return deps.store.update_head(&cid, newest, &now.head).await,
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(
+        "the conversation kept moving during a removal".into(),
+    ))
 }
 
 /// Writes a plan in the order that keeps every crash point recoverable
@@ -409,10 +504,15 @@ fn fail_rest(outcome: &mut BatchOutcome, rest: &[Delivery]) {
 /// (always at least one).
 fn run_end(list: &[Delivery], start: usize) -> usize {
     let mut end = start + 1;
-    while end < list.len() && list[end].command.is_ok() {
+    while end < list.len() && list[end].command.as_ref().is_ok_and(|c| !stands_alone(c)) {
         end += 1;
     }
     end
+}
+
+/// Commands applied on their own, not in a commit with others.
+fn stands_alone(cmd: &WriteCommand) -> bool {
+    matches!(cmd.kind, WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear)
 }
 
 /// The result of applying commands to a conversation in memory, and the
@@ -581,7 +681,8 @@ pub fn plan_commit(
                 }
                 applied += 1;
             }
-            WriteKind::Erase => continue,
+            // Applied on their own (`run_end` stops before them).
+            WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear => continue,
             WriteKind::End { reason } => {
                 if rec.conversation.status != ConversationStatus::Active {
                     if rec.end_command == Some(tag) || rec.head.recent_commands.contains(&tag) {
@@ -705,6 +806,7 @@ fn append_message(
         metadata: m.metadata.clone(),
         tool_calls: m.tool_calls.clone(),
         tool_call_id: m.tool_call_id.clone(),
+        removed: false,
     };
     c.message_count += 1;
     // An ended session's last activity stays within it.

@@ -364,6 +364,19 @@ pub trait ConversationStore: Send + Sync {
     /// the chunk already there is described).
     async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError>;
 
+    /// Up to `limit` chunks whose first index is below `below` (all when
+    /// `None`), newest first: what a removal rewrites.
+    async fn chunks_desc(
+        &self,
+        conversation_id: &str,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Chunk>, StoreError>;
+
+    /// Writes a chunk over the one stored under its key (a removal's
+    /// tombstones; the conversation's worker is its only writer).
+    async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError>;
+
     /// Rewrites the head state of the conversation's newest chunk (commands
     /// applied without storing a message: every message a repeat).
     async fn update_head(

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::Deps;
 use crate::error::DomainError;
-use crate::tokens::{self, Tokenizer};
 use crate::ports::*;
+use crate::tokens::{self, Tokenizer};
 
 /// An `Idempotency-Key` header and the fingerprint of the request body.
 #[derive(Debug, Clone)]
@@ -862,6 +862,99 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
     Ok(erased)
 }
 
+/// How far back `DELETE /conversations/{id}/messages/{messageId}` looks
+/// for the message, in messages from the newest.
+pub const REMOVE_SEARCH_MESSAGES: usize = 10_000;
+
+/// Removes one message, after every write accepted before this request:
+/// answers at once with the message as it is (the Agents SDK's `pop_item`
+/// hands it back), and the worker leaves a tombstone in its place a moment
+/// later. `after` waits for a write of the caller's first (so a message
+/// just appended can be found).
+pub async fn remove_message(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    message_id: &str,
+    after: Option<&str>,
+) -> Result<RemoveMessageResponse, DomainError> {
+    let (record, _) = load_after(deps, owner_id, conversation_id, after, false).await?;
+    if !is_conversation_id(message_id) {
+        return Err(DomainError::MessageNotFound);
+    }
+    let mut cursor = None;
+    let mut looked = 0;
+    let found = loop {
+        let page = deps
+            .store
+            .list_messages(
+                conversation_id,
+                &MessageQuery {
+                    cursor,
+                    limit: MAX_PAGE_LIMIT,
+                    order: Order::Desc,
+                    known_count: Some(record.conversation.message_count),
+                    ..MessageQuery::default()
+                },
+            )
+            .await?;
+        looked += page.items.len();
+        if let Some(m) = page.items.into_iter().find(|m| m.message_id == message_id) {
+            break Some(m);
+        }
+        match page.next_cursor {
+            Some(c) if looked < REMOVE_SEARCH_MESSAGES => cursor = Some(c),
+            _ => break None,
+        }
+    };
+    let message = found.filter(|m| !m.removed).ok_or(DomainError::MessageNotFound)?;
+    let now = deps.clock.now();
+    let command = WriteCommand {
+        v: WRITE_COMMAND_VERSION,
+        command_id: deps.ids.new_id(),
+        conversation_id: conversation_id.to_string(),
+        owner_id: owner_id.to_string(),
+        accepted_at: now,
+        kind: WriteKind::Remove {
+            message_id: message.message_id.clone(),
+            index: message.message_index,
+        },
+    };
+    send_write(deps, &command).await?;
+    Ok(RemoveMessageResponse {
+        conversation_id: conversation_id.to_string(),
+        command_id: command.command_id,
+        accepted_at: now,
+        message,
+    })
+}
+
+/// Removes every message accepted before this request; the conversation
+/// stays (LangChain's `clear()`). Applied by the worker after every write
+/// accepted before it.
+pub async fn clear_messages(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+) -> Result<ClearMessagesResponse, DomainError> {
+    load_owned(deps, owner_id, conversation_id).await?;
+    let now = deps.clock.now();
+    let command = WriteCommand {
+        v: WRITE_COMMAND_VERSION,
+        command_id: deps.ids.new_id(),
+        conversation_id: conversation_id.to_string(),
+        owner_id: owner_id.to_string(),
+        accepted_at: now,
+        kind: WriteKind::Clear,
+    };
+    send_write(deps, &command).await?;
+    Ok(ClearMessagesResponse {
+        conversation_id: conversation_id.to_string(),
+        command_id: command.command_id,
+        accepted_at: now,
+    })
+}
+
 /// The query string of `GET /reviews`.
 #[derive(Debug, Default)]
 pub struct ReviewParams<'a> {
@@ -944,7 +1037,9 @@ pub async fn list_messages(
             messages: page
                 .items
                 .into_iter()
-                .filter(|m| since.is_none_or(|t| m.created_at >= t) && until.is_none_or(|t| m.created_at < t))
+                .filter(|m| {
+                    !m.removed && since.is_none_or(|t| m.created_at >= t) && until.is_none_or(|t| m.created_at < t)
+                })
                 .collect(),
             next_cursor: page.next_cursor,
             after,
@@ -964,9 +1059,11 @@ pub async fn list_messages(
             },
         )
         .await?;
+    // A removed message's tombstone keeps its index; it is not answered
+    // (a page can then hold fewer than `limit` messages).
     Ok(MessagePage {
         conversation_id: conversation_id.to_string(),
-        messages: page.items,
+        messages: page.items.into_iter().filter(|m| !m.removed).collect(),
         next_cursor: page.next_cursor,
         after,
     })
@@ -1083,7 +1180,7 @@ pub async fn context_with(
                 },
             )
             .await?;
-        for m in page.items.into_iter().filter(|m| !m.blocked) {
+        for m in page.items.into_iter().filter(|m| !m.blocked && !m.removed) {
             let m = context_message(m);
             if let Some(limit) = budget {
                 let cost = tokenizer.message(&m);

@@ -43,9 +43,10 @@ impl Tokenizer {
     pub fn parse(raw: Option<&str>) -> Result<Self, ValidationError> {
         match raw {
             None => Ok(Self::O200kBase),
-            Some(s) => Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-                ValidationError::invalid("tokenizer", "tokenizer must be o200k_base or cl100k_base")
-            }),
+            Some(s) => Self::ALL
+                .into_iter()
+                .find(|t| t.as_str() == s)
+                .ok_or_else(|| ValidationError::invalid("tokenizer", "tokenizer must be o200k_base or cl100k_base")),
         }
     }
 
@@ -113,6 +114,9 @@ mod tests {
     fn tokenizer_names_parse() {
         assert_eq!(Tokenizer::parse(None).unwrap(), Tokenizer::O200kBase);
         assert_eq!(Tokenizer::parse(Some("cl100k_base")).unwrap(), Tokenizer::Cl100kBase);
-        assert_eq!(Tokenizer::parse(Some("gpt2")).unwrap_err().field.as_deref(), Some("tokenizer"));
+        assert_eq!(
+            Tokenizer::parse(Some("gpt2")).unwrap_err().field.as_deref(),
+            Some("tokenizer")
+        );
     }
 }

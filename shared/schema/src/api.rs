@@ -134,7 +134,11 @@ pub struct NewMessage {
     pub tool_calls: Option<Vec<crate::ToolCall>>,
     /// Only on a tool message: the id of the call it answers.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub tool_call_id: Option<String>,
 }
 
@@ -295,6 +299,30 @@ pub struct ContextResponse {
 }
 
 pub type UserStatsResponse = UserStats;
+
+/// The 202 answer to `DELETE /conversations/{id}/messages/{messageId}`: the
+/// message as it was (its removal is applied a moment later, after every
+/// write accepted before it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveMessageResponse {
+    pub conversation_id: String,
+    pub command_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub accepted_at: Timestamp,
+    pub message: Message,
+}
+
+/// The 202 answer to `DELETE /conversations/{id}/messages`: every message
+/// accepted before it is removed a moment later; the conversation stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearMessagesResponse {
+    pub conversation_id: String,
+    pub command_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub accepted_at: Timestamp,
+}
 
 /// The answer to `DELETE /conversations/{id}` (the same for a missing id).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

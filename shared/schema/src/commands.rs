@@ -33,6 +33,15 @@ pub enum WriteKind {
     /// before it: the worker deletes what a write that raced the erasure
     /// may have stored.
     Erase,
+    /// Removes one message (found at `index` when the removal was accepted),
+    /// leaving a tombstone.
+    Remove {
+        message_id: String,
+        index: u64,
+    },
+    /// Removes every message accepted before this command (the
+    /// conversation stays), leaving tombstones.
+    Clear,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     Unauthorized,
     ConversationNotFound,
+    MessageNotFound,
     RouteNotFound,
     MethodNotAllowed,
     ConversationEnded,
@@ -34,7 +35,7 @@ impl ErrorCode {
             | ErrorCode::InvalidPhoneNumber
             | ErrorCode::InvalidCursor => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::ConversationNotFound | ErrorCode::RouteNotFound => 404,
+            ErrorCode::ConversationNotFound | ErrorCode::MessageNotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ConversationEnded
             | ErrorCode::ConversationNotEnded
@@ -57,6 +58,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ConversationNotFound => "conversation_not_found",
+            ErrorCode::MessageNotFound => "message_not_found",
             ErrorCode::RouteNotFound => "route_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ConversationEnded => "conversation_ended",

@@ -124,9 +124,17 @@ pub enum SafetyAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolCall {
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub id: String,
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// At most 16 KiB of UTF-8, with the message's content.
     #[schema(max_length = 16384)]
@@ -269,6 +277,38 @@ pub struct Message {
     /// On a tool message: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// A removed message's tombstone (stored only, never answered): its
+    /// index stays taken, its content is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(ignore)]
+    pub removed: bool,
+}
+
+impl Message {
+    /// The tombstone a removal leaves: the index, id, role and times stay
+    /// (the index must stay gapless); everything said is gone.
+    pub fn tombstone(&self) -> Message {
+        Message {
+            message_id: self.message_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            message_index: self.message_index,
+            role: self.role,
+            content: String::new(),
+            created_at: self.created_at,
+            accepted_at: self.accepted_at,
+            external_id: None,
+            direction: self.direction,
+            audio_url: None,
+            flagged: false,
+            blocked: false,
+            flag_reason: None,
+            safety: SafetyVerdict::safe(),
+            metadata: Metadata::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            removed: true,
+        }
+    }
 }
 
 /// Per (owner, user) totals, updated when a session ends.

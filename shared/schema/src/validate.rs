@@ -169,20 +169,16 @@ fn tool_fields(i: usize, m: &NewMessage, calls: &[crate::ToolCall]) -> Result<()
     if calls.len() > MAX_TOOL_CALLS {
         return Err(ValidationError::invalid(
             field("toolCalls"),
-            format!("{} tool calls in one message; the limit is {MAX_TOOL_CALLS}", calls.len()),
+            format!(
+                "{} tool calls in one message; the limit is {MAX_TOOL_CALLS}",
+                calls.len()
+            ),
         ));
     }
-    let mut seen = std::collections::HashSet::new();
     let mut bytes = m.content.len();
     for (j, call) in calls.iter().enumerate() {
         text(&field(&format!("toolCalls[{j}].id")), &call.id)?;
         text(&field(&format!("toolCalls[{j}].name")), &call.name)?;
-        if !seen.insert(call.id.as_str()) {
-            return Err(ValidationError::invalid(
-                field(&format!("toolCalls[{j}].id")),
-                "a tool call's id repeats within its message",
-            ));
-        }
         bytes += call.arguments.len();
     }
     if bytes > MAX_CONTENT_BYTES {

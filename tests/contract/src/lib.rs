@@ -391,6 +391,13 @@ impl ConversationStore for FaultyStore {
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         self.inner.list_messages(id, q).await
     }
+    async fn chunks_desc(&self, id: &str, below: Option<u64>, limit: usize) -> Result<Vec<Chunk>, StoreError> {
+        self.inner.chunks_desc(id, below, limit).await
+    }
+    async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError> {
+        self.check(Step::Chunk, &chunk.conversation_id)?;
+        self.inner.rewrite_chunk(chunk).await
+    }
     async fn list_flagged_messages(
         &self,
         id: &str,

@@ -1601,7 +1601,10 @@ async fn tool_calls_round_trip_and_the_context_pairs_them(w: World) {
     // The newest two hold the tool's result but not its call: the result
     // is left out, never sent without its call.
     let two = roles("2").await;
-    assert_eq!(two.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["It is 18C."]);
+    assert_eq!(
+        two.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        ["It is 18C."]
+    );
 
     // The arguments are screened with the content.
     let answer = service::append_messages(
@@ -1618,13 +1621,24 @@ async fn tool_calls_round_trip_and_the_context_pairs_them(w: World) {
     assert_eq!(answer.messages[0].safety.action, SafetyAction::Flagged);
 
     for (messages, field, code_) in [
-        (serde_json::json!([{"role": "user", "content": "x", "toolCalls": call}]), "messages[0].toolCalls", ErrorCode::ValidationFailed),
-        (serde_json::json!([{"role": "assistant", "content": "x", "toolCallId": "call_1"}]), "messages[0].toolCallId", ErrorCode::ValidationFailed),
-        (serde_json::json!([{"role": "assistant", "content": "  "}]), "messages[0].content", ErrorCode::ValidationFailed),
-        (serde_json::json!([{"role": "assistant", "toolCalls": []}]), "messages[0].content", ErrorCode::ValidationFailed),
         (
-            serde_json::json!([{"role": "assistant", "toolCalls": [{"id": "a", "name": "f", "arguments": "{}"}, {"id": "a", "name": "g", "arguments": "{}"}]}]),
-            "messages[0].toolCalls[1].id",
+            serde_json::json!([{"role": "user", "content": "x", "toolCalls": call}]),
+            "messages[0].toolCalls",
+            ErrorCode::ValidationFailed,
+        ),
+        (
+            serde_json::json!([{"role": "assistant", "content": "x", "toolCallId": "call_1"}]),
+            "messages[0].toolCallId",
+            ErrorCode::ValidationFailed,
+        ),
+        (
+            serde_json::json!([{"role": "assistant", "content": "  "}]),
+            "messages[0].content",
+            ErrorCode::ValidationFailed,
+        ),
+        (
+            serde_json::json!([{"role": "assistant", "toolCalls": []}]),
+            "messages[0].content",
             ErrorCode::ValidationFailed,
         ),
         (
@@ -1652,7 +1666,12 @@ async fn the_context_fits_a_token_budget(w: World) {
     use convo_domain::tokens::{REPLY_PRIMING, Tokenizer};
     let id = new_conversation(&w, "alice").await.conversation_id;
     let texts: Vec<String> = (0..12)
-        .map(|i| format!("Turn {i}: {}", "tell me more about the moon and its craters ".repeat(i % 4 + 1)))
+        .map(|i| {
+            format!(
+                "Turn {i}: {}",
+                "tell me more about the moon and its craters ".repeat(i % 4 + 1)
+            )
+        })
         .collect();
     for pair in texts.chunks(2) {
         service::append_messages(&w.deps, "alice", &id, exchange(&pair[0], &pair[1]), None)
@@ -1674,11 +1693,25 @@ async fn the_context_fits_a_token_budget(w: World) {
             service::context_with(&deps, "alice", &id, p).await.unwrap()
         }
     };
-    for (tokenizer, name) in [(Tokenizer::O200kBase, "o200k_base"), (Tokenizer::Cl100kBase, "cl100k_base")] {
-        let full = service::context(&w.deps, "alice", &id, Some("12"), None, None).await.unwrap().messages;
+    for (tokenizer, name) in [
+        (Tokenizer::O200kBase, "o200k_base"),
+        (Tokenizer::Cl100kBase, "cl100k_base"),
+    ] {
+        let full = service::context(&w.deps, "alice", &id, Some("12"), None, None)
+            .await
+            .unwrap()
+            .messages;
         let costs: Vec<usize> = full.iter().map(|m| tokenizer.message(m)).collect();
         let total: usize = costs.iter().sum::<usize>() + REPLY_PRIMING;
-        for budget in [1, REPLY_PRIMING + costs[11], REPLY_PRIMING + costs[11] - 1, total / 2, total - 1, total, total * 2] {
+        for budget in [
+            1,
+            REPLY_PRIMING + costs[11],
+            REPLY_PRIMING + costs[11] - 1,
+            total / 2,
+            total - 1,
+            total,
+            total * 2,
+        ] {
             // The newest messages whose costs, with the priming, fit.
             let mut used = REPLY_PRIMING;
             let mut keep = 0;
@@ -1717,7 +1750,122 @@ async fn the_context_fits_a_token_budget(w: World) {
     );
 }
 
+async fn visible(w: &World, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = service::list_messages(
+            &w.deps,
+            "alice",
+            id,
+            MessageParams {
+                cursor: cursor.as_deref(),
+                limit: Some("2"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        out.extend(page.messages.into_iter().map(|m| m.content));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+async fn messages_are_removed_in_order_and_leave_tombstones(w: World) {
+    let id = new_conversation(&w, "alice").await.conversation_id;
+    for (u, a) in [
+        ("my number is 555-0100", "noted"),
+        ("tell me a story", "once upon a time"),
+        ("more", "the end"),
+    ] {
+        service::append_messages(&w.deps, "alice", &id, exchange(u, a), None)
+            .await
+            .unwrap();
+    }
+    w.settle().await;
+    let stored = w.all_messages(&id).await;
+    // One message: answered with what it was, then a tombstone.
+    let answer = service::remove_message(&w.deps, "alice", &id, &stored[3].message_id, None)
+        .await
+        .unwrap();
+    assert_eq!(answer.message, stored[3]);
+    w.settle().await;
+    assert_eq!(
+        visible(&w, &id).await,
+        ["my number is 555-0100", "noted", "tell me a story", "more", "the end"]
+    );
+    let after = w.all_messages(&id).await;
+    assert_eq!(after.len(), 6, "the index stays gapless");
+    assert!(after[3].removed && after[3].content.is_empty() && after[3].message_id == stored[3].message_id);
+    assert_eq!(w.conversation(&id).await.message_count, 6);
+    let (_, seen) = service::get_conversation_after(&w.deps, "alice", &id, Some(&answer.command_id))
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(AfterStatus::Applied));
+    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None, None)
+        .await
+        .unwrap();
+    assert!(ctx.messages.iter().all(|m| m.content != "once upon a time"));
+    // Gone, unknown and malformed ids are all "no such message".
+    for missing in [stored[3].message_id.as_str(), "01JD0000000000000000000000", "nope"] {
+        let err = service::remove_message(&w.deps, "alice", &id, missing, None)
+            .await
+            .unwrap_err();
+        assert_eq!(code(err), ErrorCode::MessageNotFound, "{missing}");
+    }
+    let err = service::remove_message(&w.deps, "bob", &id, &stored[0].message_id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::ConversationNotFound);
+    // The first message: its preview goes from every chunk and the
+    // conversation.
+    assert_eq!(
+        w.conversation(&id).await.first_message_preview.as_deref(),
+        Some("my number is 555-0100")
+    );
+    service::remove_message(&w.deps, "alice", &id, &stored[0].message_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(w.conversation(&id).await.first_message_preview, None);
+    for chunk in w.store.chunks_desc(&id, None, 100).await.unwrap() {
+        assert_eq!(chunk.head.first_message_preview, None);
+        assert!(chunk.messages.iter().all(|m| !m.content.contains("555")));
+    }
+    // Clearing removes what was accepted before it, and only that.
+    service::append_messages(&w.deps, "alice", &id, one("user", "before the clear", None), None)
+        .await
+        .unwrap();
+    let cleared = service::clear_messages(&w.deps, "alice", &id).await.unwrap();
+    w.clock.advance(Duration::seconds(1));
+    service::append_messages(&w.deps, "alice", &id, one("user", "after the clear", None), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(visible(&w, &id).await, ["after the clear"]);
+    let c = w.conversation(&id).await;
+    assert_eq!((c.message_count, c.status), (8, ConversationStatus::Active));
+    assert_eq!(c.last_message_preview.as_deref(), Some("after the clear"));
+    // Redelivered later, the clear still spares what came after it.
+    let again = WriteCommand {
+        v: convo_schema::commands::WRITE_COMMAND_VERSION,
+        command_id: cleared.command_id.clone(),
+        conversation_id: id.clone(),
+        owner_id: "alice".into(),
+        accepted_at: cleared.accepted_at,
+        kind: convo_schema::commands::WriteKind::Clear,
+    };
+    let body = serde_json::to_string(&again).unwrap();
+    let outcome = persist_batch(&w.deps, vec![Delivery::decode("r".into(), Some(id.clone()), &body)]).await;
+    assert!(outcome.failed.is_empty());
+    assert_eq!(visible(&w, &id).await, ["after the clear"]);
+}
+
 contract! {
+    messages_are_removed_in_order_and_leave_tombstones,
     tool_calls_round_trip_and_the_context_pairs_them,
     the_context_fits_a_token_budget,
     the_owner_lists_conversations_by_any_filter,

@@ -229,6 +229,8 @@ struct Packed {
     tool_calls: Vec<ToolCall>,
     #[serde(rename = "tk", default, skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<String>,
+    #[serde(rename = "rm", default, skip_serializing_if = "std::ops::Not::not")]
+    removed: bool,
 }
 
 fn pack(m: &Message) -> Packed {
@@ -249,6 +251,7 @@ fn pack(m: &Message) -> Packed {
         metadata: m.metadata.clone(),
         tool_calls: m.tool_calls.clone(),
         tool_call_id: m.tool_call_id.clone(),
+        removed: m.removed,
     }
 }
 
@@ -280,6 +283,7 @@ fn unpack(p: Packed, conversation_id: &str, index: u64) -> Result<Message, Store
         metadata: p.metadata,
         tool_calls: p.tool_calls,
         tool_call_id: p.tool_call_id,
+        removed: p.removed,
     })
 }
 
@@ -363,7 +367,7 @@ pub fn chunk_from(item: &Item, conversation_id: &str) -> Result<(u64, Vec<Messag
         message_count: first + messages.len() as u64,
         last_activity_at,
         first_message_preview: str_attr(item, "fp").map(str::to_string),
-        last_message_preview: messages.last().map(preview_of),
+        last_message_preview: messages.last().filter(|m| !m.removed).map(preview_of),
         state: HeadState {
             recent_commands: tags_from(item),
             rate_window: num_attr(item, "rw"),
@@ -372,6 +376,18 @@ pub fn chunk_from(item: &Item, conversation_id: &str) -> Result<(u64, Vec<Messag
         },
     };
     Ok((first, messages, head))
+}
+
+/// A whole chunk as read, its retention included (a rewrite keeps it).
+pub fn whole_chunk(item: &Item, conversation_id: &str) -> Result<Chunk, StoreError> {
+    let (first_index, messages, head) = chunk_from(item, conversation_id)?;
+    Ok(Chunk {
+        conversation_id: conversation_id.to_string(),
+        first_index,
+        messages,
+        head,
+        expires_at: num_attr::<i64>(item, TTL_ATTRIBUTE).and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+    })
 }
 
 #[cfg(test)]
@@ -399,6 +415,7 @@ mod tests {
             metadata: Metadata::new(),
             tool_calls: vec![],
             tool_call_id: None,
+            removed: false,
         }
     }
 
@@ -431,12 +448,13 @@ mod tests {
         let chunk = Chunk {
             conversation_id: "01JD0000000000000000000000".into(),
             first_index: 7,
-            messages: vec![message(7, "hello"), flagged, result],
+            messages: vec![message(7, "hello"), flagged, result, message(10, "gone").tombstone()],
             head: Head {
-                message_count: 10,
+                message_count: 11,
                 last_activity_at: chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 2).unwrap(),
                 first_message_preview: Some("hi".into()),
-                last_message_preview: Some("a flagged one".into()),
+                // The last message is removed: it has no preview.
+                last_message_preview: None,
                 state: HeadState {
                     recent_commands: vec![1, u64::MAX],
                     rate_window: Some(29_000_000),

@@ -656,6 +656,52 @@ impl ConversationStore for DynamoStore {
         }
     }
 
+    async fn chunks_desc(
+        &self,
+        conversation_id: &str,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Chunk>, StoreError> {
+        let hi = match below {
+            Some(0) => return Ok(Vec::new()),
+            Some(b) => chunk_sk(b - 1),
+            None => chunk_sk(u64::MAX),
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(conv_pk(conversation_id)))
+            .expression_attribute_values(":lo", s(chunk_sk(0)))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(sdk)?;
+        resp.items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| whole_chunk(item, conversation_id))
+            .collect()
+    }
+
+    async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(chunk_item(chunk)?))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
     async fn update_head(
         &self,
         conversation_id: &str,

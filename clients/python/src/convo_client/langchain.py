@@ -12,9 +12,8 @@ Human, AI (with `tool_calls`), System and Tool messages read back as they
 were written: what convo's own fields do not hold (a message's `id`,
 `name`, `additional_kwargs`, `response_metadata`, usage, non-text content
 blocks) rides in the message's metadata. Blocked messages (the moderator's
-verdict) are not read back: a model must not answer them. `clear()` erases
-the conversation and goes on in a new one for the same user and agent
-(convo cannot yet empty a conversation and keep it).
+verdict) are not read back: a model must not answer them. `clear()` removes
+every message and keeps the conversation.
 """
 
 from __future__ import annotations
@@ -152,14 +151,8 @@ class ConvoChatMessageHistory(BaseChatMessageHistory):
             self._sync().append(cid, wire[start:start + 20])
 
     def clear(self) -> None:
-        """Erases the conversation (every message, from every store convo
-        keeps); the history goes on in a new conversation for the same user
-        and agent (``conversation_id`` names it)."""
-        client = self._sync()
-        current = client.get_conversation(self.conversation_id)
-        client.delete_conversation(current["conversationId"])
-        fresh = client.create_conversation(current["userId"], current["agentId"], **self._create_fields)
-        self._conversation_id = fresh["conversationId"]
+        """Removes every message; the conversation stays."""
+        self._sync().clear_messages(self.conversation_id)
 
     async def aget_messages(self) -> list[BaseMessage]:
         if self.async_client is None:
@@ -178,8 +171,4 @@ class ConvoChatMessageHistory(BaseChatMessageHistory):
     async def aclear(self) -> None:
         if self.async_client is None:
             return await super().aclear()
-        client = self.async_client
-        current = await client.get_conversation(await self._aconversation_id())
-        await client.delete_conversation(current["conversationId"])
-        fresh = await client.create_conversation(current["userId"], current["agentId"], **self._create_fields)
-        self._conversation_id = fresh["conversationId"]
+        await self.async_client.clear_messages(await self._aconversation_id())

@@ -120,6 +120,13 @@ class _Routes:
                      params=_query(maxMessages=max_messages, maxAge=max_age, maxTokens=max_tokens,
                                    tokenizer=tokenizer))
 
+    def _remove(self, cid: str, message_id: str) -> _Call:
+        # Reads (after= finds a message this client just appended) and writes.
+        return _Call("DELETE", f"/conversations/{_seg(cid)}/messages/{_seg(message_id)}", reads=cid, writes=cid)
+
+    def _clear(self, cid: str) -> _Call:
+        return _Call("DELETE", f"/conversations/{_seg(cid)}/messages", writes=cid)
+
     # -- moderation and users --------------------------------------------------
     def _review(self, cid: str, flag_status: str, note: str | None) -> _Call:
         body = {"flagStatus": flag_status, **({"note": note} if note is not None else {})}
@@ -285,6 +292,14 @@ class ConvoClient(_Routes):
                 max_tokens: int | None = None, tokenizer: str | None = None) -> Json:
         return self._run(self._context(conversation_id, max_messages, max_age, max_tokens, tokenizer))
 
+    def delete_message(self, conversation_id: str, message_id: str) -> Json:
+        """Removes one message (after this client's earlier writes); answers with the message as it was."""
+        return self._run(self._remove(conversation_id, message_id))
+
+    def clear_messages(self, conversation_id: str) -> Json:
+        """Removes every message accepted before this call; the conversation stays."""
+        return self._run(self._clear(conversation_id))
+
     def review(self, conversation_id: str, flag_status: str, note: str | None = None) -> Json:
         return self._run(self._review(conversation_id, flag_status, note))
 
@@ -399,6 +414,12 @@ class AsyncConvoClient(_Routes):
                       max_age: str | None = None, max_tokens: int | None = None,
                       tokenizer: str | None = None) -> Json:
         return await self._run(self._context(conversation_id, max_messages, max_age, max_tokens, tokenizer))
+
+    async def delete_message(self, conversation_id: str, message_id: str) -> Json:
+        return await self._run(self._remove(conversation_id, message_id))
+
+    async def clear_messages(self, conversation_id: str) -> Json:
+        return await self._run(self._clear(conversation_id))
 
     async def review(self, conversation_id: str, flag_status: str, note: str | None = None) -> Json:
         return await self._run(self._review(conversation_id, flag_status, note))

@@ -163,12 +163,15 @@ class ConvoSession:
             await self.client.append(cid, wire[start:start + 20])
 
     async def pop_item(self) -> dict[str, Any] | None:
-        raise NotImplementedError("convo cannot remove one message yet (issue 13: DELETE /messages/{messageId})")
+        """Removes the most recent item and returns it (None when there is none)."""
+        cid = await self.conversation_id()
+        async for m in self.client.iter_messages(cid, order="desc", limit=20):
+            if m.get("blocked"):
+                continue
+            removed = await self.client.delete_message(cid, m["messageId"])
+            return from_convo(removed["message"])
+        return None
 
     async def clear_session(self) -> None:
-        """Erases the conversation; the session goes on in a new one for the same user and agent."""
-        cid = await self.conversation_id()
-        current = await self.client.get_conversation(cid)
-        await self.client.delete_conversation(cid)
-        fresh = await self.client.create_conversation(current["userId"], current["agentId"], **self._create_fields)
-        self._conversation_id = fresh["conversationId"]
+        """Removes every item; the conversation stays."""
+        await self.client.clear_messages(await self.conversation_id())
