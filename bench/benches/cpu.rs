@@ -5,7 +5,9 @@
 //!   200-character message;
 //! - `moderator`: screening the moderation corpus, in bytes per second;
 //! - `persist_worker`: the write worker committing a batch of 10 records
-//!   (one exchange each) to the in-memory embedded store, per record.
+//!   (one exchange each) to the in-memory embedded store, per record;
+//! - `context_tokens`: what `/context?maxTokens=` adds, counting the tokens
+//!   of 20 messages of 200 characters, per message, with each tokenizer.
 //!
 //! `cargo bench -p convo-bench --bench cpu`; figures in BENCHMARKS.md.
 
@@ -168,5 +170,29 @@ fn persist_worker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_handler, moderator, persist_worker);
+fn context_tokens(c: &mut Criterion) {
+    use convo_domain::tokens::Tokenizer;
+    use convo_schema::Role;
+    use convo_schema::api::ContextMessage;
+    let messages: Vec<ContextMessage> = (0..20)
+        .map(|i| ContextMessage {
+            role: if i % 2 == 0 { Role::User } else { Role::Assistant },
+            content: format!("{i} {}", message_text(200)),
+            tool_calls: vec![],
+            tool_call_id: None,
+        })
+        .collect();
+    let mut group = c.benchmark_group("context_tokens");
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    for tokenizer in Tokenizer::ALL {
+        // Loads the encoding once, as a warm function has.
+        black_box(tokenizer.count("warm up"));
+        group.bench_function(format!("20 messages of 200 chars ({})", tokenizer.as_str()), |b| {
+            b.iter(|| messages.iter().map(|m| tokenizer.message(black_box(m))).sum::<usize>())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append_handler, moderator, persist_worker, context_tokens);
 criterion_main!(benches);
