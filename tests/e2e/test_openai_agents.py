@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from agents import Agent, Runner, function_tool
+from agents import Agent, Runner, function_tool, set_tracing_disabled
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.usage import Usage
@@ -17,6 +17,10 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from convo_client import AsyncConvoClient
 from convo_client.openai_agents import ConvoSession
+
+
+# Traces would go to OpenAI: nothing leaves this machine.
+set_tracing_disabled(True)
 
 
 def run(server, body):

@@ -8,7 +8,7 @@ SDK's own Runner with a fake model (no network but the local convo server).
 import asyncio
 import os
 
-from agents import Agent, Runner
+from agents import Agent, Runner, set_tracing_disabled
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.usage import Usage
@@ -34,6 +34,7 @@ class EchoModel(Model):
 
 
 async def main(base_url: str, token: str, user_id: str = "child-42") -> list[str]:
+    set_tracing_disabled(True)  # nothing leaves this machine
     async with AsyncConvoClient(base_url, token) as client:
         agent = Agent(name="Teddy", instructions="You are Teddy, a friendly bear.", model=EchoModel())
         session = ConvoSession(client=client, user_id=user_id, agent_id="teddy-7")

@@ -27,6 +27,19 @@ from urllib.parse import quote
 import httpx
 
 from .errors import ConvoUnavailable, from_response
+from .models import (
+    AppendResponse,
+    ClearMessagesResponse,
+    ContextResponse,
+    Conversation,
+    ConversationPage,
+    EndResponse,
+    Message,
+    MessagePage,
+    NewMessage,
+    RemoveMessageResponse,
+    UserStats,
+)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
@@ -233,23 +246,23 @@ class ConvoClient(_Routes):
                 continue
             raise from_response(resp.status_code, body, _retry_after(resp))
 
-    def create_conversation(self, user_id: str, agent_id: str, **fields: Any) -> Json:
+    def create_conversation(self, user_id: str, agent_id: str, **fields: Any) -> Conversation:
         """Creates a conversation; ``reuse_active=True`` returns the pair's active one instead."""
         return self._run(self._create(user_id, agent_id, **fields))
 
-    def find_or_create(self, user_id: str, agent_id: str, **fields: Any) -> Json:
+    def find_or_create(self, user_id: str, agent_id: str, **fields: Any) -> Conversation:
         """The active conversation of the (agent, user) pair, created when there is none."""
         return self._run(self._create(user_id, agent_id, reuse_active=True, **fields))
 
-    def get_conversation(self, conversation_id: str) -> Json:
+    def get_conversation(self, conversation_id: str) -> Conversation:
         return self._run(self._get(conversation_id))
 
     def list_conversations(self, *, user_id: str | None = None, agent_id: str | None = None,
                            status: str | None = None, flagged: bool | None = None, limit: int | None = None,
-                           cursor: str | None = None) -> Json:
+                           cursor: str | None = None) -> ConversationPage:
         return self._run(self._list(user_id, agent_id, status, flagged, limit, cursor))
 
-    def iter_conversations(self, **filters: Any) -> Iterator[Json]:
+    def iter_conversations(self, **filters: Any) -> Iterator[Conversation]:
         """Every conversation a listing holds, following its cursors."""
         cursor = None
         while True:
@@ -260,25 +273,25 @@ class ConvoClient(_Routes):
                 return
 
     def update_conversation(self, conversation_id: str, *, title: str | None = None,
-                            metadata: Json | None = None, status: str | None = None) -> Json:
+                            metadata: Json | None = None, status: str | None = None) -> Conversation:
         return self._run(self._patch(conversation_id, title, metadata, status))
 
     def delete_conversation(self, conversation_id: str) -> Json:
         return self._run(self._delete(conversation_id))
 
-    def end(self, conversation_id: str, reason: str | None = None) -> Json:
+    def end(self, conversation_id: str, reason: str | None = None) -> EndResponse:
         return self._run(self._end(conversation_id, reason))
 
-    def append(self, conversation_id: str, messages: list[Json]) -> Json:
+    def append(self, conversation_id: str, messages: list[NewMessage] | list[Json]) -> AppendResponse:
         """Appends messages in the API's shape (``{"role", "content", …}``); 202, stored a moment later."""
         return self._run(self._append(conversation_id, messages))
 
     def list_messages(self, conversation_id: str, *, limit: int | None = None, cursor: str | None = None,
                       order: str | None = None, since: str | None = None, until: str | None = None,
-                      flagged: bool | None = None) -> Json:
+                      flagged: bool | None = None) -> MessagePage:
         return self._run(self._messages(conversation_id, limit, cursor, order, since, until, flagged))
 
-    def iter_messages(self, conversation_id: str, **params: Any) -> Iterator[Json]:
+    def iter_messages(self, conversation_id: str, **params: Any) -> Iterator[Message]:
         """Every message, page by page, in index order (``order="desc"`` for newest first)."""
         cursor = None
         while True:
@@ -289,25 +302,25 @@ class ConvoClient(_Routes):
                 return
 
     def context(self, conversation_id: str, *, max_messages: int | None = None, max_age: str | None = None,
-                max_tokens: int | None = None, tokenizer: str | None = None) -> Json:
+                max_tokens: int | None = None, tokenizer: str | None = None) -> ContextResponse:
         return self._run(self._context(conversation_id, max_messages, max_age, max_tokens, tokenizer))
 
-    def delete_message(self, conversation_id: str, message_id: str) -> Json:
+    def delete_message(self, conversation_id: str, message_id: str) -> RemoveMessageResponse:
         """Removes one message (after this client's earlier writes); answers with the message as it was."""
         return self._run(self._remove(conversation_id, message_id))
 
-    def clear_messages(self, conversation_id: str) -> Json:
+    def clear_messages(self, conversation_id: str) -> ClearMessagesResponse:
         """Removes every message accepted before this call; the conversation stays."""
         return self._run(self._clear(conversation_id))
 
-    def review(self, conversation_id: str, flag_status: str, note: str | None = None) -> Json:
+    def review(self, conversation_id: str, flag_status: str, note: str | None = None) -> Conversation:
         return self._run(self._review(conversation_id, flag_status, note))
 
     def list_reviews(self, *, status: str | None = None, limit: int | None = None,
-                     cursor: str | None = None) -> Json:
+                     cursor: str | None = None) -> ConversationPage:
         return self._run(self._reviews(status, limit, cursor))
 
-    def user_stats(self, user_id: str) -> Json:
+    def user_stats(self, user_id: str) -> UserStats:
         return self._run(self._stats(user_id))
 
     def delete_user(self, user_id: str) -> Json:
@@ -358,21 +371,21 @@ class AsyncConvoClient(_Routes):
                 continue
             raise from_response(resp.status_code, body, _retry_after(resp))
 
-    async def create_conversation(self, user_id: str, agent_id: str, **fields: Any) -> Json:
+    async def create_conversation(self, user_id: str, agent_id: str, **fields: Any) -> Conversation:
         return await self._run(self._create(user_id, agent_id, **fields))
 
-    async def find_or_create(self, user_id: str, agent_id: str, **fields: Any) -> Json:
+    async def find_or_create(self, user_id: str, agent_id: str, **fields: Any) -> Conversation:
         return await self._run(self._create(user_id, agent_id, reuse_active=True, **fields))
 
-    async def get_conversation(self, conversation_id: str) -> Json:
+    async def get_conversation(self, conversation_id: str) -> Conversation:
         return await self._run(self._get(conversation_id))
 
     async def list_conversations(self, *, user_id: str | None = None, agent_id: str | None = None,
                                  status: str | None = None, flagged: bool | None = None,
-                                 limit: int | None = None, cursor: str | None = None) -> Json:
+                                 limit: int | None = None, cursor: str | None = None) -> ConversationPage:
         return await self._run(self._list(user_id, agent_id, status, flagged, limit, cursor))
 
-    async def iter_conversations(self, **filters: Any) -> AsyncIterator[Json]:
+    async def iter_conversations(self, **filters: Any) -> AsyncIterator[Conversation]:
         cursor = None
         while True:
             page = await self.list_conversations(cursor=cursor, **filters)
@@ -383,24 +396,24 @@ class AsyncConvoClient(_Routes):
                 return
 
     async def update_conversation(self, conversation_id: str, *, title: str | None = None,
-                                  metadata: Json | None = None, status: str | None = None) -> Json:
+                                  metadata: Json | None = None, status: str | None = None) -> Conversation:
         return await self._run(self._patch(conversation_id, title, metadata, status))
 
     async def delete_conversation(self, conversation_id: str) -> Json:
         return await self._run(self._delete(conversation_id))
 
-    async def end(self, conversation_id: str, reason: str | None = None) -> Json:
+    async def end(self, conversation_id: str, reason: str | None = None) -> EndResponse:
         return await self._run(self._end(conversation_id, reason))
 
-    async def append(self, conversation_id: str, messages: list[Json]) -> Json:
+    async def append(self, conversation_id: str, messages: list[NewMessage] | list[Json]) -> AppendResponse:
         return await self._run(self._append(conversation_id, messages))
 
     async def list_messages(self, conversation_id: str, *, limit: int | None = None, cursor: str | None = None,
                             order: str | None = None, since: str | None = None, until: str | None = None,
-                            flagged: bool | None = None) -> Json:
+                            flagged: bool | None = None) -> MessagePage:
         return await self._run(self._messages(conversation_id, limit, cursor, order, since, until, flagged))
 
-    async def iter_messages(self, conversation_id: str, **params: Any) -> AsyncIterator[Json]:
+    async def iter_messages(self, conversation_id: str, **params: Any) -> AsyncIterator[Message]:
         cursor = None
         while True:
             page = await self.list_messages(conversation_id, cursor=cursor, **params)
@@ -412,23 +425,23 @@ class AsyncConvoClient(_Routes):
 
     async def context(self, conversation_id: str, *, max_messages: int | None = None,
                       max_age: str | None = None, max_tokens: int | None = None,
-                      tokenizer: str | None = None) -> Json:
+                      tokenizer: str | None = None) -> ContextResponse:
         return await self._run(self._context(conversation_id, max_messages, max_age, max_tokens, tokenizer))
 
-    async def delete_message(self, conversation_id: str, message_id: str) -> Json:
+    async def delete_message(self, conversation_id: str, message_id: str) -> RemoveMessageResponse:
         return await self._run(self._remove(conversation_id, message_id))
 
-    async def clear_messages(self, conversation_id: str) -> Json:
+    async def clear_messages(self, conversation_id: str) -> ClearMessagesResponse:
         return await self._run(self._clear(conversation_id))
 
-    async def review(self, conversation_id: str, flag_status: str, note: str | None = None) -> Json:
+    async def review(self, conversation_id: str, flag_status: str, note: str | None = None) -> Conversation:
         return await self._run(self._review(conversation_id, flag_status, note))
 
     async def list_reviews(self, *, status: str | None = None, limit: int | None = None,
-                           cursor: str | None = None) -> Json:
+                           cursor: str | None = None) -> ConversationPage:
         return await self._run(self._reviews(status, limit, cursor))
 
-    async def user_stats(self, user_id: str) -> Json:
+    async def user_stats(self, user_id: str) -> UserStats:
         return await self._run(self._stats(user_id))
 
     async def delete_user(self, user_id: str) -> Json:

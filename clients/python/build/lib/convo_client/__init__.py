@@ -1,8 +1,10 @@
 """convo-client: the Python client for convo, the conversation store behind
 AI agents. `ConvoClient` and `AsyncConvoClient` speak its HTTP API; the
 framework adapters live in `convo_client.langchain` (extra `langchain`) and
-`convo_client.openai_agents` (extra `openai-agents`)."""
+`convo_client.openai_agents` (extra `openai-agents`); `convo_client.models`
+types the bodies (TypedDicts)."""
 
+from . import models
 from .client import AsyncConvoClient, ConvoClient
 from .errors import (
     Conflict,
@@ -26,4 +28,5 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "Unauthorized",
+    "models",
 ]
