@@ -11,7 +11,7 @@ import pytest
 from conftest import make_jwt, unique
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
@@ -37,6 +37,8 @@ def every_kind():
                   additional_kwargs={"refusal": None}, response_metadata={"model_name": "fake"}),
         HumanMessage(content=[{"type": "text", "text": "and tomorrow?"}]),
         AIMessage(content="Also sunny.", tool_calls=[{"name": "weather", "args": {}, "id": None}]),
+        AIMessage(content="", additional_kwargs={"function_call": {"name": "f", "arguments": "{}"}}),
+        HumanMessage(content="  "),
     ]
 
 
@@ -53,6 +55,13 @@ def test_every_message_type_reads_back_exactly(convo):
     stored = convo.list_messages(history.conversation_id)["messages"]
     assert stored[2]["toolCalls"] == [{"id": "call_1", "name": "weather", "arguments": '{"city":"Paris","days":2}'}]
     assert stored[3]["toolCallId"] == "call_1"
+
+
+def test_a_streamed_answer_is_stored_as_the_message_it_adds_up_to(convo):
+    history = ConvoChatMessageHistory(client=convo, user_id=unique("child"), agent_id="teddy")
+    history.add_messages([HumanMessage(content="hi"), AIMessageChunk(content="Hel") + AIMessageChunk(content="lo!")])
+    got = history.messages
+    assert [(type(m), m.content) for m in got] == [(HumanMessage, "hi"), (AIMessage, "Hello!")]
 
 
 def test_more_than_one_append_and_clear(convo):

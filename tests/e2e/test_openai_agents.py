@@ -43,6 +43,8 @@ ITEMS = [
     {"type": "function_call_output", "call_id": "call_1", "output": [{"type": "input_text", "text": "also sunny"}]},
     {"id": "rs_1", "type": "reasoning", "summary": []},
     {"role": "user", "content": [{"type": "input_text", "text": "one"}, {"type": "input_text", "text": "two"}]},
+    {"role": "user", "content": "  "},
+    {"type": "message", "role": "user", "content": [{"type": "input_text", "text": " "}]},
 ]
 
 
@@ -52,6 +54,7 @@ def test_items_read_back_exactly(server):
         await session.add_items(ITEMS)
         assert await session.get_items() == ITEMS
         assert await session.get_items(limit=3) == ITEMS[-3:]
+        assert await session.get_items(limit=5) == ITEMS[-5:]
         assert await session.get_items(limit=0) == []
         cid = await session.conversation_id()
         stored = [m async for m in client.iter_messages(cid)]

@@ -814,7 +814,8 @@ fn append_message(
         c.last_activity_at = cmd.accepted_at;
     }
     let shown = preview_of(&message);
-    if c.first_message_preview.is_none() {
+    // Only the first message sets it: once removed, nothing takes its place.
+    if message.message_index == 0 {
         c.first_message_preview = Some(shown.clone());
     }
     c.last_message_preview = Some(shown);

@@ -279,7 +279,10 @@ pub async fn append_messages(
                     external_id: m.external_id,
                     direction: m.direction,
                     audio_url: m.audio_url,
-                    metadata: m.metadata.unwrap_or_default(),
+                    metadata: match record.conversation.redact_pii {
+                        true => redact_values(m.metadata.unwrap_or_default(), &redact),
+                        false => m.metadata.unwrap_or_default(),
+                    },
                     tool_calls: tool_calls
                         .into_iter()
                         .map(|call| ToolCall {
@@ -862,6 +865,22 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
     Ok(erased)
 }
 
+/// Every string in a metadata object, masked (what a framework adapter
+/// keeps there can hold what was said).
+fn redact_values(metadata: Metadata, redact: &impl Fn(String) -> String) -> Metadata {
+    fn walk(v: serde_json::Value, redact: &impl Fn(String) -> String) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(redact(s)),
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(|v| walk(v, redact)).collect()),
+            serde_json::Value::Object(o) => {
+                serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, walk(v, redact))).collect())
+            }
+            other => other,
+        }
+    }
+    metadata.into_iter().map(|(k, v)| (k, walk(v, redact))).collect()
+}
+
 /// How far back `DELETE /conversations/{id}/messages/{messageId}` looks
 /// for the message, in messages from the newest.
 pub const REMOVE_SEARCH_MESSAGES: usize = 10_000;
@@ -878,7 +897,14 @@ pub async fn remove_message(
     message_id: &str,
     after: Option<&str>,
 ) -> Result<RemoveMessageResponse, DomainError> {
-    let (record, _) = load_after(deps, owner_id, conversation_id, after, false).await?;
+    let (record, seen) = load_after(deps, owner_id, conversation_id, after, false).await?;
+    if seen == Some(AfterStatus::Pending) {
+        // The message may be the one that write stores: looking now could
+        // remove another, or find nothing.
+        return Err(DomainError::Unavailable(
+            "the write named by after is not stored yet; retry".into(),
+        ));
+    }
     if !is_conversation_id(message_id) {
         return Err(DomainError::MessageNotFound);
     }
@@ -1083,13 +1109,28 @@ fn context_message(m: Message) -> ContextMessage {
 /// left out, since a model API refuses a result without its call.
 fn pair_tool_results(messages: Vec<ContextMessage>) -> Vec<ContextMessage> {
     let mut calls = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(messages.len());
+    let mut paired: Vec<ContextMessage> = Vec::with_capacity(messages.len());
     for m in messages {
         calls.extend(m.tool_calls.iter().map(|c| c.id.clone()));
         if let Some(id) = &m.tool_call_id
             && !calls.contains(id)
         {
             continue;
+        }
+        paired.push(m);
+    }
+    // Nor a call without its result, once something follows it (a result
+    // that was blocked or removed); the newest message's calls may still
+    // be running.
+    let answered: std::collections::HashSet<String> = paired.iter().filter_map(|m| m.tool_call_id.clone()).collect();
+    let last = paired.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(paired.len());
+    for (i, mut m) in paired.into_iter().enumerate() {
+        if i < last && !m.tool_calls.is_empty() {
+            m.tool_calls.retain(|c| answered.contains(&c.id));
+            if m.tool_calls.is_empty() && m.content.trim().is_empty() {
+                continue;
+            }
         }
         out.push(m);
     }

@@ -1281,15 +1281,14 @@ async fn personal_data_is_masked_when_the_conversation_asks(w: World) {
     assert!(private.redact_pii);
     let open = new_conversation(&w, "alice").await.conversation_id;
     let text = "my mum's email is mum@example.com and we live at 42 Oak Street";
-    let r = service::append_messages(
-        &w.deps,
-        "alice",
-        &private.conversation_id,
-        one("user", text, None),
-        None,
-    )
-    .await
-    .unwrap();
+    // What rides in metadata (a framework adapter keeps text there) is
+    // masked too.
+    let with_metadata = body(serde_json::json!([
+        {"role": "user", "content": text, "metadata": {"x": {"copy": [text]}, "n": 3}}
+    ]));
+    let r = service::append_messages(&w.deps, "alice", &private.conversation_id, with_metadata, None)
+        .await
+        .unwrap();
     assert_eq!(r.messages[0].safety.categories, vec!["pii_email", "pii_address"]);
     service::append_messages(&w.deps, "alice", &open, one("user", text, None), None)
         .await
@@ -1297,6 +1296,10 @@ async fn personal_data_is_masked_when_the_conversation_asks(w: World) {
     w.settle().await;
     let masked = &w.all_messages(&private.conversation_id).await[0];
     assert_eq!(masked.content, "my mum's email is [email] and we live at [address]");
+    assert_eq!(
+        serde_json::Value::Object(masked.metadata.clone()),
+        serde_json::json!({"x": {"copy": ["my mum's email is [email] and we live at [address]"]}, "n": 3})
+    );
     assert_eq!(masked.safety.categories, vec!["pii_email", "pii_address"]);
     assert_eq!(w.all_messages(&open).await[0].content, text);
     // The address survives only in the open conversation (its message and
@@ -1605,6 +1608,27 @@ async fn tool_calls_round_trip_and_the_context_pairs_them(w: World) {
         two.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
         ["It is 18C."]
     );
+    // Nor a call without its result once something follows it.
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &id,
+        body(serde_json::json!([
+            {"role": "assistant", "toolCalls": [{"id": "lost", "name": "weather", "arguments": "{}"}]},
+            {"role": "user", "content": "never mind"},
+        ])),
+        None,
+    )
+    .await
+    .unwrap();
+    w.settle().await;
+    let tail = roles("3").await;
+    assert_eq!(
+        tail.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        ["It is 18C.", "never mind"]
+    );
+    let all = roles("50").await;
+    assert!(all.iter().all(|m| m.tool_calls.iter().all(|c| c.id != "lost")));
 
     // The arguments are screened with the content.
     let answer = service::append_messages(
@@ -1849,6 +1873,8 @@ async fn messages_are_removed_in_order_and_leave_tombstones(w: World) {
     let c = w.conversation(&id).await;
     assert_eq!((c.message_count, c.status), (8, ConversationStatus::Active));
     assert_eq!(c.last_message_preview.as_deref(), Some("after the clear"));
+    // The first message's preview is not taken by a later one.
+    assert_eq!(c.first_message_preview, None);
     // Redelivered later, the clear still spares what came after it.
     let again = WriteCommand {
         v: convo_schema::commands::WRITE_COMMAND_VERSION,

@@ -28,6 +28,7 @@ from typing import Any
 
 from ._convert import extra_of, with_extra
 from .client import AsyncConvoClient
+from .errors import NotFound
 
 ADAPTER = "openai-agents"
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -53,9 +54,11 @@ def to_convo(item: dict[str, Any]) -> dict[str, Any]:
                 slot = None
                 text = "\n".join(content[i]["text"] for i in texts)
         message = {"role": _ROLES[item["role"]], "content": text if text.strip() else f"[{kind}]"}
-        if not text.strip():
-            slot = "empty" if slot is not None else None
-        return with_extra(message, ADAPTER, {"item": shape, "slot": slot})
+        extra: dict[str, Any] = {"item": shape, "slot": slot}
+        if not text.strip() and slot is not None:
+            # convo takes no blank content: the text rides along as it was.
+            extra.update(slot="blank", text=text, at=slot)
+        return with_extra(message, ADAPTER, extra)
     if kind == "function_call":
         shape = {k: v for k, v in item.items() if k not in ("call_id", "name", "arguments")}
         message = {"role": "assistant", "content": "",
@@ -87,13 +90,11 @@ def from_convo(stored: dict[str, Any]) -> dict[str, Any]:
     text = stored.get("content", "")
     if slot == "content":
         item["content"] = text
-    elif slot == "empty":
-        if isinstance(item.get("content"), list):
-            for part in item["content"]:
-                if isinstance(part, dict) and part.get("text") is None and "text" in part:
-                    part["text"] = ""
+    elif slot == "blank":
+        if extra.get("at") == "content":
+            item["content"] = extra.get("text", "")
         else:
-            item["content"] = ""
+            item["content"][extra["at"]]["text"] = extra.get("text", "")
     elif isinstance(slot, int):
         item["content"][slot]["text"] = text
     elif slot == "call":
@@ -168,8 +169,12 @@ class ConvoSession:
         async for m in self.client.iter_messages(cid, order="desc", limit=20):
             if m.get("blocked"):
                 continue
-            removed = await self.client.delete_message(cid, m["messageId"])
-            return from_convo(removed["message"])
+            try:
+                removed = (await self.client.delete_message(cid, m["messageId"]))["message"]
+            except NotFound:
+                # A retry whose first try was applied: it is gone already.
+                removed = m
+            return from_convo(removed)
         return None
 
     async def clear_session(self) -> None:

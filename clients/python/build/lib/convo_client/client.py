@@ -56,6 +56,8 @@ class _Call:
     # A retry may repeat the call (a read, a delete, a write carrying an
     # Idempotency-Key).
     retry: bool = True
+    # ... also after a request whose answer was lost (sent, maybe applied).
+    retry_lost: bool = True
     headers: dict[str, str] = field(default_factory=dict)
     # The conversation whose writes this call makes (its commandId is kept)
     # or reads (after= is passed).
@@ -138,7 +140,9 @@ class _Routes:
         return _Call("DELETE", f"/conversations/{_seg(cid)}/messages/{_seg(message_id)}", reads=cid, writes=cid)
 
     def _clear(self, cid: str) -> _Call:
-        return _Call("DELETE", f"/conversations/{_seg(cid)}/messages", writes=cid)
+        # A clear sent again after its answer was lost would also remove
+        # what others appended in between: only refused ones are retried.
+        return _Call("DELETE", f"/conversations/{_seg(cid)}/messages", writes=cid, retry_lost=False)
 
     # -- moderation and users --------------------------------------------------
     def _review(self, cid: str, flag_status: str, note: str | None) -> _Call:
@@ -167,7 +171,12 @@ class _Routes:
             req["json"] = call.body
         return req
 
-    def _finish(self, call: _Call, body: Any) -> Any:
+    def _finish(self, call: _Call, body: Any, headers: httpx.Headers | None = None) -> Any:
+        if call.reads and headers is not None and headers.get("x-convo-after") == "pending":
+            # The wait ran out (the write is far behind, or the head no
+            # longer remembers it): asking again on every read would only
+            # make each one wait as long.
+            self._after.pop(call.reads, None)
         if call.writes and isinstance(body, dict) and isinstance(body.get("commandId"), str):
             self._after[call.writes] = body["commandId"]
         return body
@@ -232,14 +241,15 @@ class ConvoClient(_Routes):
             try:
                 resp = self._http.request(call.method, call.path, **self._prepare(call))
             except httpx.TransportError as e:
-                if not call.retry or attempt >= self._policy.retries:
+                lost = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+                if not call.retry or (lost and not call.retry_lost) or attempt >= self._policy.retries:
                     raise ConvoUnavailable(0, "unreachable", str(e)) from e
                 time.sleep(self._policy.delay(attempt, None))
                 attempt += 1
                 continue
             body = _decode(resp)
             if resp.status_code < 400:
-                return self._finish(call, body)
+                return self._finish(call, body, resp.headers)
             if call.retry and self._policy.retryable(resp.status_code) and attempt < self._policy.retries:
                 time.sleep(self._policy.delay(attempt, _retry_after(resp)))
                 attempt += 1
@@ -357,14 +367,15 @@ class AsyncConvoClient(_Routes):
             try:
                 resp = await self._http.request(call.method, call.path, **self._prepare(call))
             except httpx.TransportError as e:
-                if not call.retry or attempt >= self._policy.retries:
+                lost = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+                if not call.retry or (lost and not call.retry_lost) or attempt >= self._policy.retries:
                     raise ConvoUnavailable(0, "unreachable", str(e)) from e
                 await asyncio.sleep(self._policy.delay(attempt, None))
                 attempt += 1
                 continue
             body = _decode(resp)
             if resp.status_code < 400:
-                return self._finish(call, body)
+                return self._finish(call, body, resp.headers)
             if call.retry and self._policy.retryable(resp.status_code) and attempt < self._policy.retries:
                 await asyncio.sleep(self._policy.delay(attempt, _retry_after(resp)))
                 attempt += 1

@@ -42,7 +42,10 @@ def to_convo(message: BaseMessage) -> dict[str, Any]:
     """One LangChain message as convo's append takes it."""
     wire = message_to_dict(message)
     data = wire["data"]
-    kind = wire["type"]
+    # A streamed message (`AIMessageChunk`, …) is stored as the message it
+    # adds up to.
+    kind = wire["type"].removesuffix("Chunk").lower().replace("message", "") or wire["type"]
+    kind = {"": "ai"}.get(kind, kind)
     role = _ROLE.get(kind)
     if role is None and kind == "chat" and data.get("role") in _TYPE:
         role = data["role"]
@@ -71,6 +74,10 @@ def to_convo(message: BaseMessage) -> dict[str, Any]:
         out["toolCalls"] = calls
     if data.get("tool_call_id"):
         out["toolCallId"] = data["tool_call_id"]
+    if not out["content"].strip() and not calls:
+        # convo takes no blank content: the text rides along as it was.
+        extra["blankContent"] = out["content"]
+        out["content"] = "[empty]"
     return with_extra(out, ADAPTER, extra)
 
 
@@ -78,7 +85,8 @@ def from_convo(stored: dict[str, Any]) -> BaseMessage:
     """A stored message (from `/messages`) as the LangChain message it was."""
     extra = dict(extra_of(stored, ADAPTER))
     unnamed = set(extra.pop("unnamedToolCalls", []))
-    data: dict[str, Any] = {"content": stored.get("content", ""), **extra}
+    content = extra.pop("blankContent", stored.get("content", ""))
+    data: dict[str, Any] = {"content": content, **extra}
     calls = stored.get("toolCalls") or []
     if calls:
         data["tool_calls"] = [
