@@ -407,6 +407,7 @@ struct MessagePath {
     params(MessagePath, AfterQuery),
     responses(
         (status = 202, description = "Accepted: the message as it was", body = RemoveMessageResponse),
+        (status = 409, description = "The write named by `after` is not stored yet (`request_in_progress`); retry shortly", body = ErrorBody),
     ))]
 fn remove_message() {}
 

@@ -900,9 +900,10 @@ pub async fn remove_message(
     let (record, seen) = load_after(deps, owner_id, conversation_id, after, false).await?;
     if seen == Some(AfterStatus::Pending) {
         // The message may be the one that write stores: looking now could
-        // remove another, or find nothing.
-        return Err(DomainError::Unavailable(
-            "the write named by after is not stored yet; retry".into(),
+        // remove another, or find nothing (409 `request_in_progress`).
+        return Err(DomainError::Conflict(
+            ErrorCode::RequestInProgress,
+            "the write named by after is not stored yet; retry shortly".into(),
         ));
     }
     if !is_conversation_id(message_id) {

@@ -211,8 +211,12 @@ class _Policy:
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
     @staticmethod
-    def retryable(status: int) -> bool:
-        return status == 429 or status >= 500
+    def retryable(status: int, body: Any = None) -> bool:
+        if status == 429 or status >= 500:
+            return True
+        # A removal behind a write not stored yet.
+        err = body.get("error") if isinstance(body, dict) else None
+        return status == 409 and isinstance(err, dict) and err.get("code") == "request_in_progress"
 
 
 class ConvoClient(_Routes):
@@ -250,7 +254,7 @@ class ConvoClient(_Routes):
             body = _decode(resp)
             if resp.status_code < 400:
                 return self._finish(call, body, resp.headers)
-            if call.retry and self._policy.retryable(resp.status_code) and attempt < self._policy.retries:
+            if call.retry and self._policy.retryable(resp.status_code, body) and attempt < self._policy.retries:
                 time.sleep(self._policy.delay(attempt, _retry_after(resp)))
                 attempt += 1
                 continue
@@ -376,7 +380,7 @@ class AsyncConvoClient(_Routes):
             body = _decode(resp)
             if resp.status_code < 400:
                 return self._finish(call, body, resp.headers)
-            if call.retry and self._policy.retryable(resp.status_code) and attempt < self._policy.retries:
+            if call.retry and self._policy.retryable(resp.status_code, body) and attempt < self._policy.retries:
                 await asyncio.sleep(self._policy.delay(attempt, _retry_after(resp)))
                 attempt += 1
                 continue
