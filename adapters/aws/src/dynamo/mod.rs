@@ -170,68 +170,8 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// One page of conversation ids from a keys-only index whose sort key
-    /// ends in `#<conversationId>`, newest first, and the cursor after it
-    /// (bound to the partition `gpk`: a cursor from elsewhere is refused).
-    async fn index_page(
-        &self,
-        (index, pk_attr, sk_attr): (&str, &str, &str),
-        gpk: &str,
-        cursor_in: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<String>, Option<String>), StoreError> {
-        let start = match cursor_in {
-            Some(c) => {
-                let gsk = cursor::decode(gpk, c)?;
-                let id = gsk.rsplit('#').next().unwrap_or_default().to_string();
-                if id.is_empty() || !gsk.contains('#') {
-                    return Err(StoreError::InvalidCursor);
-                }
-                Some(HashMap::from([
-                    (PK.to_string(), s(conv_pk(&id))),
-                    (SK.to_string(), s(META)),
-                    (pk_attr.to_string(), s(gpk)),
-                    (sk_attr.to_string(), s(gsk)),
-                ]))
-            }
-            None => None,
-        };
-        let resp = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(index)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", pk_attr)
-            .expression_attribute_values(":pk", s(gpk))
-            .scan_index_forward(false)
-            .limit((limit + 1) as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let keys = resp.items.unwrap_or_default();
-        let more = keys.len() > limit;
-        let page: Vec<(String, String)> = keys
-            .iter()
-            .take(limit)
-            .filter_map(|k| {
-                Some((
-                    str_attr(k, PK)?.strip_prefix("C#")?.to_string(),
-                    str_attr(k, sk_attr)?.to_string(),
-                ))
-            })
-            .collect();
-        let next_cursor = if more {
-            page.last().map(|(_, gsk)| cursor::encode(gpk, gsk))
-        } else {
-            None
-        };
-        Ok((page.into_iter().map(|(id, _)| id).collect(), next_cursor))
-    }
-
     /// One page of conversation ids, newest first, from partitions `gpks`
-    /// of a keys-only index whose sort key is `<created>#<id>`, merged; and
+    /// of a keys-only index whose sort key is `<time>#<id>`, merged; and
     /// the cursor after it (bound to `scope`: a cursor from another list is
     /// refused). Each partition is one `Query` below the cursor, run
     /// concurrently; a conversation seen in two (an index that is moving it
@@ -919,8 +859,9 @@ impl ConversationStore for DynamoStore {
         limit: usize,
     ) -> Result<Page<Conversation>, StoreError> {
         let index = (FLAGGED_INDEX, FLAGGED_PK, FLAGGED_SK);
+        let gpk = flagged_pk(owner_id, status);
         let (ids, next_cursor) = self
-            .index_page(index, &flagged_pk(owner_id, status), cursor_in, limit)
+            .merged_index_page(index, std::slice::from_ref(&gpk), &gpk, cursor_in, limit)
             .await?;
         // The index is eventually consistent: drop entries whose conversation
         // has moved to another state since.
