@@ -7,6 +7,7 @@
 
 mod auth;
 mod aws_mode;
+mod console;
 #[cfg(test)]
 mod event_props;
 mod gateway;
@@ -47,6 +48,10 @@ enum Command {
     /// queue definitions, the routes and the environment variables (the SAM
     /// template is tested against it).
     Manifest,
+    /// Write the console's files for a static host (the template's S3
+    /// bucket behind CloudFront) and print the content security policy it
+    /// must be served with.
+    Console(ConsoleArgs),
     /// Print the API's OpenAPI document (the committed `openapi.json` is
     /// this output: `convo-local openapi > openapi.json`).
     Openapi,
@@ -62,6 +67,34 @@ struct InitArgs {
     /// back sooner.
     #[arg(long, default_value = "180s")]
     visibility_timeout: String,
+}
+
+#[derive(Args)]
+struct ConsoleArgs {
+    /// The directory to write (index.html, console/…).
+    #[arg(long)]
+    out: PathBuf,
+    /// The API's base URL (the stack's ApiUrl output).
+    #[arg(long)]
+    api_url: String,
+    /// Sign-in through a Cognito user pool's hosted UI at this domain
+    /// (https://<prefix>.auth.<region>.amazoncognito.com; the stack's
+    /// ConsoleSignInDomain output), with --client-id.
+    #[arg(long, requires = "client_id")]
+    cognito_domain: Option<String>,
+    /// Sign-in through another OpenID Connect provider: its authorization
+    /// endpoint (with --oidc-token-url and --client-id).
+    #[arg(long, requires_all = ["oidc_token_url", "client_id"], conflicts_with = "cognito_domain")]
+    oidc_authorize_url: Option<String>,
+    /// The provider's token endpoint.
+    #[arg(long, requires = "oidc_authorize_url")]
+    oidc_token_url: Option<String>,
+    /// The app client the console signs in as (a public client: no secret).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Scopes asked for.
+    #[arg(long, default_value = "openid email")]
+    scope: String,
 }
 
 #[derive(Args, Clone)]
@@ -117,6 +150,11 @@ struct ServeArgs {
     /// AWS mode: how long a failed record stays invisible before redelivery.
     #[arg(long, env = "CONVO_RETRY_DELAY", default_value = "2s")]
     retry_delay: String,
+    /// Let the console sign in as any owner with one click, with no token.
+    /// For development only: anyone who reaches the server can then act as
+    /// any owner. Refused unless --addr is a loopback address.
+    #[arg(long, env = "CONVO_DEV_SIGN_IN")]
+    dev_sign_in: bool,
     /// Log format: text or json.
     #[arg(long, env = "CONVO_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -146,6 +184,7 @@ fn main() {
         Some(Command::Serve(s)) => serve(s),
         Some(Command::InitAws(a)) => init_aws(a),
         Some(Command::Manifest) => manifest(),
+        Some(Command::Console(c)) => export_console(c),
         Some(Command::Openapi) => {
             print!("{}", convo_http::openapi::document_json());
             Ok(())
@@ -163,6 +202,32 @@ fn token(args: TokenArgs) -> Result<(), String> {
     let ttl = duration("ttl", &args.ttl)?;
     let (secret, _) = auth::load_or_create_secret(&args.data_dir)?;
     println!("{}", auth::mint(&secret, &args.sub, ttl.num_seconds())?);
+    Ok(())
+}
+
+fn export_console(args: ConsoleArgs) -> Result<(), String> {
+    let oidc = match (&args.cognito_domain, &args.oidc_authorize_url, &args.oidc_token_url, &args.client_id) {
+        (Some(domain), _, _, Some(client)) => Some(console::Oidc {
+            scope: args.scope.clone(),
+            ..console::Oidc::cognito(domain, client)
+        }),
+        (None, Some(authorize), Some(token), Some(client)) => Some(console::Oidc {
+            authorize_url: authorize.clone(),
+            token_url: token.clone(),
+            client_id: client.clone(),
+            scope: args.scope.clone(),
+            logout_url: None,
+        }),
+        _ => None,
+    };
+    let config = console::ConsoleConfig {
+        api_url: args.api_url.trim_end_matches('/').to_string(),
+        dev_sign_in: false,
+        oidc,
+        token_hint: None,
+    };
+    let csp = console::export(&args.out, &config)?;
+    println!("{csp}");
     Ok(())
 }
 
@@ -312,7 +377,24 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let sweep_every = duration("sweep-interval", &args.sweep_interval)?
         .to_std()
         .map_err(|e| e.to_string())?;
+    if args.dev_sign_in && !args.addr.ip().is_loopback() {
+        return Err(format!(
+            "--dev-sign-in lets anyone act as any owner: it is refused on {} (use a loopback address)",
+            args.addr
+        ));
+    }
     let (secret, origin) = auth::load_or_create_secret(&args.data_dir)?;
+    let console_config = console::ConsoleConfig {
+        api_url: String::new(),
+        dev_sign_in: args.dev_sign_in,
+        oidc: None,
+        token_hint: Some(if args.data_dir == Path::new("./.convo") {
+            "convo-local token --sub alice".to_string()
+        } else {
+            format!("convo-local token --sub alice --data-dir {}", args.data_dir.display())
+        }),
+    };
+    let dev_secret = args.dev_sign_in.then(|| secret.clone());
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -349,8 +431,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             deps: rt.deps.clone(),
             verifier: auth::Verifier::new(&secret),
         });
-        let app =
-            axum::Router::new().fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
+        let app = console::router(console_config, dev_secret)
+            .fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
@@ -358,6 +440,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let storage = rt.storage.clone();
         tracing::info!(%addr, storage = %storage, jwt_secret = origin, "convo-local listening");
         println!("convo-local listening on http://{addr} (data: {storage}; JWT secret: {origin})");
+        println!("console: http://{addr}/");
+        if args.dev_sign_in {
+            println!("development sign-in is on: the console signs in as any owner without a token");
+        }
         println!("get a token: convo-local token --sub alice");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
