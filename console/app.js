@@ -31,7 +31,7 @@ function h(tag, attrs, ...children) {
 }
 
 function append(el, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -581,7 +581,7 @@ async function viewReviews(params, stale) {
     {
       class: "card filters",
       id: "review-filters",
-      "aria-label": "Review state",
+      "aria-label": "Filter the review queue",
       onsubmit: (e) => {
         e.preventDefault();
         go("reviews", { status: new FormData(e.target).get("status") });

@@ -105,9 +105,12 @@ impl ConsoleConfig {
     /// no frames, no plugins, no forms posted anywhere.
     pub fn csp(&self) -> String {
         let mut connect = vec!["'self'".to_string()];
-        for url in [Some(self.api_url.as_str()), self.oidc.as_ref().map(|o| o.token_url.as_str())]
-            .into_iter()
-            .flatten()
+        for url in [
+            Some(self.api_url.as_str()),
+            self.oidc.as_ref().map(|o| o.token_url.as_str()),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(o) = origin(url)
                 && !connect.contains(&o)
@@ -175,22 +178,34 @@ struct Console {
 pub fn router(config: ConsoleConfig, dev_secret: Option<String>) -> axum::Router {
     let csp = config.csp();
     let config_json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());
-    let dev = config.dev_sign_in;
     let state = Arc::new(Console {
         config,
         config_json,
         csp,
         dev_secret,
     });
-    let mut r = axum::Router::new()
-        .route("/", get(index))
-        .route("/console", get(index))
-        .route("/console/", get(index))
-        .route("/console/{file}", get(file));
-    if dev {
-        r = r.route("/console/dev-token", post(dev_token));
-    }
-    r.with_state(state)
+    axum::Router::new()
+        .route("/", get(index).fallback(not_allowed))
+        .route("/console", get(index).fallback(not_allowed))
+        .route("/console/", get(index).fallback(not_allowed))
+        .route("/console/{file}", get(file).fallback(not_allowed))
+        .route("/console/dev-token", post(dev_token).fallback(not_found))
+        .with_state(state)
+}
+
+/// Another method on a page: the API's 405, with `Allow`.
+async fn not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut resp = gateway_answer(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}; allowed: GET, HEAD", uri.path()),
+    ));
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+async fn not_found() -> Response {
+    gateway_answer(ApiError::not_found_route())
 }
 
 async fn index(State(c): State<Arc<Console>>) -> Response {
@@ -199,11 +214,7 @@ async fn index(State(c): State<Arc<Console>>) -> Response {
 
 async fn file(State(c): State<Arc<Console>>, UrlPath(name): UrlPath<String>) -> Response {
     if name == "config.json" {
-        return (
-            headers("application/json", &c.csp, "no-store"),
-            c.config_json.clone(),
-        )
-            .into_response();
+        return (headers("application/json", &c.csp, "no-store"), c.config_json.clone()).into_response();
     }
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => (headers(a.content_type, &c.csp, "no-cache"), a.body).into_response(),
@@ -234,10 +245,17 @@ const DEV_TOKEN_TTL: i64 = 8 * 3600;
 /// JSON only: a cross-site form cannot send it, and a cross-site script
 /// would need a CORS preflight this server never grants.
 async fn dev_token(State(c): State<Arc<Console>>, headers_in: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(secret) = c.dev_secret.as_deref().filter(|_| c.config.dev_sign_in) else {
+        return not_found().await;
+    };
     let json = headers_in
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !json {
         return gateway_answer(ApiError::new(
             ErrorCode::ValidationFailed,
@@ -256,9 +274,6 @@ async fn dev_token(State(c): State<Arc<Console>>, headers_in: HeaderMap, body: a
     if let Err(e) = convo_schema::validate::id("sub", &req.sub) {
         return gateway_answer(ApiError::new(ErrorCode::ValidationFailed, e.message));
     }
-    let Some(secret) = c.dev_secret.as_deref().filter(|_| c.config.dev_sign_in) else {
-        return gateway_answer(ApiError::not_found_route());
-    };
     match crate::auth::mint(secret, &req.sub, DEV_TOKEN_TTL) {
         Ok(token) => {
             tracing::warn!(owner = %req.sub, "development sign-in minted a token");
@@ -283,7 +298,9 @@ pub fn export(dir: &Path, config: &ConsoleConfig) -> Result<String, String> {
     config.validate()?;
     let sub = dir.join("console");
     std::fs::create_dir_all(&sub).map_err(|e| format!("cannot create {}: {e}", sub.display()))?;
-    let write = |path: &Path, body: &[u8]| std::fs::write(path, body).map_err(|e| format!("cannot write {}: {e}", path.display()));
+    let write = |path: &Path, body: &[u8]| {
+        std::fs::write(path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
     write(&dir.join("index.html"), INDEX.body)?;
     for a in ASSETS {
         write(&sub.join(a.name), a.body)?;
@@ -304,7 +321,10 @@ mod tests {
         assert!(local.csp().starts_with("default-src 'none'; script-src 'self';"));
         let deployed = ConsoleConfig {
             api_url: "https://abc.execute-api.eu-west-1.amazonaws.com/".into(),
-            oidc: Some(Oidc::cognito("https://convo-1.auth.eu-west-1.amazoncognito.com", "client1")),
+            oidc: Some(Oidc::cognito(
+                "https://convo-1.auth.eu-west-1.amazoncognito.com",
+                "client1",
+            )),
             ..ConsoleConfig::default()
         };
         let csp = deployed.csp();
@@ -322,7 +342,10 @@ mod tests {
     #[test]
     fn cognito_endpoints_and_url_checks() {
         let o = Oidc::cognito("https://d.auth.us-east-1.amazoncognito.com/", "abc");
-        assert_eq!(o.authorize_url, "https://d.auth.us-east-1.amazoncognito.com/oauth2/authorize");
+        assert_eq!(
+            o.authorize_url,
+            "https://d.auth.us-east-1.amazoncognito.com/oauth2/authorize"
+        );
         assert_eq!(o.token_url, "https://d.auth.us-east-1.amazoncognito.com/oauth2/token");
         let mut c = ConsoleConfig {
             api_url: "http://example.com".into(),
@@ -359,7 +382,11 @@ mod tests {
         for a in ASSETS {
             assert!(dir.path().join("console").join(a.name).is_file(), "{}", a.name);
             if a.name != "index.html" {
-                assert!(index.contains(&format!("/console/{}", a.name)), "index.html must ask for {}", a.name);
+                assert!(
+                    index.contains(&format!("/console/{}", a.name)),
+                    "index.html must ask for {}",
+                    a.name
+                );
             }
         }
         let written: serde_json::Value =

@@ -206,7 +206,12 @@ fn token(args: TokenArgs) -> Result<(), String> {
 }
 
 fn export_console(args: ConsoleArgs) -> Result<(), String> {
-    let oidc = match (&args.cognito_domain, &args.oidc_authorize_url, &args.oidc_token_url, &args.client_id) {
+    let oidc = match (
+        &args.cognito_domain,
+        &args.oidc_authorize_url,
+        &args.oidc_token_url,
+        &args.client_id,
+    ) {
         (Some(domain), _, _, Some(client)) => Some(console::Oidc {
             scope: args.scope.clone(),
             ..console::Oidc::cognito(domain, client)
