@@ -291,9 +291,31 @@ async fn dev_token(State(c): State<Arc<Console>>, headers_in: HeaderMap, body: a
     }
 }
 
+/// `index.html` with the policy in a `<meta>` element, first in `<head>`
+/// (before anything it governs). A static host serves it with a coarser
+/// header policy of its own (the template's: any API Gateway and Cognito
+/// host of the region, because the header cannot name the stack's own API
+/// without a dependency cycle); a browser enforces both, so what is allowed
+/// is exactly this policy.
+pub fn index_with_policy(csp: &str) -> Result<String, String> {
+    let html = std::str::from_utf8(INDEX.body).map_err(|e| e.to_string())?;
+    let anchor = "<meta charset=\"utf-8\">";
+    if !html.contains(anchor) || csp.contains('"') {
+        return Err("index.html has no <meta charset> to put the policy after".into());
+    }
+    // frame-ancestors is ignored in a <meta> policy; the header carries it.
+    let meta_csp = csp.replace("; frame-ancestors 'none'", "");
+    Ok(html.replacen(
+        anchor,
+        &format!("{anchor}\n  <meta http-equiv=\"Content-Security-Policy\" content=\"{meta_csp}\">"),
+        1,
+    ))
+}
+
 /// Writes the page for a static host: `index.html` at the root and every
 /// file, `config.json` included, under `console/` (the paths the page asks
-/// for). Answers the CSP the host must send.
+/// for); both copies of `index.html` carry the policy in a `<meta>`.
+/// Answers the policy.
 pub fn export(dir: &Path, config: &ConsoleConfig) -> Result<String, String> {
     config.validate()?;
     let sub = dir.join("console");
@@ -301,13 +323,19 @@ pub fn export(dir: &Path, config: &ConsoleConfig) -> Result<String, String> {
     let write = |path: &Path, body: &[u8]| {
         std::fs::write(path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
-    write(&dir.join("index.html"), INDEX.body)?;
+    let csp = config.csp();
+    let index = index_with_policy(&csp)?;
+    write(&dir.join("index.html"), index.as_bytes())?;
     for a in ASSETS {
-        write(&sub.join(a.name), a.body)?;
+        if a.name == INDEX.name {
+            write(&sub.join(a.name), index.as_bytes())?;
+        } else {
+            write(&sub.join(a.name), a.body)?;
+        }
     }
     let json = serde_json::to_string_pretty(config).map_err(|e| e.to_string())?;
     write(&sub.join("config.json"), json.as_bytes())?;
-    Ok(config.csp())
+    Ok(csp)
 }
 
 #[cfg(test)]
@@ -394,6 +422,13 @@ mod tests {
         assert_eq!(written["apiUrl"], "https://api.example.com");
         assert_eq!(written["devSignIn"], false);
         assert!(index.contains("src=\"/console/app.js\""));
+        let meta = format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
+            cfg.csp().replace("; frame-ancestors 'none'", "")
+        );
+        let at = index.find(&meta).expect("the policy is in a <meta>");
+        assert!(at < index.find("<script").unwrap() && at < index.find("<link").unwrap());
+        assert!(meta.contains("connect-src 'self' https://api.example.com;"), "{meta}");
         // No inline script or style: the CSP allows none.
         assert!(!index.contains("<script>") && !index.contains("style="));
     }
