@@ -25,15 +25,16 @@ import re
 import shutil
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
-from conftest import STORE, unique, wait_until
+from conftest import STORE, Client, Server, free_port, unique, wait_until
 
 pytestmark = pytest.mark.skipif(STORE == "aws", reason="the console is store-agnostic; it runs in the embedded pass")
 
-sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("CONVO_CHROMIUM", "/usr/bin/chromium")
 # Flags from shared/TOOLING.md: without the background-networking ones the
@@ -63,13 +64,16 @@ class Watch:
     """Everything that went wrong in a page: console errors, uncaught
     exceptions, failed requests and error answers (minus those expected)."""
 
-    def __init__(self, page):
+    def __init__(self, page, origins: tuple[str, ...] | None = None):
+        # Only requests to these origins are judged (None: all).
+        self.origins = origins
         self.problems: list[str] = []
         self.expected: list[tuple[int, str]] = []  # (status, path regex)
         self.requests: list[str] = []
         page.on("console", lambda m: m.type == "error" and self._console(m))
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
+        page.on("requestfailed", lambda r: self._ours(r.url) and self.problems.append(
+            f"request failed: {r.method} {r.url} {r.failure}"))
         page.on("request", lambda r: self.requests.append(r.url))
         page.on("response", self._response)
 
@@ -81,8 +85,11 @@ class Watch:
             return
         self.problems.append(f"console error: {text}")
 
+    def _ours(self, url: str) -> bool:
+        return self.origins is None or url.startswith(self.origins)
+
     def _response(self, r):
-        if r.status < 400:
+        if r.status < 400 or not self._ours(r.url):
             return
         path = urllib.parse.urlsplit(r.url).path
         for i, (status, pattern) in enumerate(self.expected):
@@ -98,12 +105,12 @@ class Watch:
         assert not self.problems, "\n".join(self.problems)
 
 
-def new_page(browser, viewport=DESKTOP, mobile=False):
+def new_page(browser, viewport=DESKTOP, mobile=False, origins=None):
     ctx = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile,
                               device_scale_factor=2 if mobile else 1, locale="en-GB", timezone_id="UTC")
     page = ctx.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    return ctx, page, Watch(page)
+    return ctx, page, Watch(page, origins)
 
 
 def shot(page, name):
@@ -385,5 +392,122 @@ def test_dev_sign_in_is_off_unless_asked_for(browser, make_server):
     sync_api.expect(page.locator(".signin")).to_contain_text("convo-local token --sub alice")
     status, _, body = server.client(None).call("POST", "/console/dev-token", {"sub": "alice"})
     assert (status, body["error"]["code"]) == (404, "route_not_found")
+    watch.check()
+    ctx.close()
+
+
+@pytest.fixture
+def oidc_provider(monkeypatch):
+    """A real OpenID Connect provider on loopback (oidc-provider-mock: Authlib's
+    authorization server, its sign-in form takes any subject), with CORS on,
+    as Cognito's token endpoint has, so the console can redeem its code.
+
+    Three settings it lacks are made: its code grant also takes public
+    clients (``none``: no secret, as the console and Cognito's app client
+    have); its ID tokens name their key (``kid``), which API Gateway's JWT
+    authorizer, and so convo-local, require; and since it does not check
+    PKCE itself the test checks the challenge against the verifier
+    independently (hashlib)."""
+    import threading
+
+    import flask_cors
+    import oidc_provider_mock
+    import werkzeug.serving
+    from oidc_provider_mock import _app as provider_app
+
+    monkeypatch.setattr(provider_app.AuthorizationCodeGrant, "TOKEN_ENDPOINT_AUTH_METHODS",
+                        ["none", "client_secret_basic", "client_secret_post"])
+    jwt_config = provider_app.OpenIDCode.get_jwt_config
+
+    def with_kid(self, grant, client=None):
+        config = jwt_config(self, grant, client)
+        return {**config, "kid": config["key"]["kid"]}
+
+    monkeypatch.setattr(provider_app.OpenIDCode, "get_jwt_config", with_kid)
+    app = oidc_provider_mock.app()
+    flask_cors.CORS(app)
+    srv = werkzeug.serving.make_server("localhost", 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://localhost:{srv.server_port}"
+    srv.shutdown()
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+
+def register_public_client(provider: str, redirect_uri: str) -> str:
+    """Registers the console as a public client (no secret: PKCE instead),
+    allowed to come back to ``redirect_uri`` only."""
+    req = urllib.request.Request(provider + "/oauth2/clients", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"}).encode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["client_id"]
+
+
+@pytest.fixture
+def oidc_server(tmp_path, oidc_provider):
+    port = free_port()
+    client_id = register_public_client(oidc_provider, f"http://127.0.0.1:{port}/")
+    s = Server(tmp_path / "oidc-data", "--jwt-issuer", oidc_provider, "--jwt-audience", client_id,
+               in_memory=True, port=port)
+    s.start()
+    yield s, client_id
+    s.stop()
+
+
+def test_sign_in_through_an_openid_connect_provider_with_pkce(browser, make_server, oidc_provider, oidc_server):
+    server, client_id = oidc_server
+    owner = unique("carol")
+    mine = server.client(owner).create(unique("kid"), "teddy", userName="Ava")["conversationId"]
+    ctx, page, watch = new_page(browser, origins=(server.base_url, oidc_provider))
+    # The provider's form asks a CDN for its stylesheet; there is no internet here.
+    ctx.route("https://cdn.jsdelivr.net/**", lambda route: route.fulfill(status=200, content_type="text/css", body=""))
+    sent = {}
+    page.on("request", lambda r: r.url.startswith(oidc_provider + "/oauth2/") and sent.setdefault(
+        urllib.parse.urlsplit(r.url).path, r))
+
+    page.goto(server.base_url + "/#/conversations")
+    ready(page)
+    page.get_by_role("button", name="Sign in", exact=True).first.click()
+    page.wait_for_url(oidc_provider + "/oauth2/authorize?**")
+    page.locator("input[name=sub]").fill(owner)
+    page.get_by_role("button", name="Authorize").click()
+    sync_api.expect(page.locator("#owner")).to_have_text(owner)
+    rows = page.locator("table.list tbody tr")
+    sync_api.expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-id") == mine
+
+    # The code flow with PKCE, as RFC 7636 has it: the challenge sent to the
+    # authorization endpoint is the S256 of the verifier the token request
+    # carried, the state came back, and the code left the address bar.
+    auth = urllib.parse.parse_qs(urllib.parse.urlsplit(sent["/oauth2/authorize"].url).query)
+    assert auth["response_type"] == ["code"] and auth["client_id"] == [client_id]
+    assert auth["code_challenge_method"] == ["S256"]
+    assert auth["redirect_uri"] == [server.base_url + "/"]
+    redeem = urllib.parse.parse_qs(sent["/oauth2/token"].post_data)
+    assert redeem["grant_type"] == ["authorization_code"]
+    assert s256(redeem["code_verifier"][0]) == auth["code_challenge"][0]
+    assert len(redeem["code_verifier"][0]) >= 43
+    assert "code=" not in page.url and "state=" not in page.url
+    assert page.url.endswith("/#/conversations")
+    token = page.evaluate("sessionStorage.getItem('convo.console.token')")
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert (claims["iss"], claims["aud"], claims["sub"]) == (oidc_provider, [client_id], owner)
+
+    # The API takes the provider's token; a server for another audience refuses it.
+    assert Client(server.base_url, token).ok("GET", "/conversations")["conversations"][0]["conversationId"] == mine
+    other = make_server("--jwt-issuer", oidc_provider, "--jwt-audience", "someone-else", in_memory=True)
+    status, _, body = Client(other.base_url, token).get("/conversations")
+    assert (status, body["error"]["message"]) == (401, "the token is for another audience")
+
+    # An answer that does not match a sign-in started here is refused, and
+    # its code taken out of the address bar.
+    page.get_by_role("button", name="Sign out").click()
+    page.goto(server.base_url + "/?code=stolen&state=forged#/conversations")
+    sync_api.expect(page.locator(".notice.error")).to_contain_text("does not match a sign-in started here")
+    assert "code=" not in page.url
+    assert page.evaluate("sessionStorage.getItem('convo.console.token')") is None
     watch.check()
     ctx.close()

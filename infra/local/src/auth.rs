@@ -82,6 +82,8 @@ pub fn mint(secret: &str, sub: &str, ttl_seconds: i64) -> Result<String, String>
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens of an OpenID Connect issuer, accepted besides the local ones.
+    pub issuer: Option<std::sync::Arc<crate::oidc::IssuerVerifier>>,
 }
 
 impl Verifier {
@@ -94,6 +96,7 @@ impl Verifier {
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            issuer: None,
         }
     }
 
@@ -105,15 +108,25 @@ impl Verifier {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or("Authorization must be 'Bearer <token>'")?;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is invalid",
-                _ => "the token is invalid",
-            },
-        )?;
+        let token = token.trim();
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "the token is invalid")?;
+        let decoded = if header.alg == Algorithm::HS256 {
+            jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
+                .map(|d| d.claims)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is invalid",
+                    _ => "the token is invalid",
+                })?
+        } else if let Some(issuer) = &self.issuer {
+            issuer.verify(token, &header)?
+        } else {
+            return Err(
+                "the token is not signed by this server (start it with --jwt-issuer to accept another issuer's)",
+            );
+        };
         let mut claims = HashMap::new();
-        if let serde_json::Value::Object(map) = data.claims {
+        if let serde_json::Value::Object(map) = decoded {
             for (k, v) in map {
                 let s = match v {
                     serde_json::Value::String(s) => s,

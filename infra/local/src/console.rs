@@ -73,6 +73,10 @@ pub struct Oidc {
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logout_url: Option<String>,
+    /// Which token of the answer is the API's bearer token: `access_token`
+    /// (Cognito's carry `client_id`, which the authorizer accepts) or
+    /// `id_token` (always a JWT whose `aud` is the client).
+    pub token_field: String,
 }
 
 impl Oidc {
@@ -86,6 +90,7 @@ impl Oidc {
             client_id: client_id.to_string(),
             scope: "openid email".into(),
             logout_url: Some(format!("{base}/logout")),
+            token_field: "access_token".into(),
         }
     }
 }
@@ -136,6 +141,12 @@ impl ConsoleConfig {
                 check_url("the logout URL", l)?;
             }
             convo_schema::validate::id("client id", &o.client_id).map_err(|e| e.message)?;
+            if !matches!(o.token_field.as_str(), "access_token" | "id_token") {
+                return Err(format!(
+                    "the token field must be access_token or id_token, not {:?}",
+                    o.token_field
+                ));
+            }
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ mod console;
 #[cfg(test)]
 mod event_props;
 mod gateway;
+mod oidc;
 mod pollers;
 
 use std::net::SocketAddr;
@@ -95,6 +96,12 @@ struct ConsoleArgs {
     /// Scopes asked for.
     #[arg(long, default_value = "openid email")]
     scope: String,
+    /// With --oidc-authorize-url: the token of the answer the API gets,
+    /// id_token (a JWT for the client, whatever the provider) or
+    /// access_token (when the provider issues JWT access tokens). Cognito:
+    /// always access_token.
+    #[arg(long, default_value = "id_token", value_parser = ["id_token", "access_token"])]
+    token_field: String,
 }
 
 #[derive(Args, Clone)]
@@ -150,6 +157,24 @@ struct ServeArgs {
     /// AWS mode: how long a failed record stays invisible before redelivery.
     #[arg(long, env = "CONVO_RETRY_DELAY", default_value = "2s")]
     retry_delay: String,
+    /// Also accept tokens from this OpenID Connect issuer, verified as the
+    /// deployed API's JWT authorizer does (keys from
+    /// {issuer}/.well-known/openid-configuration), and let the console
+    /// sign in through it (code flow with PKCE).
+    #[arg(long, env = "CONVO_JWT_ISSUER", requires = "jwt_audience")]
+    jwt_issuer: Option<String>,
+    /// Audiences accepted from --jwt-issuer, in `aud` or `client_id`
+    /// (comma-separated).
+    #[arg(long, env = "CONVO_JWT_AUDIENCE", value_delimiter = ',')]
+    jwt_audience: Vec<String>,
+    /// The console's client id at --jwt-issuer (default: the first audience).
+    #[arg(long, env = "CONVO_CONSOLE_CLIENT_ID")]
+    console_client_id: Option<String>,
+    /// Which token the console sends the API after signing in through
+    /// --jwt-issuer: id_token or access_token (only if the issuer's access
+    /// tokens are JWTs).
+    #[arg(long, env = "CONVO_CONSOLE_TOKEN", default_value = "id_token", value_parser = ["id_token", "access_token"])]
+    console_token: String,
     /// Let the console sign in as any owner with one click, with no token.
     /// For development only: anyone who reaches the server can then act as
     /// any owner. Refused unless --addr is a loopback address.
@@ -222,6 +247,7 @@ fn export_console(args: ConsoleArgs) -> Result<(), String> {
             client_id: client.clone(),
             scope: args.scope.clone(),
             logout_url: None,
+            token_field: args.token_field.clone(),
         }),
         _ => None,
     };
@@ -389,7 +415,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         ));
     }
     let (secret, origin) = auth::load_or_create_secret(&args.data_dir)?;
-    let console_config = console::ConsoleConfig {
+    let mut console_config = console::ConsoleConfig {
         api_url: String::new(),
         dev_sign_in: args.dev_sign_in,
         oidc: None,
@@ -432,9 +458,41 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             stop_rx.clone(),
         )));
 
+        let mut verifier = auth::Verifier::new(&secret);
+        if let Some(issuer) = &args.jwt_issuer {
+            let (v, discovery) = oidc::IssuerVerifier::discover(issuer, args.jwt_audience.clone())
+                .await
+                .map_err(|e| format!("--jwt-issuer: {e}"))?;
+            let v = Arc::new(v);
+            verifier.issuer = Some(v.clone());
+            let client_id = args
+                .console_client_id
+                .clone()
+                .or_else(|| args.jwt_audience.first().cloned())
+                .unwrap_or_default();
+            console_config.oidc = Some(console::Oidc {
+                authorize_url: discovery.authorization_endpoint.clone(),
+                token_url: discovery.token_endpoint.clone(),
+                client_id,
+                scope: "openid email".into(),
+                logout_url: None,
+                token_field: args.console_token.clone(),
+            });
+            console_config.validate()?;
+            tracing::info!(issuer = %discovery.issuer, "accepting tokens of the issuer too");
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(oidc::KEYS_REFRESH) => v.refresh().await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            }));
+        }
         let gw = Arc::new(gateway::Gateway {
             deps: rt.deps.clone(),
-            verifier: auth::Verifier::new(&secret),
+            verifier,
         });
         let app = console::router(console_config, dev_secret)
             .fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
