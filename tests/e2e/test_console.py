@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright import sync_api
 
 from conftest import STORE, Client, Server, free_port, unique, wait_until
@@ -118,6 +119,22 @@ def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
 
 
+AXE = Axe()
+# WCAG 2.1 A and AA: labels, names, roles, contrast, landmarks, …
+AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}}
+
+
+def assert_accessible(page, what):
+    """axe-core (the engine of Lighthouse and Deque's tools) finds no WCAG
+    2.1 A/AA violation in what the page shows now."""
+    results = AXE.run(page, options=AXE_OPTIONS)
+    found = [
+        f"{v['id']} ({v['impact']}): {v['help']} — " + "; ".join(n["target"][0] for n in v["nodes"][:3])
+        for v in results.response["violations"]
+    ]
+    assert not found, f"{what}:\n" + "\n".join(found)
+
+
 def ready(page):
     page.wait_for_selector("body[data-ready=true]")
 
@@ -178,6 +195,9 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     started = time.monotonic()
 
     # Sign in with one click (development), and nothing of the token in a URL.
+    page.goto(server.base_url + "/")
+    ready(page)
+    assert_accessible(page, "the sign-in page")
     dev_sign_in(page, server.base_url)
     token = page.evaluate("sessionStorage.getItem('convo.console.token')")
     assert token and token.count(".") == 2
@@ -189,6 +209,7 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     newest = [world["long"], world["blocked"], world["story"], *reversed(world["sams"])]
     assert rows.evaluate_all("rs => rs.map(r => r.dataset.id)") == newest[:25]
     shot(page, "desktop-list")
+    assert_accessible(page, "the list")
     page.get_by_role("button", name="Load more").click()
     sync_api.expect(rows).to_have_count(29)  # 26 of Sam's, Leo's, Mia's two
     sync_api.expect(page.get_by_role("button", name="Load more")).to_be_hidden()
@@ -223,6 +244,7 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     sync_api.expect(items.nth(3)).to_contain_text("result of call_weather")
     sync_api.expect(page.locator("#facts")).to_contain_text("ended")
     shot(page, "desktop-transcript")
+    assert_accessible(page, "a transcript")
 
     # Review it with a note, after a cancelled attempt (Escape closes it).
     page.get_by_role("button", name="Review…").click()
@@ -235,6 +257,7 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     dialog.get_by_label("Escalated").check()
     dialog.get_by_label("Note").fill("Called Mia's parent; they will talk tonight.")
     shot(page, "desktop-review")
+    assert_accessible(page, "the review dialog")
     dialog.get_by_role("button", name="Save review").click()
     sync_api.expect(page.locator(".notice.ok")).to_contain_text("Marked escalated by alice")
     sync_api.expect(page.locator("#facts")).to_contain_text("escalated by alice")
@@ -279,8 +302,10 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     page.get_by_role("button", name="Show").click()
     sync_api.expect(page.locator("#stats")).to_contain_text("1conversations ended")
     sync_api.expect(page.locator("table.list tbody tr")).to_have_count(2)
+    assert_accessible(page, "a child's data")
     page.get_by_role("button", name="Erase all of this user's data…").click()
     confirm = page.get_by_role("dialog", name=f"Erase all data of {world['mia']}?")
+    assert_accessible(page, "the erasure confirmation")
     sync_api.expect(confirm).to_contain_text("holding 6 messages")
     confirm.get_by_label(f"Type {world['mia']} to confirm").fill("someone-else")
     confirm.get_by_role("button", name="Erase all of this user's data").click()
@@ -312,11 +337,13 @@ def test_on_a_phone_screen(browser, console_server):
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     sync_api.expect(page.locator("table.list thead")).to_be_hidden()
     shot(page, "phone-list")
+    assert_accessible(page, "the list on a phone")
     page.goto(f"{server.base_url}/#/conversations/{world['story']}")
     sync_api.expect(page.locator("#transcript > li")).to_have_count(6)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.locator("#transcript li.is-flagged").scroll_into_view_if_needed()
     shot(page, "phone-transcript")
+    assert_accessible(page, "a transcript on a phone")
     page.get_by_role("button", name="Review…").click()
     dialog = page.get_by_role("dialog", name="Review this conversation")
     dialog.get_by_label("Dismissed").check()
