@@ -84,7 +84,8 @@ def test_cfn_lint_runs_the_sam_translator(tmp_path):
     assert "Queu" in run.stdout
 
 
-def test_checkov_passes_and_every_skip_is_justified():
+@pytest.mark.parametrize("console", ["default", "Console=true"])
+def test_checkov_passes_and_every_skip_is_justified(console, tmp_path):
     config = ROOT / "infra" / ".checkov.yaml"
     lines = config.read_text().splitlines()
     for i, line in enumerate(lines):
@@ -92,12 +93,27 @@ def test_checkov_passes_and_every_skip_is_justified():
             assert lines[i - 1].strip().startswith("#"), f"skip without a reason: {line.strip()}"
     if not CHECKOV.exists():
         pytest.fail(f"checkov not installed at {CHECKOV} (tests/run installs it)")
+    path = TEMPLATE
+    if console != "default":
+        # checkov leaves out the resources whose condition is false with the
+        # parameters' defaults: the console's are checked with it on.
+        off = 'Console:\n    Type: String\n    Default: "false"'
+        text = TEMPLATE.read_text()
+        assert text.count(off) == 1
+        path = tmp_path / "template.yaml"
+        path.write_text(text.replace(off, off.replace('"false"', '"true"')))
+    # Passed checks listed too (no --quiet) with the console: proof that
+    # its resources were scanned.
+    quiet = ["--quiet"] if console == "default" else []
     run = subprocess.run(
-        [CHECKOV, "--config-file", config, "-f", TEMPLATE, "--skip-download", "--compact", "--quiet"],
+        [CHECKOV, "--config-file", config, "-f", path, "--skip-download", "--compact", *quiet],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    if console != "default":
+        for resource in ("AWS::S3::Bucket.ConsoleBucket", "AWS::CloudFront::Distribution.ConsoleDistribution"):
+            assert f"PASSED for resource: {resource}" in run.stdout, resource
 
 
 # --------------------------------------------------------------------------
