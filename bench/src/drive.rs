@@ -120,6 +120,7 @@ impl Harness {
         resources::create_table(&plain_dynamo, prefix).await?;
         let (writes_url, writes_dlq) = resources::create_queue(&plain_sqs, &resources::writes_queue(prefix)).await?;
         let (titles_url, titles_dlq) = resources::create_queue(&plain_sqs, &resources::titles_queue(prefix)).await?;
+        let (events_url, events_dlq) = resources::create_queue(&plain_sqs, &resources::events_queue(prefix)).await?;
         let dynamo = Capture::default();
         let sqs = Capture::default();
         let dynamo_client = aws_sdk_dynamodb::Client::from_conf(
@@ -147,8 +148,10 @@ impl Harness {
             table: prefix.to_string(),
             writes_queue_url: writes_url,
             titles_queue_url: titles_url,
+            events_queue_url: events_url,
             writes_dlq_url: Some(writes_dlq),
             titles_dlq_url: Some(titles_dlq),
+            events_dlq_url: Some(events_dlq),
             moderation_dir: None,
             config: Config {
                 // The rate limit stays on, as by default, so that its one

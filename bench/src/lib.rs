@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use convo_domain::titles::ExtractiveTitler;
 use convo_domain::{
-    ComponentHealth, Config, Deps, NoMetrics, QueueError, SystemClock, TitleQueue, UlidSource, WriteQueue,
+    ComponentHealth, Config, Deps, EventQueue, NoMetrics, QueueError, SystemClock, TitleQueue, UlidSource, WriteQueue,
 };
 use convo_embedded::{EmbeddedStore, open_database};
 use convo_schema::commands::{TitleJob, WriteCommand};
@@ -24,6 +24,7 @@ use convo_schema::commands::{TitleJob, WriteCommand};
 pub struct Sink {
     pub writes: Mutex<Vec<WriteCommand>>,
     pub titles: Mutex<Vec<TitleJob>>,
+    pub events: Mutex<Vec<convo_schema::events::CloudEvent>>,
 }
 
 impl Sink {
@@ -53,6 +54,17 @@ impl WriteQueue for Sink {
 }
 
 #[async_trait]
+impl EventQueue for Sink {
+    async fn send_events(&self, events: &[convo_schema::events::CloudEvent]) -> Result<(), QueueError> {
+        self.events.lock().expect("sink").extend(events.iter().cloned());
+        Ok(())
+    }
+    async fn health(&self) -> ComponentHealth {
+        healthy("eventsQueue")
+    }
+}
+
+#[async_trait]
 impl TitleQueue for Sink {
     async fn send_title(&self, job: &TitleJob) -> Result<(), QueueError> {
         self.titles.lock().expect("sink").push(job.clone());
@@ -71,7 +83,8 @@ pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> Deps {
     Deps {
         store: Arc::new(EmbeddedStore::new(db).expect("store")),
         writes: sink.clone(),
-        titles: sink,
+        titles: sink.clone(),
+        events: sink,
         clock: Arc::new(SystemClock),
         ids: Arc::new(UlidSource::default()),
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),

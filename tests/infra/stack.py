@@ -1,5 +1,5 @@
 """Deploys the data resources of infra/template.yaml (KMS key, table,
-queues) through CloudFormation at AWS_ENDPOINT_URL (moto in tests/run),
+queues, the events queue among them) through CloudFormation at AWS_ENDPOINT_URL (moto in tests/run),
 with no SAM transform: the same resource definitions the real deployment
 creates, minus the functions, API and alarms moto cannot run.
 
@@ -32,6 +32,8 @@ ENV_FROM_OUTPUTS = {
     "CONVO_WRITES_DLQ_URL": "WritesDeadLetterQueueUrl",
     "CONVO_TITLES_QUEUE_URL": "TitlesQueueUrl",
     "CONVO_TITLES_DLQ_URL": "TitlesDeadLetterQueueUrl",
+    "CONVO_EVENTS_QUEUE_URL": "EventsQueueUrl",
+    "CONVO_EVENTS_DLQ_URL": "EventsDeadLetterQueueUrl",
 }
 
 
@@ -77,16 +79,50 @@ def references(node) -> set[str]:
     return {r for r in found if not r.startswith("AWS::")}
 
 
+def conditions_used(node, conditions: dict) -> dict:
+    """The conditions a node's Fn::If name, and those they name in turn."""
+    found: set[str] = set()
+
+    def walk(n):
+        if isinstance(n, dict):
+            for key, value in n.items():
+                if key == "Fn::If":
+                    found.add(value[0])
+                    walk(value[1:])
+                elif key == "Condition" and isinstance(value, str):
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(n, list):
+            for value in n:
+                walk(value)
+
+    walk(node)
+    done: set[str] = set()
+    while found - done:
+        name = sorted(found - done)[0]
+        done.add(name)
+        walk(conditions[name])
+    return {name: conditions[name] for name in sorted(done)}
+
+
 @functools.cache
 def data_template_body() -> str:
     """The data resources of the template as a plain CloudFormation
     template (JSON), with the parameters and outputs that refer only to
     them. Built once per process: every stack of a test run uses it."""
     template = load_template()
-    resources = {k: v for k, v in template["Resources"].items() if v["Type"] in DATA_TYPES}
+    # The optional ones (the integration queue and its dead-letter queue,
+    # the safety alerts' dead-letter queue) are off with the parameters'
+    # defaults, as in a default deployment.
+    resources = {k: v for k, v in template["Resources"].items()
+                 if v["Type"] in DATA_TYPES and "Condition" not in v}
     keep = set(resources)
     params = template.get("Parameters", {})
-    used = set().union(*(references(r) for r in resources.values()))
+    # The statements the key policy holds for the optional resources are
+    # Fn::If of their conditions: those go along, with their parameters.
+    conditions = conditions_used(resources, template.get("Conditions", {}))
+    used = set().union(*(references(r) for r in resources.values()), references(conditions))
     missing = used - keep - set(params)
     if missing:
         raise ValueError(f"data resources refer to resources left out: {sorted(missing)}")
@@ -105,6 +141,7 @@ def data_template_body() -> str:
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "convo data resources (from infra/template.yaml)",
         "Parameters": {k: v for k, v in params.items() if k in used},
+        "Conditions": conditions,
         "Resources": resources,
         "Outputs": outputs,
     })

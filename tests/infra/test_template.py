@@ -49,6 +49,44 @@ def functions(template: dict) -> dict[str, dict]:
     return found
 
 
+def event_types() -> set[str]:
+    """The event types the code emits (EventType::as_str in
+    shared/schema/src/events.rs)."""
+    source = (ROOT / "shared" / "schema" / "src" / "events.rs").read_text()
+    found = set(re.findall(r'EventType::\w+ => "([a-z]+\.[a-z]+)"', source))
+    assert len(found) == 10, found
+    return found
+
+
+def publisher_env() -> set[str]:
+    """What publish-events reads besides AwsSettings (its bootstrap in
+    adapters/aws/src/lambda.rs; the manifest lists AwsSettings' only)."""
+    source = (ROOT / "adapters" / "aws" / "src" / "lambda.rs").read_text()
+    body = source.split("pub async fn bootstrap_publisher", 1)[1]
+    found = set(re.findall(r'env::var\("(CONVO_[A-Z_]+)"\)', body))
+    assert "CONVO_EVENT_BUS" in found, found
+    return found
+
+
+def arn_of(value, stack_name: str = "S") -> str:
+    """A Fn::Sub of pseudo parameters, resolved with placeholders."""
+    assert isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str), value
+    text = value["Fn::Sub"]
+    for name, sub in (("AWS::StackName", stack_name), ("AWS::Partition", "aws"),
+                      ("AWS::Region", "r"), ("AWS::AccountId", "1")):
+        text = text.replace("${" + name + "}", sub)
+    assert "${" not in text, f"unexpected reference in {value}"
+    return text
+
+
+def statements(fn: dict) -> list[dict]:
+    return [s for p in fn["Properties"]["Policies"] for s in p["Statement"]]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def subst(value, stack_name: str):
     """A Fn::Sub of pseudo parameters only, with AWS::StackName set."""
     if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
@@ -84,8 +122,27 @@ def test_cfn_lint_runs_the_sam_translator(tmp_path):
     assert "Queu" in run.stdout
 
 
-@pytest.mark.parametrize("console", ["default", "Console=true"])
-def test_checkov_passes_and_every_skip_is_justified(console, tmp_path):
+# checkov leaves out the resources whose condition is false with the
+# parameters' defaults: the optional ones are checked with them on.
+CHECKOV_VARIANTS = {
+    "default": ([], []),
+    "Console=true": (
+        [('Console:\n    Type: String\n    Default: "false"', 'Console:\n    Type: String\n    Default: "true"')],
+        ["AWS::S3::Bucket.ConsoleBucket", "AWS::CloudFront::Distribution.ConsoleDistribution"],
+    ),
+    "SafetyAlertEmail,EventsToQueue=true": (
+        [('SafetyAlertEmail:\n    Type: String\n    Default: ""',
+          'SafetyAlertEmail:\n    Type: String\n    Default: "alerts@example.com"'),
+         ('EventsToQueue:\n    Type: String\n    Default: "false"',
+          'EventsToQueue:\n    Type: String\n    Default: "true"')],
+        ["AWS::SNS::Topic.SafetyAlertsTopic", "AWS::SQS::Queue.SafetyAlertsDeadLetterQueue",
+         "AWS::SQS::Queue.IntegrationEventsQueue", "AWS::SQS::Queue.IntegrationEventsDeadLetterQueue"],
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", list(CHECKOV_VARIANTS))
+def test_checkov_passes_and_every_skip_is_justified(variant, tmp_path):
     config = ROOT / "infra" / ".checkov.yaml"
     lines = config.read_text().splitlines()
     for i, line in enumerate(lines):
@@ -94,26 +151,25 @@ def test_checkov_passes_and_every_skip_is_justified(console, tmp_path):
     if not CHECKOV.exists():
         pytest.fail(f"checkov not installed at {CHECKOV} (tests/run installs it)")
     path = TEMPLATE
-    if console != "default":
-        # checkov leaves out the resources whose condition is false with the
-        # parameters' defaults: the console's are checked with it on.
-        off = 'Console:\n    Type: String\n    Default: "false"'
+    replacements, scanned = CHECKOV_VARIANTS[variant]
+    if replacements:
         text = TEMPLATE.read_text()
-        assert text.count(off) == 1
+        for off, on in replacements:
+            assert text.count(off) == 1, off
+            text = text.replace(off, on)
         path = tmp_path / "template.yaml"
-        path.write_text(text.replace(off, off.replace('"false"', '"true"')))
-    # Passed checks listed too (no --quiet) with the console: proof that
-    # its resources were scanned.
-    quiet = ["--quiet"] if console == "default" else []
+        path.write_text(text)
+    # Passed checks listed too (no --quiet) with the options on: proof that
+    # their resources were scanned.
+    quiet = [] if scanned else ["--quiet"]
     run = subprocess.run(
         [CHECKOV, "--config-file", config, "-f", path, "--skip-download", "--compact", *quiet],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    if console != "default":
-        for resource in ("AWS::S3::Bucket.ConsoleBucket", "AWS::CloudFront::Distribution.ConsoleDistribution"):
-            assert f"PASSED for resource: {resource}" in run.stdout, resource
+    for resource in scanned:
+        assert f"PASSED for resource: {resource}" in run.stdout, resource
 
 
 # --------------------------------------------------------------------------
@@ -139,7 +195,8 @@ def test_table_is_protected(template):
     assert table["DeletionPolicy"] == "Retain"
 
 
-@pytest.mark.parametrize("queue,resource", [("writes", "WritesQueue"), ("titles", "TitlesQueue")])
+@pytest.mark.parametrize("queue,resource", [("writes", "WritesQueue"), ("titles", "TitlesQueue"),
+                                            ("events", "EventsQueue")])
 def test_queues_match_the_code(template, manifest, queue, resource):
     resources = template["Resources"]
     expected = manifest["queues"][queue]
@@ -186,16 +243,27 @@ def test_every_function_package_has_a_function_and_back(template):
 def test_environment_matches_what_the_functions_read(template, manifest):
     required = set(manifest["environment"]["required"])
     known = required | set(manifest["environment"]["optional"])
+    # publish-events reads its bus (and source) instead of AwsSettings; the
+    # Globals give it those too, as to every function.
+    publisher = publisher_env()
     common = template["Globals"]["Function"]["Environment"]["Variables"]
     for package, fn in functions(template).items():
-        env = {**common, **fn["Properties"].get("Environment", {}).get("Variables", {})}
+        own = fn["Properties"].get("Environment", {}).get("Variables", {})
+        env = {**common, **own}
         assert required <= set(env), f"{package} lacks {required - set(env)}"
-        assert set(env) <= known, f"{package} sets variables no code reads: {set(env) - known}"
+        reads = known | publisher if package == "publish-events" else known
+        assert set(env) <= reads, f"{package} sets variables no code reads: {set(env) - reads}"
+        if package == "publish-events":
+            assert own["CONVO_EVENT_BUS"] == {"Ref": "EventBus"}
+        else:
+            assert not set(own) & publisher, package
     # The resources behind the required variables, and the outputs that
     # stack.py (and an operator) read them from.
     assert common["CONVO_TABLE"] == {"Ref": "Table"}
     assert common["CONVO_WRITES_QUEUE_URL"] == {"Ref": "WritesQueue"}
     assert common["CONVO_TITLES_QUEUE_URL"] == {"Ref": "TitlesQueue"}
+    assert common["CONVO_EVENTS_QUEUE_URL"] == {"Ref": "EventsQueue"}
+    assert set(stack.ENV_FROM_OUTPUTS) == {v for v in known if v.endswith("_URL")} | {"CONVO_TABLE"}
     outputs = template["Outputs"]
     read_api_env = {**common, **functions(template)["read-api"]["Properties"]["Environment"]["Variables"]}
     for var, output in stack.ENV_FROM_OUTPUTS.items():
@@ -235,30 +303,92 @@ def test_queue_consumers(template, manifest):
             assert "MaximumConcurrency" in props["ScalingConfig"]
             if queue.get("FifoQueue"):
                 assert "MaximumBatchingWindowInSeconds" not in props, "FIFO event sources take no window"
-    assert consumed == {"WritesQueue": "persist-writes", "TitlesQueue": "generate-title"}
+    assert consumed == {"WritesQueue": "persist-writes", "TitlesQueue": "generate-title",
+                        "EventsQueue": "publish-events"}
 
 
 def test_function_policies_are_least_privilege(template):
-    data = {"Table", "Key", "WritesQueue", "TitlesQueue", "WritesDeadLetterQueue", "TitlesDeadLetterQueue"}
+    data = {"Table", "Key", "WritesQueue", "TitlesQueue", "EventsQueue", "WritesDeadLetterQueue",
+            "TitlesDeadLetterQueue", "EventsDeadLetterQueue", "EventBus"}
+    sends_events = set()
     for package, fn in functions(template).items():
-        statements = [s for p in fn["Properties"]["Policies"] for s in p["Statement"]]
-        assert statements, package
-        for st in statements:
-            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-            res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        sts = statements(fn)
+        assert sts, package
+        # Sending or receiving (not GetQueueAttributes) uses the key.
+        queues = False
+        for st in sts:
+            actions = as_list(st["Action"])
+            res = as_list(st["Resource"])
             assert st["Effect"] == "Allow"
             for action in actions:
                 service, name = action.split(":")
-                assert service in {"dynamodb", "sqs", "kms"} and "*" not in name, f"{package}: {action}"
+                assert service in {"dynamodb", "sqs", "kms", "events"} and "*" not in name, f"{package}: {action}"
+                queues |= service == "sqs" and name != "GetQueueAttributes"
             for r in res:
                 assert r != "*" and stack.references(r) <= data, f"{package}: {r}"
             if any(a.startswith("kms:") for a in actions):
-                assert "kms:ViaService" in st["Condition"]["StringEquals"], package
-        granted = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
-        # Only the API paths that erase may delete in bulk; nobody scans.
+                via = as_list(st["Condition"]["StringEquals"]["kms:ViaService"])
+                assert all(v["Fn::Sub"].split(".")[0] in {"dynamodb", "sqs"} for v in via), package
+            if "sqs:SendMessage" in actions and {"Fn::GetAtt": ["EventsQueue", "Arn"]} in res:
+                sends_events.add(package)
+        # A function that reaches an (encrypted) queue may use the key
+        # through SQS.
+        kms_via = {v["Fn::Sub"] for st in sts if any(a.startswith("kms:") for a in as_list(st["Action"]))
+                   for v in as_list(st["Condition"]["StringEquals"]["kms:ViaService"])}
+        assert queues == ("sqs.${AWS::Region}.amazonaws.com" in kms_via), package
+        granted = {a for st in sts for a in as_list(st["Action"])}
+        # Only erasures (the API's, and the worker finishing one at its
+        # guard) may delete in bulk; nobody scans.
         assert "dynamodb:Scan" not in granted
         if "dynamodb:BatchWriteItem" in granted:
-            assert package == "create-conversation"
+            assert package in {"create-conversation", "persist-writes"}, package
+        # Only publish-events reaches the bus, and it reaches nothing else.
+        if package == "publish-events":
+            assert not any(a.startswith("dynamodb:") for a in granted)
+            assert "sqs:SendMessage" not in granted
+        else:
+            assert not any(a.startswith("events:") for a in granted), package
+    # The functions that commit changes queue their events.
+    assert sends_events == {"create-conversation", "persist-writes", "generate-title"}
+
+
+def test_erasure_grants_the_worker_what_the_api_has(template):
+    """persist-writes finishes an erasure at its guard with the same store
+    calls as the API (delete_conversation_items: Query + BatchWriteItem;
+    remove_conversation: a transaction of DeleteItem + UpdateItem;
+    recounting the user's last conversation: Query of byUser, BatchGetItem,
+    GetItem, UpdateItem)."""
+    fns = functions(template)
+    erasure = {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
+               "dynamodb:DeleteItem", "dynamodb:UpdateItem"}
+
+    def grants(package):
+        out = set()
+        for st in statements(fns[package]):
+            for a in as_list(st["Action"]):
+                for r in as_list(st["Resource"]):
+                    out.add((a, json.dumps(r, sort_keys=True)))
+        return out
+
+    table = json.dumps({"Fn::GetAtt": ["Table", "Arn"]}, sort_keys=True)
+    by_user = json.dumps({"Fn::Sub": "${Table.Arn}/index/byUser"}, sort_keys=True)
+    for package in ("create-conversation", "persist-writes"):
+        g = grants(package)
+        assert {(a, table) for a in erasure} <= g, package
+        assert ("dynamodb:Query", by_user) in g, package
+    # The API's erasure queues its guard in the writes queue.
+    assert ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["WritesQueue", "Arn"]}, sort_keys=True)) \
+        in grants("create-conversation")
+
+
+def test_health_reads_every_queue(template):
+    st = next(s for s in statements(functions(template)["read-api"]) if s["Sid"] == "HealthOfTheQueues")
+    queues = {r["Fn::GetAtt"][0] for r in st["Resource"]}
+    assert queues == {"WritesQueue", "WritesDeadLetterQueue", "TitlesQueue", "TitlesDeadLetterQueue",
+                      "EventsQueue", "EventsDeadLetterQueue"}
+    assert as_list(st["Action"]) == ["sqs:GetQueueAttributes"]
+    env = functions(template)["read-api"]["Properties"]["Environment"]["Variables"]
+    assert env["CONVO_EVENTS_DLQ_URL"] == {"Ref": "EventsDeadLetterQueue"}
 
 
 def test_alarms_cover_dead_letters_age_errors_throttles_and_5xx(template):
@@ -273,8 +403,230 @@ def test_alarms_cover_dead_letters_age_errors_throttles_and_5xx(template):
         assert a["AlarmActions"] == {"Fn::If": ["CreateAlarmTopic", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}
     names = {m for m, _ in metrics}
     assert {"Errors", "Throttles", "ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "5xx"} <= names
-    dlq_alarms = [d for m, d in metrics if m == "ApproximateNumberOfMessagesVisible"]
-    assert any("WritesDeadLetterQueue" in d for d in dlq_alarms) and any("TitlesDeadLetterQueue" in d for d in dlq_alarms)
+    # Every dead-letter queue (of a queue, or of a rule's target) pages, and
+    # so does a queue of the functions whose oldest record grows old.
+    resources = template["Resources"]
+    dlqs = {rid for rid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and "DeadLetter" in rid}
+    assert {"WritesDeadLetterQueue", "TitlesDeadLetterQueue", "EventsDeadLetterQueue"} <= dlqs
+    for rid, r in resources.items():
+        if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r["Properties"]:
+            assert r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0] in dlqs
+        if r["Type"] == "AWS::Events::Rule":
+            for target in r["Properties"]["Targets"]:
+                assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0] in dlqs, rid
+    for dlq in dlqs:
+        alarms_of = [rid for rid, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+                     and r["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+                     and r["Properties"]["Dimensions"] == [{"Name": "QueueName",
+                                                             "Value": {"Fn::GetAtt": [dlq, "QueueName"]}}]]
+        assert alarms_of, f"no alarm on {dlq}"
+        # An optional queue's alarm comes and goes with it.
+        assert all(resources[a].get("Condition") == resources[dlq].get("Condition") for a in alarms_of), dlq
+    aged = {json.loads(d)[0]["Value"]["Fn::GetAtt"][0] for m, d in metrics
+            if m == "ApproximateAgeOfOldestMessage" and d != "math"}
+    assert aged == {"WritesQueue", "TitlesQueue", "EventsQueue"}
+    # Throttles of every function.
+    throttles = next(a for a in alarms if any(m.get("MetricStat", {}).get("Metric", {}).get("MetricName")
+                                              == "Throttles" for m in a.get("Metrics", [])))
+    watched = {subst(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"], "S")
+               for m in throttles["Metrics"] if "MetricStat" in m}
+    assert watched == {f"S-{package}" for package in functions(template)}
+
+
+# --------------------------------------------------------------------------
+# events: the bus, its publisher, the optional rules and their targets
+
+
+def rule_arn(rule: dict) -> str:
+    """A rule's ARN from its name (a rule of a custom bus is
+    rule/<bus>/<rule>)."""
+    props = rule["Properties"]
+    assert props["EventBusName"] == {"Ref": "EventBus"}
+    return f"arn:aws:events:r:1:rule/S-events/{subst(props['Name'], 'S')}"
+
+
+def test_the_event_bus(template):
+    resources = template["Resources"]
+    bus = resources["EventBus"]
+    assert bus["Type"] == "AWS::Events::EventBus"
+    assert "Condition" not in bus
+    assert subst(bus["Properties"]["Name"], "S") == "S-events"
+    outputs = template["Outputs"]
+    assert outputs["EventBusName"]["Value"] == {"Ref": "EventBus"}
+    assert outputs["EventBusArn"]["Value"] == {"Fn::GetAtt": ["EventBus", "Arn"]}
+    # Nothing else may put events on it: no bus policy.
+    assert not any(r["Type"] == "AWS::Events::EventBusPolicy" for r in resources.values())
+
+
+def test_publish_events_puts_convo_events_on_the_bus_only(template):
+    fn = functions(template)["publish-events"]
+    props = fn["Properties"]
+    assert props.get("Timeout", template["Globals"]["Function"]["Timeout"]) == 10
+    env = props["Environment"]["Variables"]
+    puts = [s for s in statements(fn) if any(a.startswith("events:") for a in as_list(s["Action"]))]
+    assert len(puts) == 1
+    put = puts[0]
+    assert as_list(put["Action"]) == ["events:PutEvents"]
+    assert put["Resource"] == {"Fn::GetAtt": ["EventBus", "Arn"]}
+    assert put["Condition"] == {"StringEquals": {"events:source": env["CONVO_EVENT_SOURCE"]}}
+    drains = [s for s in statements(fn) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
+    assert [d["Resource"] for d in drains] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
+    assert set(as_list(drains[0]["Action"])) == {"sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                 "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
+    # It only reads the (encrypted) queue: decrypt, through SQS.
+    keys = [s for s in statements(fn) if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+    assert [as_list(k["Action"]) for k in keys] == [["kms:Decrypt"]]
+    assert keys[0]["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}}}
+
+
+def rules(template) -> dict[str, dict]:
+    return {rid: r for rid, r in template["Resources"].items() if r["Type"] == "AWS::Events::Rule"}
+
+
+def test_the_rules_match_convo_events_of_the_bus(template):
+    source = functions(template)["publish-events"]["Properties"]["Environment"]["Variables"]["CONVO_EVENT_SOURCE"]
+    found = rules(template)
+    assert set(found) == {"SafetyAlertsRule", "IntegrationEventsRule"}
+    for rid, rule in found.items():
+        props = rule["Properties"]
+        assert props["EventBusName"] == {"Ref": "EventBus"}
+        assert props["State"] == "ENABLED"
+        assert props["EventPattern"]["source"] == [source], rid
+        assert set(props["EventPattern"].get("detail-type", [])) <= event_types(), rid
+        for target in props["Targets"]:
+            assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] == 86400
+    # The safety alerts: the two types an operator must hear of, to the
+    # topic, read as a short text without any content (there is none).
+    safety = found["SafetyAlertsRule"]
+    assert safety["Condition"] == "CreateSafetyAlerts"
+    assert set(safety["Properties"]["EventPattern"]["detail-type"]) == {"safety.critical", "message.blocked"}
+    assert set(safety["Properties"]["EventPattern"]) == {"source", "detail-type"}
+    [target] = safety["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": "SafetyAlertsTopic"}
+    paths = target["InputTransformer"]["InputPathsMap"]
+    assert all(v == "$.detail-type" or v.startswith("$.detail.") for v in paths.values())
+    assert not any("content" in v.lower() or "text" in v.lower() for v in paths.values())
+    template_text = target["InputTransformer"]["InputTemplate"]
+    assert json.loads(re.sub(r"<[a-z]+>", "0", template_text))["alert"]
+    assert set(re.findall(r"<([a-z]+)>", template_text)) == set(paths)
+    # Values that may hold any character (ids chosen by clients) go in as
+    # JSON values, never inside a quoted string, where they are not escaped.
+    for quoted in re.findall(r'"([^"]*)"', template_text):
+        for name in re.findall(r"<([a-z]+)>", quoted):
+            assert paths[name] in {"$.detail-type", "$.detail.data.conversationId", "$.detail.data.messageId",
+                                   "$.detail.data.action", "$.detail.data.severity"}, name
+    # The integration queue: every event, as the plain CloudEvent.
+    integration = found["IntegrationEventsRule"]
+    assert integration["Condition"] == "CreateIntegrationQueue"
+    assert integration["Properties"]["EventPattern"] == {"source": [source]}
+    [target] = integration["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["IntegrationEventsQueue", "Arn"]}
+    assert target["InputPath"] == "$.detail"
+
+
+def test_the_optional_parts_are_off_by_default(template):
+    params = template["Parameters"]
+    assert params["SafetyAlertEmail"]["Default"] == ""
+    assert params["EventsToQueue"]["Default"] == "false"
+    conditions = template["Conditions"]
+    assert conditions["CreateSafetyAlerts"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SafetyAlertEmail"}, ""]}]}
+    assert conditions["CreateIntegrationQueue"] == {"Fn::Equals": [{"Ref": "EventsToQueue"}, "true"]}
+    resources = template["Resources"]
+    for rid in ("SafetyAlertsTopic", "SafetyAlertsTopicPolicy", "SafetyAlertsDeadLetterQueue",
+                "SafetyAlertsDeadLetterQueuePolicy", "SafetyAlertsRule"):
+        assert resources[rid]["Condition"] == "CreateSafetyAlerts", rid
+    for rid in ("IntegrationEventsQueue", "IntegrationEventsDeadLetterQueue", "IntegrationEventsQueuePolicy",
+                "IntegrationEventsRule"):
+        assert resources[rid]["Condition"] == "CreateIntegrationQueue", rid
+    outputs = template["Outputs"]
+    assert outputs["IntegrationEventsQueueUrl"] == {**outputs["IntegrationEventsQueueUrl"],
+                                                    "Condition": "CreateIntegrationQueue",
+                                                    "Value": {"Ref": "IntegrationEventsQueue"}}
+    assert outputs["SafetyAlertsTopicArn"]["Condition"] == "CreateSafetyAlerts"
+    topic = resources["SafetyAlertsTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "Key"}
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "SafetyAlertEmail"}}]
+    for rid in ("SafetyAlertsDeadLetterQueue", "IntegrationEventsQueue", "IntegrationEventsDeadLetterQueue"):
+        assert resources[rid]["Properties"]["KmsMasterKeyId"] == {"Ref": "Key"}, rid
+
+
+def test_only_its_rule_may_send_to_a_target(template):
+    """Each topic or queue policy lets EventBridge send for its rule only
+    (aws:SourceArn), and the rule's targets are exactly what the policies
+    cover."""
+    resources = template["Resources"]
+    covered: dict[str, str] = {}
+    for rid, r in resources.items():
+        if r["Type"] not in {"AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy"}:
+            continue
+        props = r["Properties"]
+        targets = props["Topics"] if r["Type"] == "AWS::SNS::TopicPolicy" else props["Queues"]
+        action = "sns:Publish" if r["Type"] == "AWS::SNS::TopicPolicy" else "sqs:SendMessage"
+        for st in props["PolicyDocument"]["Statement"]:
+            assert st["Effect"] == "Allow"
+            assert st["Principal"] == {"Service": "events.amazonaws.com"}, rid
+            assert as_list(st["Action"]) == [action], rid
+            [rule_ref] = as_list(st["Condition"]["ArnEquals"]["aws:SourceArn"])
+            assert set(st["Condition"]) == {"ArnEquals"}
+            rule = rule_ref["Fn::GetAtt"][0]
+            assert rule_ref == {"Fn::GetAtt": [rule, "Arn"]} and resources[rule]["Type"] == "AWS::Events::Rule"
+            assert resources[rule]["Condition"] == r["Condition"]
+            arns = {json.dumps(x, sort_keys=True) for x in as_list(st["Resource"])}
+            for target in targets:
+                target_id = target["Ref"]
+                arn = {"Ref": target_id} if action == "sns:Publish" else {"Fn::GetAtt": [target_id, "Arn"]}
+                assert json.dumps(arn, sort_keys=True) in arns, (rid, target_id)
+                covered[target_id] = rule
+    expected = {}
+    for rid, rule in rules(template).items():
+        for target in rule["Properties"]["Targets"]:
+            for arn in (target["Arn"], target["DeadLetterConfig"]["Arn"]):
+                expected[arn["Ref"] if "Ref" in arn else arn["Fn::GetAtt"][0]] = rid
+    assert covered == expected
+
+
+def test_eventbridge_may_use_the_key_for_its_targets_only(template):
+    """The key lets events.amazonaws.com encrypt for a rule's own targets
+    only: aws:SourceArn is the rule (by its name) and the encryption context
+    is the topic's or queue's ARN (by its name); each statement exists only
+    with its rule."""
+    resources = template["Resources"]
+    statements_ = resources["Key"]["Properties"]["KeyPolicy"]["Statement"]
+    granted: dict[str, set[str]] = {}
+    for entry in statements_:
+        st = entry
+        if "Fn::If" in entry:
+            condition, st, otherwise = entry["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
+        elif entry.get("Principal") != {"Service": "events.amazonaws.com"}:
+            continue
+        else:
+            pytest.fail(f"unconditional statement for EventBridge: {entry}")
+        assert st["Principal"] == {"Service": "events.amazonaws.com"}
+        assert set(as_list(st["Action"])) <= {"kms:Decrypt", "kms:GenerateDataKey"}
+        cond = st["Condition"]
+        assert set(cond) == {"ArnEquals", "StringEquals"}
+        [source] = [arn_of(a) for a in as_list(cond["ArnEquals"]["aws:SourceArn"])]
+        [(context_key, values)] = cond["StringEquals"].items()
+        assert context_key in {"kms:EncryptionContext:aws:sns:topicArn", "kms:EncryptionContext:aws:sqs:arn"}
+        rule_id = next(rid for rid, r in rules(template).items() if rule_arn(r) == source)
+        assert resources[rule_id]["Condition"] == condition
+        for value in as_list(values):
+            granted.setdefault(rule_id, set()).add(arn_of(value))
+    expected: dict[str, set[str]] = {}
+    for rid, rule in rules(template).items():
+        for target in rule["Properties"]["Targets"]:
+            for arn in (target["Arn"], target["DeadLetterConfig"]["Arn"]):
+                target_id = arn["Ref"] if "Ref" in arn else arn["Fn::GetAtt"][0]
+                props = resources[target_id]["Properties"]
+                if resources[target_id]["Type"] == "AWS::SNS::Topic":
+                    name = subst(props["TopicName"], "S")
+                    expected.setdefault(rid, set()).add(f"arn:aws:sns:r:1:{name}")
+                else:
+                    name = subst(props["QueueName"], "S")
+                    expected.setdefault(rid, set()).add(f"arn:aws:sqs:r:1:{name}")
+                assert props["KmsMasterKeyId"] == {"Ref": "Key"}
+    assert granted == expected
 
 
 # --------------------------------------------------------------------------
@@ -314,11 +666,14 @@ def _queue_shape(sqs, name):
     return shape
 
 
-def test_deployed_resources_equal_what_init_aws_creates(aws):
+def test_deployed_resources_equal_what_init_aws_creates(aws, manifest):
     """The template's table and queues, created by CloudFormation, against
     those `convo-local init-aws` creates from resources.rs, compared through
     the DynamoDB and SQS APIs. (moto's CloudFormation does not apply TTL,
-    PITR or SSE settings; the static tests above check those.)"""
+    PITR or SSE settings; the static tests above check those.) init-aws
+    gives every queue its --visibility-timeout (default 180 s, the writes'
+    and titles' one): the events queue's 60 s is compared with the
+    manifest instead."""
     dynamo, sqs = aws
     suffix = uuid.uuid4().hex[:8]
     deployed, created = f"cfn-{suffix}", f"init-{suffix}"
@@ -327,12 +682,15 @@ def test_deployed_resources_equal_what_init_aws_creates(aws):
                          env={k: v for k, v in os.environ.items() if not k.startswith("CONVO_")})
     assert run.returncode == 0, run.stderr
     assert _table_shape(dynamo, deployed) == _table_shape(dynamo, created)
-    for queue in ("writes.fifo", "writes-dlq.fifo", "titles", "titles-dlq"):
+    for queue in ("writes.fifo", "writes-dlq.fifo", "titles", "titles-dlq", "events", "events-dlq"):
         a = _queue_shape(sqs, f"{deployed}-{queue}")
         b = _queue_shape(sqs, f"{created}-{queue}")
         if "deadLetterTarget" in a:
             a["deadLetterTarget"] = a["deadLetterTarget"].replace(deployed, "P")
             b["deadLetterTarget"] = b["deadLetterTarget"].replace(created, "P")
+        if queue == "events":
+            assert a.pop("VisibilityTimeout") == str(manifest["queues"]["events"]["VisibilityTimeout"])
+            b.pop("VisibilityTimeout")
         assert a == b, queue
 
 

@@ -22,8 +22,10 @@ pub struct AwsSettings {
     pub table: String,
     pub writes_queue_url: String,
     pub titles_queue_url: String,
+    pub events_queue_url: String,
     pub writes_dlq_url: Option<String>,
     pub titles_dlq_url: Option<String>,
+    pub events_dlq_url: Option<String>,
     /// `CONVO_MODERATION_DIR`: word lists replacing the built-in ones.
     pub moderation_dir: Option<std::path::PathBuf>,
     pub config: Config,
@@ -46,12 +48,18 @@ pub fn read_after_wait(raw: &str) -> Result<chrono::Duration, String> {
 
 impl AwsSettings {
     /// The variables every function needs.
-    pub const REQUIRED_ENV: [&'static str; 3] = ["CONVO_TABLE", "CONVO_WRITES_QUEUE_URL", "CONVO_TITLES_QUEUE_URL"];
+    pub const REQUIRED_ENV: [&'static str; 4] = [
+        "CONVO_TABLE",
+        "CONVO_WRITES_QUEUE_URL",
+        "CONVO_TITLES_QUEUE_URL",
+        "CONVO_EVENTS_QUEUE_URL",
+    ];
     /// The variables a function may set; anything else named `CONVO_*` is
     /// not read.
-    pub const OPTIONAL_ENV: [&'static str; 9] = [
+    pub const OPTIONAL_ENV: [&'static str; 10] = [
         "CONVO_WRITES_DLQ_URL",
         "CONVO_TITLES_DLQ_URL",
+        "CONVO_EVENTS_DLQ_URL",
         "CONVO_IDLE_TIMEOUT",
         "CONVO_EARLY_TITLE_AFTER",
         "CONVO_APPENDS_PER_MINUTE",
@@ -61,8 +69,9 @@ impl AwsSettings {
         "CONVO_READ_AFTER_WAIT",
     ];
 
-    /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`
-    /// (required), `CONVO_WRITES_DLQ_URL`, `CONVO_TITLES_DLQ_URL` (for
+    /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`,
+    /// `CONVO_EVENTS_QUEUE_URL` (required), `CONVO_WRITES_DLQ_URL`,
+    /// `CONVO_TITLES_DLQ_URL`, `CONVO_EVENTS_DLQ_URL` (for
     /// `/health`), `CONVO_IDLE_TIMEOUT` (default 30m) and
     /// `CONVO_EARLY_TITLE_AFTER` (default 6) and `CONVO_APPENDS_PER_MINUTE`
     /// (default 30; 0 turns the limit off) and `CONVO_RETENTION` (e.g.
@@ -115,8 +124,10 @@ impl AwsSettings {
             table: var("CONVO_TABLE").unwrap_or_default(),
             writes_queue_url: var("CONVO_WRITES_QUEUE_URL").unwrap_or_default(),
             titles_queue_url: var("CONVO_TITLES_QUEUE_URL").unwrap_or_default(),
+            events_queue_url: var("CONVO_EVENTS_QUEUE_URL").unwrap_or_default(),
             writes_dlq_url: var("CONVO_WRITES_DLQ_URL"),
             titles_dlq_url: var("CONVO_TITLES_DLQ_URL"),
+            events_dlq_url: var("CONVO_EVENTS_DLQ_URL"),
             moderation_dir: var("CONVO_MODERATION_DIR").map(Into::into),
             config,
         })
@@ -147,11 +158,20 @@ impl AwsSettings {
                 },
             )),
             titles: Arc::new(SqsQueue::new(
-                sqs,
+                sqs.clone(),
                 SqsQueueConfig {
                     name: "titles".into(),
                     url: self.titles_queue_url.clone(),
                     dlq_url: self.titles_dlq_url.clone(),
+                    fifo: false,
+                },
+            )),
+            events: Arc::new(SqsQueue::new(
+                sqs,
+                SqsQueueConfig {
+                    name: "events".into(),
+                    url: self.events_queue_url.clone(),
+                    dlq_url: self.events_dlq_url.clone(),
                     fifo: false,
                 },
             )),

@@ -49,3 +49,31 @@ pub async fn bootstrap() -> Deps {
         }
     }
 }
+
+/// The `publish-events` function's set-up: the EventBridge bus named by
+/// `CONVO_EVENT_BUS` (name or ARN; required) and the events' `Source`
+/// (`CONVO_EVENT_SOURCE`, default `convo`), and EMF metrics.
+pub async fn bootstrap_publisher() -> (
+    std::sync::Arc<dyn convo_domain::ports::EventPublisher>,
+    std::sync::Arc<dyn convo_domain::ports::Metrics>,
+) {
+    init_tracing();
+    let Some(bus) = std::env::var("CONVO_EVENT_BUS").ok().filter(|b| !b.trim().is_empty()) else {
+        tracing::error!("convo cannot start: missing environment variable(s): CONVO_EVENT_BUS");
+        std::process::exit(1);
+    };
+    let source = std::env::var("CONVO_EVENT_SOURCE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| convo_schema::events::DEFAULT_SOURCE.to_string());
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    crate::metrics::cold_start();
+    (
+        std::sync::Arc::new(crate::EventBridgePublisher::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            bus,
+            source,
+        )),
+        std::sync::Arc::new(crate::metrics::EmfMetrics),
+    )
+}

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dynamo;
+pub mod eventbridge;
 pub mod lambda;
 pub mod metrics;
 pub mod resources;
@@ -12,4 +13,5 @@ pub mod sqs;
 
 pub use config::{AwsSettings, ConfigError};
 pub use dynamo::DynamoStore;
+pub use eventbridge::EventBridgePublisher;
 pub use sqs::{SqsQueue, SqsQueueConfig};

@@ -241,6 +241,19 @@ pub fn titles_queue(prefix: &str) -> QueueSpec {
     }
 }
 
+pub fn events_queue(prefix: &str) -> QueueSpec {
+    QueueSpec {
+        name: format!("{prefix}-events"),
+        fifo: false,
+        // A delivery gets ten tries, each after the visibility timeout (and
+        // the function's own retries with backoff), before it is parked.
+        max_receive_count: 10,
+        visibility_timeout_seconds: 60,
+        // Kept as long as SQS allows: an outage of the bus loses nothing.
+        message_retention_seconds: MAX_RETENTION_SECONDS,
+    }
+}
+
 /// Creates a queue and its dead-letter queue; returns (queue URL, DLQ URL).
 pub async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Result<(String, String), String> {
     use aws_sdk_sqs::types::QueueAttributeName as A;

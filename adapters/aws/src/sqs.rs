@@ -4,8 +4,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName as A;
-use convo_domain::ports::{ComponentHealth, QueueError, TitleQueue, WriteQueue};
+use convo_domain::ports::{ComponentHealth, EventQueue, QueueError, TitleQueue, WriteQueue};
 use convo_schema::commands::{TitleJob, WriteCommand};
+use convo_schema::events::CloudEvent;
 
 /// SQS's limit on one message body.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -122,6 +123,45 @@ impl TitleQueue for SqsQueue {
     async fn send_title(&self, job: &TitleJob) -> Result<(), QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()))?;
         self.send(body, None, None).await
+    }
+
+    async fn health(&self) -> ComponentHealth {
+        self.component_health().await
+    }
+}
+
+#[async_trait]
+impl EventQueue for SqsQueue {
+    /// In batches of ten (SendMessageBatch); an entry SQS refuses fails the
+    /// whole call, which the producer retries (ids repeat, so a consumer
+    /// drops what was sent twice).
+    async fn send_events(&self, events: &[CloudEvent]) -> Result<(), QueueError> {
+        for batch in events.chunks(10) {
+            let mut req = self.client.send_message_batch().queue_url(&self.config.url);
+            for (i, e) in batch.iter().enumerate() {
+                let body = serde_json::to_string(e).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+                if body.len() > MAX_MESSAGE_BYTES {
+                    return Err(QueueError::TooLarge(body.len()));
+                }
+                let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(unavailable)?;
+                req = req.entries(entry);
+            }
+            let out = req.send().await.map_err(unavailable)?;
+            if let Some(f) = out.failed.first() {
+                return Err(QueueError::Unavailable(format!(
+                    "SQS refused {} of {} events: {} {}",
+                    out.failed.len(),
+                    batch.len(),
+                    f.code,
+                    f.message.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn health(&self) -> ComponentHealth {

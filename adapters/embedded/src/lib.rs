@@ -10,6 +10,9 @@ mod db;
 pub mod queue;
 pub mod store;
 
+pub mod net;
+pub mod webhooks;
+
 pub use db::open_database;
-pub use queue::{EmbeddedQueue, QueueKind, QueueStats, Received};
+pub use queue::{Backoff, EmbeddedQueue, QueueKind, QueueStats, Received};
 pub use store::EmbeddedStore;

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use convo_domain::ports::{ComponentHealth, QueueError, TitleQueue, WriteQueue};
+use convo_domain::ports::{ComponentHealth, EventQueue, QueueError, TitleQueue, WriteQueue};
 use convo_schema::Timestamp;
 use convo_schema::commands::{TitleJob, WriteCommand};
+use convo_schema::events::CloudEvent;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -80,10 +81,44 @@ pub struct QueueStats {
     pub oldest_age_seconds: i64,
 }
 
+/// How long a failed message waits before it is visible again: `base`
+/// doubled per receive up to `cap`, with full jitter (a random wait up to
+/// that) when `jitter` is set.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    /// 50 ms doubling to 3.2 s, no jitter (the writes and titles queues:
+    /// what fails there is a store conflict or a blip).
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(3200),
+            jitter: false,
+        }
+    }
+}
+
+impl Backoff {
+    pub fn after(&self, receives: u32) -> Duration {
+        let full = self.base.saturating_mul(1u32 << receives.min(20)).min(self.cap);
+        if self.jitter {
+            full.mul_f64(rand::random::<f64>())
+        } else {
+            full
+        }
+    }
+}
+
 pub struct EmbeddedQueue {
     name: String,
     kind: QueueKind,
     max_receives: u32,
+    backoff: Backoff,
     db: Arc<Database>,
     table: TableDefinition<'static, &'static str, &'static [u8]>,
     dlq: TableDefinition<'static, &'static str, &'static [u8]>,
@@ -99,6 +134,17 @@ impl EmbeddedQueue {
     /// Opens the queue `name` in `db`, reloading messages left by a previous
     /// run (all visible again, as after a visibility timeout).
     pub fn open(db: Arc<Database>, name: &str, kind: QueueKind, max_receives: u32) -> Result<Arc<Self>, String> {
+        Self::open_with(db, name, kind, max_receives, Backoff::default())
+    }
+
+    /// As [`EmbeddedQueue::open`], with its own backoff.
+    pub fn open_with(
+        db: Arc<Database>,
+        name: &str,
+        kind: QueueKind,
+        max_receives: u32,
+        backoff: Backoff,
+    ) -> Result<Arc<Self>, String> {
         // redb table names must be 'static; queues are few and live for the
         // whole process.
         let table_name: &'static str = Box::leak(format!("queue_{name}").into_boxed_str());
@@ -132,6 +178,7 @@ impl EmbeddedQueue {
             name: name.to_string(),
             kind,
             max_receives: max_receives.max(1),
+            backoff,
             db,
             table,
             dlq,
@@ -301,7 +348,7 @@ impl EmbeddedQueue {
             if e.msg.receive_count >= self.max_receives {
                 st.entries.remove(&receipt)
             } else {
-                let backoff = Duration::from_millis(50u64 << e.msg.receive_count.min(6));
+                let backoff = self.backoff.after(e.msg.receive_count);
                 e.in_flight = false;
                 e.visible_at = Instant::now() + backoff;
                 None
@@ -402,6 +449,21 @@ impl TitleQueue for EmbeddedQueue {
     async fn send_title(&self, job: &TitleJob) -> Result<(), QueueError> {
         let body = serde_json::to_string(job).map_err(unavailable)?;
         self.send(None, None, body).await
+    }
+
+    async fn health(&self) -> ComponentHealth {
+        self.component_health()
+    }
+}
+
+#[async_trait]
+impl EventQueue for EmbeddedQueue {
+    async fn send_events(&self, events: &[CloudEvent]) -> Result<(), QueueError> {
+        for e in events {
+            let body = serde_json::to_string(e).map_err(unavailable)?;
+            self.send(None, None, body).await?;
+        }
+        Ok(())
     }
 
     async fn health(&self) -> ComponentHealth {

@@ -45,7 +45,7 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(String, &'static str), 
     Ok((secret, "generated"))
 }
 
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::io::Write;

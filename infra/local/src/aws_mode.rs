@@ -17,6 +17,7 @@ pub struct Names {
     pub table: String,
     pub writes: resources::QueueSpec,
     pub titles: resources::QueueSpec,
+    pub events: resources::QueueSpec,
 }
 
 pub fn names(prefix: &str) -> Names {
@@ -24,6 +25,7 @@ pub fn names(prefix: &str) -> Names {
         table: prefix.to_string(),
         writes: resources::writes_queue(prefix),
         titles: resources::titles_queue(prefix),
+        events: resources::events_queue(prefix),
     }
 }
 
@@ -38,11 +40,14 @@ pub async fn init(prefix: &str, visibility_timeout_seconds: u32) -> Result<(), S
     let mut n = names(prefix);
     n.writes.visibility_timeout_seconds = visibility_timeout_seconds;
     n.titles.visibility_timeout_seconds = visibility_timeout_seconds;
+    // The events queue keeps its own (60 s): a failed delivery waits it
+    // out before the next try, as on Lambda.
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let created = resources::create_table(&dynamo, &n.table).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let (writes, writes_dlq) = resources::create_queue(&sqs, &n.writes).await?;
     let (titles, titles_dlq) = resources::create_queue(&sqs, &n.titles).await?;
+    let (events, events_dlq) = resources::create_queue(&sqs, &n.events).await?;
     eprintln!(
         "table {} {}; queues ready",
         n.table,
@@ -53,6 +58,8 @@ pub async fn init(prefix: &str, visibility_timeout_seconds: u32) -> Result<(), S
     println!("CONVO_WRITES_DLQ_URL={writes_dlq}");
     println!("CONVO_TITLES_QUEUE_URL={titles}");
     println!("CONVO_TITLES_DLQ_URL={titles_dlq}");
+    println!("CONVO_EVENTS_QUEUE_URL={events}");
+    println!("CONVO_EVENTS_DLQ_URL={events_dlq}");
     Ok(())
 }
 
@@ -84,8 +91,10 @@ pub async fn settings(prefix: &str, config: Config, sdk: &aws_config::SdkConfig)
         table: n.table,
         writes_queue_url: queue_url(&sqs, &n.writes.name).await?,
         titles_queue_url: queue_url(&sqs, &n.titles.name).await?,
+        events_queue_url: queue_url(&sqs, &n.events.name).await?,
         writes_dlq_url: queue_url(&sqs, &n.writes.dlq_name()).await.ok(),
         titles_dlq_url: queue_url(&sqs, &n.titles.dlq_name()).await.ok(),
+        events_dlq_url: queue_url(&sqs, &n.events.dlq_name()).await.ok(),
         moderation_dir: None,
         config,
     })

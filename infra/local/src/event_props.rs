@@ -32,7 +32,8 @@ static DEPS: LazyLock<Deps> = LazyLock::new(|| {
     Deps {
         store: Arc::new(EmbeddedStore::new(db.clone()).expect("store")),
         writes: EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, 5).expect("writes queue"),
-        titles: EmbeddedQueue::open(db, "titles", QueueKind::Standard, 5).expect("titles queue"),
+        titles: EmbeddedQueue::open(db.clone(), "titles", QueueKind::Standard, 5).expect("titles queue"),
+        events: EmbeddedQueue::open(db, "events", QueueKind::Standard, 5).expect("events queue"),
         clock: Arc::new(SystemClock),
         ids: Arc::new(UlidSource::default()),
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),

@@ -13,6 +13,7 @@ mod event_props;
 mod gateway;
 mod oidc;
 mod pollers;
+mod webhook_secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -175,6 +176,30 @@ struct ServeArgs {
     /// tokens are JWTs).
     #[arg(long, env = "CONVO_CONSOLE_TOKEN", default_value = "id_token", value_parser = ["id_token", "access_token"])]
     console_token: String,
+    /// Post every event to this URL as a signed webhook (Standard Webhooks;
+    /// repeatable). The signing secret is CONVO_WEBHOOK_SECRET
+    /// (whsec_<base64>), else one kept in --data-dir/webhook-secret.
+    #[arg(long = "webhook-url", env = "CONVO_WEBHOOK_URLS", value_delimiter = ',')]
+    webhook_urls: Vec<String>,
+    /// Only these event types go to the webhooks (comma-separated; default
+    /// every type).
+    #[arg(long, env = "CONVO_WEBHOOK_EVENTS", value_delimiter = ',')]
+    webhook_events: Vec<String>,
+    /// Tries of one event (then it is parked in the dead-letter list that
+    /// /health counts).
+    #[arg(long, env = "CONVO_WEBHOOK_ATTEMPTS", default_value_t = 10)]
+    webhook_attempts: u32,
+    /// The wait after a failed try, doubled per try up to 5 minutes, with
+    /// full jitter.
+    #[arg(long, env = "CONVO_WEBHOOK_BACKOFF", default_value = "1s")]
+    webhook_backoff: String,
+    /// How long a webhook may take to answer.
+    #[arg(long, env = "CONVO_WEBHOOK_TIMEOUT", default_value = "10s")]
+    webhook_timeout: String,
+    /// AWS mode: publish events to this EventBridge bus (name or ARN), as
+    /// the publish-events function does, instead of to webhooks.
+    #[arg(long, env = "CONVO_EVENT_BUS")]
+    event_bus: Option<String>,
     /// Let the console sign in as any owner with one click, with no token.
     /// For development only: anyone who reaches the server can then act as
     /// any owner. Refused unless --addr is a loopback address.
@@ -288,6 +313,7 @@ fn manifest() -> Result<(), String> {
         "queues": {
             "writes": resources::writes_queue(prefix).cloudformation(),
             "titles": resources::titles_queue(prefix).cloudformation(),
+            "events": resources::events_queue(prefix).cloudformation(),
         },
         "routes": routes,
         "environment": {"required": AwsSettings::REQUIRED_ENV, "optional": AwsSettings::OPTIONAL_ENV},
@@ -321,7 +347,71 @@ struct Runtime {
     deps: Deps,
     writes: Arc<dyn Source>,
     titles: Arc<dyn Source>,
+    events: Arc<dyn Source>,
     storage: String,
+}
+
+fn std_duration(flag: &str, raw: &str) -> Result<std::time::Duration, String> {
+    duration(flag, raw)?.to_std().map_err(|e| format!("--{flag}: {e}"))
+}
+
+/// Where events go: the EventBridge bus (AWS mode), the webhooks, or
+/// nowhere.
+async fn publisher(args: &ServeArgs) -> Result<(Arc<dyn convo_domain::ports::EventPublisher>, String), String> {
+    if let Some(bus) = &args.event_bus {
+        if !args.aws {
+            return Err("--event-bus needs --aws".into());
+        }
+        let sdk = aws_mode::sdk_config().await;
+        let client = aws_sdk_eventbridge::Client::new(&sdk);
+        return Ok((
+            Arc::new(convo_aws::EventBridgePublisher::new(
+                client,
+                bus.clone(),
+                convo_schema::events::DEFAULT_SOURCE,
+            )),
+            format!("EventBridge bus {bus}"),
+        ));
+    }
+    if args.webhook_urls.is_empty() {
+        return Ok((
+            Arc::new(convo_embedded::webhooks::Nowhere),
+            "nowhere (no --webhook-url)".into(),
+        ));
+    }
+    for u in &args.webhook_urls {
+        let parsed = url::Url::parse(u).map_err(|e| format!("--webhook-url {u:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("--webhook-url {u:?}: must be http or https"));
+        }
+    }
+    let types = if args.webhook_events.is_empty() {
+        None
+    } else {
+        let mut set = std::collections::HashSet::new();
+        for t in &args.webhook_events {
+            let parsed = convo_schema::events::EventType::parse(t.trim()).ok_or_else(|| {
+                let all: Vec<&str> = convo_schema::events::EventType::ALL
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect();
+                format!("--webhook-events: unknown type {t:?} (types: {})", all.join(", "))
+            })?;
+            set.insert(parsed);
+        }
+        Some(set)
+    };
+    let (key, from) = webhook_secret::load_or_create_secret(&args.data_dir)?;
+    Ok((
+        Arc::new(convo_embedded::webhooks::WebhookPublisher {
+            urls: args.webhook_urls.clone(),
+            key,
+            types,
+            timeout: std_duration("webhook-timeout", &args.webhook_timeout)?,
+            client: convo_embedded::net::client()?,
+        }),
+        format!("webhooks {} (secret: {from})", args.webhook_urls.join(", ")),
+    ))
 }
 
 fn config(args: &ServeArgs) -> Result<Config, String> {
@@ -349,12 +439,24 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
     })?;
     let store = Arc::new(EmbeddedStore::new(db.clone())?);
     let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, args.max_receives)?;
-    let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, args.max_receives)?;
+    let titles = EmbeddedQueue::open(db.clone(), "titles", QueueKind::Standard, args.max_receives)?;
+    let events = EmbeddedQueue::open_with(
+        db,
+        "events",
+        QueueKind::Standard,
+        args.webhook_attempts,
+        convo_embedded::Backoff {
+            base: std_duration("webhook-backoff", &args.webhook_backoff)?,
+            cap: std::time::Duration::from_secs(300),
+            jitter: true,
+        },
+    )?;
     let moderator = Arc::new(convo_domain::wordlists::moderator(args.moderation_dir.as_deref())?);
     let deps = Deps {
         store,
         writes: writes.clone(),
         titles: titles.clone(),
+        events: events.clone(),
         clock: Arc::new(SystemClock),
         ids: Arc::new(UlidSource::default()),
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
@@ -371,6 +473,7 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
         deps,
         writes: Arc::new(EmbeddedSource(writes, "writes")),
         titles: Arc::new(EmbeddedSource(titles, "titles")),
+        events: Arc::new(EmbeddedSource(events, "events")),
         storage,
     })
 }
@@ -398,6 +501,7 @@ async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
     Ok(Runtime {
         writes: source(&settings.writes_queue_url),
         titles: source(&settings.titles_queue_url),
+        events: source(&settings.events_queue_url),
         storage: format!("DynamoDB table {} at {endpoint}", settings.table),
         deps,
     })
@@ -452,6 +556,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             |deps, event| async move { generate_title::handle(&deps, event).await },
             stop_rx.clone(),
         )));
+        let (events_to, destination) = publisher(&args).await?;
+        tasks.push(tokio::spawn(pollers::poll(
+            rt.events.clone(),
+            rt.deps.clone(),
+            move |deps, event| {
+                let to = events_to.clone();
+                async move { publish_events::handle(to.as_ref(), deps.metrics.as_ref(), event).await }
+            },
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(pollers::sweep_on_timer(
             rt.deps.clone(),
             sweep_every,
@@ -504,6 +618,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(%addr, storage = %storage, jwt_secret = origin, "convo-local listening");
         println!("convo-local listening on http://{addr} (data: {storage}; JWT secret: {origin})");
         println!("console: http://{addr}/");
+        println!("events: {destination}");
         if args.dev_sign_in {
             println!("development sign-in is on: the console signs in as any owner without a token");
         }

@@ -9,10 +9,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Full};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
@@ -33,18 +30,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEYS_REFRESH: Duration = Duration::from_secs(600);
 
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-        .map_err(|e| format!("no TLS roots to reach {url}: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = convo_embedded::net::client().map_err(|e| format!("cannot reach {url}: {e}"))?;
     let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     let req = http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")
-        .body(Empty::new())
+        .body(Full::default())
         .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
         .await

@@ -53,6 +53,7 @@ pub struct Deps {
     pub store: Arc<dyn ConversationStore>,
     pub writes: Arc<dyn WriteQueue>,
     pub titles: Arc<dyn TitleQueue>,
+    pub events: Arc<dyn EventQueue>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
     pub moderator: Arc<dyn Moderator>,

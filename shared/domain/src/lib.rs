@@ -9,6 +9,7 @@
 pub mod cursor;
 pub mod deps;
 pub mod error;
+pub mod events;
 pub mod moderation;
 pub mod pager;
 pub mod persist;

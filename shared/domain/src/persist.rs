@@ -48,6 +48,10 @@ use convo_schema::limits::PREVIEW_CHARS;
 use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
 use futures::future::join_all;
 
+use convo_schema::events::CloudEvent;
+
+use crate::error::DomainError;
+use crate::events::{self, FlaggedMessage};
 use crate::ports::*;
 use crate::{Config, Deps};
 
@@ -162,7 +166,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 continue;
             }
         };
-        if matches!(cmd.kind, WriteKind::Erase) {
+        if matches!(cmd.kind, WriteKind::Erase { .. }) {
             match erase_leftovers(deps, cmd).await {
                 Ok(()) => next += 1,
                 Err(e) => {
@@ -215,7 +219,9 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             .iter()
             .flat_map(|c| match &c.kind {
                 WriteKind::Append { messages } => messages.iter().filter_map(|m| m.external_id.clone()).collect(),
-                WriteKind::End { .. } | WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear => Vec::new(),
+                WriteKind::End { .. } | WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear => {
+                    Vec::new()
+                }
             })
             .collect();
         let existing = if external_ids.is_empty() {
@@ -256,6 +262,15 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                         fail_rest(&mut outcome, &list[next..]);
                         return outcome;
                     }
+                }
+                if !plan.events.is_empty()
+                    && let Err(e) = deps.events.send_events(&plan.events).await
+                {
+                    // As for a title job: the commit stands, and the
+                    // redelivered commands queue the same events again.
+                    tracing::warn!(conversation_id = %cmd.conversation_id, error = %e, "could not queue events");
+                    fail_rest(&mut outcome, &list[next..]);
+                    return outcome;
                 }
                 let now = deps.clock.now();
                 for c in &commands {
@@ -303,7 +318,7 @@ async fn already_stored(
         })
         .filter_map(|c| match &c.kind {
             WriteKind::Append { messages } => Some((*c, messages.iter().map(|m| m.message_id.as_str()).collect())),
-            WriteKind::End { .. } | WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear => None,
+            WriteKind::End { .. } | WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear => None,
         })
         .collect();
     let Some(oldest) = old.iter().map(|(c, _)| c.accepted_at).min() else {
@@ -351,13 +366,53 @@ async fn already_stored(
 /// write accepted before the erasure: a write that read the conversation
 /// before it was marked, and stored a chunk after the erasure swept, is
 /// deleted now.
-async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError> {
-    match deps.store.get_conversation(&cmd.conversation_id).await? {
-        Some(record) if !record.deleting => {
-            tracing::error!(conversation_id = %cmd.conversation_id, "erase command for a conversation not being erased; ignored");
-            Ok(())
+///
+/// Once the conversation is gone (the worker finishes an erasure the API
+/// has not finished yet: the same idempotent steps), the erasure is
+/// announced (`conversation.erased`; a redelivered guard announces it again
+/// with the same id).
+async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(), DomainError> {
+    let mut gone = false;
+    for _ in 0..CONFLICT_RETRIES {
+        match deps.store.get_conversation(&cmd.conversation_id).await? {
+            Some(record) if !record.deleting => {
+                tracing::error!(conversation_id = %cmd.conversation_id, "erase command for a conversation not being erased; ignored");
+                return Ok(());
+            }
+            Some(record) => {
+                if crate::service::finish_erasure(deps, &record).await? {
+                    gone = true;
+                    break;
+                }
+            }
+            None => {
+                deps.store.delete_conversation_items(&cmd.conversation_id).await?;
+                gone = true;
+                break;
+            }
         }
-        _ => deps.store.delete_conversation_items(&cmd.conversation_id).await,
+    }
+    if !gone {
+        return Err(DomainError::Unavailable("the erased conversation kept changing".into()));
+    }
+    match &cmd.kind {
+        WriteKind::Erase {
+            user_id: Some(user_id),
+            agent_id,
+        } => {
+            let event = events::conversation_erased(
+                &cmd.owner_id,
+                &cmd.conversation_id,
+                user_id,
+                agent_id.as_deref(),
+                cmd.accepted_at,
+            );
+            deps.events
+                .send_events(&[event])
+                .await
+                .map_err(|e| DomainError::Unavailable(e.to_string()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -512,7 +567,10 @@ fn run_end(list: &[Delivery], start: usize) -> usize {
 
 /// Commands applied on their own, not in a commit with others.
 fn stands_alone(cmd: &WriteCommand) -> bool {
-    matches!(cmd.kind, WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear)
+    matches!(
+        cmd.kind,
+        WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear
+    )
 }
 
 /// The result of applying commands to a conversation in memory, and the
@@ -540,8 +598,18 @@ pub struct Plan {
     /// False when every command was already applied: nothing to write.
     pub changed: bool,
     pub title_jobs: Vec<TitleJob>,
+    /// The events of what this commit applies, and of the redelivered
+    /// commands it recognises (again, with the same ids: their first
+    /// queueing may have failed).
+    pub events: Vec<CloudEvent>,
     pub applied: u64,
     pub duplicates: u64,
+}
+
+fn push_event(events: &mut Vec<CloudEvent>, e: CloudEvent) {
+    if !events.iter().any(|x| x.id == e.id) {
+        events.push(e);
+    }
 }
 
 /// Applies `commands` to `record` in order, pure and deterministic.
@@ -566,6 +634,7 @@ pub fn plan_commit(
     let mut stats: Option<StatsDelta> = None;
     let mut head_changed = false;
     let mut title_jobs_out = Vec::new();
+    let mut events_out: Vec<CloudEvent> = Vec::new();
     let mut applied = 0;
     let mut duplicates = 0;
     let mut claimed_here: HashSet<String> = HashSet::new();
@@ -598,6 +667,20 @@ pub fn plan_commit(
                             .is_some_and(|ext| existing_external.get(ext).is_some_and(|h| *h != m.message_id));
                         if !repeat {
                             flag_conversation(&mut rec.conversation, m, cmd, &mut meta_changed);
+                            let seen = FlaggedMessage {
+                                message_id: &m.message_id,
+                                message_index: None,
+                                role: m.role,
+                                safety: &m.safety,
+                                accepted_at: cmd.accepted_at,
+                            };
+                            let c = &rec.conversation;
+                            if m.safety.action != SafetyAction::Safe && c.flagged_at == Some(cmd.accepted_at) {
+                                push_event(&mut events_out, events::conversation_flagged(c, &seen));
+                            }
+                            for e in events::message_events(c, &seen) {
+                                push_event(&mut events_out, e);
+                            }
                         }
                     }
                     // ... nor its early title job (a send that failed).
@@ -618,7 +701,15 @@ pub fn plan_commit(
                         existing_external.insert(ext.clone(), m.message_id.clone());
                         claims.push((ext.clone(), m.message_id.clone()));
                     }
+                    let was_flagged = rec.conversation.flagged;
                     let message = append_message(&mut rec, m, cmd, &mut meta_changed);
+                    let seen = FlaggedMessage::from(&message);
+                    if !was_flagged && rec.conversation.flagged {
+                        push_event(&mut events_out, events::conversation_flagged(&rec.conversation, &seen));
+                    }
+                    for e in events::message_events(&rec.conversation, &seen) {
+                        push_event(&mut events_out, e);
+                    }
                     if rec.conversation.status != ConversationStatus::Active {
                         // Accepted before the end was applied, stored after
                         // it: kept (it was answered 202), and counted in the
@@ -682,11 +773,14 @@ pub fn plan_commit(
                 applied += 1;
             }
             // Applied on their own (`run_end` stops before them).
-            WriteKind::Erase | WriteKind::Remove { .. } | WriteKind::Clear => continue,
+            WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear => continue,
             WriteKind::End { reason } => {
                 if rec.conversation.status != ConversationStatus::Active {
                     if rec.end_command == Some(tag) || rec.head.recent_commands.contains(&tag) {
                         duplicates += 1;
+                        if rec.end_command == Some(tag) {
+                            push_event(&mut events_out, events::session_ended(&rec.conversation, *reason));
+                        }
                     } else if rec.head_chunk.is_some() {
                         // An end after the end (the sweeper's came first):
                         // nothing to do, but an `after=` read waits for it.
@@ -709,6 +803,7 @@ pub fn plan_commit(
                 rec.end_command = Some(tag);
                 rec.counted_messages = Some(rec.conversation.message_count);
                 meta_changed = true;
+                push_event(&mut events_out, events::session_ended(&rec.conversation, *reason));
                 if rec.conversation.title_source != Some(TitleSource::User) {
                     title_jobs_out.push(title_job(&rec, TitleReason::SessionEnded));
                 }
@@ -732,6 +827,7 @@ pub fn plan_commit(
         head_changed,
         changed,
         title_jobs: title_jobs_out,
+        events: events_out,
         applied,
         duplicates,
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use convo_schema::commands::{TitleJob, WriteCommand};
+use convo_schema::events::{CloudEvent, EventType};
 use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyVerdict, Timestamp, UserStats};
 use serde::{Deserialize, Serialize};
 
@@ -532,6 +533,56 @@ pub trait WriteQueue: Send + Sync {
 pub trait TitleQueue: Send + Sync {
     async fn send_title(&self, job: &TitleJob) -> Result<(), QueueError>;
     async fn health(&self) -> ComponentHealth;
+}
+
+/// The events queue (standard): producers put an event on it once the
+/// change it describes is committed; the `publish-events` function delivers
+/// it. Durable, so an event is retried there (never lost) and a delivery
+/// failure never holds up the conversation's writes.
+#[async_trait]
+pub trait EventQueue: Send + Sync {
+    async fn send_events(&self, events: &[CloudEvent]) -> Result<(), QueueError>;
+    async fn health(&self) -> ComponentHealth;
+}
+
+/// One event as it is delivered: the JSON body as queued, with what the
+/// delivery needs to know without parsing it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingEvent {
+    pub id: String,
+    pub event_type: EventType,
+    pub time: Timestamp,
+    pub body: String,
+}
+
+impl OutgoingEvent {
+    pub fn new(event: &CloudEvent) -> Result<Self, String> {
+        Ok(OutgoingEvent {
+            id: event.id.clone(),
+            event_type: event.event_type,
+            time: event.time,
+            body: serde_json::to_string(event).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Reads a queued event; the body is kept as it was queued.
+    pub fn parse(body: &str) -> Result<Self, String> {
+        let event: CloudEvent = serde_json::from_str(body).map_err(|e| format!("not a convo event: {e}"))?;
+        Ok(OutgoingEvent {
+            id: event.id,
+            event_type: event.event_type,
+            time: event.time,
+            body: body.to_string(),
+        })
+    }
+}
+
+/// Delivers events: to an EventBridge bus on AWS, to webhooks locally.
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// One result per event, in order: delivered, or why not (it is
+    /// retried later).
+    async fn publish(&self, events: &[OutgoingEvent]) -> Vec<Result<(), String>>;
 }
 
 /// Where counters and timings go (CloudWatch EMF on Lambda). Values are

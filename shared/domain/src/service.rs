@@ -15,8 +15,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use convo_schema::events::CloudEvent;
+
 use crate::Deps;
 use crate::error::DomainError;
+use crate::events;
 use crate::ports::*;
 use crate::tokens::{self, Tokenizer};
 
@@ -227,7 +230,10 @@ pub async fn create_conversation(
     };
     let record = ConversationRecord::new(conversation);
     match deps.store.create_conversation(&record, req.reuse_active).await? {
-        Created::New => Ok((record.conversation, true)),
+        Created::New => {
+            queue_events(deps, &[events::conversation_created(&record.conversation)]).await;
+            Ok((record.conversation, true))
+        }
         Created::Existing(existing) => Ok((existing.conversation, false)),
     }
 }
@@ -715,7 +721,7 @@ pub async fn review_conversation(
             ValidationError::invalid("note", format!("note must hold 1 to {MAX_NOTE_CHARS} characters")).into(),
         );
     }
-    modify_owned(deps, owner_id, conversation_id, |c| {
+    let reviewed = modify_owned(deps, owner_id, conversation_id, |c| {
         if !c.flagged {
             return Err(DomainError::Conflict(
                 ErrorCode::ConversationNotFlagged,
@@ -728,7 +734,26 @@ pub async fn review_conversation(
         c.review_note = req.note.clone();
         Ok(())
     })
-    .await
+    .await?;
+    queue_events(deps, &[events::conversation_reviewed(&reviewed)]).await;
+    Ok(reviewed)
+}
+
+/// Queues the events of a change the API has just committed. The change
+/// stands whatever happens here: if the queue refuses them (after the SDK's
+/// retries) they are logged by id and counted (`EventsNotQueued`, alarmed),
+/// not answered as an error the caller would retry into a second change.
+pub async fn queue_events(deps: &Deps, events: &[CloudEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    if let Err(e) = deps.events.send_events(events).await {
+        for ev in events {
+            tracing::error!(event_id = %ev.id, event_type = %ev.event_type, error = %e, "could not queue an event");
+        }
+        deps.metrics
+            .record(&[("EventsNotQueued", events.len() as f64, "Count")]);
+    }
 }
 
 /// Erases a conversation and everything stored with it, and takes it out of
@@ -770,37 +795,51 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
                 conversation_id: conversation_id.to_string(),
                 owner_id: owner_id.to_string(),
                 accepted_at: deps.clock.now(),
-                kind: WriteKind::Erase,
+                kind: WriteKind::Erase {
+                    user_id: Some(record.conversation.user_id.clone()),
+                    agent_id: Some(record.conversation.agent_id.clone()),
+                },
             },
         )
         .await?;
-        // 3. Everything under it; 4. the conversation, its indexes, pair and
-        // totals. A crash in between leaves the mark: a retry finishes.
-        deps.store.delete_conversation_items(conversation_id).await?;
-        let c = &record.conversation;
-        let counted = c.status != ConversationStatus::Active;
-        let stats = counted.then(|| StatsDelta {
-            conversations: -1,
-            messages: -(record.counted_messages.unwrap_or(c.message_count) as i64),
-            seconds: -c.duration_seconds.unwrap_or(0),
-            at: None,
-        });
-        match deps.store.remove_conversation(&record, record.version, stats).await {
-            Ok(()) => {
-                // Writes that raced the mark may have left items behind.
-                deps.store.delete_conversation_items(conversation_id).await?;
-                if counted {
-                    recount_last_conversation(deps, &record.conversation).await?;
-                }
-                return Ok(());
-            }
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
+        // 3. and 4.; a crash in between leaves the mark: a retry finishes
+        // (and so does the worker, when it reaches the guard).
+        if finish_erasure(deps, &record).await? {
+            return Ok(());
         }
     }
     Err(DomainError::Unavailable(
         "the conversation is being written heavily; retry".into(),
     ))
+}
+
+/// The end of an erasure of a conversation marked `deleting`: everything
+/// under it, then the conversation, its indexes, pair and totals. False
+/// when the conversation changed meanwhile (read it again). Idempotent: the
+/// API and the worker (at the erasure's guard) may both run it.
+pub async fn finish_erasure(deps: &Deps, record: &ConversationRecord) -> Result<bool, DomainError> {
+    let conversation_id = record.id();
+    deps.store.delete_conversation_items(conversation_id).await?;
+    let c = &record.conversation;
+    let counted = c.status != ConversationStatus::Active;
+    let stats = counted.then(|| StatsDelta {
+        conversations: -1,
+        messages: -(record.counted_messages.unwrap_or(c.message_count) as i64),
+        seconds: -c.duration_seconds.unwrap_or(0),
+        at: None,
+    });
+    match deps.store.remove_conversation(record, record.version, stats).await {
+        Ok(()) => {
+            // Writes that raced the mark may have left items behind.
+            deps.store.delete_conversation_items(conversation_id).await?;
+            if counted {
+                recount_last_conversation(deps, &record.conversation).await?;
+            }
+            Ok(true)
+        }
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// After an erasure the user's totals read as if the conversation never
@@ -862,6 +901,12 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
         }
     }
     deps.store.delete_user_stats(owner_id, &user_id).await?;
+    let now = deps.clock.now();
+    queue_events(
+        deps,
+        &[events::user_erased(owner_id, &user_id, erased, &deps.ids.new_id(), now)],
+    )
+    .await;
     Ok(erased)
 }
 
@@ -1264,12 +1309,17 @@ pub async fn user_stats(deps: &Deps, owner_id: &str, user_id: &str) -> Result<Us
 
 /// `GET /health`: the store and both queues.
 pub async fn health(deps: &Deps) -> (bool, serde_json::Value) {
-    let (store, writes, titles) = futures::join!(deps.store.health(), deps.writes.health(), deps.titles.health());
-    let ok = store.ok && writes.ok && titles.ok;
+    let (store, writes, titles, events) = futures::join!(
+        deps.store.health(),
+        deps.writes.health(),
+        deps.titles.health(),
+        deps.events.health()
+    );
+    let ok = store.ok && writes.ok && titles.ok && events.ok;
     let body = serde_json::json!({
         "status": if ok { "healthy" } else { "unhealthy" },
         "timestamp": deps.clock.now(),
-        "components": [store, writes, titles],
+        "components": [store, writes, titles, events],
     });
     (ok, body)
 }

@@ -154,6 +154,18 @@ pub enum TitleOutcome {
     Gone,
 }
 
+/// Queues `title.generated`; a failure fails the job, which is retried.
+async fn announce(
+    deps: &Deps,
+    c: &convo_schema::Conversation,
+    reason: convo_schema::commands::TitleReason,
+) -> Result<(), DomainError> {
+    deps.events
+        .send_events(&[crate::events::title_generated(c, reason)])
+        .await
+        .map_err(|e| DomainError::Unavailable(format!("could not queue the title's event: {e}")))
+}
+
 /// Applies a title job. Idempotent: the same conversation gives the same title.
 pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome, DomainError> {
     for _ in 0..8 {
@@ -193,6 +205,9 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
         let expected = record.version;
         let c = &mut record.conversation;
         if c.title.as_deref() == Some(title.as_str()) && c.title_generated_at.is_some() {
+            // Set by an earlier run of this job, whose event may not have
+            // been queued: queued again, with the same id.
+            announce(deps, &record.conversation, job.reason).await?;
             return Ok(TitleOutcome::Set(title));
         }
         c.title = Some(title.clone());
@@ -200,7 +215,10 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
         c.title_generated_at = Some(deps.clock.now());
         record.version = expected + 1;
         match deps.store.put_conversation(&record, expected).await {
-            Ok(()) => return Ok(TitleOutcome::Set(title)),
+            Ok(()) => {
+                announce(deps, &record.conversation, job.reason).await?;
+                return Ok(TitleOutcome::Set(title));
+            }
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -31,8 +31,15 @@ pub enum WriteKind {
     },
     /// Sent by an erasure behind every write of the conversation accepted
     /// before it: the worker deletes what a write that raced the erasure
-    /// may have stored.
-    Erase,
+    /// may have stored, and announces the erasure once it is complete.
+    /// The ids name the conversation's user and agent in that event (absent
+    /// in commands queued before they were added).
+    Erase {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
+    },
     /// Removes one message (found at `index` when the removal was accepted),
     /// leaving a tombstone.
     Remove {
@@ -44,7 +51,7 @@ pub enum WriteKind {
     Clear,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EndReason {
     /// The client ended the session.

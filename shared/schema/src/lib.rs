@@ -9,6 +9,7 @@
 pub mod api;
 pub mod commands;
 pub mod error;
+pub mod events;
 pub mod limits;
 pub mod model;
 pub mod phone;

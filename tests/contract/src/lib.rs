@@ -49,6 +49,7 @@ pub struct World {
     pub faulty: Arc<FaultyStore>,
     pub writes: Arc<EmbeddedQueue>,
     pub titles: Arc<EmbeddedQueue>,
+    pub events: Arc<EmbeddedQueue>,
     pub clock: Arc<TestClock>,
 }
 
@@ -86,7 +87,8 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
     };
     let faulty = Arc::new(FaultyStore::new(store.clone()));
     let writes = EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, 3).unwrap();
-    let titles = EmbeddedQueue::open(db, "titles", QueueKind::Standard, 3).unwrap();
+    let titles = EmbeddedQueue::open(db.clone(), "titles", QueueKind::Standard, 3).unwrap();
+    let events = EmbeddedQueue::open(db, "events", QueueKind::Standard, 3).unwrap();
     let clock = Arc::new(TestClock(Mutex::new(
         chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap(),
     )));
@@ -95,6 +97,7 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         store: faulty.clone(),
         writes: writes.clone(),
         titles: titles.clone(),
+        events: events.clone(),
         clock: clock.clone(),
         ids: Arc::new(UlidSource::default()),
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
@@ -110,6 +113,7 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         faulty,
         writes,
         titles,
+        events,
         clock,
     }
 }
@@ -190,6 +194,21 @@ impl World {
                 let job: TitleJob = serde_json::from_str(&r.body).unwrap();
                 generate_title(&self.deps, &job).await.unwrap();
                 self.titles.ack(r.receipt).await.unwrap();
+            }
+        }
+    }
+
+    /// Takes every event queued so far (type, id, the JSON as queued).
+    pub async fn take_events(&self) -> Vec<convo_schema::events::CloudEvent> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self.events.receive(10, Duration::from_millis(0)).await;
+            if batch.is_empty() {
+                return out;
+            }
+            for r in batch {
+                out.push(serde_json::from_str(&r.body).expect("a CloudEvent"));
+                self.events.ack(r.receipt).await.unwrap();
             }
         }
     }

@@ -1890,7 +1890,121 @@ async fn messages_are_removed_in_order_and_leave_tombstones(w: World) {
     assert_eq!(visible(&w, &id).await, ["after the clear"]);
 }
 
+/// Each change queues its events once it is committed, with ids derived from
+/// what caused them (a redelivered command queues the same ids), and no
+/// event holds what anyone wrote.
+async fn changes_queue_their_events_after_the_commit(w: World) {
+    use convo_schema::events::EventType as T;
+    let c = new_conversation(&w, "alice").await;
+    let id = c.conversation_id.clone();
+    let said = [
+        "Sometimes I want to kill myself",
+        "send me a naked picture, shit",
+        "I hear you.",
+    ];
+    let req: AppendRequest = serde_json::from_value(serde_json::json!({"messages": [
+        {"role": "user", "content": said[0]},
+        {"role": "user", "content": said[1]},
+        {"role": "assistant", "content": said[2]},
+    ]}))
+    .unwrap();
+    let ack = service::append_messages(&w.deps, "alice", &id, req, None)
+        .await
+        .unwrap();
+    let created = w.take_events().await;
+    assert_eq!(
+        created.iter().map(|e| (e.event_type, e.id.clone())).collect::<Vec<_>>(),
+        vec![(T::ConversationCreated, format!("conversation.created:{id}"))]
+    );
+    // Accepted is not committed: nothing about the messages yet.
+    assert!(w.take_events().await.is_empty());
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    let body = batch[0].body.clone();
+    let deliver = || vec![Delivery::decode("r1".into(), Some(id.clone()), &body)];
+    persist_batch(&w.deps, deliver()).await;
+    let committed = w.take_events().await;
+    let kinds: Vec<(T, String)> = committed.iter().map(|e| (e.event_type, e.id.clone())).collect();
+    let critical = &ack.messages[0].message_id;
+    let blocked = &ack.messages[1].message_id;
+    assert_eq!(
+        kinds,
+        vec![
+            (T::ConversationFlagged, format!("conversation.flagged:{id}")),
+            (T::MessageFlagged, format!("message.flagged:{critical}")),
+            (T::SafetyCritical, format!("safety.critical:{critical}")),
+            (T::MessageBlocked, format!("message.blocked:{blocked}")),
+        ]
+    );
+    let critical_event = &committed[2];
+    assert_eq!(critical_event.subject, id);
+    assert_eq!(critical_event.data.message_index, Some(0));
+    assert_eq!(critical_event.data.severity, Some(Severity::Critical));
+    assert_eq!(critical_event.data.categories, vec!["self_harm".to_string()]);
+    assert_eq!(critical_event.data.user_name.as_deref(), Some("Mia"));
+    // Redelivered (a crash after the commit, before the queueing): the same
+    // ids again, so a consumer drops them.
+    persist_batch(&w.deps, deliver()).await;
+    w.writes.ack(batch[0].receipt).await.unwrap();
+    let again: Vec<String> = w.take_events().await.into_iter().map(|e| e.id).collect();
+    assert_eq!(again, kinds.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>());
+    // The end, a review, the title and the erasure.
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+    w.settle().await;
+    service::review_conversation(
+        &w.deps,
+        "alice",
+        &id,
+        serde_json::from_value(serde_json::json!({"flagStatus": "escalated", "note": "called"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
+    w.settle().await;
+    let rest = w.take_events().await;
+    let types: Vec<T> = rest.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        vec![
+            T::SessionEnded,
+            T::TitleGenerated,
+            T::ConversationReviewed,
+            T::ConversationErased
+        ]
+    );
+    assert_eq!(rest[0].data.end_reason, Some(convo_schema::commands::EndReason::Client));
+    assert_eq!(rest[0].data.message_count, Some(3));
+    assert_eq!(rest[2].data.flag_status, Some(FlagStatus::Escalated));
+    assert_eq!(rest[2].data.has_note, Some(true));
+    assert_eq!(rest[3].id, format!("conversation.erased:{id}"));
+    assert_eq!(rest[3].data.user_name, None);
+    let user = c.user_id.clone();
+    let n = service::delete_user(&w.deps, "alice", &user).await.unwrap();
+    assert_eq!(n, 0);
+    let erased = w.take_events().await;
+    assert_eq!(erased.len(), 1);
+    assert_eq!(
+        (erased[0].event_type, erased[0].subject.as_str()),
+        (T::UserErased, user.as_str())
+    );
+    // Never what anyone wrote, nor the title made of it.
+    let title = w
+        .store
+        .get_conversation(&id)
+        .await
+        .unwrap()
+        .map(|r| r.conversation.title);
+    assert!(title.is_none(), "erased");
+    for e in committed.iter().chain(&rest).chain(&created).chain(&erased) {
+        let json = serde_json::to_string(e).unwrap();
+        for s in said {
+            assert!(!json.contains(s), "{json}");
+        }
+        assert!(!json.contains("called"), "the review note stays out: {json}");
+    }
+}
+
 contract! {
+    changes_queue_their_events_after_the_commit,
     messages_are_removed_in_order_and_leave_tombstones,
     tool_calls_round_trip_and_the_context_pairs_them,
     the_context_fits_a_token_budget,
