@@ -57,6 +57,9 @@ class FaultProxy:
         # what was injected, by (status, operation), and what was forwarded
         self.injected: Counter = Counter()
         self.forwarded: Counter = Counter()
+        # the next N requests of an X-Amz-Target ("AWSEvents.PutEvents")
+        # answered 500 InternalException, whatever the service
+        self.fail_next: Counter = Counter()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -101,6 +104,16 @@ class FaultProxy:
                     finally:
                         with proxy._lock:
                             proxy.holding -= 1
+                with proxy._lock:
+                    forced = proxy.fail_next[target] > 0
+                    if forced:
+                        proxy.fail_next[target] -= 1
+                        proxy.injected[(500, target)] += 1
+                if forced:
+                    payload = json.dumps({"__type": "InternalException", "message": "injected"}).encode()
+                    self._answer(500, [("Content-Type", "application/x-amz-json-1.1"),
+                                       ("x-amzn-RequestId", "injected-fault")], payload)
+                    return
                 if target.startswith(DYNAMODB_TARGET):
                     fault = proxy._draw(target.split(".", 1)[-1])
                     if fault is not None:

@@ -33,7 +33,7 @@ def test_health(api):
     h = api.health()
     assert h["status"] == "healthy"
     names = [c["name"] for c in h["components"]]
-    assert names == ["store", "writesQueue", "titlesQueue"], names
+    assert names == ["store", "writesQueue", "titlesQueue", "eventsQueue"], names
     assert all(c["ok"] is True for c in h["components"])
 
 
@@ -644,3 +644,4 @@ def test_zz_no_dead_letters_on_the_shared_server(api):
     comps = {c["name"]: c for c in h["components"]}
     assert comps["writesQueue"]["deadLetters"] == 0
     assert comps["titlesQueue"]["deadLetters"] == 0
+    assert comps["eventsQueue"]["deadLetters"] == 0

@@ -48,7 +48,16 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         health,
         openapi_document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Health)),
+    // The events convo emits (not answers of a route): their envelope and
+    // data, for consumers of the bus and the webhooks.
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        Health,
+        convo_schema::events::CloudEvent,
+        convo_schema::events::EventData,
+        convo_schema::events::EventType
+    )),
     modifiers(&CommonAnswers),
     security(("bearer" = [])),
     tags(

@@ -351,7 +351,17 @@ struct Runtime {
     storage: String,
 }
 
+/// A duration as the other flags take it (90s, 30m, …), or in
+/// milliseconds (250ms).
 fn std_duration(flag: &str, raw: &str) -> Result<std::time::Duration, String> {
+    if let Some(ms) = raw.trim().strip_suffix("ms") {
+        return match ms.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_millis(n)),
+            _ => Err(format!(
+                "--{flag}: {raw:?} must be a positive number of milliseconds, like 250ms"
+            )),
+        };
+    }
     duration(flag, raw)?.to_std().map_err(|e| format!("--{flag}: {e}"))
 }
 
