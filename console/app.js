@@ -502,7 +502,20 @@ async function pagedList(path, params, caption, opts, stale) {
   }
   const { table, add } = conversationTable(caption, first.conversations, opts);
   const wrap = h("div", {}, table);
-  let cursor = first.nextCursor;
+  wrap.append(
+    loadMore("Load more", first.nextCursor, async (cursor) => {
+      const page = await api("GET", `${path}${query({ ...params, limit: PAGE, cursor })}`);
+      add(page.conversations);
+      return page.nextCursor;
+    }),
+  );
+  return wrap;
+}
+
+// A "Load more" button following the API's cursors: `next(cursor)` shows
+// one more page and answers the cursor after it; hidden once none is left.
+function loadMore(label, firstCursor, next) {
+  let cursor = firstCursor;
   const more = h("div", { class: "more" });
   const button = h(
     "button",
@@ -512,9 +525,7 @@ async function pagedList(path, params, caption, opts, stale) {
       onclick: async () => {
         button.disabled = true;
         try {
-          const page = await api("GET", `${path}${query({ ...params, limit: PAGE, cursor })}`);
-          add(page.conversations);
-          cursor = page.nextCursor;
+          cursor = await next(cursor);
           more.hidden = !cursor;
         } catch (err) {
           showError(err);
@@ -523,12 +534,11 @@ async function pagedList(path, params, caption, opts, stale) {
         }
       },
     },
-    "Load more",
+    label,
   );
   more.append(button);
   more.hidden = !cursor;
-  wrap.append(more);
-  return wrap;
+  return more;
 }
 
 function field(id, label, control) {
@@ -657,31 +667,11 @@ async function viewTranscript(id, stale) {
 
   const list = h("ol", { class: "transcript", id: "transcript", "aria-label": "Messages, oldest first" });
   for (const m of first.messages) list.append(messageItem(m));
-  let cursor = first.nextCursor;
-  const more = h("div", { class: "more" });
-  const button = h(
-    "button",
-    {
-      type: "button",
-      id: "load-more",
-      onclick: async () => {
-        button.disabled = true;
-        try {
-          const page = await api("GET", `${path}/messages${query({ limit: PAGE, cursor })}`);
-          for (const m of page.messages) list.append(messageItem(m));
-          cursor = page.nextCursor;
-          more.hidden = !cursor;
-        } catch (err) {
-          showError(err);
-        } finally {
-          button.disabled = false;
-        }
-      },
-    },
-    "Load more messages",
-  );
-  more.append(button);
-  more.hidden = !cursor;
+  const more = loadMore("Load more messages", first.nextCursor, async (cursor) => {
+    const page = await api("GET", `${path}/messages${query({ limit: PAGE, cursor })}`);
+    for (const m of page.messages) list.append(messageItem(m));
+    return page.nextCursor;
+  });
   show(
     h("p", {}, h("a", { href: "#/conversations" }, "← All conversations")),
     h("h1", {}, conversationTitle(c)),
