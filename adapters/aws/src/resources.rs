@@ -245,9 +245,12 @@ pub fn events_queue(prefix: &str) -> QueueSpec {
     QueueSpec {
         name: format!("{prefix}-events"),
         fifo: false,
-        // A delivery gets ten tries, each after the visibility timeout (and
-        // the function's own retries with backoff), before it is parked.
-        max_receive_count: 10,
+        // A delivery gets 60 tries, each after the visibility timeout (and
+        // the function's own retries with backoff): an hour of a bus that
+        // refuses everything before an event is parked in the dead-letter
+        // queue (kept 14 days, alarmed, and redriven to the queue with SQS's
+        // DLQ redrive).
+        max_receive_count: 60,
         visibility_timeout_seconds: 60,
         // Kept as long as SQS allows: an outage of the bus loses nothing.
         message_retention_seconds: MAX_RETENTION_SECONDS,

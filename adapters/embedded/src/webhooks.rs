@@ -26,6 +26,21 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
 }
 
+/// A URL as logs show it: scheme, host, port and path, without what may
+/// be a credential (user info, query, fragment).
+pub fn shown(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme_str().unwrap_or("?"),
+            u.host().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "(a URL)".into(),
+    }
+}
+
 pub struct WebhookPublisher {
     pub urls: Vec<String>,
     pub key: Vec<u8>,
@@ -47,10 +62,10 @@ impl WebhookPublisher {
             .body(Full::new(Bytes::from(event.body.clone())))
             .map_err(|e| e.to_string())?;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(format!("{url} did not answer within {:?}", self.timeout)),
-            Ok(Err(e)) => Err(format!("{url}: {e}")),
+            Err(_) => Err(format!("{} did not answer within {:?}", shown(url), self.timeout)),
+            Ok(Err(e)) => Err(format!("{}: {e}", shown(url))),
             Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-            Ok(Ok(resp)) => Err(format!("{url} answered {}", resp.status())),
+            Ok(Ok(resp)) => Err(format!("{} answered {}", shown(url), resp.status())),
         }
     }
 }
@@ -91,6 +106,15 @@ impl EventPublisher for Nowhere {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_show_no_credential_of_a_url() {
+        assert_eq!(
+            shown("https://u:p@hooks.example.com:8443/in?token=s3cret#x"),
+            "https://hooks.example.com:8443/in"
+        );
+        assert_eq!(shown("http://127.0.0.1:9/x"), "http://127.0.0.1:9/x");
+    }
 
     /// The Standard Webhooks specification's own example
     /// (standard-webhooks/spec, "Signature scheme").

@@ -367,7 +367,7 @@ fn std_duration(flag: &str, raw: &str) -> Result<std::time::Duration, String> {
 
 /// Where events go: the EventBridge bus (AWS mode), the webhooks, or
 /// nowhere.
-async fn publisher(args: &ServeArgs) -> Result<(Arc<dyn convo_domain::ports::EventPublisher>, String), String> {
+async fn publisher(args: &ServeArgs) -> Result<(Option<Arc<dyn convo_domain::ports::EventPublisher>>, String), String> {
     if let Some(bus) = &args.event_bus {
         if !args.aws {
             return Err("--event-bus needs --aws".into());
@@ -375,17 +375,23 @@ async fn publisher(args: &ServeArgs) -> Result<(Arc<dyn convo_domain::ports::Eve
         let sdk = aws_mode::sdk_config().await;
         let client = aws_sdk_eventbridge::Client::new(&sdk);
         return Ok((
-            Arc::new(convo_aws::EventBridgePublisher::new(
+            Some(Arc::new(convo_aws::EventBridgePublisher::new(
                 client,
                 bus.clone(),
                 convo_schema::events::DEFAULT_SOURCE,
-            )),
+            ))),
             format!("EventBridge bus {bus}"),
         ));
     }
     if args.webhook_urls.is_empty() {
+        if args.aws {
+            return Ok((
+                None,
+                "left on the events queue (no --event-bus or --webhook-url)".into(),
+            ));
+        }
         return Ok((
-            Arc::new(convo_embedded::webhooks::Nowhere),
+            Some(Arc::new(convo_embedded::webhooks::Nowhere)),
             "nowhere (no --webhook-url)".into(),
         ));
     }
@@ -412,15 +418,20 @@ async fn publisher(args: &ServeArgs) -> Result<(Arc<dyn convo_domain::ports::Eve
         Some(set)
     };
     let (key, from) = webhook_secret::load_or_create_secret(&args.data_dir)?;
+    let shown: Vec<String> = args
+        .webhook_urls
+        .iter()
+        .map(|u| convo_embedded::webhooks::shown(u))
+        .collect();
     Ok((
-        Arc::new(convo_embedded::webhooks::WebhookPublisher {
+        Some(Arc::new(convo_embedded::webhooks::WebhookPublisher {
             urls: args.webhook_urls.clone(),
             key,
             types,
             timeout: std_duration("webhook-timeout", &args.webhook_timeout)?,
             client: convo_embedded::net::client()?,
-        }),
-        format!("webhooks {} (secret: {from})", args.webhook_urls.join(", ")),
+        })),
+        format!("webhooks {} (secret: {from})", shown.join(", ")),
     ))
 }
 
@@ -567,15 +578,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             stop_rx.clone(),
         )));
         let (events_to, destination) = publisher(&args).await?;
-        tasks.push(tokio::spawn(pollers::poll(
-            rt.events.clone(),
-            rt.deps.clone(),
-            move |deps, event| {
-                let to = events_to.clone();
-                async move { publish_events::handle(to.as_ref(), deps.metrics.as_ref(), event).await }
-            },
-            stop_rx.clone(),
-        )));
+        // In AWS mode with no bus named, the events stay on the events queue
+        // for the deployment's publish-events (this process must not take
+        // them off it).
+        if let Some(events_to) = events_to {
+            tasks.push(tokio::spawn(pollers::poll(
+                rt.events.clone(),
+                rt.deps.clone(),
+                move |deps, event| {
+                    let to = events_to.clone();
+                    async move { publish_events::handle(to.as_ref(), deps.metrics.as_ref(), event).await }
+                },
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(pollers::sweep_on_timer(
             rt.deps.clone(),
             sweep_every,

@@ -253,3 +253,82 @@ pub async fn deliver(
     ]);
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::NoMetrics;
+    use std::sync::Mutex;
+
+    /// Refuses the events whose id ends with "!", and answers `short` fewer
+    /// results than it was given.
+    struct Picky {
+        short: usize,
+        seen: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventPublisher for Picky {
+        async fn publish(&self, events: &[OutgoingEvent]) -> Vec<Result<(), String>> {
+            self.seen.lock().unwrap().extend(events.iter().map(|e| e.id.clone()));
+            let mut out: Vec<Result<(), String>> = events
+                .iter()
+                .map(|e| {
+                    if e.id.ends_with('!') {
+                        Err("refused".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect();
+            out.truncate(events.len().saturating_sub(self.short));
+            out
+        }
+    }
+
+    fn record(id: &str) -> String {
+        let c = CloudEvent::new(
+            EventType::SessionEnded,
+            id.to_string(),
+            chrono::Utc::now(),
+            "c".into(),
+            EventData::default(),
+        );
+        serde_json::to_string(&c).unwrap()
+    }
+
+    #[tokio::test]
+    async fn deliver_retries_exactly_what_was_not_delivered() {
+        let p = Picky {
+            short: 0,
+            seen: Mutex::default(),
+        };
+        let records = vec![
+            ("r1".to_string(), record("a")),
+            ("r2".to_string(), "{not an event".to_string()),
+            ("r3".to_string(), record("b!")),
+            ("r4".to_string(), record("c")),
+        ];
+        let failed = deliver(&p, &NoMetrics, &records).await;
+        assert_eq!(failed, vec!["r2".to_string(), "r3".to_string()]);
+        assert_eq!(
+            *p.seen.lock().unwrap(),
+            vec!["a", "b!", "c"],
+            "the bad body is not sent"
+        );
+        // A publisher that answers too few results: the unanswered are retried.
+        let p = Picky {
+            short: 1,
+            seen: Mutex::default(),
+        };
+        let failed = deliver(&p, &NoMetrics, &records[..1]).await;
+        assert_eq!(failed, vec!["r1".to_string()]);
+        // Nothing to send: nothing sent, nothing failed.
+        let p = Picky {
+            short: 0,
+            seen: Mutex::default(),
+        };
+        assert!(deliver(&p, &NoMetrics, &[]).await.is_empty());
+        assert!(p.seen.lock().unwrap().is_empty());
+    }
+}

@@ -701,10 +701,12 @@ pub fn plan_commit(
                         existing_external.insert(ext.clone(), m.message_id.clone());
                         claims.push((ext.clone(), m.message_id.clone()));
                     }
-                    let was_flagged = rec.conversation.flagged;
                     let message = append_message(&mut rec, m, cmd, &mut meta_changed);
                     let seen = FlaggedMessage::from(&message);
-                    if !was_flagged && rec.conversation.flagged {
+                    // This command flagged the conversation first: now, or in
+                    // an earlier try whose conversation item was written
+                    // before a chunk failed (then the flag is already set).
+                    if m.safety.action != SafetyAction::Safe && rec.conversation.flagged_at == Some(cmd.accepted_at) {
                         push_event(&mut events_out, events::conversation_flagged(&rec.conversation, &seen));
                     }
                     for e in events::message_events(&rec.conversation, &seen) {

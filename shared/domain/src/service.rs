@@ -901,12 +901,16 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
         }
     }
     deps.store.delete_user_stats(owner_id, &user_id).await?;
-    let now = deps.clock.now();
-    queue_events(
-        deps,
-        &[events::user_erased(owner_id, &user_id, erased, &deps.ids.new_id(), now)],
-    )
-    .await;
+    // Announced when it erased something (a retried erasure that finds
+    // nothing left announces nothing again).
+    if erased > 0 {
+        let now = deps.clock.now();
+        queue_events(
+            deps,
+            &[events::user_erased(owner_id, &user_id, erased, &deps.ids.new_id(), now)],
+        )
+        .await;
+    }
     Ok(erased)
 }
 

@@ -123,6 +123,25 @@ async fn webhooks_deliver_each_event_signed_and_report_what_failed() {
     let results = webhooks(vec![closed], &key, None).publish(&events(1)).await;
     assert!(results[0].is_err());
 
+    // A receiver that takes the connection and never answers: the timeout
+    // ends the try.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            open.push(sock);
+        }
+    });
+    let started = std::time::Instant::now();
+    let results = webhooks(vec![silent_url], &key, None).publish(&events(1)).await;
+    assert!(
+        results[0].as_ref().is_err_and(|e| e.contains("did not answer")),
+        "{results:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+
     // A type filter: what it leaves out is done with, not sent.
     *rx.status.lock().unwrap() = 200;
     let before = rx.got.lock().unwrap().len();

@@ -1958,6 +1958,7 @@ async fn changes_queue_their_events_after_the_commit(w: World) {
     )
     .await
     .unwrap();
+    let title = w.conversation(&id).await.title.expect("a generated title");
     service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
     w.settle().await;
     let rest = w.take_events().await;
@@ -1977,34 +1978,132 @@ async fn changes_queue_their_events_after_the_commit(w: World) {
     assert_eq!(rest[2].data.has_note, Some(true));
     assert_eq!(rest[3].id, format!("conversation.erased:{id}"));
     assert_eq!(rest[3].data.user_name, None);
+    // A user's erasure that erases something is announced; one that finds
+    // nothing left (a retry) is not.
     let user = c.user_id.clone();
-    let n = service::delete_user(&w.deps, "alice", &user).await.unwrap();
-    assert_eq!(n, 0);
-    let erased = w.take_events().await;
-    assert_eq!(erased.len(), 1);
-    assert_eq!(
-        (erased[0].event_type, erased[0].subject.as_str()),
-        (T::UserErased, user.as_str())
-    );
-    // Never what anyone wrote, nor the title made of it.
-    let title = w
-        .store
-        .get_conversation(&id)
+    let other = service::create_conversation(&w.deps, "alice", create_req(&user, "toy-2"))
         .await
         .unwrap()
-        .map(|r| r.conversation.title);
-    assert!(title.is_none(), "erased");
+        .0;
+    assert_eq!(w.take_events().await.len(), 1, "its conversation.created");
+    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap(), 1);
+    w.settle().await;
+    let erased = w.take_events().await;
+    let got: Vec<(T, &str)> = erased.iter().map(|e| (e.event_type, e.subject.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (T::UserErased, user.as_str()),
+            (T::ConversationErased, other.conversation_id.as_str())
+        ]
+    );
+    assert_eq!(erased[0].data.conversations_deleted, Some(1));
+    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap(), 0);
+    assert!(w.take_events().await.is_empty());
+    // Never what anyone wrote, nor the title made of it, nor the note.
     for e in committed.iter().chain(&rest).chain(&created).chain(&erased) {
         let json = serde_json::to_string(e).unwrap();
-        for s in said {
-            assert!(!json.contains(s), "{json}");
+        for s in said.iter().copied().chain([title.as_str(), "called"]) {
+            assert!(!json.contains(s), "{s:?} in {json}");
         }
-        assert!(!json.contains("called"), "the review note stays out: {json}");
     }
+}
+
+/// An events queue that refuses the next `n` sends.
+struct Refusing {
+    inner: std::sync::Arc<dyn EventQueue>,
+    refuse: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventQueue for Refusing {
+    async fn send_events(&self, events: &[convo_schema::events::CloudEvent]) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(QueueError::Unavailable("refused by the test".into()));
+        }
+        self.inner.send_events(events).await
+    }
+    async fn health(&self) -> ComponentHealth {
+        self.inner.health().await
+    }
+}
+
+/// A commit whose events cannot be queued fails its records (the commit
+/// stands); the redelivery queues them, with the same ids. And a first flag
+/// written before a chunk that failed is announced by the retry that
+/// stores the chunk.
+async fn events_refused_or_cut_off_by_a_crash_are_queued_by_the_retry(w: World) {
+    use convo_schema::events::EventType as T;
+    let mut deps = w.deps.clone();
+    deps.events = std::sync::Arc::new(Refusing {
+        inner: w.deps.events.clone(),
+        refuse: std::sync::atomic::AtomicUsize::new(1),
+    });
+    let c = new_conversation(&w, "alice").await;
+    let id = c.conversation_id.clone();
+    w.take_events().await;
+    let req: AppendRequest = serde_json::from_value(
+        serde_json::json!({"messages": [{"role": "user", "content": "Sometimes I want to kill myself"}]}),
+    )
+    .unwrap();
+    service::append_messages(&deps, "alice", &id, req, None).await.unwrap();
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    let body = batch[0].body.clone();
+    let deliver = || vec![Delivery::decode("r1".into(), Some(id.clone()), &body)];
+    let first = persist_batch(&deps, deliver()).await;
+    assert_eq!(first.failed, vec!["r1".to_string()], "the record is retried");
+    assert_eq!(w.all_messages(&id).await.len(), 1, "the commit stands");
+    assert!(w.take_events().await.is_empty());
+    let again = persist_batch(&deps, deliver()).await;
+    assert!(again.failed.is_empty());
+    w.writes.ack(batch[0].receipt).await.unwrap();
+    let events = w.take_events().await;
+    let types: Vec<T> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        vec![T::ConversationFlagged, T::MessageFlagged, T::SafetyCritical]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.subject == id && e.data.severity == Some(Severity::Critical))
+    );
+
+    // The conversation item (the first flag) written, then the chunk's write
+    // fails: the retry stores the chunk and announces the flag too.
+    let c2 = new_conversation(&w, "alice").await;
+    let id2 = c2.conversation_id.clone();
+    w.take_events().await;
+    let req: AppendRequest = serde_json::from_value(
+        serde_json::json!({"messages": [{"role": "user", "content": "I will punch you in the face"}]}),
+    )
+    .unwrap();
+    service::append_messages(&w.deps, "alice", &id2, req, None)
+        .await
+        .unwrap();
+    w.faulty.crash_at(Step::Chunk, 0);
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    let body = batch[0].body.clone();
+    let deliver = || vec![Delivery::decode("r2".into(), Some(id2.clone()), &body)];
+    assert_eq!(persist_batch(&w.deps, deliver()).await.failed.len(), 1);
+    assert!(
+        w.conversation(&id2).await.flagged,
+        "the flag was written before the chunk"
+    );
+    assert!(w.take_events().await.is_empty());
+    assert!(persist_batch(&w.deps, deliver()).await.failed.is_empty());
+    let types: Vec<T> = w.take_events().await.iter().map(|e| e.event_type).collect();
+    assert_eq!(types, vec![T::ConversationFlagged, T::MessageFlagged]);
 }
 
 contract! {
     changes_queue_their_events_after_the_commit,
+    events_refused_or_cut_off_by_a_crash_are_queued_by_the_retry,
     messages_are_removed_in_order_and_leave_tombstones,
     tool_calls_round_trip_and_the_context_pairs_them,
     the_context_fits_a_token_budget,
