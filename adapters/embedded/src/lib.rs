@@ -4,7 +4,7 @@
 //! list). They let the whole system run on one machine with no AWS account
 //! and no emulator.
 //!
-//! Implements the ports of `convo-domain`; depends on no AWS crate.
+//! Implements the ports of `convo-domain`; depends on no AWS service crate (aws-lc-rs signs its webhooks).
 
 mod db;
 pub mod queue;

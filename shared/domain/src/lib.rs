@@ -3,9 +3,11 @@
 //! title generator).
 //!
 //! Handlers decode an event, call into this crate, and encode the result.
-//! This crate must not depend on any AWS crate, HTTP framework or database:
-//! adapters implement the traits in [`ports`].
+//! This crate must not depend on any AWS service crate, HTTP framework or
+//! database (aws-lc-rs, a cryptography library, is not one): adapters
+//! implement the traits in [`ports`].
 
+pub mod crypto;
 pub mod cursor;
 pub mod deps;
 pub mod error;
