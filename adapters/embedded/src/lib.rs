@@ -7,6 +7,7 @@
 //! Implements the ports of `convo-domain`; depends on no AWS service crate (aws-lc-rs signs its webhooks).
 
 mod db;
+pub mod keys;
 pub mod queue;
 pub mod store;
 

@@ -585,6 +585,33 @@ pub trait EventPublisher: Send + Sync {
     async fn publish(&self, events: &[OutgoingEvent]) -> Vec<Result<(), String>>;
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
+    /// A wrapped key that does not unwrap (another key-wrapping key, or
+    /// altered bytes): reported, never guessed around.
+    #[error("a stored data key is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The data keys: one per (owner, user), so that destroying it makes
+/// everything sealed under it unreadable for good (crypto-shredding).
+/// Issue 16 (in progress): implemented locally, not used yet.
+#[async_trait]
+pub trait KeyRing: Send + Sync {
+    /// The key of (owner, user), made and stored (wrapped) on first use.
+    async fn data_key(&self, owner: &str, user: &str) -> Result<std::sync::Arc<crate::crypto::DataKey>, KeyError>;
+    /// The key if it exists (nothing of a destroyed key's data can be read).
+    async fn existing_key(
+        &self,
+        owner: &str,
+        user: &str,
+    ) -> Result<Option<std::sync::Arc<crate::crypto::DataKey>>, KeyError>;
+    /// Destroys the key, then forgets it; idempotent.
+    async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError>;
+}
+
 /// Where counters and timings go (CloudWatch EMF on Lambda). Values are
 /// (name, value, unit); never message content.
 pub trait Metrics: Send + Sync {
