@@ -6,6 +6,7 @@
 pub mod config;
 pub mod dynamo;
 pub mod eventbridge;
+pub mod keys;
 pub mod lambda;
 pub mod metrics;
 pub mod resources;
