@@ -26,12 +26,15 @@ fn unavailable(e: impl std::error::Error) -> KeyError {
     KeyError::Unavailable(aws_sdk_kms::error::DisplayErrorContext(e).to_string())
 }
 
+/// (owner, user) → when the key was unwrapped, and the key.
+type Cache = HashMap<(String, String), (Instant, Arc<DataKey>)>;
+
 pub struct KmsKeyRing {
     dynamo: aws_sdk_dynamodb::Client,
     table: String,
     kms: aws_sdk_kms::Client,
     key_id: String,
-    cache: Mutex<HashMap<(String, String), (Instant, Arc<DataKey>)>>,
+    cache: Mutex<Cache>,
     /// KMS calls made (GenerateDataKey and Decrypt), for the benchmarks.
     pub kms_calls: AtomicU64,
 }
