@@ -703,6 +703,7 @@ pub async fn coldstart_all(
         ("CONVO_TABLE".into(), h.settings.table.clone()),
         ("CONVO_WRITES_QUEUE_URL".into(), h.settings.writes_queue_url.clone()),
         ("CONVO_TITLES_QUEUE_URL".into(), h.settings.titles_queue_url.clone()),
+        ("CONVO_EVENTS_QUEUE_URL".into(), h.settings.events_queue_url.clone()),
     ];
     for name in [
         "AWS_ENDPOINT_URL",
