@@ -233,14 +233,9 @@ async fn file(State(c): State<Arc<Console>>, UrlPath(name): UrlPath<String>) -> 
     }
 }
 
+/// An error as the API answers it (the gateway's own conversion).
 fn gateway_answer(e: ApiError) -> Response {
-    let (parts, body) = e.into_response(Some(ulid::Ulid::new().to_string())).into_parts();
-    let bytes = match body {
-        lambda_http::Body::Text(t) => t.into_bytes(),
-        lambda_http::Body::Binary(b) => b,
-        _ => Vec::new(),
-    };
-    (parts.status, parts.headers, bytes).into_response()
+    crate::gateway::to_axum(e.into_response(Some(ulid::Ulid::new().to_string())))
 }
 
 #[derive(Deserialize)]

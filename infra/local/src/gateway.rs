@@ -276,7 +276,7 @@ pub fn build_event(
     })
 }
 
-fn to_axum(resp: lambda_http::Response<Body>) -> Response {
+pub fn to_axum(resp: lambda_http::Response<Body>) -> Response {
     let (parts, body) = resp.into_parts();
     let bytes: Vec<u8> = match body {
         Body::Empty => Vec::new(),

@@ -612,6 +612,19 @@ fn push_event(events: &mut Vec<CloudEvent>, e: CloudEvent) {
     }
 }
 
+/// The events of one message of `cmd`: its verdict's, and the
+/// conversation's first flag when this command set it — now, or in an
+/// earlier try whose conversation item was written before a chunk failed
+/// (then the flag is already set).
+fn announce_message(events: &mut Vec<CloudEvent>, c: &Conversation, seen: &FlaggedMessage<'_>, cmd: &WriteCommand) {
+    if seen.safety.action != SafetyAction::Safe && c.flagged_at == Some(cmd.accepted_at) {
+        push_event(events, events::conversation_flagged(c, seen));
+    }
+    for e in events::message_events(c, seen) {
+        push_event(events, e);
+    }
+}
+
 /// Applies `commands` to `record` in order, pure and deterministic.
 /// `existing_external` maps the externalIds already claimed to the message
 /// holding each; `stored` holds the tags of commands found stored although
@@ -674,13 +687,7 @@ pub fn plan_commit(
                                 safety: &m.safety,
                                 accepted_at: cmd.accepted_at,
                             };
-                            let c = &rec.conversation;
-                            if m.safety.action != SafetyAction::Safe && c.flagged_at == Some(cmd.accepted_at) {
-                                push_event(&mut events_out, events::conversation_flagged(c, &seen));
-                            }
-                            for e in events::message_events(c, &seen) {
-                                push_event(&mut events_out, e);
-                            }
+                            announce_message(&mut events_out, &rec.conversation, &seen, cmd);
                         }
                     }
                     // ... nor its early title job (a send that failed).
@@ -702,16 +709,7 @@ pub fn plan_commit(
                         claims.push((ext.clone(), m.message_id.clone()));
                     }
                     let message = append_message(&mut rec, m, cmd, &mut meta_changed);
-                    let seen = FlaggedMessage::from(&message);
-                    // This command flagged the conversation first: now, or in
-                    // an earlier try whose conversation item was written
-                    // before a chunk failed (then the flag is already set).
-                    if m.safety.action != SafetyAction::Safe && rec.conversation.flagged_at == Some(cmd.accepted_at) {
-                        push_event(&mut events_out, events::conversation_flagged(&rec.conversation, &seen));
-                    }
-                    for e in events::message_events(&rec.conversation, &seen) {
-                        push_event(&mut events_out, e);
-                    }
+                    announce_message(&mut events_out, &rec.conversation, &FlaggedMessage::from(&message), cmd);
                     if rec.conversation.status != ConversationStatus::Active {
                         // Accepted before the end was applied, stored after
                         // it: kept (it was answered 202), and counted in the
