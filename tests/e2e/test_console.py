@@ -299,6 +299,9 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
 
     # A child's data: totals, then erasure of everything after typing the id.
     page.get_by_role("link", name="A child's data").click()
+    # (The list the erasure went back to has a "User id" field too: wait
+    # for the page asked for before typing.)
+    sync_api.expect(page.get_by_role("heading", name="A child's data")).to_be_visible()
     page.get_by_label("User id").fill(world["mia"])
     page.get_by_role("button", name="Show").click()
     sync_api.expect(page.locator("#stats")).to_contain_text("1conversations ended")
