@@ -153,6 +153,9 @@ impl Harness {
             titles_dlq_url: Some(titles_dlq),
             events_dlq_url: Some(events_dlq),
             moderation_dir: None,
+            keys_table: String::new(),
+            kms_key_id: String::new(),
+            encryption: false,
             config: Config {
                 // The rate limit stays on, as by default, so that its one
                 // write per append is billed; it is set high enough never to

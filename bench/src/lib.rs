@@ -90,6 +90,7 @@ pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> Deps {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(NoMetrics),
+        keys: None,
         config,
     }
 }

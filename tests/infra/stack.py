@@ -1,5 +1,6 @@
-"""Deploys the data resources of infra/template.yaml (KMS key, table,
-queues, the events queue among them) through CloudFormation at AWS_ENDPOINT_URL (moto in tests/run),
+"""Deploys the data resources of infra/template.yaml (KMS key, the
+conversation table and the key table, queues, the events queue among them)
+through CloudFormation at AWS_ENDPOINT_URL (moto in tests/run),
 with no SAM transform: the same resource definitions the real deployment
 creates, minus the functions, API and alarms moto cannot run.
 
@@ -28,6 +29,8 @@ DATA_TYPES = {"AWS::KMS::Key", "AWS::KMS::Alias", "AWS::DynamoDB::Table", "AWS::
 # The functions' environment, from the template's outputs.
 ENV_FROM_OUTPUTS = {
     "CONVO_TABLE": "TableName",
+    "CONVO_KEYS_TABLE": "KeysTableName",
+    "CONVO_KMS_KEY_ID": "KeyArn",
     "CONVO_WRITES_QUEUE_URL": "WritesQueueUrl",
     "CONVO_WRITES_DLQ_URL": "WritesDeadLetterQueueUrl",
     "CONVO_TITLES_QUEUE_URL": "TitlesQueueUrl",
@@ -129,12 +132,15 @@ def data_template_body() -> str:
     # moto's CloudFormation passes a parameter's string ("true") through to
     # DeletionProtectionEnabled, and then answers DescribeTable with a
     # string where the SDKs expect a boolean; AWS converts it. Resolve it
-    # here to the parameter's default, as a boolean.
-    table_props = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table")
-    protection = table_props.get("DeletionProtectionEnabled")
-    if isinstance(protection, dict) and "Ref" in protection:
-        table_props["DeletionProtectionEnabled"] = params[protection["Ref"]]["Default"] == "true"
-        used.discard(protection["Ref"])
+    # here to the parameter's default, as a boolean. (The key table's is a
+    # literal true, which moto takes as it is.)
+    for table in (r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"):
+        table_props = table["Properties"]
+        protection = table_props.get("DeletionProtectionEnabled")
+        if isinstance(protection, dict) and "Ref" in protection:
+            table_props["DeletionProtectionEnabled"] = params[protection["Ref"]]["Default"] == "true"
+    # The parameters still referred to once those are resolved.
+    used = set().union(*(references(r) for r in resources.values()), references(conditions))
     outputs = {k: v for k, v in template.get("Outputs", {}).items()
                if "Condition" not in v and references(v["Value"]) <= keep}
     return json.dumps({

@@ -263,7 +263,10 @@ def test_environment_matches_what_the_functions_read(template, manifest):
     assert common["CONVO_WRITES_QUEUE_URL"] == {"Ref": "WritesQueue"}
     assert common["CONVO_TITLES_QUEUE_URL"] == {"Ref": "TitlesQueue"}
     assert common["CONVO_EVENTS_QUEUE_URL"] == {"Ref": "EventsQueue"}
-    assert set(stack.ENV_FROM_OUTPUTS) == {v for v in known if v.endswith("_URL")} | {"CONVO_TABLE"}
+    assert common["CONVO_KEYS_TABLE"] == {"Ref": "KeysTable"}
+    assert common["CONVO_KMS_KEY_ID"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert set(stack.ENV_FROM_OUTPUTS) == {v for v in known if v.endswith("_URL")} | {
+        "CONVO_TABLE", "CONVO_KEYS_TABLE", "CONVO_KMS_KEY_ID"}
     outputs = template["Outputs"]
     read_api_env = {**common, **functions(template)["read-api"]["Properties"]["Environment"]["Variables"]}
     for var, output in stack.ENV_FROM_OUTPUTS.items():
@@ -307,8 +310,16 @@ def test_queue_consumers(template, manifest):
                         "EventsQueue": "publish-events"}
 
 
+def is_data_key_statement(st: dict) -> bool:
+    """A kms statement for the users' data keys (called by the function
+    itself, conditioned on the encryption context), as opposed to one for
+    the SSE of the tables and queues (kms:ViaService)."""
+    return any(a.startswith("kms:") for a in as_list(st["Action"])) \
+        and "kms:ViaService" not in st.get("Condition", {}).get("StringEquals", {})
+
+
 def test_function_policies_are_least_privilege(template):
-    data = {"Table", "Key", "WritesQueue", "TitlesQueue", "EventsQueue", "WritesDeadLetterQueue",
+    data = {"Table", "KeysTable", "Key", "WritesQueue", "TitlesQueue", "EventsQueue", "WritesDeadLetterQueue",
             "TitlesDeadLetterQueue", "EventsDeadLetterQueue", "EventBus"}
     sends_events = set()
     for package, fn in functions(template).items():
@@ -326,7 +337,11 @@ def test_function_policies_are_least_privilege(template):
                 queues |= service == "sqs" and name != "GetQueueAttributes"
             for r in res:
                 assert r != "*" and stack.references(r) <= data, f"{package}: {r}"
-            if any(a.startswith("kms:") for a in actions):
+            if is_data_key_statement(st):
+                # The data keys' own statement (test_data_keys_are_made_and_
+                # opened_for_one_owner_and_user_only checks it in full).
+                assert st.get("Condition") == DATA_KEY_CONDITION, package
+            elif any(a.startswith("kms:") for a in actions):
                 via = as_list(st["Condition"]["StringEquals"]["kms:ViaService"])
                 assert all(v["Fn::Sub"].split(".")[0] in {"dynamodb", "sqs"} for v in via), package
             if "sqs:SendMessage" in actions and {"Fn::GetAtt": ["EventsQueue", "Arn"]} in res:
@@ -334,6 +349,7 @@ def test_function_policies_are_least_privilege(template):
         # A function that reaches an (encrypted) queue may use the key
         # through SQS.
         kms_via = {v["Fn::Sub"] for st in sts if any(a.startswith("kms:") for a in as_list(st["Action"]))
+                   and not is_data_key_statement(st)
                    for v in as_list(st["Condition"]["StringEquals"]["kms:ViaService"])}
         assert queues == ("sqs.${AWS::Region}.amazonaws.com" in kms_via), package
         granted = {a for st in sts for a in as_list(st["Action"])}
@@ -431,6 +447,195 @@ def test_alarms_cover_dead_letters_age_errors_throttles_and_5xx(template):
     watched = {subst(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"], "S")
                for m in throttles["Metrics"] if "MetricStat" in m}
     assert watched == {f"S-{package}" for package in functions(template)}
+
+
+# --------------------------------------------------------------------------
+# the key table: each user's data key, wrapped (envelope encryption,
+# crypto-shredding)
+
+# Which functions may reach the key table, and how: create-conversation
+# makes a user's key and deletes it at the user's erasure; the functions
+# that read or write what users wrote only read one; the others never see
+# clear text and cannot reach a key.
+KEY_TABLE_ACTIONS = {
+    "create-conversation": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+    "append-message": {"dynamodb:GetItem"},
+    "read-api": {"dynamodb:GetItem"},
+    "generate-title": {"dynamodb:GetItem"},
+    "end-session": set(),
+    "persist-writes": set(),
+    "publish-events": set(),
+    "sweep-sessions": set(),
+}
+
+# What each function may do with the stack's key itself (not through
+# DynamoDB or SQS): make data keys, open them.
+DATA_KEY_ACTIONS = {
+    "create-conversation": {"kms:GenerateDataKey", "kms:Decrypt"},
+    "append-message": {"kms:Decrypt"},
+    "read-api": {"kms:Decrypt"},
+    "generate-title": {"kms:Decrypt"},
+    "end-session": set(),
+    "persist-writes": set(),
+    "publish-events": set(),
+    "sweep-sessions": set(),
+}
+
+# Only calls whose encryption context is exactly {owner, user}: every key
+# named is one of the two (ForAllValues), and both are there (Null false;
+# ForAllValues alone also holds for a call with no context at all).
+DATA_KEY_CONDITION = {
+    "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["owner", "user"]},
+    "Null": {"kms:EncryptionContext:owner": "false", "kms:EncryptionContext:user": "false"},
+}
+
+
+def test_key_table_matches_the_code(template, manifest):
+    expected = manifest["keyTable"]
+    table = template["Resources"]["KeysTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert "Condition" not in table
+    props = table["Properties"]
+    assert subst(props["TableName"], "S") == expected["name"].replace("{prefix}", "S") == "S-keys"
+    by_name = lambda defs: sorted(defs, key=lambda d: d["AttributeName"])  # noqa: E731
+    for key, value in expected["properties"].items():
+        if key == "AttributeDefinitions":
+            assert by_name(props[key]) == by_name(value), key
+        else:
+            assert props[key] == value, key
+    # Nothing the code does not have (no index, TTL or stream), but the
+    # name and the encryption.
+    assert set(props) == set(expected["properties"]) | {"TableName", "SSESpecification"}
+    assert template["Outputs"]["KeysTableName"]["Value"] == {"Ref": "KeysTable"}
+    assert stack.ENV_FROM_OUTPUTS["CONVO_KEYS_TABLE"] == "KeysTableName"
+    assert stack.ENV_FROM_OUTPUTS["CONVO_KMS_KEY_ID"] == "KeyArn"
+    assert template["Outputs"]["KeyArn"]["Value"] == {"Fn::GetAtt": ["Key", "Arn"]}
+
+
+def test_key_table_keeps_no_backups_and_is_protected(template):
+    """No point-in-time recovery: its backups would keep the keys that
+    erasures destroy. Deletion protection, Retain and the stack's key
+    instead; checkov's PITR check is skipped on this table only, with a
+    reason."""
+    table = template["Resources"]["KeysTable"]
+    props = table["Properties"]
+    assert "PointInTimeRecoverySpecification" not in props
+    assert "TimeToLiveSpecification" not in props
+    assert "StreamSpecification" not in props
+    assert props["DeletionProtectionEnabled"] is True
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["UpdateReplacePolicy"] == "Retain"
+    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "Key"}}
+    [skip] = table["Metadata"]["checkov"]["skip"]
+    assert skip["id"] == "CKV_AWS_28"
+    assert "backup" in skip["comment"].lower()
+    # ... and no backup made any other way.
+    assert not any(r["Type"].startswith("AWS::Backup::") for r in template["Resources"].values())
+    # The checkov config does not skip it globally (the conversation table
+    # keeps its point-in-time recovery, and checkov checks that).
+    config = (ROOT / "infra" / ".checkov.yaml").read_text()
+    assert "CKV_AWS_28" not in config
+
+
+def test_who_may_touch_the_key_table(template):
+    key_table = {"Fn::GetAtt": ["KeysTable", "Arn"]}
+    fns = functions(template)
+    assert set(fns) == set(KEY_TABLE_ACTIONS)
+    for package, fn in fns.items():
+        granted = set()
+        for st in statements(fn):
+            resources = as_list(st["Resource"])
+            if not any("KeysTable" in stack.references(r) for r in resources):
+                continue
+            # The table itself (it has no index), in a statement of its own.
+            assert resources == [key_table], package
+            granted |= set(as_list(st["Action"]))
+        assert granted == KEY_TABLE_ACTIONS[package], package
+
+
+def test_data_keys_are_made_and_opened_for_one_owner_and_user_only(template):
+    key = {"Fn::GetAtt": ["Key", "Arn"]}
+    for package, fn in functions(template).items():
+        granted = set()
+        for st in statements(fn):
+            actions = as_list(st["Action"])
+            if not any(a.startswith("kms:") for a in actions):
+                continue
+            # No kms statement without a condition.
+            assert st.get("Condition"), package
+            assert as_list(st["Resource"]) == [key], package
+            if is_data_key_statement(st):
+                assert st["Condition"] == DATA_KEY_CONDITION, package
+                assert all(a.startswith("kms:") for a in actions), package
+                granted |= set(actions)
+            else:
+                # The SSE statements: through DynamoDB or SQS only, no other
+                # condition that could be mistaken for the context's.
+                assert set(st["Condition"]) == {"StringEquals"}, package
+                assert set(st["Condition"]["StringEquals"]) == {"kms:ViaService"}, package
+        assert granted == DATA_KEY_ACTIONS[package], package
+    # Whoever opens a data key reads it, and the reverse.
+    for package in DATA_KEY_ACTIONS:
+        assert bool(DATA_KEY_ACTIONS[package]) == bool(KEY_TABLE_ACTIONS[package]), package
+    # The functions that read the key table can also use the table's SSE
+    # key through DynamoDB.
+    for package, fn in functions(template).items():
+        if not KEY_TABLE_ACTIONS[package]:
+            continue
+        via = {v["Fn::Sub"] for st in statements(fn)
+               if any(a == "kms:Decrypt" for a in as_list(st["Action"])) and not is_data_key_statement(st)
+               for v in as_list(st["Condition"]["StringEquals"]["kms:ViaService"])}
+        assert "dynamodb.${AWS::Region}.amazonaws.com" in via, package
+
+
+def rust_sources() -> str:
+    return "\n".join(p.read_text() for d in ("shared", "adapters", "functions")
+                     for p in sorted((ROOT / d).rglob("*.rs")) if "target" not in p.parts)
+
+
+def test_key_table_alarms(template):
+    resources = template["Resources"]
+    topic = {"Fn::If": ["CreateAlarmTopic", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}
+    # The operations the functions may make on the key table.
+    operations = {a.split(":")[1] for actions in KEY_TABLE_ACTIONS.values() for a in actions}
+    for rid, metric in (("KeysTableSystemErrorsAlarm", "SystemErrors"),
+                        ("KeysTableThrottlesAlarm", "ThrottledRequests")):
+        alarm = resources[rid]
+        assert alarm["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in alarm, rid
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == topic, rid
+        assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0), rid
+        assert props["TreatMissingData"] == "notBreaching", rid
+        [total] = [m for m in props["Metrics"] if m.get("ReturnData")]
+        parts = [m for m in props["Metrics"] if "MetricStat" in m]
+        assert total["Expression"] == "SUM([" + ", ".join(m["Id"] for m in parts) + "])", rid
+        watched = set()
+        for m in parts:
+            stat = m["MetricStat"]
+            assert stat["Stat"] == "Sum"
+            assert stat["Metric"]["Namespace"] == "AWS/DynamoDB"
+            assert stat["Metric"]["MetricName"] == metric
+            dims = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+            assert dims["TableName"] == {"Ref": "KeysTable"}
+            assert set(dims) == {"TableName", "Operation"}
+            watched.add(dims["Operation"])
+        assert watched == operations, rid
+    # A mass erasure: more than 100 data keys destroyed in an hour, counted
+    # by the erasure path (the only function that may delete a key) in the
+    # functions' EMF namespace.
+    destroyed = resources["KeysDestroyedAlarm"]["Properties"]
+    namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)"',
+                          (ROOT / "adapters" / "aws" / "src" / "metrics.rs").read_text())[1]
+    assert destroyed["Namespace"] == namespace
+    assert destroyed["MetricName"] == "KeysDestroyed"
+    [deleter] = [p for p, actions in KEY_TABLE_ACTIONS.items() if "dynamodb:DeleteItem" in actions]
+    assert [(d["Name"], subst(d["Value"], "S")) for d in destroyed["Dimensions"]] == [("FunctionName", f"S-{deleter}")]
+    assert (destroyed["Statistic"], destroyed["Period"], destroyed["EvaluationPeriods"]) == ("Sum", 3600, 1)
+    assert (destroyed["ComparisonOperator"], destroyed["Threshold"]) == ("GreaterThanThreshold", 100)
+    assert destroyed["TreatMissingData"] == "notBreaching"
+    assert destroyed["AlarmActions"] == topic
+    # The code records the metric of that name.
+    assert '"KeysDestroyed"' in rust_sources()
 
 
 # --------------------------------------------------------------------------
@@ -693,6 +898,33 @@ def test_deployed_resources_equal_what_init_aws_creates(aws, manifest):
             b.pop("VisibilityTimeout")
         assert a == b, queue
 
+
+
+def test_deployed_key_table_matches_the_manifest(aws, manifest):
+    """The key table as CloudFormation creates it (moto), against the
+    code's definition, and the environment stack.py gives the functions."""
+    dynamo, _ = aws
+    name = f"cfn-{uuid.uuid4().hex[:8]}"
+    env = stack.environment(stack.deploy(name))
+    expected = manifest["keyTable"]
+    table_name = expected["name"].replace("{prefix}", name)
+    assert env["CONVO_KEYS_TABLE"] == table_name
+    t = dynamo.describe_table(TableName=table_name)["Table"]
+    props = expected["properties"]
+    assert t["KeySchema"] == props["KeySchema"]
+    assert sorted((a["AttributeName"], a["AttributeType"]) for a in t["AttributeDefinitions"]) == \
+        sorted((a["AttributeName"], a["AttributeType"]) for a in props["AttributeDefinitions"])
+    assert t["BillingModeSummary"]["BillingMode"] == props["BillingMode"]
+    assert t["DeletionProtectionEnabled"] is props["DeletionProtectionEnabled"] is True
+    assert not t.get("GlobalSecondaryIndexes")
+    backups = dynamo.describe_continuous_backups(TableName=table_name)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "DISABLED"
+    # The key the data keys are made under: the stack's own (found by its
+    # alias; moto's DescribeKey fails on a key CloudFormation made).
+    aliases = boto3.client("kms").list_aliases()["Aliases"]
+    [target] = [a["TargetKeyId"] for a in aliases if a["AliasName"] == f"alias/{name}"]
+    assert env["CONVO_KMS_KEY_ID"].startswith("arn:aws:kms:")
+    assert env["CONVO_KMS_KEY_ID"].endswith(f":key/{target}")
 
 
 def test_samconfig_names_only_template_parameters(template):

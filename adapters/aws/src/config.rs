@@ -28,6 +28,13 @@ pub struct AwsSettings {
     pub events_dlq_url: Option<String>,
     /// `CONVO_MODERATION_DIR`: word lists replacing the built-in ones.
     pub moderation_dir: Option<std::path::PathBuf>,
+    /// `CONVO_KEYS_TABLE`: the data keys' table (issue 16).
+    pub keys_table: String,
+    /// `CONVO_KMS_KEY_ID`: the KMS key the data keys are made under.
+    pub kms_key_id: String,
+    /// `CONVO_ENCRYPTION` (`on`, the default, or `off`): seal personal
+    /// fields under per-user data keys.
+    pub encryption: bool,
     pub config: Config,
 }
 
@@ -48,15 +55,18 @@ pub fn read_after_wait(raw: &str) -> Result<chrono::Duration, String> {
 
 impl AwsSettings {
     /// The variables every function needs.
-    pub const REQUIRED_ENV: [&'static str; 4] = [
+    pub const REQUIRED_ENV: [&'static str; 6] = [
         "CONVO_TABLE",
         "CONVO_WRITES_QUEUE_URL",
         "CONVO_TITLES_QUEUE_URL",
         "CONVO_EVENTS_QUEUE_URL",
+        "CONVO_KEYS_TABLE",
+        "CONVO_KMS_KEY_ID",
     ];
     /// The variables a function may set; anything else named `CONVO_*` is
     /// not read.
-    pub const OPTIONAL_ENV: [&'static str; 10] = [
+    pub const OPTIONAL_ENV: [&'static str; 11] = [
+        "CONVO_ENCRYPTION",
         "CONVO_WRITES_DLQ_URL",
         "CONVO_TITLES_DLQ_URL",
         "CONVO_EVENTS_DLQ_URL",
@@ -77,7 +87,9 @@ impl AwsSettings {
     /// (default 30; 0 turns the limit off) and `CONVO_RETENTION` (e.g.
     /// `365d`; unset keeps conversations until erased) and
     /// `CONVO_READ_AFTER_WAIT` (default 2s: how long a read with `after=`
-    /// waits for its write).
+    /// waits for its write), `CONVO_KEYS_TABLE` and `CONVO_KMS_KEY_ID`
+    /// (required: the data keys' table and KMS key) and `CONVO_ENCRYPTION`
+    /// (`on` by default, or `off`).
     pub fn from_env() -> Result<Self, ConfigError> {
         let missing: Vec<&'static str> = Self::REQUIRED_ENV.into_iter().filter(|n| var(n).is_none()).collect();
         if !missing.is_empty() {
@@ -120,7 +132,15 @@ impl AwsSettings {
                 .parse()
                 .map_err(|_| ConfigError::Invalid("CONVO_APPENDS_PER_MINUTE", "expected a whole number".into()))?;
         }
+        let encryption = match var("CONVO_ENCRYPTION").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err(ConfigError::Invalid("CONVO_ENCRYPTION", "expected on or off".into())),
+        };
         Ok(Self {
+            keys_table: var("CONVO_KEYS_TABLE").unwrap_or_default(),
+            kms_key_id: var("CONVO_KMS_KEY_ID").unwrap_or_default(),
+            encryption,
             table: var("CONVO_TABLE").unwrap_or_default(),
             writes_queue_url: var("CONVO_WRITES_QUEUE_URL").unwrap_or_default(),
             titles_queue_url: var("CONVO_TITLES_QUEUE_URL").unwrap_or_default(),
@@ -133,10 +153,28 @@ impl AwsSettings {
         })
     }
 
-    /// Builds the handlers' dependencies on DynamoDB and SQS. Clients are
-    /// built here, once per process, and shared by every invocation.
+    /// Builds the handlers' dependencies on DynamoDB, SQS and (with
+    /// encryption on) KMS. Clients are built here, once per process, and
+    /// shared by every invocation.
     pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Result<Deps, ConfigError> {
-        self.deps_with(aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let deps = self.deps_with(dynamo.clone(), aws_sdk_sqs::Client::new(sdk))?;
+        Ok(match self.key_ring(dynamo, aws_sdk_kms::Client::new(sdk)) {
+            Some(keys) => deps.sealed_with(keys),
+            None => deps,
+        })
+    }
+
+    /// The data keys' ring, unless encryption is off.
+    pub fn key_ring(
+        &self,
+        dynamo: aws_sdk_dynamodb::Client,
+        kms: aws_sdk_kms::Client,
+    ) -> Option<Arc<dyn convo_domain::ports::KeyRing>> {
+        self.encryption.then(|| {
+            Arc::new(crate::KmsKeyRing::new(dynamo, &self.keys_table, kms, &self.kms_key_id))
+                as Arc<dyn convo_domain::ports::KeyRing>
+        })
     }
 
     /// As [`AwsSettings::deps`], on clients built by the caller (the
@@ -180,6 +218,7 @@ impl AwsSettings {
             titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
             moderator,
             metrics: Arc::new(crate::metrics::EmfMetrics),
+            keys: None,
             config: self.config.clone(),
         })
     }

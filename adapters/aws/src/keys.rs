@@ -1,4 +1,4 @@
-//! The key ring on AWS (issue 16, in progress; not used yet): one data key
+//! The key ring on AWS (issue 16): one data key
 //! per (owner, user), made by KMS `GenerateDataKey` under the stack's key
 //! with the encryption context `{owner, user}`, stored only wrapped (KMS's
 //! ciphertext blob) in a key table of its own — apart from the data table,
@@ -9,32 +9,30 @@
 //! ciphertext of theirs unreadable for good, backups included.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use convo_domain::crypto::DataKey;
-use convo_domain::ports::{KeyError, KeyRing};
-
-/// Keys kept unwrapped in memory, and for how long.
-pub const CACHE_ENTRIES: usize = 10_000;
-pub const CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+use convo_domain::crypto::{DataKey, KeyCache};
+use convo_domain::ports::{KeyError, KeyId, KeyRing};
 
 fn unavailable(e: impl std::error::Error) -> KeyError {
     KeyError::Unavailable(aws_sdk_kms::error::DisplayErrorContext(e).to_string())
 }
 
-/// (owner, user) → when the key was unwrapped, and the key.
-type Cache = HashMap<(String, String), (Instant, Arc<DataKey>)>;
+fn dynamo_unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> KeyError {
+    KeyError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
 
 pub struct KmsKeyRing {
     dynamo: aws_sdk_dynamodb::Client,
     table: String,
     kms: aws_sdk_kms::Client,
     key_id: String,
-    cache: Mutex<Cache>,
+    cache: KeyCache,
     /// KMS calls made (GenerateDataKey and Decrypt), for the benchmarks.
     pub kms_calls: AtomicU64,
 }
@@ -57,30 +55,9 @@ impl KmsKeyRing {
             table: table.to_string(),
             kms,
             key_id: key_id.to_string(),
-            cache: Mutex::new(HashMap::new()),
+            cache: KeyCache::default(),
             kms_calls: AtomicU64::new(0),
         }
-    }
-
-    fn cached(&self, owner: &str, user: &str) -> Option<Arc<DataKey>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(&(owner.to_string(), user.to_string()))
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, k)| k.clone())
-    }
-
-    fn remember(&self, owner: &str, user: &str, key: Arc<DataKey>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_ENTRIES {
-            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-            if cache.len() >= CACHE_ENTRIES {
-                // Still full of fresh keys: start over (a bounded cache,
-                // not a precise one; a miss costs one Decrypt).
-                cache.clear();
-            }
-        }
-        cache.insert((owner.to_string(), user.to_string()), (Instant::now(), key));
     }
 
     async fn unwrap_key(&self, owner: &str, user: &str, blob: Vec<u8>) -> Result<Arc<DataKey>, KeyError> {
@@ -106,7 +83,8 @@ impl KmsKeyRing {
         Ok(Arc::new(key))
     }
 
-    async fn stored(&self, owner: &str, user: &str) -> Result<Option<Vec<u8>>, KeyError> {
+    /// The stored key of (owner, user): its id and its wrapped bytes.
+    async fn stored(&self, owner: &str, user: &str) -> Result<Option<(KeyId, Vec<u8>)>, KeyError> {
         let out = self
             .dynamo
             .get_item()
@@ -115,19 +93,33 @@ impl KmsKeyRing {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| KeyError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
-        Ok(out.item.and_then(|mut i| match i.remove("wrapped") {
-            Some(AttributeValue::B(b)) => Some(b.into_inner()),
-            _ => None,
-        }))
+            .map_err(dynamo_unavailable)?;
+        let Some(mut item) = out.item else { return Ok(None) };
+        let kid = match item.get("kid").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()) {
+            Some(k) => k,
+            None => return Err(KeyError::Corrupt("a stored key has no id".into())),
+        };
+        match item.remove("wrapped") {
+            Some(AttributeValue::B(b)) => Ok(Some((kid, b.into_inner()))),
+            _ => Err(KeyError::Corrupt("a stored key has no wrapped bytes".into())),
+        }
+    }
+
+    async fn open_stored(&self, owner: &str, user: &str, kid: KeyId, blob: Vec<u8>) -> Result<Arc<DataKey>, KeyError> {
+        if let Some(k) = self.cache.get(owner, user, kid) {
+            return Ok(k);
+        }
+        let key = self.unwrap_key(owner, user, blob).await?;
+        self.cache.put(owner, user, kid, key.clone());
+        Ok(key)
     }
 }
 
 #[async_trait]
 impl KeyRing for KmsKeyRing {
-    async fn data_key(&self, owner: &str, user: &str) -> Result<Arc<DataKey>, KeyError> {
-        if let Some(k) = self.existing_key(owner, user).await? {
-            return Ok(k);
+    async fn current_key(&self, owner: &str, user: &str) -> Result<(KeyId, Arc<DataKey>), KeyError> {
+        if let Some((kid, blob)) = self.stored(owner, user).await? {
+            return Ok((kid, self.open_stored(owner, user, kid, blob).await?));
         }
         self.kms_calls.fetch_add(1, Ordering::Relaxed);
         let made = self
@@ -142,48 +134,46 @@ impl KeyRing for KmsKeyRing {
         let (Some(plain), Some(blob)) = (made.plaintext, made.ciphertext_blob) else {
             return Err(KeyError::Unavailable("KMS answered no data key".into()));
         };
+        let kid = convo_domain::crypto::new_key_id().map_err(|e| KeyError::Unavailable(e.to_string()))?;
         let put = self
             .dynamo
             .put_item()
             .table_name(&self.table)
             .item("pk", AttributeValue::S(pk(owner, user)))
-            .item("wrapped", AttributeValue::B(blob.clone().into_inner().into()))
+            .item("kid", AttributeValue::N(kid.to_string()))
+            .item("wrapped", AttributeValue::B(blob.into_inner().into()))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        let key = match put {
-            Ok(_) => Arc::new(DataKey::from_bytes(plain.as_ref()).map_err(|e| KeyError::Corrupt(e.to_string()))?),
+        match put {
+            Ok(_) => {
+                let key = Arc::new(DataKey::from_bytes(plain.as_ref()).map_err(|e| KeyError::Corrupt(e.to_string()))?);
+                self.cache.put(owner, user, kid, key.clone());
+                Ok((kid, key))
+            }
             // Another instance made one first: theirs is the key.
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                let blob = self
+                let (kid, blob) = self
                     .stored(owner, user)
                     .await?
                     .ok_or_else(|| KeyError::Unavailable("the key vanished".into()))?;
-                self.unwrap_key(owner, user, blob).await?
+                Ok((kid, self.open_stored(owner, user, kid, blob).await?))
             }
-            Err(e) => {
-                return Err(KeyError::Unavailable(
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                ));
-            }
-        };
-        self.remember(owner, user, key.clone());
-        Ok(key)
+            Err(e) => Err(dynamo_unavailable(e)),
+        }
     }
 
-    async fn existing_key(&self, owner: &str, user: &str) -> Result<Option<Arc<DataKey>>, KeyError> {
-        if let Some(k) = self.cached(owner, user) {
+    async fn key(&self, owner: &str, user: &str, kid: KeyId) -> Result<Option<Arc<DataKey>>, KeyError> {
+        if let Some(k) = self.cache.get(owner, user, kid) {
             return Ok(Some(k));
         }
-        let Some(blob) = self.stored(owner, user).await? else {
-            return Ok(None);
-        };
-        let key = self.unwrap_key(owner, user, blob).await?;
-        self.remember(owner, user, key.clone());
-        Ok(Some(key))
+        match self.stored(owner, user).await? {
+            Some((found, blob)) if found == kid => Ok(Some(self.open_stored(owner, user, kid, blob).await?)),
+            _ => Ok(None),
+        }
     }
 
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError> {
@@ -193,17 +183,13 @@ impl KeyRing for KmsKeyRing {
             .key("pk", AttributeValue::S(pk(owner, user)))
             .send()
             .await
-            .map_err(|e| KeyError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(owner.to_string(), user.to_string()));
+            .map_err(dynamo_unavailable)?;
+        self.cache.forget(owner, user);
         Ok(())
     }
 }
 
-/// Creates the key table (`pk` only; on-demand), for tests and `init-aws`
-/// once the key ring is used.
+/// Creates the key table (`pk` only; on-demand), for tests and `init-aws`.
 pub async fn create_key_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     let made = client

@@ -30,7 +30,20 @@ pub fn init_tracing() {
 
 /// Everything a handler needs. A configuration error (naming each missing
 /// variable) is logged and ends the process: Lambda reports the init failure.
+/// With encryption on, the store seals and opens with the data keys (the
+/// API's functions and the title generator).
 pub async fn bootstrap() -> Deps {
+    bootstrap_with(true).await
+}
+
+/// As [`bootstrap`], for the functions that never see clear text (the
+/// write worker, the sweeper, the end of a session): no data key, and no
+/// permission to use one.
+pub async fn bootstrap_without_keys() -> Deps {
+    bootstrap_with(false).await
+}
+
+async fn bootstrap_with(keys: bool) -> Deps {
     init_tracing();
     let settings = match AwsSettings::from_env() {
         Ok(s) => s,
@@ -41,7 +54,12 @@ pub async fn bootstrap() -> Deps {
     };
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     crate::metrics::cold_start();
-    match settings.deps(&sdk) {
+    let deps = if keys {
+        settings.deps(&sdk)
+    } else {
+        settings.deps_with(aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk))
+    };
+    match deps {
         Ok(deps) => deps,
         Err(e) => {
             tracing::error!(error = %e, "convo cannot start");

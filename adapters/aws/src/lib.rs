@@ -15,4 +15,5 @@ pub mod sqs;
 pub use config::{AwsSettings, ConfigError};
 pub use dynamo::DynamoStore;
 pub use eventbridge::EventBridgePublisher;
+pub use keys::KmsKeyRing;
 pub use sqs::{SqsQueue, SqsQueueConfig};

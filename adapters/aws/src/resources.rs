@@ -171,6 +171,49 @@ pub fn table_cloudformation() -> serde_json::Value {
     })
 }
 
+/// The data keys' table of a deployment (issue 16): apart from the data
+/// table, without point-in-time recovery (its backups would keep the keys
+/// an erasure destroys), with deletion protection.
+pub fn keys_table_name(prefix: &str) -> String {
+    format!("{prefix}-keys")
+}
+
+/// The key table as CloudFormation properties (what
+/// [`crate::keys::create_key_table`] creates), for `convo-local manifest`.
+pub fn keys_table_cloudformation() -> serde_json::Value {
+    serde_json::json!({
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "DeletionProtectionEnabled": true,
+    })
+}
+
+/// The KMS key under `alias` (made with the alias when there is none), for
+/// `convo-local init-aws`; returns its ARN. The stack makes its own.
+pub async fn create_kms_key(kms: &aws_sdk_kms::Client, alias: &str) -> Result<String, String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    if let Ok(found) = kms.describe_key().key_id(alias).send().await
+        && let Some(arn) = found.key_metadata.and_then(|m| m.arn)
+    {
+        return Ok(arn);
+    }
+    let made = kms
+        .create_key()
+        .description(format!("convo data keys ({alias})"))
+        .send()
+        .await
+        .map_err(|e| err(&aws_sdk_kms::error::DisplayErrorContext(e)))?;
+    let meta = made.key_metadata.ok_or("KMS made no key")?;
+    kms.create_alias()
+        .alias_name(alias)
+        .target_key_id(&meta.key_id)
+        .send()
+        .await
+        .map_err(|e| err(&aws_sdk_kms::error::DisplayErrorContext(e)))?;
+    meta.arn.ok_or_else(|| "KMS key has no ARN".to_string())
+}
+
 /// A queue and its dead-letter queue.
 pub struct QueueSpec {
     pub name: String,

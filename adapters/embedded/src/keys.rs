@@ -1,4 +1,4 @@
-//! The local key ring (issue 16, in progress; not used yet): one AES-256
+//! The local key ring (issue 16): one AES-256
 //! data key per (owner, user), stored only wrapped — sealed under the
 //! key-wrapping key with the owner and user as associated data — in its own
 //! database file (`keys.redb`), apart from the conversations, so that a copy
@@ -7,14 +7,13 @@
 //! `<data-dir>/master-key` (made on first run, mode 0600). Unwrapped keys
 //! are cached in memory.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
-use convo_domain::crypto::{DataKey, Place};
-use convo_domain::ports::{KeyError, KeyRing};
+use convo_domain::crypto::{DataKey, KeyCache, Place};
+use convo_domain::ports::{KeyError, KeyId, KeyRing};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const WRAPPED: TableDefinition<&str, &[u8]> = TableDefinition::new("wrapped_keys");
@@ -72,20 +71,28 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 pub struct LocalKeyRing {
     db: Arc<Database>,
     master: DataKey,
-    cache: Mutex<HashMap<(String, String), Arc<DataKey>>>,
+    cache: KeyCache,
 }
 
 fn id(owner: &str, user: &str) -> String {
     crate::db::key(&[owner, user])
 }
 
-fn place<'a>(owner: &'a str, user: &'a str) -> Place<'a> {
+/// What a wrapped key is bound to: its owner, user and id.
+fn place<'a>(owner: &'a str, user: &'a str, kid: &'a str) -> Place<'a> {
     Place {
         owner,
-        conversation: "",
+        conversation: kid,
         item: user,
         field: "data-key",
     }
+}
+
+/// A stored key: its id (8 bytes) and the key sealed under the master key.
+fn stored_value(kid: KeyId, wrapped: &[u8]) -> Vec<u8> {
+    let mut v = kid.to_be_bytes().to_vec();
+    v.extend_from_slice(wrapped);
+    v
 }
 
 impl LocalKeyRing {
@@ -107,48 +114,55 @@ impl LocalKeyRing {
         Ok(Self {
             db: Arc::new(db),
             master,
-            cache: Mutex::new(HashMap::new()),
+            cache: KeyCache::default(),
         })
     }
 
-    fn cached(&self, owner: &str, user: &str) -> Option<Arc<DataKey>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(owner.to_string(), user.to_string()))
-            .cloned()
-    }
-
-    fn remember(&self, owner: &str, user: &str, key: Arc<DataKey>) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((owner.to_string(), user.to_string()), key);
-    }
-
-    fn read(&self, owner: &str, user: &str) -> Result<Option<Arc<DataKey>>, KeyError> {
+    /// The stored key of (owner, user): its id and the key.
+    fn read(&self, owner: &str, user: &str) -> Result<Option<(KeyId, Arc<DataKey>)>, KeyError> {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(WRAPPED).map_err(unavailable)?;
-        let Some(wrapped) = table.get(id(owner, user).as_str()).map_err(unavailable)? else {
+        let Some(value) = table.get(id(owner, user).as_str()).map_err(unavailable)? else {
             return Ok(None);
         };
+        self.unwrap_value(owner, user, value.value()).map(Some)
+    }
+
+    fn unwrap_value(&self, owner: &str, user: &str, value: &[u8]) -> Result<(KeyId, Arc<DataKey>), KeyError> {
+        if value.len() < 8 {
+            return Err(KeyError::Corrupt("a stored key is truncated".into()));
+        }
+        let (kid, wrapped) = value.split_at(8);
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(kid);
+        let kid = u64::from_be_bytes(eight);
+        if let Some(k) = self.cache.get(owner, user, kid) {
+            return Ok((kid, k));
+        }
+        let kid_text = kid.to_string();
         let bytes = self
             .master
-            .open(&place(owner, user), wrapped.value())
+            .open(&place(owner, user, &kid_text), wrapped)
             .map_err(|e| KeyError::Corrupt(e.to_string()))?;
-        let key = DataKey::from_bytes(&bytes).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-        Ok(Some(Arc::new(key)))
+        let key = Arc::new(DataKey::from_bytes(&bytes).map_err(|e| KeyError::Corrupt(e.to_string()))?);
+        self.cache.put(owner, user, kid, key.clone());
+        Ok((kid, key))
     }
 }
 
 #[async_trait]
 impl KeyRing for LocalKeyRing {
-    async fn data_key(&self, owner: &str, user: &str) -> Result<Arc<DataKey>, KeyError> {
-        if let Some(k) = self.existing_key(owner, user).await? {
-            return Ok(k);
+    async fn current_key(&self, owner: &str, user: &str) -> Result<(KeyId, Arc<DataKey>), KeyError> {
+        if let Some(found) = self.read(owner, user)? {
+            return Ok(found);
         }
         let (key, bytes) = DataKey::generate().map_err(|e| unavailable(e.to_string()))?;
-        let wrapped = self.master.seal(&place(owner, user), &bytes).map_err(unavailable)?;
+        let kid = convo_domain::crypto::new_key_id().map_err(unavailable)?;
+        let kid_text = kid.to_string();
+        let wrapped = self
+            .master
+            .seal(&place(owner, user, &kid_text), &bytes)
+            .map_err(unavailable)?;
         // One writer at a time (redb): the first key stored wins, and a
         // second maker reads it back.
         let txn = self.db.begin_write().map_err(unavailable)?;
@@ -157,28 +171,31 @@ impl KeyRing for LocalKeyRing {
             let k = id(owner, user);
             let found = table.get(k.as_str()).map_err(unavailable)?.map(|v| v.value().to_vec());
             if found.is_none() {
-                table.insert(k.as_str(), wrapped.as_slice()).map_err(unavailable)?;
+                table
+                    .insert(k.as_str(), stored_value(kid, &wrapped).as_slice())
+                    .map_err(unavailable)?;
             }
             found
         };
         txn.commit().map_err(unavailable)?;
-        let key = match existing {
-            None => Arc::new(key),
-            Some(_) => self.read(owner, user)?.ok_or_else(|| unavailable("the key vanished"))?,
-        };
-        self.remember(owner, user, key.clone());
-        Ok(key)
+        match existing {
+            None => {
+                let key = Arc::new(key);
+                self.cache.put(owner, user, kid, key.clone());
+                Ok((kid, key))
+            }
+            Some(value) => self.unwrap_value(owner, user, &value),
+        }
     }
 
-    async fn existing_key(&self, owner: &str, user: &str) -> Result<Option<Arc<DataKey>>, KeyError> {
-        if let Some(k) = self.cached(owner, user) {
+    async fn key(&self, owner: &str, user: &str, kid: KeyId) -> Result<Option<Arc<DataKey>>, KeyError> {
+        if let Some(k) = self.cache.get(owner, user, kid) {
             return Ok(Some(k));
         }
-        let found = self.read(owner, user)?;
-        if let Some(k) = &found {
-            self.remember(owner, user, k.clone());
-        }
-        Ok(found)
+        Ok(self
+            .read(owner, user)?
+            .filter(|(found, _)| *found == kid)
+            .map(|(_, k)| k))
     }
 
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError> {
@@ -188,10 +205,7 @@ impl KeyRing for LocalKeyRing {
             .remove(id(owner, user).as_str())
             .map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(owner.to_string(), user.to_string()));
+        self.cache.forget(owner, user);
         Ok(())
     }
 }
@@ -215,27 +229,25 @@ mod tests {
             item: "m1",
             field: "content",
         };
-        let mia = ring.data_key("toyco", "mia").await.unwrap();
+        let (mia_id, mia) = ring.current_key("toyco", "mia").await.unwrap();
         let sealed = mia.seal(&here, b"my secret").unwrap();
-        // The same key again (cached), and another user's is another key.
-        assert_eq!(
-            ring.data_key("toyco", "mia")
-                .await
-                .unwrap()
-                .open(&here, &sealed)
-                .unwrap(),
-            b"my secret"
-        );
-        let leo = ring.data_key("toyco", "leo").await.unwrap();
+        // The same key again, by id too; another user's is another key.
+        let (again_id, again) = ring.current_key("toyco", "mia").await.unwrap();
+        assert_eq!(again_id, mia_id);
+        assert_eq!(again.open(&here, &sealed).unwrap(), b"my secret");
+        let (leo_id, leo) = ring.current_key("toyco", "leo").await.unwrap();
+        assert_ne!(leo_id, mia_id);
         assert!(leo.open(&here, &sealed).is_err());
+        // Asked by another id: not this key.
+        assert!(ring.key("toyco", "mia", leo_id).await.unwrap().is_none());
         drop(ring);
 
         // Reopened with the master key from the file: the stored key opens it.
         let ring = LocalKeyRing::open(Some(&d), load_or_create_master_key(Some(&d)).unwrap()).unwrap();
-        let again = ring.existing_key("toyco", "mia").await.unwrap().expect("kept");
+        let again = ring.key("toyco", "mia", mia_id).await.unwrap().expect("kept");
         assert_eq!(again.open(&here, &sealed).unwrap(), b"my secret");
-        // What is stored is the key sealed under the master key for this
-        // (owner, user): 32 bytes and the seal, opening nowhere else.
+        // What is stored is the id and the key sealed under the master key
+        // for this (owner, user, id): opening nowhere else.
         let stored = {
             let txn = ring.db.begin_read().unwrap();
             let table = txn.open_table(WRAPPED).unwrap();
@@ -246,16 +258,21 @@ mod tests {
                 .value()
                 .to_vec()
         };
-        assert_eq!(stored.len(), 32 + convo_domain::crypto::OVERHEAD);
+        assert_eq!(stored.len(), 8 + 32 + convo_domain::crypto::OVERHEAD);
         let master = load_or_create_master_key(Some(&d)).unwrap();
-        assert!(master.open(&place("toyco", "mia"), &stored).is_ok());
-        assert!(master.open(&place("toyco", "leo"), &stored).is_err());
+        let kid = mia_id.to_string();
+        assert!(master.open(&place("toyco", "mia", &kid), &stored[8..]).is_ok());
+        assert!(master.open(&place("toyco", "leo", &kid), &stored[8..]).is_err());
+        assert!(master.open(&place("toyco", "mia", "1"), &stored[8..]).is_err());
 
-        // Destroyed: gone for good, and a new key for the same user opens nothing old.
+        // Destroyed: gone for good, and a new key for the same user is
+        // another key, opening nothing old.
         ring.destroy("toyco", "mia").await.unwrap();
         ring.destroy("toyco", "mia").await.unwrap();
-        assert!(ring.existing_key("toyco", "mia").await.unwrap().is_none());
-        let fresh = ring.data_key("toyco", "mia").await.unwrap();
+        assert!(ring.key("toyco", "mia", mia_id).await.unwrap().is_none());
+        let (fresh_id, fresh) = ring.current_key("toyco", "mia").await.unwrap();
+        assert_ne!(fresh_id, mia_id);
+        assert!(ring.key("toyco", "mia", mia_id).await.unwrap().is_none());
         assert_eq!(
             fresh.open(&here, &sealed),
             Err(convo_domain::crypto::CryptoError::Corrupt)
@@ -266,7 +283,7 @@ mod tests {
         let (other, _) = DataKey::generate().unwrap();
         let ring = LocalKeyRing::open(Some(&d), other).unwrap();
         assert!(matches!(
-            ring.existing_key("toyco", "leo").await,
+            ring.key("toyco", "leo", leo_id).await,
             Err(KeyError::Corrupt(_))
         ));
         // The master key file is private.

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use convo_domain::cursor;
 use convo_domain::ports::*;
-use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Timestamp, UserStats};
+use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Sealed, Timestamp, UserStats};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use convo_domain::pager::MessagePager;
-use convo_domain::persist::preview_of;
 
 use crate::db::{SEP, key, millis, num};
 
@@ -68,6 +67,8 @@ struct StoredChunk {
     last_activity_at: Timestamp,
     #[serde(default)]
     first_message_preview: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_first_preview: Option<Sealed>,
     #[serde(default)]
     state: HeadState,
 }
@@ -78,16 +79,20 @@ impl StoredChunk {
             messages: chunk.messages.clone(),
             last_activity_at: chunk.head.last_activity_at,
             first_message_preview: chunk.head.first_message_preview.clone(),
+            sealed_first_preview: chunk.head.sealed_first_preview.clone(),
             state: chunk.head.state.clone(),
         }
     }
 
     fn head(&self, first_index: u64) -> Head {
+        let (last_message_preview, last_sealed) = Head::last_preview_of(self.messages.last());
         Head {
             message_count: first_index + self.messages.len() as u64,
             last_activity_at: self.last_activity_at,
             first_message_preview: self.first_message_preview.clone(),
-            last_message_preview: self.messages.last().filter(|m| !m.removed).map(preview_of),
+            last_message_preview,
+            sealed_first_preview: self.sealed_first_preview.clone(),
+            last_sealed,
             state: self.state.clone(),
         }
     }
@@ -866,16 +871,11 @@ impl ConversationStore for EmbeddedStore {
         status: FlagStatus,
         cursor_in: Option<&str>,
         limit: usize,
-    ) -> Result<Page<Conversation>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         let prefix = format!("{}{SEP}", key(&[owner_id, status.as_str()]));
         let page = self.index_page(FLAGGED_CONVERSATIONS, prefix, cursor_in, limit).await?;
         Ok(Page {
-            items: page
-                .items
-                .into_iter()
-                .filter(|r| !r.deleting)
-                .map(|r| r.conversation)
-                .collect(),
+            items: page.items.into_iter().filter(|r| !r.deleting).collect(),
             next_cursor: page.next_cursor,
         })
     }

@@ -4,6 +4,6 @@ use lambda_http::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let deps = convo_aws::lambda::bootstrap().await;
+    let deps = convo_aws::lambda::bootstrap_without_keys().await;
     lambda_http::run(service_fn(|req| end_session::handle(&deps, req))).await
 }

@@ -4,6 +4,6 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let deps = convo_aws::lambda::bootstrap().await;
+    let deps = convo_aws::lambda::bootstrap_without_keys().await;
     lambda_runtime::run(service_fn(|event| persist_writes::handle(&deps, event))).await
 }

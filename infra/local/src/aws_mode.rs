@@ -15,6 +15,10 @@ use crate::pollers::{BATCH_SIZE, Record, Source};
 /// The resources of one deployment, by name prefix.
 pub struct Names {
     pub table: String,
+    /// The data keys' table (issue 16).
+    pub keys_table: String,
+    /// The alias of the KMS key the data keys are made under.
+    pub kms_alias: String,
     pub writes: resources::QueueSpec,
     pub titles: resources::QueueSpec,
     pub events: resources::QueueSpec,
@@ -23,6 +27,8 @@ pub struct Names {
 pub fn names(prefix: &str) -> Names {
     Names {
         table: prefix.to_string(),
+        keys_table: resources::keys_table_name(prefix),
+        kms_alias: format!("alias/{prefix}"),
         writes: resources::writes_queue(prefix),
         titles: resources::titles_queue(prefix),
         events: resources::events_queue(prefix),
@@ -44,6 +50,9 @@ pub async fn init(prefix: &str, visibility_timeout_seconds: u32) -> Result<(), S
     // out before the next try, as on Lambda.
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let created = resources::create_table(&dynamo, &n.table).await?;
+    convo_aws::keys::create_key_table(&dynamo, &n.keys_table).await?;
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let key_arn = resources::create_kms_key(&kms, &n.kms_alias).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let (writes, writes_dlq) = resources::create_queue(&sqs, &n.writes).await?;
     let (titles, titles_dlq) = resources::create_queue(&sqs, &n.titles).await?;
@@ -54,6 +63,8 @@ pub async fn init(prefix: &str, visibility_timeout_seconds: u32) -> Result<(), S
         if created { "created" } else { "already existed" }
     );
     println!("CONVO_TABLE={}", n.table);
+    println!("CONVO_KEYS_TABLE={}", n.keys_table);
+    println!("CONVO_KMS_KEY_ID={key_arn}");
     println!("CONVO_WRITES_QUEUE_URL={writes}");
     println!("CONVO_WRITES_DLQ_URL={writes_dlq}");
     println!("CONVO_TITLES_QUEUE_URL={titles}");
@@ -96,6 +107,9 @@ pub async fn settings(prefix: &str, config: Config, sdk: &aws_config::SdkConfig)
         titles_dlq_url: queue_url(&sqs, &n.titles.dlq_name()).await.ok(),
         events_dlq_url: queue_url(&sqs, &n.events.dlq_name()).await.ok(),
         moderation_dir: None,
+        keys_table: n.keys_table,
+        kms_key_id: n.kms_alias,
+        encryption: true,
         config,
     })
 }

@@ -39,6 +39,7 @@ static DEPS: LazyLock<Deps> = LazyLock::new(|| {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
+        keys: None,
         config: Config::default(),
     }
 });

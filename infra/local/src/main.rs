@@ -135,6 +135,11 @@ struct ServeArgs {
     /// Mask personal data in stored content unless a conversation says otherwise.
     #[arg(long, env = "CONVO_REDACT_PII")]
     redact_pii: bool,
+    /// Seal what people write under per-user data keys (`on` or `off`). The
+    /// key-wrapping key comes from CONVO_MASTER_KEY, else <data-dir>/master-key
+    /// (made on first run, mode 0600); the wrapped keys live in <data-dir>/keys.redb.
+    #[arg(long, env = "CONVO_ENCRYPTION", default_value = "on", value_parser = ["on", "off"])]
+    encryption: String,
     /// Appends per conversation per minute before 429; 0 turns it off.
     #[arg(long, env = "CONVO_APPENDS_PER_MINUTE", default_value_t = 30)]
     appends_per_minute: u64,
@@ -310,6 +315,7 @@ fn manifest() -> Result<(), String> {
         .collect();
     let manifest = serde_json::json!({
         "table": {"name": aws_mode::names(prefix).table, "properties": resources::table_cloudformation()},
+        "keyTable": {"name": resources::keys_table_name(prefix), "properties": resources::keys_table_cloudformation()},
         "queues": {
             "writes": resources::writes_queue(prefix).cloudformation(),
             "titles": resources::titles_queue(prefix).cloudformation(),
@@ -344,7 +350,10 @@ fn init_tracing(format: &str) {
 }
 
 struct Runtime {
+    /// The API's and the title generator's (with the data keys).
     deps: Deps,
+    /// The write worker's and the sweeper's: no key, as on Lambda.
+    plain: Deps,
     writes: Arc<dyn Source>,
     titles: Arc<dyn Source>,
     events: Arc<dyn Source>,
@@ -473,7 +482,7 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
         },
     )?;
     let moderator = Arc::new(convo_domain::wordlists::moderator(args.moderation_dir.as_deref())?);
-    let deps = Deps {
+    let plain = Deps {
         store,
         writes: writes.clone(),
         titles: titles.clone(),
@@ -483,7 +492,16 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
+        keys: None,
         config: config(args)?,
+    };
+    let deps = if args.encryption == "on" {
+        let dir = (!args.in_memory).then_some(args.data_dir.as_path());
+        let master = convo_embedded::keys::load_or_create_master_key(dir)?;
+        let ring = convo_embedded::keys::LocalKeyRing::open(dir, master)?;
+        plain.clone().sealed_with(Arc::new(ring))
+    } else {
+        plain.clone()
     };
     let storage = if args.in_memory {
         "in memory".to_string()
@@ -492,6 +510,7 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
     };
     Ok(Runtime {
         deps,
+        plain,
         writes: Arc::new(EmbeddedSource(writes, "writes")),
         titles: Arc::new(EmbeddedSource(titles, "titles")),
         events: Arc::new(EmbeddedSource(events, "events")),
@@ -504,9 +523,15 @@ async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
     let settings = aws_mode::settings(&args.prefix, config(args)?, &sdk).await?;
     let mut settings = settings;
     settings.moderation_dir = args.moderation_dir.clone();
+    settings.encryption = args.encryption == "on";
     let mut deps = settings.deps(&sdk).map_err(|e| e.to_string())?;
     // EMF lines are for CloudWatch; locally they would only clutter stdout.
     deps.metrics = Arc::new(convo_domain::ports::NoMetrics);
+    // The worker and the sweeper hold no key, as on Lambda.
+    let mut plain = settings
+        .deps_with(aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk))
+        .map_err(|e| e.to_string())?;
+    plain.metrics = Arc::new(convo_domain::ports::NoMetrics);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let retry_delay = duration("retry-delay", &args.retry_delay)?
         .to_std()
@@ -525,6 +550,7 @@ async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
         events: source(&settings.events_queue_url),
         storage: format!("DynamoDB table {} at {endpoint}", settings.table),
         deps,
+        plain,
     })
 }
 
@@ -566,7 +592,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         for _ in 0..args.write_workers.max(1) {
             tasks.push(tokio::spawn(pollers::poll(
                 rt.writes.clone(),
-                rt.deps.clone(),
+                rt.plain.clone(),
                 |deps, event| async move { persist_writes::handle(&deps, event).await },
                 stop_rx.clone(),
             )));
@@ -593,7 +619,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             )));
         }
         tasks.push(tokio::spawn(pollers::sweep_on_timer(
-            rt.deps.clone(),
+            rt.plain.clone(),
             sweep_every,
             stop_rx.clone(),
         )));

@@ -1,13 +1,12 @@
-//! Field-level envelope encryption (issue 16, in progress): AES-256-GCM
+//! Field-level envelope encryption (issue 16): AES-256-GCM
 //! through aws-lc-rs, a random 96-bit nonce per value, and associated data
 //! binding each ciphertext to its owner, conversation, item and field, so
 //! that a ciphertext moved to another item or field fails to open (and is
 //! reported as corrupt, never returned).
 //!
-//! Not wired yet: nothing calls this module outside its tests. The key
-//! hierarchy (one data key per (owner, user), wrapped by KMS or a local
-//! key-wrapping key) and its use by the API, the worker and the reads are
-//! the rest of issue 16.
+//! The keys: one data key per (owner, user) (see [`crate::ports::KeyRing`]),
+//! wrapped by KMS or a local key-wrapping key; what is sealed where is in
+//! [`crate::sealing`].
 //!
 //! A sealed value is `0x01 ‖ nonce (12) ‖ ciphertext ‖ tag (16)`: 29 bytes
 //! more than the plaintext, stored as binary.
@@ -131,6 +130,83 @@ impl DataKey {
             .map_err(|_| CryptoError::Corrupt)?;
         Ok(plain.to_vec())
     }
+}
+
+/// Unwrapped data keys kept in memory: bounded in number and in age, so a
+/// warm function makes no key-service call per append, and a key destroyed
+/// elsewhere is forgotten here within [`KeyCache::ttl`].
+type CachedKeys = std::collections::HashMap<(String, String, u64), (std::time::Instant, Arc<DataKey>)>;
+
+pub struct KeyCache {
+    entries: std::sync::Mutex<CachedKeys>,
+    capacity: usize,
+    ttl: std::time::Duration,
+}
+
+use std::sync::Arc;
+
+impl KeyCache {
+    /// At most 10,000 keys, for at most 15 minutes each.
+    pub const CAPACITY: usize = 10_000;
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+    pub fn new(capacity: usize, ttl: std::time::Duration) -> Self {
+        Self {
+            entries: Default::default(),
+            capacity,
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> std::time::Duration {
+        self.ttl
+    }
+
+    pub fn get(&self, owner: &str, user: &str, id: u64) -> Option<Arc<DataKey>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(owner.to_string(), user.to_string(), id))
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, k)| k.clone())
+    }
+
+    pub fn put(&self, owner: &str, user: &str, id: u64, key: Arc<DataKey>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                // Still full of fresh keys: start over (bounded, not
+                // precise; a miss costs one unwrap).
+                entries.clear();
+            }
+        }
+        entries.insert(
+            (owner.to_string(), user.to_string(), id),
+            (std::time::Instant::now(), key),
+        );
+    }
+
+    /// Forgets every key of (owner, user).
+    pub fn forget(&self, owner: &str, user: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|(o, u, _), _| o != owner || u != user);
+    }
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self::new(Self::CAPACITY, Self::TTL)
+    }
+}
+
+/// A random key id.
+pub fn new_key_id() -> Result<u64, CryptoError> {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CryptoError::NoRandomness)?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 #[cfg(test)]

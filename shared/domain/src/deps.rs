@@ -59,5 +59,20 @@ pub struct Deps {
     pub moderator: Arc<dyn Moderator>,
     pub titler: Arc<dyn TitleGenerator>,
     pub metrics: Arc<dyn Metrics>,
+    /// The data keys (issue 16); `None` with encryption off, and for the
+    /// functions that never see clear text (the worker, the sweeper, the
+    /// end of a session), whose store is then the plain one.
+    pub keys: Option<Arc<dyn KeyRing>>,
     pub config: Config,
+}
+
+impl Deps {
+    /// These dependencies with field-level encryption: the store seals
+    /// what it is given and opens what it reads with `keys`, and new
+    /// conversations get a data key.
+    pub fn sealed_with(mut self, keys: Arc<dyn KeyRing>) -> Self {
+        self.store = Arc::new(crate::sealing::SealedStore::new(self.store, keys.clone()));
+        self.keys = Some(keys);
+        self
+    }
 }

@@ -463,8 +463,10 @@ async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError
                     changed = true;
                 }
             }
-            if first_goes && chunk.head.first_message_preview.take().is_some() {
-                changed = true;
+            if first_goes {
+                let clear = chunk.head.first_message_preview.take().is_some();
+                let sealed = chunk.head.sealed_first_preview.take().is_some();
+                changed |= clear || sealed;
             }
             if changed {
                 deps.store.rewrite_chunk(&chunk).await?;
@@ -804,7 +806,10 @@ pub fn plan_commit(
                 rec.counted_messages = Some(rec.conversation.message_count);
                 meta_changed = true;
                 push_event(&mut events_out, events::session_ended(&rec.conversation, *reason));
-                if rec.conversation.title_source != Some(TitleSource::User) {
+                // A sealed conversation's job also refreshes the previews the
+                // conversation item keeps for lists (this worker cannot: it
+                // holds no key, and the last message's preview is sealed).
+                if rec.conversation.title_source != Some(TitleSource::User) || rec.key_id.is_some() {
                     title_jobs_out.push(title_job(&rec, TitleReason::SessionEnded));
                 }
                 applied += 1;
@@ -840,7 +845,8 @@ fn message_weight(m: &Message) -> usize {
     } else {
         serde_json::to_vec(&m.metadata).map(|v| v.len()).unwrap_or(0)
     };
-    m.content.len() + metadata + m.audio_url.as_ref().map_or(0, String::len) + 80
+    let sealed: usize = m.sealed.values().map(|v| v.0.len() + 4).sum();
+    m.content.len() + metadata + m.audio_url.as_ref().map_or(0, String::len) + sealed + 80
 }
 
 /// Adds a command to the ones the head remembers, forgetting the oldest.
@@ -903,19 +909,35 @@ fn append_message(
         tool_calls: m.tool_calls.clone(),
         tool_call_id: m.tool_call_id.clone(),
         removed: false,
+        sealed: crate::sealing::stored_fields(m),
     };
     c.message_count += 1;
     // An ended session's last activity stays within it.
     if c.status == ConversationStatus::Active && cmd.accepted_at > c.last_activity_at {
         c.last_activity_at = cmd.accepted_at;
     }
-    let shown = preview_of(&message);
     // Only the first message sets it: once removed, nothing takes its place.
-    if message.message_index == 0 {
-        c.first_message_preview = Some(shown.clone());
+    // A sealed message comes with its preview sealed by the API.
+    match m.sealed.get(crate::sealing::PREVIEW) {
+        Some(sealed) => {
+            if message.message_index == 0 {
+                rec.conversation.first_message_preview = None;
+                rec.sealed.insert(crate::sealing::FIRST_PREVIEW.into(), sealed.clone());
+            }
+            rec.conversation.last_message_preview = None;
+            rec.sealed.insert(crate::sealing::LAST_PREVIEW.into(), sealed.clone());
+        }
+        None => {
+            let shown = preview_of(&message);
+            if message.message_index == 0 {
+                rec.conversation.first_message_preview = Some(shown.clone());
+                rec.sealed.remove(crate::sealing::FIRST_PREVIEW);
+            }
+            rec.conversation.last_message_preview = Some(shown);
+            rec.sealed.remove(crate::sealing::LAST_PREVIEW);
+        }
     }
-    c.last_message_preview = Some(shown);
-    flag_conversation(c, m, cmd, meta_changed);
+    flag_conversation(&mut rec.conversation, m, cmd, meta_changed);
     message
 }
 
@@ -968,6 +990,15 @@ fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &Write
 /// What a conversation shows of a message: its first characters, or a
 /// placeholder for a blocked one. Stores derive the last preview from the
 /// newest chunk's last message with it instead of storing it twice.
+pub fn preview_of_accepted(m: &AcceptedMessage) -> String {
+    preview(if m.safety.action == SafetyAction::Blocked {
+        "[withheld by moderation]"
+    } else {
+        &m.content
+    })
+}
+
+/// What a conversation shows of a message (see [`preview_of_accepted`]).
 pub fn preview_of(m: &Message) -> String {
     preview(if m.blocked {
         "[withheld by moderation]"
@@ -976,7 +1007,7 @@ pub fn preview_of(m: &Message) -> String {
     })
 }
 
-fn preview(content: &str) -> String {
+pub fn preview(content: &str) -> String {
     let mut out: String = content.chars().take(PREVIEW_CHARS).collect();
     if content.chars().count() > PREVIEW_CHARS {
         out.push('…');

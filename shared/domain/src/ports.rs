@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use convo_schema::commands::{TitleJob, WriteCommand};
 use convo_schema::events::{CloudEvent, EventType};
-use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyVerdict, Timestamp, UserStats};
+use convo_schema::{
+    Conversation, ConversationStatus, FlagStatus, Message, SafetyVerdict, Sealed, SealedFields, Timestamp, UserStats,
+};
 use serde::{Deserialize, Serialize};
 
 /// A short tag of a write command id: the first 8 bytes of its SHA-256.
@@ -77,6 +79,27 @@ pub struct ConversationRecord {
     /// write never counts a message twice.
     #[serde(default)]
     pub counted_messages: Option<u64>,
+    /// The id of the user's data key its personal fields are sealed under
+    /// (`None`: stored in clear, as before encryption or with it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<KeyId>,
+    /// The conversation's personal fields, sealed (title, userName,
+    /// metadata, reviewNote, and the previews' snapshot); the public
+    /// fields are then empty. See [`crate::sealing`].
+    #[serde(default, skip_serializing_if = "SealedFields::is_empty")]
+    pub sealed: SealedFields,
+    /// The newest chunk's last message, sealed: its preview is read from
+    /// it (never stored; set by [`ConversationRecord::apply_head`]).
+    #[serde(skip)]
+    pub last_sealed: Option<LastSealed>,
+}
+
+/// A sealed message content and the message it belongs to (what the last
+/// preview is made from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastSealed {
+    pub message_id: String,
+    pub content: Sealed,
 }
 
 impl ConversationRecord {
@@ -90,6 +113,9 @@ impl ConversationRecord {
             deleting: false,
             end_command: None,
             counted_messages: None,
+            key_id: None,
+            sealed: SealedFields::new(),
+            last_sealed: None,
         }
     }
 
@@ -115,6 +141,18 @@ impl ConversationRecord {
         c.last_activity_at = head.last_activity_at.max(c.last_activity_at);
         c.first_message_preview = head.first_message_preview;
         c.last_message_preview = head.last_message_preview;
+        // The chunk's previews replace the conversation item's snapshot;
+        // the last one only when the chunk has it in clear: a sealed last
+        // message is opened by a reader with the key (who prefers it), and
+        // a writer without one keeps the snapshot's copy.
+        self.sealed.remove(crate::sealing::FIRST_PREVIEW);
+        if let Some(p) = head.sealed_first_preview {
+            self.sealed.insert(crate::sealing::FIRST_PREVIEW.into(), p);
+        }
+        if head.last_sealed.is_none() {
+            self.sealed.remove(crate::sealing::LAST_PREVIEW);
+        }
+        self.last_sealed = head.last_sealed;
         self.head = head.state;
         self.head_chunk = Some(chunk_first_index);
     }
@@ -126,6 +164,9 @@ impl ConversationRecord {
         c.message_count = 0;
         c.first_message_preview = None;
         c.last_message_preview = None;
+        self.sealed.remove(crate::sealing::FIRST_PREVIEW);
+        self.sealed.remove(crate::sealing::LAST_PREVIEW);
+        self.last_sealed = None;
         self.head = HeadState::default();
         self.head_chunk = None;
     }
@@ -138,6 +179,8 @@ impl ConversationRecord {
             last_activity_at: c.last_activity_at,
             first_message_preview: c.first_message_preview.clone(),
             last_message_preview: c.last_message_preview.clone(),
+            sealed_first_preview: self.sealed.get(crate::sealing::FIRST_PREVIEW).cloned(),
+            last_sealed: None,
             state: self.head.clone(),
         }
     }
@@ -150,7 +193,32 @@ pub struct Head {
     pub last_activity_at: Timestamp,
     pub first_message_preview: Option<String>,
     pub last_message_preview: Option<String>,
+    /// The first preview, sealed (stored with the chunk instead of
+    /// `first_message_preview`).
+    pub sealed_first_preview: Option<Sealed>,
+    /// The chunk's last message when it is sealed (read only: the last
+    /// preview is made from it).
+    pub last_sealed: Option<LastSealed>,
     pub state: HeadState,
+}
+
+impl Head {
+    /// The last preview of a chunk ending with `last`: in clear, or (for a
+    /// sealed message) the sealed content it is made from.
+    pub fn last_preview_of(last: Option<&Message>) -> (Option<String>, Option<LastSealed>) {
+        match last {
+            None => (None, None),
+            Some(m) if m.removed => (None, None),
+            Some(m) if !m.blocked && m.sealed.contains_key(crate::sealing::CONTENT) => (
+                None,
+                Some(LastSealed {
+                    message_id: m.message_id.clone(),
+                    content: m.sealed[crate::sealing::CONTENT].clone(),
+                }),
+            ),
+            Some(m) => (Some(crate::persist::preview_of(m)), None),
+        }
+    }
 }
 
 /// A run of consecutive messages stored as one item, keyed by the index of
@@ -438,7 +506,7 @@ pub trait ConversationStore: Send + Sync {
         status: FlagStatus,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<Conversation>, StoreError>;
+    ) -> Result<Page<ConversationRecord>, StoreError>;
 
     /// The claims already held among `external_ids`: externalId → messageId.
     async fn existing_external_ids(
@@ -595,18 +663,30 @@ pub enum KeyError {
     Corrupt(String),
 }
 
+/// A data key's id: random, stored with the wrapped key and with every
+/// conversation sealed under it, so that a conversation names the key it
+/// needs (a key made after an erasure is another key).
+pub type KeyId = u64;
+
 /// The data keys: one per (owner, user), so that destroying it makes
 /// everything sealed under it unreadable for good (crypto-shredding).
-/// Issue 16 (in progress): implemented locally, not used yet.
 #[async_trait]
 pub trait KeyRing: Send + Sync {
-    /// The key of (owner, user), made and stored (wrapped) on first use.
-    async fn data_key(&self, owner: &str, user: &str) -> Result<std::sync::Arc<crate::crypto::DataKey>, KeyError>;
-    /// The key if it exists (nothing of a destroyed key's data can be read).
-    async fn existing_key(
+    /// The key of (owner, user) and its id, made and stored (wrapped) when
+    /// there is none. The ring is read every time (a destroyed key is never
+    /// handed out from memory); only the unwrapping is cached.
+    async fn current_key(
         &self,
         owner: &str,
         user: &str,
+    ) -> Result<(KeyId, std::sync::Arc<crate::crypto::DataKey>), KeyError>;
+    /// The key with this id, if it still exists (cached unwrapped, for a
+    /// bounded time: a warm function makes no call per append).
+    async fn key(
+        &self,
+        owner: &str,
+        user: &str,
+        id: KeyId,
     ) -> Result<Option<std::sync::Arc<crate::crypto::DataKey>>, KeyError>;
     /// Destroys the key, then forgets it; idempotent.
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError>;

@@ -3,6 +3,7 @@
 //! owner's conversation is reported exactly like a missing one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use convo_schema::api::*;
 use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use convo_schema::events::CloudEvent;
 
 use crate::Deps;
+use crate::crypto::DataKey;
 use crate::error::DomainError;
 use crate::events;
 use crate::ports::*;
@@ -228,7 +230,16 @@ pub async fn create_conversation(
             .or(deps.config.retention)
             .map(|keep| now + keep),
     };
-    let record = ConversationRecord::new(conversation);
+    let mut record = ConversationRecord::new(conversation);
+    if let Some(keys) = &deps.keys {
+        // The user's data key (made on their first conversation): the
+        // store seals the conversation's personal fields under it.
+        let (key_id, _) = keys
+            .current_key(owner_id, &record.conversation.user_id)
+            .await
+            .map_err(key_error)?;
+        record.key_id = Some(key_id);
+    }
     match deps.store.create_conversation(&record, req.reuse_active).await? {
         Created::New => {
             queue_events(deps, &[events::conversation_created(&record.conversation)]).await;
@@ -250,6 +261,7 @@ pub async fn append_messages(
     let now = deps.clock.now();
     validate::append(&req, now)?;
     let record = load_owned(deps, owner_id, conversation_id).await?;
+    let key = message_key(deps, &record).await?;
     let response = accept(deps, conversation_id, "append", idempotency, || async {
         ensure_active(&record)?;
         rate_limit(deps, &record, now)?;
@@ -258,7 +270,7 @@ pub async fn append_messages(
             true => deps.moderator.redact(&text).unwrap_or(text),
             false => text,
         };
-        let all: Vec<AcceptedMessage> = req
+        let mut all: Vec<AcceptedMessage> = req
             .messages
             .into_iter()
             .map(|m| {
@@ -297,9 +309,19 @@ pub async fn append_messages(
                         })
                         .collect(),
                     tool_call_id: m.tool_call_id,
+                    sealed: Default::default(),
                 }
             })
             .collect();
+        // Sealed after screening (the moderator reads the clear text), before
+        // the queue: its bodies, dead letters and the worker never hold it.
+        if let Some(key) = &key {
+            for m in all.iter_mut() {
+                let preview = crate::persist::preview_of_accepted(m);
+                crate::sealing::seal_accepted(key, owner_id, conversation_id, m, &preview)
+                    .map_err(|e| DomainError::Unavailable(format!("cannot seal a message: {e}")))?;
+            }
+        }
         // An externalId repeated within the request is stored once, as one
         // repeated across requests is: the first message with it, whose id
         // and verdict the repeats are answered with.
@@ -884,6 +906,13 @@ async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result
 /// them and their totals. Returns how many conversations were erased.
 pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u64, DomainError> {
     let user_id = user_id_param(user_id)?;
+    // The user's data key goes first (crypto-shredding): from here on
+    // nothing sealed under it opens again, in this table or in any backup
+    // of it, whatever happens to the deletes below.
+    if let Some(keys) = &deps.keys {
+        keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
+        deps.metrics.record(&[("KeysDestroyed", 1.0, "Count")]);
+    }
     let mut erased = 0;
     // Erased conversations leave the index, so the first page is always the
     // next one; a bound keeps one call finite (a retry continues).
@@ -912,6 +941,27 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
         .await;
     }
     Ok(erased)
+}
+
+fn key_error(e: KeyError) -> DomainError {
+    match e {
+        KeyError::Unavailable(m) => DomainError::Unavailable(m),
+        KeyError::Corrupt(m) => DomainError::Internal(m),
+    }
+}
+
+/// The key a conversation's new messages are sealed under (`None`: the
+/// conversation is stored in clear). A conversation whose key is gone is
+/// being erased: it reads as missing.
+async fn message_key(deps: &Deps, record: &ConversationRecord) -> Result<Option<Arc<DataKey>>, DomainError> {
+    let (Some(keys), Some(id)) = (&deps.keys, record.key_id) else {
+        return Ok(None);
+    };
+    let c = &record.conversation;
+    match keys.key(&c.owner_id, &c.user_id, id).await.map_err(key_error)? {
+        Some(k) => Ok(Some(k)),
+        None => Err(DomainError::NotFound),
+    }
 }
 
 /// Every string in a metadata object, masked (what a framework adapter
@@ -1058,6 +1108,8 @@ pub async fn list_reviews(deps: &Deps, owner_id: &str, p: ReviewParams<'_>) -> R
         conversations: page
             .items
             .into_iter()
+            .filter(|r| !r.deleting)
+            .map(|r| r.conversation)
             .filter(|c| c.expires_at.is_none_or(|t| t > now))
             .collect(),
         next_cursor: page.next_cursor,

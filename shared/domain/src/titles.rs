@@ -166,6 +166,23 @@ async fn announce(
         .map_err(|e| DomainError::Unavailable(format!("could not queue the title's event: {e}")))
 }
 
+/// At the end of a sealed conversation: writes the conversation item
+/// again (through the sealing store, with the previews as the chunks read),
+/// so that lists, which read it alone, show the last message's preview.
+/// False when the conversation moved meanwhile (read it again).
+async fn refresh_snapshot(deps: &Deps, record: &ConversationRecord, job: &TitleJob) -> Result<bool, DomainError> {
+    if record.key_id.is_none() || job.reason != convo_schema::commands::TitleReason::SessionEnded {
+        return Ok(true);
+    }
+    let mut again = record.clone();
+    again.version = record.version + 1;
+    match deps.store.put_conversation(&again, record.version).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Applies a title job. Idempotent: the same conversation gives the same title.
 pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome, DomainError> {
     for _ in 0..8 {
@@ -176,7 +193,10 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
             return Ok(TitleOutcome::Gone);
         }
         if record.conversation.title_source == Some(TitleSource::User) {
-            return Ok(TitleOutcome::KeptUserTitle);
+            return match refresh_snapshot(deps, &record, job).await? {
+                true => Ok(TitleOutcome::KeptUserTitle),
+                false => continue,
+            };
         }
         let page = deps
             .store
@@ -207,6 +227,9 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
         if c.title.as_deref() == Some(title.as_str()) && c.title_generated_at.is_some() {
             // Set by an earlier run of this job, whose event may not have
             // been queued: queued again, with the same id.
+            if !refresh_snapshot(deps, &record, job).await? {
+                continue;
+            }
             announce(deps, &record.conversation, job.reason).await?;
             return Ok(TitleOutcome::Set(title));
         }

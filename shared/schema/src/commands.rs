@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Direction, Metadata, Role, SafetyVerdict, Timestamp, ToolCall};
+use crate::{Direction, Metadata, Role, SafetyVerdict, SealedFields, Timestamp, ToolCall};
 
 /// One write accepted by the API, to be applied by `persist-writes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,11 @@ pub struct AcceptedMessage {
     pub tool_calls: Vec<ToolCall>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// The message's content, tool arguments, metadata and audio URL, and
+    /// its preview, sealed by the API under the user's data key (the
+    /// fields above are then empty): the queue never holds them in clear.
+    #[serde(default, skip_serializing_if = "SealedFields::is_empty")]
+    pub sealed: SealedFields,
 }
 
 pub const WRITE_COMMAND_VERSION: u32 = 1;

@@ -13,10 +13,12 @@ pub mod events;
 pub mod limits;
 pub mod model;
 pub mod phone;
+pub mod sealed;
 pub mod validate;
 
 pub use error::{ErrorCode, ValidationError};
 pub use model::*;
+pub use sealed::{Sealed, SealedFields};
 
 /// Timestamps are UTC, serialized as RFC 3339 with millisecond precision.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

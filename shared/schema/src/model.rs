@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Metadata, Timestamp};
+use crate::{Metadata, SealedFields, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -282,6 +282,11 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[schema(ignore)]
     pub removed: bool,
+    /// What the message says, sealed under its user's data key (stored
+    /// only, never answered: reads open it into the fields above).
+    #[serde(default, skip_serializing_if = "SealedFields::is_empty")]
+    #[schema(ignore)]
+    pub sealed: SealedFields,
 }
 
 impl Message {
@@ -307,6 +312,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             removed: true,
+            sealed: SealedFields::new(),
         }
     }
 }

@@ -41,8 +41,17 @@ pub enum StoreKind {
 }
 
 pub struct World {
+    /// The API's and the title generator's: the store seals and opens with
+    /// the data keys (issue 16: the suite runs with encryption on).
     pub deps: Deps,
+    /// The write worker's, as on Lambda: the plain store and no key (it
+    /// stores what the API sealed without opening it).
+    pub worker: Deps,
+    /// The store under test, seen through the data keys (what a reader
+    /// gets); `raw` is the same store as it holds the data.
     pub store: Arc<dyn ConversationStore>,
+    pub raw: Arc<dyn ConversationStore>,
+    pub keys: Arc<dyn KeyRing>,
     /// The concrete store, for looking under the port (erasure tests).
     pub embedded: Option<Arc<EmbeddedStore>>,
     pub dynamo: Option<DynamoStore>,
@@ -93,7 +102,10 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap(),
     )));
     let moderator = Arc::new(RuleModerator::default());
-    let deps = Deps {
+    let keys: Arc<dyn KeyRing> = Arc::new(
+        convo_embedded::keys::LocalKeyRing::open(None, convo_domain::crypto::DataKey::generate().unwrap().0).unwrap(),
+    );
+    let worker = Deps {
         store: faulty.clone(),
         writes: writes.clone(),
         titles: titles.clone(),
@@ -103,11 +115,16 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
+        keys: None,
         config,
     };
+    let deps = worker.clone().sealed_with(keys.clone());
     World {
         deps,
-        store,
+        worker,
+        store: Arc::new(convo_domain::sealing::SealedStore::new(store.clone(), keys.clone())),
+        raw: store,
+        keys,
         embedded,
         dynamo,
         faulty,
@@ -162,7 +179,7 @@ impl World {
             .iter()
             .map(|r| Delivery::decode(r.message_id.clone(), r.group.clone(), &r.body))
             .collect();
-        let outcome = persist_batch(&self.deps, deliveries).await;
+        let outcome = persist_batch(&self.worker, deliveries).await;
         for r in &batch {
             if outcome.failed.contains(&r.message_id) {
                 self.writes.nack(r.receipt).await.unwrap();
@@ -432,7 +449,7 @@ impl ConversationStore for FaultyStore {
         s: convo_schema::FlagStatus,
         c: Option<&str>,
         l: usize,
-    ) -> Result<Page<Conversation>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         self.inner.list_flagged_conversations(o, s, c, l).await
     }
     async fn existing_external_ids(

@@ -1,4 +1,4 @@
-//! The key rings behind the one `KeyRing` port (issue 16, in progress):
+//! The key rings behind the one `KeyRing` port (issue 16):
 //! the local one (keys wrapped under a master key) and the AWS one (KMS
 //! data keys with the owner and user as encryption context, in a key
 //! table), on moto. Same key for the same (owner, user), another for
@@ -18,22 +18,38 @@ const HERE: Place<'static> = Place {
 };
 
 async fn the_contract(ring: &dyn KeyRing, owner: &str) {
-    let mia = ring.data_key(owner, "mia").await.unwrap();
+    let (mia_id, mia) = ring.current_key(owner, "mia").await.unwrap();
     let sealed = mia.seal(&HERE, b"a child's words").unwrap();
-    let again = ring.data_key(owner, "mia").await.unwrap();
+    let (again_id, again) = ring.current_key(owner, "mia").await.unwrap();
+    assert_eq!(again_id, mia_id);
     assert_eq!(again.open(&HERE, &sealed).unwrap(), b"a child's words");
-    assert!(ring.data_key(owner, "leo").await.unwrap().open(&HERE, &sealed).is_err());
+    let by_id = ring
+        .key(owner, "mia", mia_id)
+        .await
+        .unwrap()
+        .expect("the key by its id");
+    assert_eq!(by_id.open(&HERE, &sealed).unwrap(), b"a child's words");
+    let (leo_id, leo) = ring.current_key(owner, "leo").await.unwrap();
+    assert_ne!(leo_id, mia_id);
+    assert!(leo.open(&HERE, &sealed).is_err());
+    // Another user's id names no key of mia's.
+    assert!(ring.key(owner, "mia", leo_id).await.unwrap().is_none());
     assert!(
-        ring.data_key("another-owner", "mia")
+        ring.current_key("another-owner", "mia")
             .await
             .unwrap()
+            .1
             .open(&HERE, &sealed)
             .is_err()
     );
     ring.destroy(owner, "mia").await.unwrap();
     ring.destroy(owner, "mia").await.unwrap();
-    assert!(ring.existing_key(owner, "mia").await.unwrap().is_none());
-    let fresh = ring.data_key(owner, "mia").await.unwrap();
+    assert!(ring.key(owner, "mia", mia_id).await.unwrap().is_none());
+    // A key made after the erasure is another key, with another id: the
+    // old id still names nothing.
+    let (fresh_id, fresh) = ring.current_key(owner, "mia").await.unwrap();
+    assert_ne!(fresh_id, mia_id);
+    assert!(ring.key(owner, "mia", mia_id).await.unwrap().is_none());
     assert_eq!(fresh.open(&HERE, &sealed), Err(CryptoError::Corrupt));
 }
 
@@ -60,9 +76,10 @@ async fn the_kms_key_ring_on_moto() {
     the_contract(ring.as_ref(), "toyco").await;
 
     // Warm: the cached key costs no KMS call.
+    let (leo_id, _) = ring.current_key("toyco", "leo").await.unwrap();
     let before = ring.kms_calls.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..100 {
-        ring.data_key("toyco", "leo").await.unwrap();
+        ring.key("toyco", "leo", leo_id).await.unwrap().expect("leo's key");
     }
     assert_eq!(ring.kms_calls.load(std::sync::atomic::Ordering::Relaxed), before);
 
@@ -83,14 +100,16 @@ async fn the_kms_key_ring_on_moto() {
         .put_item()
         .table_name(&table)
         .item("pk", AttributeValue::S("K#toyco\u{1f}ava".into()))
+        .item("kid", AttributeValue::N("7".into()))
         .item("wrapped", AttributeValue::B(wrapped))
         .send()
         .await
         .unwrap();
     let cold = convo_aws::keys::KmsKeyRing::new(dynamo, &table, aws_sdk_kms::Client::new(&sdk), &key_id);
-    assert!(matches!(
-        cold.existing_key("toyco", "ava").await,
-        Err(KeyError::Corrupt(_))
-    ));
-    assert!(cold.existing_key("toyco", "leo").await.unwrap().is_some());
+    assert!(matches!(cold.key("toyco", "ava", 7).await, Err(KeyError::Corrupt(_))));
+    assert!(cold.key("toyco", "leo", leo_id).await.unwrap().is_some());
+    // A cold key costs one Decrypt, then none.
+    assert_eq!(cold.kms_calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    cold.key("toyco", "leo", leo_id).await.unwrap();
+    assert_eq!(cold.kms_calls.load(std::sync::atomic::Ordering::Relaxed), 2);
 }

@@ -9,16 +9,19 @@
 //! `acceptedAt` when it equals `createdAt`, and the last preview (from the
 //! last message). Two 200-character messages and the head state come to
 //! about 900 bytes: one write unit.
+//!
+//! Format 3 (issue 16) stores the messages as MessagePack in a binary
+//! attribute, so that sealed values are raw bytes (JSON would carry them as
+//! base64, a third more); format 2's JSON string is still read.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use convo_domain::persist::preview_of;
 use convo_domain::ports::*;
 use convo_schema::{
     Conversation, ConversationStatus, Direction, FlagStatus, Message, Metadata, Role, SafetyAction, SafetyVerdict,
-    Timestamp, ToolCall,
+    Sealed, SealedFields, Timestamp, ToolCall,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +33,7 @@ pub type Item = HashMap<String, AttributeValue>;
 /// per message and the command ids in the conversation item, was never
 /// deployed). Written on every conversation item and chunk, so a later
 /// layout can find and migrate what is older.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 
 pub const META: &str = "META";
 /// Every sort key from here to [`META`] is a chunk: one descending query of
@@ -133,6 +136,8 @@ struct MetaExtra {
     end_command: Option<u64>,
     #[serde(default)]
     counted_messages: Option<u64>,
+    #[serde(default, rename = "kid")]
+    key_id: Option<u64>,
 }
 
 /// The conversation item: every public field (the per-append ones as a
@@ -150,6 +155,20 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
     }
     if let Some(counted) = r.counted_messages {
         item.insert("countedMessages".into(), n(counted));
+    }
+    if let Some(kid) = r.key_id {
+        item.insert("kid".into(), n(kid));
+    }
+    if !r.sealed.is_empty() {
+        item.insert(
+            "sealed".into(),
+            AttributeValue::M(
+                r.sealed
+                    .iter()
+                    .map(|(k, v)| (k.clone(), AttributeValue::B(Blob::new(v.0.clone()))))
+                    .collect(),
+            ),
+        );
     }
     if r.deleting {
         // Kept in the indexes so that an interrupted erasure can be found
@@ -179,7 +198,18 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
 }
 
 /// A conversation item as read, before any chunk is applied.
-pub fn record_from(item: Item) -> Result<ConversationRecord, StoreError> {
+pub fn record_from(mut item: Item) -> Result<ConversationRecord, StoreError> {
+    let mut sealed = SealedFields::new();
+    if let Some(AttributeValue::M(fields)) = item.remove("sealed") {
+        for (k, v) in fields {
+            match v {
+                AttributeValue::B(b) => {
+                    sealed.insert(k, Sealed(b.into_inner()));
+                }
+                _ => return Err(corrupt("conversation: a sealed field is not binary")),
+            }
+        }
+    }
     let extra: MetaExtra = serde_dynamo::from_item(item.clone()).map_err(corrupt)?;
     let conversation: Conversation = serde_dynamo::from_item(item).map_err(corrupt)?;
     Ok(ConversationRecord {
@@ -190,6 +220,9 @@ pub fn record_from(item: Item) -> Result<ConversationRecord, StoreError> {
         deleting: extra.deleting,
         end_command: extra.end_command,
         counted_messages: extra.counted_messages,
+        key_id: extra.key_id,
+        sealed,
+        last_sealed: None,
     })
 }
 
@@ -204,7 +237,7 @@ struct Packed {
     message_id: String,
     #[serde(rename = "r")]
     role: Role,
-    #[serde(rename = "c")]
+    #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
     content: String,
     /// createdAt, milliseconds since the epoch, and any finer part.
     #[serde(rename = "t")]
@@ -231,6 +264,9 @@ struct Packed {
     tool_call_id: Option<String>,
     #[serde(rename = "rm", default, skip_serializing_if = "std::ops::Not::not")]
     removed: bool,
+    /// The sealed fields (issue 16), raw bytes in MessagePack.
+    #[serde(rename = "e", default, skip_serializing_if = "SealedFields::is_empty")]
+    sealed: SealedFields,
 }
 
 fn pack(m: &Message) -> Packed {
@@ -252,6 +288,7 @@ fn pack(m: &Message) -> Packed {
         tool_calls: m.tool_calls.clone(),
         tool_call_id: m.tool_call_id.clone(),
         removed: m.removed,
+        sealed: m.sealed.clone(),
     }
 }
 
@@ -284,6 +321,7 @@ fn unpack(p: Packed, conversation_id: &str, index: u64) -> Result<Message, Store
         tool_calls: p.tool_calls,
         tool_call_id: p.tool_call_id,
         removed: p.removed,
+        sealed: p.sealed,
     })
 }
 
@@ -324,10 +362,14 @@ pub fn head_attributes(head: &HeadState) -> Vec<(&'static str, Option<AttributeV
 pub fn chunk_item(chunk: &Chunk) -> Result<Item, StoreError> {
     let packed: Vec<Packed> = chunk.messages.iter().map(pack).collect();
     let mut item = key(conv_pk(&chunk.conversation_id), &chunk_sk(chunk.first_index));
-    item.insert("m".into(), s(serde_json::to_string(&packed).map_err(corrupt)?));
+    let bytes = rmp_serde::to_vec_named(&packed).map_err(corrupt)?;
+    item.insert("m".into(), AttributeValue::B(Blob::new(bytes)));
     item.insert("la".into(), n(chunk.head.last_activity_at.timestamp_millis()));
     if let Some(fp) = &chunk.head.first_message_preview {
         item.insert("fp".into(), s(fp));
+    }
+    if let Some(sealed) = &chunk.head.sealed_first_preview {
+        item.insert("fq".into(), AttributeValue::B(Blob::new(sealed.0.clone())));
     }
     for (name, value) in head_attributes(&chunk.head.state) {
         if let Some(v) = value {
@@ -353,8 +395,12 @@ pub fn chunk_tags(item: &Item) -> Vec<CommandTag> {
 /// A chunk item's messages and the head as of its last one.
 pub fn chunk_from(item: &Item, conversation_id: &str) -> Result<(u64, Vec<Message>, Head), StoreError> {
     let first = chunk_first(item).ok_or_else(|| corrupt("chunk: sort key"))?;
-    let packed: Vec<Packed> =
-        serde_json::from_str(str_attr(item, "m").ok_or_else(|| corrupt("chunk: no messages"))?).map_err(corrupt)?;
+    let packed: Vec<Packed> = match item.get("m") {
+        Some(AttributeValue::B(bytes)) => rmp_serde::from_slice(bytes.as_ref()).map_err(corrupt)?,
+        // Format 2: JSON.
+        Some(AttributeValue::S(json)) => serde_json::from_str(json).map_err(corrupt)?,
+        _ => return Err(corrupt("chunk: no messages")),
+    };
     let messages = packed
         .into_iter()
         .enumerate()
@@ -363,11 +409,17 @@ pub fn chunk_from(item: &Item, conversation_id: &str) -> Result<(u64, Vec<Messag
     let last_activity_at = num_attr::<i64>(item, "la")
         .and_then(chrono::DateTime::from_timestamp_millis)
         .ok_or_else(|| corrupt("chunk: lastActivityAt"))?;
+    let (last_message_preview, last_sealed) = Head::last_preview_of(messages.last());
     let head = Head {
         message_count: first + messages.len() as u64,
         last_activity_at,
         first_message_preview: str_attr(item, "fp").map(str::to_string),
-        last_message_preview: messages.last().filter(|m| !m.removed).map(preview_of),
+        last_message_preview,
+        sealed_first_preview: match item.get("fq") {
+            Some(AttributeValue::B(b)) => Some(Sealed(b.as_ref().to_vec())),
+            _ => None,
+        },
+        last_sealed,
         state: HeadState {
             recent_commands: tags_from(item),
             rate_window: num_attr(item, "rw"),
@@ -416,6 +468,7 @@ mod tests {
             tool_calls: vec![],
             tool_call_id: None,
             removed: false,
+            sealed: SealedFields::new(),
         }
     }
 
@@ -455,6 +508,8 @@ mod tests {
                 first_message_preview: Some("hi".into()),
                 // The last message is removed: it has no preview.
                 last_message_preview: None,
+                sealed_first_preview: None,
+                last_sealed: None,
                 state: HeadState {
                     recent_commands: vec![1, u64::MAX],
                     rate_window: Some(29_000_000),
@@ -505,6 +560,8 @@ mod tests {
                 // The longest first preview: 120 characters and an ellipsis.
                 first_message_preview: Some(format!("{}…", "b".repeat(120))),
                 last_message_preview: None,
+                sealed_first_preview: None,
+                last_sealed: None,
                 state: HeadState {
                     recent_commands: vec![7; crate::dynamo::codec::tests::RECENT],
                     rate_window: Some(29_000_000),
@@ -516,6 +573,91 @@ mod tests {
         };
         let size = item_size(&chunk_item(&chunk).unwrap());
         assert!(size <= 1024, "{size} bytes");
+    }
+
+    /// Issue 16's cost: with every content and the first preview sealed
+    /// (29 bytes more each, stored as raw bytes), the exchange still fits
+    /// one write unit; and a sealed chunk round-trips, its last preview
+    /// read from the sealed last message.
+    #[test]
+    fn a_sealed_exchange_is_still_one_write_unit_and_round_trips() {
+        let (key, _) = convo_domain::crypto::DataKey::generate().unwrap();
+        let text = "a".repeat(200);
+        let conversation = "01KBZZZZZZZZZZZZZZZZZZZZZ0";
+        let mut user = message(40, &text);
+        user.conversation_id = conversation.into();
+        user.message_id = "01KBZZZZZZZZZZZZZZZZZZZZZ1".into();
+        user.metadata.insert("lang".into(), "en".into());
+        let mut agent = message(41, &text);
+        agent.conversation_id = conversation.into();
+        agent.message_id = "01KBZZZZZZZZZZZZZZZZZZZZZ2".into();
+        agent.role = Role::Assistant;
+        for m in [&mut user, &mut agent] {
+            convo_domain::sealing::seal_message(&key, "toyco", m).unwrap();
+            assert!(m.content.is_empty() && m.metadata.is_empty());
+        }
+        let preview = key
+            .seal(
+                &convo_domain::crypto::Place {
+                    owner: "toyco",
+                    conversation,
+                    item: "conversation",
+                    field: "preview",
+                },
+                format!("{}…", "b".repeat(120)).as_bytes(),
+            )
+            .unwrap();
+        let chunk = Chunk {
+            conversation_id: conversation.into(),
+            first_index: 40,
+            messages: vec![user, agent],
+            head: Head {
+                message_count: 42,
+                last_activity_at: chrono::Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 2).unwrap(),
+                first_message_preview: None,
+                last_message_preview: None,
+                sealed_first_preview: Some(Sealed(preview)),
+                last_sealed: None,
+                state: HeadState {
+                    recent_commands: vec![7; crate::dynamo::codec::tests::RECENT],
+                    rate_window: Some(29_000_000),
+                    rate_count: 29,
+                    title_requested: true,
+                },
+            },
+            expires_at: Some(chrono::Utc.with_ymd_and_hms(2027, 5, 1, 9, 0, 2).unwrap()),
+        };
+        let item = chunk_item(&chunk).unwrap();
+        let size = item_size(&item);
+        assert!(size <= 1024, "{size} bytes");
+        // Binary, not base64: no attribute holds the ciphertext as text.
+        assert!(matches!(item["m"], AttributeValue::B(_)));
+        assert!(matches!(item["fq"], AttributeValue::B(_)));
+        let (_, messages, head) = chunk_from(&item, conversation).unwrap();
+        assert_eq!(messages, chunk.messages);
+        assert_eq!(head.sealed_first_preview, chunk.head.sealed_first_preview);
+        let last = head.last_sealed.expect("the last message is sealed");
+        assert_eq!(last.message_id, "01KBZZZZZZZZZZZZZZZZZZZZZ2");
+        let mut opened = messages[0].clone();
+        convo_domain::sealing::open_message(&key, "toyco", &mut opened).unwrap();
+        assert_eq!(opened.content, text);
+        assert_eq!(opened.metadata["lang"], "en");
+    }
+
+    /// A chunk of the JSON layout (format 2) still reads.
+    #[test]
+    fn a_format_2_chunk_still_reads() {
+        let mut item = key(conv_pk("01JD0000000000000000000000"), &chunk_sk(0));
+        item.insert(
+            "m".into(),
+            s(r#"[{"i":"01JD0000000000000000000001","r":"user","c":"hello","t":1777626000000}]"#),
+        );
+        item.insert("la".into(), n(1_777_626_000_000i64));
+        item.insert("fp".into(), s("hello"));
+        item.insert("f".into(), n(2));
+        let (_, messages, head) = chunk_from(&item, "01JD0000000000000000000000").unwrap();
+        assert_eq!(messages[0].content, "hello");
+        assert_eq!(head.last_message_preview.as_deref(), Some("hello"));
     }
 
     const RECENT: usize = convo_domain::persist::RECENT_COMMANDS;

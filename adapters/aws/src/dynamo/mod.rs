@@ -857,7 +857,7 @@ impl ConversationStore for DynamoStore {
         status: FlagStatus,
         cursor_in: Option<&str>,
         limit: usize,
-    ) -> Result<Page<Conversation>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         let index = (FLAGGED_INDEX, FLAGGED_PK, FLAGGED_SK);
         let gpk = flagged_pk(owner_id, status);
         let (ids, next_cursor) = self
@@ -869,9 +869,7 @@ impl ConversationStore for DynamoStore {
             .conversations(&ids)
             .await?
             .into_iter()
-            .filter(|r| !r.deleting)
-            .map(|r| r.conversation)
-            .filter(|c| c.flag_status == Some(status))
+            .filter(|r| !r.deleting && r.conversation.flag_status == Some(status))
             .collect();
         Ok(Page { items, next_cursor })
     }
