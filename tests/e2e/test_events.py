@@ -151,7 +151,9 @@ def check_envelopes(events: list[dict], ids: dict):
         by_type.setdefault(e["type"], []).append(e)
     crit = by_type["safety.critical"][0]["data"]
     assert crit["severity"] == "critical" and crit["categories"] == ["self_harm"] and crit["messageIndex"] == 2
-    assert crit["role"] == "user" and crit["userName"] == "Mia" and crit["agentName"] == "Teddy"
+    # The child's name is sealed in the store (issue 16): the worker, which
+    # holds no key, cannot put it in an event; the agent's name is not sealed.
+    assert crit["role"] == "user" and "userName" not in crit and crit["agentName"] == "Teddy"
     assert by_type["message.blocked"][0]["data"]["action"] == "blocked"
     ended = by_type["session.ended"][0]["data"]
     assert ended["endReason"] == "client" and ended["messageCount"] == 6 and ended["durationSeconds"] >= 0

@@ -92,6 +92,10 @@ pub struct ConversationRecord {
     /// it (never stored; set by [`ConversationRecord::apply_head`]).
     #[serde(skip)]
     pub last_sealed: Option<LastSealed>,
+    /// Its data key was destroyed (its user erased): read as being erased
+    /// (`deleting` is set too), though the store may not say so yet.
+    #[serde(skip)]
+    pub shredded: bool,
 }
 
 /// A sealed message content and the message it belongs to (what the last
@@ -116,6 +120,7 @@ impl ConversationRecord {
             key_id: None,
             sealed: SealedFields::new(),
             last_sealed: None,
+            shredded: false,
         }
     }
 

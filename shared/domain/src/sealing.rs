@@ -403,6 +403,7 @@ impl SealedStore {
             Access::Shredded => {
                 strip_record(&mut r);
                 r.deleting = true;
+                r.shredded = true;
             }
         }
         Ok(r)

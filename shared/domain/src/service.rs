@@ -769,6 +769,23 @@ pub async fn queue_events(deps: &Deps, events: &[CloudEvent]) {
     if events.is_empty() {
         return;
     }
+    // With encryption on, the child's name is sealed in the store, and the
+    // worker's events (which it builds without a key) cannot carry it: the
+    // API's do not either, so that no event holds it.
+    let unnamed: Vec<CloudEvent>;
+    let events = if deps.keys.is_some() {
+        unnamed = events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.data.user_name = None;
+                e
+            })
+            .collect();
+        &unnamed[..]
+    } else {
+        events
+    };
     if let Err(e) = deps.events.send_events(events).await {
         for ev in events {
             tracing::error!(event_id = %ev.id, event_type = %ev.event_type, error = %e, "could not queue an event");
@@ -796,7 +813,9 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
             return Ok(());
         }
         // 1. Mark it: from now on it reads as missing and takes no writes.
-        if !record.deleting {
+        // (One whose key is gone reads as being erased already; the mark
+        // is written all the same, for the worker, which reads no key.)
+        if !record.deleting || record.shredded {
             let expected = record.version;
             record.deleting = true;
             record.version = expected + 1;

@@ -223,6 +223,7 @@ pub fn record_from(mut item: Item) -> Result<ConversationRecord, StoreError> {
         key_id: extra.key_id,
         sealed,
         last_sealed: None,
+        shredded: false,
     })
 }
 
