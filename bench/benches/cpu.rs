@@ -54,17 +54,6 @@ async fn create(deps: &Deps, owner: &str) -> Conversation {
 
 fn append_handler(c: &mut Criterion) {
     let rt = runtime();
-    let sink = Arc::new(Sink::default());
-    let deps = in_memory_deps(sink.clone(), config());
-    // The conversation the API Gateway fixture names, owned by its `sub`.
-    rt.block_on(async {
-        let mut conversation = create(&deps, FIXTURE_OWNER).await;
-        conversation.conversation_id = FIXTURE_CID.into();
-        deps.store
-            .create_conversation(&ConversationRecord::new(conversation), false)
-            .await
-            .expect("seed");
-    });
     let mut event: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(events_dir().join("apigw-append-message.json")).expect("fixture"),
     )
@@ -76,20 +65,50 @@ fn append_handler(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("append_handler");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("one 200-char message", |b| {
-        b.iter_batched(
-            || {
-                sink.take_writes();
-                lambda_http::request::from_str(&event).expect("request")
-            },
-            |req| {
-                let resp = rt.block_on(append_message::handle(&deps, req)).expect("handler");
-                assert_eq!(resp.status(), 202);
-                resp
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    // In clear (encryption off), and sealed (issue 16: the data key warm in
+    // the cache, as on a warm Lambda; the cache is the key ring's either way).
+    for sealed in [false, true] {
+        let sink = Arc::new(Sink::default());
+        let mut deps = in_memory_deps(sink.clone(), config());
+        if sealed {
+            let master = convo_domain::crypto::DataKey::generate().expect("key").0;
+            let ring = convo_embedded::keys::LocalKeyRing::open(None, master).expect("key ring");
+            deps = deps.sealed_with(Arc::new(ring));
+        }
+        // The conversation the API Gateway fixture names, owned by its `sub`.
+        rt.block_on(async {
+            let mut conversation = create(&deps, FIXTURE_OWNER).await;
+            conversation.conversation_id = FIXTURE_CID.into();
+            let mut record = ConversationRecord::new(conversation);
+            if let Some(keys) = &deps.keys {
+                record.key_id = Some(keys.current_key(FIXTURE_OWNER, "child-42").await.expect("key").0);
+            }
+            deps.store.create_conversation(&record, false).await.expect("seed");
+        });
+        let name = if sealed {
+            "one 200-char message, sealed"
+        } else {
+            "one 200-char message"
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    sink.take_writes();
+                    lambda_http::request::from_str(&event).expect("request")
+                },
+                |req| {
+                    let resp = rt.block_on(append_message::handle(&deps, req)).expect("handler");
+                    assert_eq!(resp.status(), 202);
+                    resp
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        // What was queued is sealed (or not): the benchmark times what it says.
+        let writes = sink.take_writes();
+        let body = serde_json::to_string(writes.last().expect("a write")).expect("json");
+        assert_eq!(body.contains("\"sealed\""), sealed, "{body}");
+    }
     group.finish();
 }
 

@@ -8,6 +8,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use aws_config::BehaviorVersion;
@@ -18,6 +19,7 @@ use convo_schema::api::{AppendRequest, CreateConversationRequest, NewMessage};
 use convo_schema::{Message, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::atomic::Ordering;
 
 use crate::capture::{Capture, Captured};
 
@@ -99,7 +101,13 @@ pub fn exchanges(count: usize) -> Vec<[String; 2]> {
 
 /// The clients, resources and domain dependencies of one benchmark run.
 pub struct Harness {
+    /// The API's (and the title generator's): with encryption on, through
+    /// the sealing store.
     pub deps: Deps,
+    /// The write worker's: the plain store, no key (as on Lambda).
+    pub worker: Deps,
+    /// The data keys' ring, with encryption on (its KMS calls are counted).
+    pub keys: Option<Arc<convo_aws::KmsKeyRing>>,
     pub dynamo: Capture,
     pub sqs: Capture,
     pub sqs_client: aws_sdk_sqs::Client,
@@ -112,8 +120,18 @@ pub const OWNER: &str = "bench-owner";
 
 impl Harness {
     /// Creates a table and queues named `prefix` on the endpoint and the
-    /// domain's dependencies on them, with recording clients.
+    /// domain's dependencies on them, with recording clients; with
+    /// encryption as the product's default (`CONVO_ENCRYPTION`, on unless
+    /// `off`).
     pub async fn new(prefix: &str) -> Result<Self, String> {
+        Self::with_encryption(prefix, std::env::var("CONVO_ENCRYPTION").as_deref() != Ok("off")).await
+    }
+
+    /// As [`Harness::new`], with encryption on or off: on, a key table and
+    /// a KMS key are made too, and the data keys' ring reaches them with
+    /// clients that are not recorded (the data table's bill stays the data
+    /// table's; the key ring's calls are counted apart).
+    pub async fn with_encryption(prefix: &str, encryption: bool) -> Result<Self, String> {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
         let plain_dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let plain_sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -153,9 +171,9 @@ impl Harness {
             titles_dlq_url: Some(titles_dlq),
             events_dlq_url: Some(events_dlq),
             moderation_dir: None,
-            keys_table: String::new(),
+            keys_table: resources::keys_table_name(prefix),
             kms_key_id: String::new(),
-            encryption: false,
+            encryption,
             config: Config {
                 // The rate limit stays on, as by default, so that its one
                 // write per append is billed; it is set high enough never to
@@ -164,13 +182,30 @@ impl Harness {
                 ..Config::default()
             },
         };
-        let mut deps = settings
+        let mut settings = settings;
+        let mut worker = settings
             .deps_with(dynamo_client, sqs_client.clone())
             .map_err(|e| e.to_string())?;
         // Metrics go to stdout on Lambda (EMF); here they would only be noise.
-        deps.metrics = std::sync::Arc::new(convo_domain::NoMetrics);
+        worker.metrics = std::sync::Arc::new(convo_domain::NoMetrics);
+        let (deps, keys) = if encryption {
+            convo_aws::keys::create_key_table(&plain_dynamo, &settings.keys_table).await?;
+            let kms = aws_sdk_kms::Client::new(&sdk);
+            settings.kms_key_id = resources::create_kms_key(&kms, &format!("alias/{prefix}")).await?;
+            let ring = Arc::new(convo_aws::KmsKeyRing::new(
+                plain_dynamo.clone(),
+                &settings.keys_table,
+                kms,
+                &settings.kms_key_id,
+            ));
+            (worker.clone().sealed_with(ring.clone()), Some(ring))
+        } else {
+            (worker.clone(), None)
+        };
         Ok(Self {
             deps,
+            worker,
+            keys,
             dynamo,
             sqs,
             sqs_client,
@@ -233,7 +268,7 @@ impl Harness {
                 })
                 .collect();
             let started = Instant::now();
-            let outcome = persist_batch(&self.deps, deliveries).await;
+            let outcome = persist_batch(&self.worker, deliveries).await;
             worker_ms += started.elapsed().as_secs_f64() * 1000.0;
             let done: Vec<_> = messages
                 .iter()
@@ -506,5 +541,133 @@ pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result
         gapless_and_unique: Some(
             gapless && contents.len() == stored.len() && stored.len() == writers * appends - errors,
         ),
+    })
+}
+
+/// Issue 16's figures: what sealing costs.
+#[derive(Debug, Serialize)]
+pub struct EncryptionResult {
+    /// Exchanges (two 200-character messages each) appended to one
+    /// conversation, in clear and sealed.
+    pub exchanges: usize,
+    /// Table write units per stored message over those appends (the
+    /// worker's chunk writes and the API's rate-limit write), clear and sealed.
+    pub write_units_per_message_clear: f64,
+    pub write_units_per_message_sealed: f64,
+    /// The largest chunk item the sealed run wrote, in bytes (DynamoDB's
+    /// size: names and values).
+    pub largest_sealed_chunk_bytes: usize,
+    pub largest_clear_chunk_bytes: usize,
+    /// KMS calls for `kms_appends` appends spread over `users` users'
+    /// conversations by one warm process (after the conversations' creation,
+    /// which made one data key per user).
+    pub users: usize,
+    pub kms_appends: usize,
+    pub kms_calls_creating: u64,
+    pub kms_calls_warm: u64,
+    /// The same appends, each in a new execution environment (an empty
+    /// key cache every time).
+    pub kms_calls_cold: u64,
+}
+
+fn chunk_sizes(requests: &[Captured]) -> Vec<usize> {
+    requests
+        .iter()
+        .filter(|r| r.op == "PutItem")
+        .filter_map(|r| r.request.get("Item").and_then(|i| i.as_object()))
+        .filter(|item| {
+            item.get("sk")
+                .and_then(|v| v["S"].as_str())
+                .is_some_and(|sk| sk.starts_with("M#"))
+        })
+        .map(crate::capacity::item_size)
+        .collect()
+}
+
+async fn encryption_cost(prefix: &str, exchanges_count: usize, encryption: bool) -> Result<(f64, usize), String> {
+    let h = Harness::with_encryption(prefix, encryption).await?;
+    let mut ops = vec![Operation {
+        table: Some(h.table_description.clone()),
+        ..Operation::convo("table", 0)
+    }];
+    let cid = h.create_conversation("child-42").await?;
+    h.dynamo.take();
+    h.sqs.take();
+    let mut largest = 0;
+    for (i, [user, agent]) in exchanges(exchanges_count).iter().enumerate() {
+        let req = AppendRequest {
+            messages: vec![new_message(Role::User, user), new_message(Role::Assistant, agent)],
+        };
+        service::append_messages(&h.deps, OWNER, &cid, req, None)
+            .await
+            .map_err(|e| format!("append: {e:?}"))?;
+        h.drain(1).await?;
+        let requests = h.dynamo.take();
+        largest = largest.max(chunk_sizes(&requests).into_iter().max().unwrap_or(0));
+        ops.push(Operation {
+            messages: 2,
+            requests,
+            queue_requests: h.sqs.take(),
+            ..Operation::convo("append", 2 * i)
+        });
+    }
+    let billed = crate::report::bill(&ops)?;
+    let units: f64 = billed.costs.iter().map(|(c, _)| c.write_units).sum();
+    Ok((units / (2 * exchanges_count) as f64, largest))
+}
+
+/// Measures [`EncryptionResult`] on the endpoint (moto in `bench/run`).
+pub async fn encryption(
+    prefix: &str,
+    exchanges_count: usize,
+    users: usize,
+    appends: usize,
+) -> Result<EncryptionResult, String> {
+    let (clear, largest_clear) = encryption_cost(&format!("{prefix}-clear"), exchanges_count, false).await?;
+    let (sealed, largest_sealed) = encryption_cost(&format!("{prefix}-sealed"), exchanges_count, true).await?;
+    // KMS calls: one harness is one warm process.
+    let h = Harness::with_encryption(&format!("{prefix}-kms"), true).await?;
+    let ring = h.keys.clone().ok_or("no key ring")?;
+    let mut conversations = Vec::new();
+    for u in 0..users {
+        conversations.push(h.create_conversation(&format!("child-{u}")).await?);
+    }
+    let creating = ring.kms_calls.load(Ordering::Relaxed);
+    let one = |i: usize| AppendRequest {
+        messages: vec![new_message(Role::User, &format!("message {i}"))],
+    };
+    for i in 0..appends {
+        service::append_messages(&h.deps, OWNER, &conversations[i % users], one(i), None)
+            .await
+            .map_err(|e| format!("warm append: {e:?}"))?;
+    }
+    let warm = ring.kms_calls.load(Ordering::Relaxed) - creating;
+    // Cold: a new ring (an empty cache) for every append.
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let mut cold = 0;
+    for i in 0..appends {
+        let fresh = Arc::new(convo_aws::KmsKeyRing::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &h.settings.keys_table,
+            aws_sdk_kms::Client::new(&sdk),
+            &h.settings.kms_key_id,
+        ));
+        let deps = h.worker.clone().sealed_with(fresh.clone());
+        service::append_messages(&deps, OWNER, &conversations[i % users], one(i), None)
+            .await
+            .map_err(|e| format!("cold append: {e:?}"))?;
+        cold += fresh.kms_calls.load(Ordering::Relaxed);
+    }
+    Ok(EncryptionResult {
+        exchanges: exchanges_count,
+        write_units_per_message_clear: clear,
+        write_units_per_message_sealed: sealed,
+        largest_sealed_chunk_bytes: largest_sealed,
+        largest_clear_chunk_bytes: largest_clear,
+        users,
+        kms_appends: appends,
+        kms_calls_creating: creating,
+        kms_calls_warm: warm,
+        kms_calls_cold: cold,
     })
 }

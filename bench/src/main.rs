@@ -32,6 +32,22 @@ enum Command {
         #[arg(long)]
         exchanges: PathBuf,
     },
+    /// What sealing costs (issue 16): write units per message in clear and
+    /// sealed, and KMS calls per append warm and cold, as JSON.
+    Encryption {
+        /// Exchanges (two 200-character messages) per conversation.
+        #[arg(long, default_value_t = 50)]
+        exchanges: usize,
+        #[arg(long, default_value_t = 10)]
+        users: usize,
+        /// Appends for the KMS counts (warm, then cold).
+        #[arg(long, default_value_t = 1000)]
+        appends: usize,
+        #[arg(long, default_value = "bench-encryption")]
+        prefix: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Concurrent writers appending to one conversation, then a count.
     Concurrency {
         #[arg(long, default_value_t = 8)]
@@ -112,6 +128,16 @@ async fn main() {
             )
             .await
         }
+        Command::Encryption {
+            exchanges,
+            users,
+            appends,
+            prefix,
+            out,
+        } => match drive::encryption(&prefix, exchanges, users, appends).await {
+            Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
         Command::Report { dir } => report::write(&dir),
     };
     if let Err(e) = result {

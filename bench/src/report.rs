@@ -704,6 +704,12 @@ pub async fn coldstart_all(
         ("CONVO_WRITES_QUEUE_URL".into(), h.settings.writes_queue_url.clone()),
         ("CONVO_TITLES_QUEUE_URL".into(), h.settings.titles_queue_url.clone()),
         ("CONVO_EVENTS_QUEUE_URL".into(), h.settings.events_queue_url.clone()),
+        ("CONVO_KEYS_TABLE".into(), h.settings.keys_table.clone()),
+        ("CONVO_KMS_KEY_ID".into(), h.settings.kms_key_id.clone()),
+        (
+            "CONVO_ENCRYPTION".into(),
+            if h.settings.encryption { "on" } else { "off" }.into(),
+        ),
     ];
     for name in [
         "AWS_ENDPOINT_URL",
