@@ -547,17 +547,9 @@ pub async fn concurrency(prefix: &str, writers: usize, appends: usize) -> Result
 /// Issue 16's figures: what sealing costs.
 #[derive(Debug, Serialize)]
 pub struct EncryptionResult {
-    /// Exchanges (two 200-character messages each) appended to one
-    /// conversation, in clear and sealed.
-    pub exchanges: usize,
-    /// Table write units per stored message over those appends (the
-    /// worker's chunk writes and the API's rate-limit write), clear and sealed.
-    pub write_units_per_message_clear: f64,
-    pub write_units_per_message_sealed: f64,
-    /// The largest chunk item the sealed run wrote, in bytes (DynamoDB's
-    /// size: names and values).
-    pub largest_sealed_chunk_bytes: usize,
-    pub largest_clear_chunk_bytes: usize,
+    /// Whole conversations of 10 and 100 messages (exchanges of two
+    /// 200-character messages), in clear and sealed.
+    pub conversations: Vec<SealedCost>,
     /// KMS calls for `kms_appends` appends spread over `users` users'
     /// conversations by one warm process (after the conversations' creation,
     /// which made one data key per user).
@@ -568,6 +560,38 @@ pub struct EncryptionResult {
     /// The same appends, each in a new execution environment (an empty
     /// key cache every time).
     pub kms_calls_cold: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SealedCost {
+    pub messages: usize,
+    pub sealed: bool,
+    /// Table write units per stored message over the appends (the
+    /// worker's chunk writes and the API's rate-limit write).
+    pub append_write_units_per_message: f64,
+    /// The whole conversation (its creation, the appends, its end and the
+    /// title jobs), table and index write units per message.
+    pub cumulative_write_units_per_message: f64,
+    /// The largest chunk item written, in bytes (DynamoDB's size: names and
+    /// values).
+    pub largest_chunk_bytes: usize,
+    /// The conversation item as the end left it, in bytes.
+    pub conversation_item_bytes: usize,
+}
+
+/// DynamoDB's size of an attribute value (its published rules, roughly
+/// for numbers: a byte per two digits and one).
+fn attribute_size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => s.len(),
+        A::N(n) => n.len().div_ceil(2) + 1,
+        A::B(b) => b.as_ref().len(),
+        A::Bool(_) | A::Null(_) => 1,
+        A::M(m) => 3 + m.iter().map(|(k, v)| k.len() + attribute_size(v) + 1).sum::<usize>(),
+        A::L(l) => 3 + l.iter().map(|v| attribute_size(v) + 1).sum::<usize>(),
+        _ => 0,
+    }
 }
 
 fn chunk_sizes(requests: &[Captured]) -> Vec<usize> {
@@ -584,15 +608,18 @@ fn chunk_sizes(requests: &[Captured]) -> Vec<usize> {
         .collect()
 }
 
-async fn encryption_cost(prefix: &str, exchanges_count: usize, encryption: bool) -> Result<(f64, usize), String> {
-    let h = Harness::with_encryption(prefix, encryption).await?;
+async fn encryption_cost(prefix: &str, exchanges_count: usize, sealed: bool) -> Result<SealedCost, String> {
+    let h = Harness::with_encryption(prefix, sealed).await?;
     let mut ops = vec![Operation {
         table: Some(h.table_description.clone()),
         ..Operation::convo("table", 0)
     }];
     let cid = h.create_conversation("child-42").await?;
-    h.dynamo.take();
-    h.sqs.take();
+    ops.push(Operation {
+        requests: h.dynamo.take(),
+        queue_requests: h.sqs.take(),
+        ..Operation::convo("setup", 0)
+    });
     let mut largest = 0;
     for (i, [user, agent]) in exchanges(exchanges_count).iter().enumerate() {
         let req = AppendRequest {
@@ -611,33 +638,71 @@ async fn encryption_cost(prefix: &str, exchanges_count: usize, encryption: bool)
             ..Operation::convo("append", 2 * i)
         });
     }
+    service::end_session(&h.deps, OWNER, &cid, None)
+        .await
+        .map_err(|e| format!("end: {e:?}"))?;
+    h.drain(1).await?;
+    h.drain_titles().await?;
+    ops.push(Operation {
+        requests: h.dynamo.take(),
+        queue_requests: h.sqs.take(),
+        ..Operation::convo("end", 2 * exchanges_count)
+    });
+    let item = convo_aws::dynamo::codec::meta_item(
+        &h.worker
+            .store
+            .get_conversation(&cid)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the conversation is gone")?,
+    )
+    .map_err(|e| e.to_string())?;
     let billed = crate::report::bill(&ops)?;
-    let units: f64 = billed.costs.iter().map(|(c, _)| c.write_units).sum();
-    Ok((units / (2 * exchanges_count) as f64, largest))
+    let messages = (2 * exchanges_count) as f64;
+    let appends: f64 = ops
+        .iter()
+        .zip(&billed.costs)
+        .filter(|(o, _)| o.kind == "append")
+        .map(|(_, (c, _))| c.write_units)
+        .sum();
+    let all: f64 = billed.costs.iter().map(|(c, _)| c.all_writes()).sum();
+    Ok(SealedCost {
+        messages: 2 * exchanges_count,
+        sealed,
+        append_write_units_per_message: appends / messages,
+        cumulative_write_units_per_message: all / messages,
+        largest_chunk_bytes: largest,
+        conversation_item_bytes: item.iter().map(|(k, v)| k.len() + attribute_size(v)).sum(),
+    })
 }
 
 /// Measures [`EncryptionResult`] on the endpoint (moto in `bench/run`).
 pub async fn encryption(
     prefix: &str,
-    exchanges_count: usize,
+    lengths: &[usize],
     users: usize,
     appends: usize,
 ) -> Result<EncryptionResult, String> {
-    let (clear, largest_clear) = encryption_cost(&format!("{prefix}-clear"), exchanges_count, false).await?;
-    let (sealed, largest_sealed) = encryption_cost(&format!("{prefix}-sealed"), exchanges_count, true).await?;
+    let mut conversations = Vec::new();
+    for &n in lengths {
+        for sealed in [false, true] {
+            let name = format!("{prefix}-{n}-{}", if sealed { "sealed" } else { "clear" });
+            conversations.push(encryption_cost(&name, n.div_ceil(2), sealed).await?);
+        }
+    }
     // KMS calls: one harness is one warm process.
     let h = Harness::with_encryption(&format!("{prefix}-kms"), true).await?;
     let ring = h.keys.clone().ok_or("no key ring")?;
-    let mut conversations = Vec::new();
+    let mut ids = Vec::new();
     for u in 0..users {
-        conversations.push(h.create_conversation(&format!("child-{u}")).await?);
+        ids.push(h.create_conversation(&format!("child-{u}")).await?);
     }
     let creating = ring.kms_calls.load(Ordering::Relaxed);
     let one = |i: usize| AppendRequest {
         messages: vec![new_message(Role::User, &format!("message {i}"))],
     };
     for i in 0..appends {
-        service::append_messages(&h.deps, OWNER, &conversations[i % users], one(i), None)
+        service::append_messages(&h.deps, OWNER, &ids[i % users], one(i), None)
             .await
             .map_err(|e| format!("warm append: {e:?}"))?;
     }
@@ -653,17 +718,13 @@ pub async fn encryption(
             &h.settings.kms_key_id,
         ));
         let deps = h.worker.clone().sealed_with(fresh.clone());
-        service::append_messages(&deps, OWNER, &conversations[i % users], one(i), None)
+        service::append_messages(&deps, OWNER, &ids[i % users], one(i), None)
             .await
             .map_err(|e| format!("cold append: {e:?}"))?;
         cold += fresh.kms_calls.load(Ordering::Relaxed);
     }
     Ok(EncryptionResult {
-        exchanges: exchanges_count,
-        write_units_per_message_clear: clear,
-        write_units_per_message_sealed: sealed,
-        largest_sealed_chunk_bytes: largest_sealed,
-        largest_clear_chunk_bytes: largest_clear,
+        conversations,
         users,
         kms_appends: appends,
         kms_calls_creating: creating,

@@ -35,9 +35,10 @@ enum Command {
     /// What sealing costs (issue 16): write units per message in clear and
     /// sealed, and KMS calls per append warm and cold, as JSON.
     Encryption {
-        /// Exchanges (two 200-character messages) per conversation.
-        #[arg(long, default_value_t = 50)]
-        exchanges: usize,
+        /// Conversation lengths in messages (exchanges of two 200-character
+        /// messages), each in clear and sealed.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        lengths: Vec<usize>,
         #[arg(long, default_value_t = 10)]
         users: usize,
         /// Appends for the KMS counts (warm, then cold).
@@ -129,12 +130,12 @@ async fn main() {
             .await
         }
         Command::Encryption {
-            exchanges,
+            lengths,
             users,
             appends,
             prefix,
             out,
-        } => match drive::encryption(&prefix, exchanges, users, appends).await {
+        } => match drive::encryption(&prefix, &lengths, users, appends).await {
             Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },

@@ -140,6 +140,27 @@ struct MetaExtra {
     key_id: Option<u64>,
 }
 
+/// The conversation item's sealed fields (issue 16), one binary each,
+/// under short names: a conversation item is rewritten at its end, a title
+/// and a review, and every byte over 1 KB is a second write unit.
+const SEALED_ATTRIBUTE: &str = "e";
+const SEALED_CODES: [(&str, &str); 6] = [
+    (convo_domain::sealing::TITLE, "t"),
+    (convo_domain::sealing::USER_NAME, "u"),
+    (convo_domain::sealing::METADATA, "m"),
+    (convo_domain::sealing::REVIEW_NOTE, "r"),
+    (convo_domain::sealing::FIRST_PREVIEW, "f"),
+    (convo_domain::sealing::LAST_PREVIEW, "l"),
+];
+
+fn sealed_code(name: &str) -> &str {
+    SEALED_CODES.iter().find(|(n, _)| *n == name).map_or(name, |(_, c)| c)
+}
+
+fn sealed_name(code: &str) -> &str {
+    SEALED_CODES.iter().find(|(_, c)| *c == code).map_or(code, |(n, _)| n)
+}
+
 /// The conversation item: every public field (the per-append ones as a
 /// snapshot of its last write), its version and the index keys.
 pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
@@ -161,11 +182,11 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
     }
     if !r.sealed.is_empty() {
         item.insert(
-            "sealed".into(),
+            SEALED_ATTRIBUTE.into(),
             AttributeValue::M(
                 r.sealed
                     .iter()
-                    .map(|(k, v)| (k.clone(), AttributeValue::B(Blob::new(v.0.clone()))))
+                    .map(|(k, v)| (sealed_code(k).to_string(), AttributeValue::B(Blob::new(v.0.clone()))))
                     .collect(),
             ),
         );
@@ -200,11 +221,11 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
 /// A conversation item as read, before any chunk is applied.
 pub fn record_from(mut item: Item) -> Result<ConversationRecord, StoreError> {
     let mut sealed = SealedFields::new();
-    if let Some(AttributeValue::M(fields)) = item.remove("sealed") {
+    if let Some(AttributeValue::M(fields)) = item.remove(SEALED_ATTRIBUTE) {
         for (k, v) in fields {
             match v {
                 AttributeValue::B(b) => {
-                    sealed.insert(k, Sealed(b.into_inner()));
+                    sealed.insert(sealed_name(&k).to_string(), Sealed(b.into_inner()));
                 }
                 _ => return Err(corrupt("conversation: a sealed field is not binary")),
             }
