@@ -9,7 +9,7 @@ a message's metadata and audio URL, the previews, and a conversation's
 userName, metadata, title (a user's and a generated one) and review note.
 
 - Embedded pass: no file of the data directory holds it (convo.redb with the
-  queues and whatever old pages redb keeps, keys.redb, master-key, every
+  queues and whatever old pages redb keeps, the key file `keys`, master-key, every
   file), while the server runs and after a clean stop.
 - AWS pass: no item of the data table or of the key table (a full Scan;
   binary attributes as raw bytes), no message left on any of the stack's
@@ -368,7 +368,7 @@ def test_what_is_said_reads_back_and_is_nowhere_in_the_data(make_server, encrypt
         assert srv.stop() == 0, srv.logs()
         stopped = files_holding(srv.data_dir, canary)
         if encryption == "on":
-            assert (srv.data_dir / "keys.redb").is_file()
+            assert (srv.data_dir / "keys").is_file()
             master = srv.data_dir / "master-key"
             assert stat.S_IMODE(master.stat().st_mode) == 0o600, oct(master.stat().st_mode)
             assert (running, stopped) == ([], []), (running, stopped)
@@ -595,35 +595,35 @@ def _aad(owner: str, conversation: str, item: str, field: str) -> bytes:
     return out
 
 
-def unwrappable_keys(keys_redb: bytes, master_b64: str, owner: str, user: str) -> set[int]:
-    """The ids of every data key of (owner, user) that some bytes of
-    keys.redb unwrap under the master key. A stored key is its id (8 bytes,
+def unwrappable_keys(key_file: bytes, master_b64: str, owner: str, user: str) -> set[int]:
+    """The ids of every data key of (owner, user) that some bytes of the
+    key file unwrap under the master key. A stored key is its id (8 bytes,
     big-endian) and the key sealed for (owner, id, user, "data-key"):
     ``0x01 ‖ nonce (12) ‖ 32 bytes ‖ tag (16)`` (adapters/embedded/src/keys.rs);
-    every offset is tried, live pages and freed ones alike."""
+    every offset is tried, whatever the file's layout."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     master = AESGCM(base64.b64decode(master_b64.strip()))
     found = set()
-    i = keys_redb.find(b"\x01", 8)
-    while i != -1 and i + 1 + 12 + 48 <= len(keys_redb):
-        kid = int.from_bytes(keys_redb[i - 8:i], "big")
+    i = key_file.find(b"\x01", 8)
+    while i != -1 and i + 1 + 12 + 48 <= len(key_file):
+        kid = int.from_bytes(key_file[i - 8:i], "big")
         try:
-            master.decrypt(keys_redb[i + 1:i + 13], keys_redb[i + 13:i + 61], _aad(owner, str(kid), user, "data-key"))
+            master.decrypt(key_file[i + 1:i + 13], key_file[i + 13:i + 61], _aad(owner, str(kid), user, "data-key"))
             found.add(kid)
         except InvalidTag:
             pass
-        i = keys_redb.find(b"\x01", i + 1)
+        i = key_file.find(b"\x01", i + 1)
     return found
 
 
 @embedded_only
 def test_an_erased_users_key_is_gone_from_the_key_file(make_server):
     """Crypto-shredding on the embedded store: once a user is erased, no
-    byte of keys.redb unwraps their data key, not even in the pages redb
-    freed and has not reused (with master-key beside it, such a copy would
-    open every backup of convo.redb). Eight users, each with a key, then
+    byte of the key file unwraps their data key (with master-key beside it,
+    such a copy would open every backup of convo.redb; the file is rewritten
+    whole on every change, so no old copy of an entry survives in it). Eight users, each with a key, then
     three erased; after a clean stop every live user's key is found by the
     same search (it can see keys) and no erased user's is."""
     srv = make_server()
@@ -638,11 +638,9 @@ def test_an_erased_users_key_is_gone_from_the_key_file(make_server):
         assert api.ok("DELETE", f"/users/{u}") == {"userId": u, "conversationsDeleted": 1}
     assert srv.stop() == 0, srv.logs()
 
-    keys = (srv.data_dir / "keys.redb").read_bytes()
+    keys = (srv.data_dir / "keys").read_bytes()
     master = (srv.data_dir / "master-key").read_text()
     live = {u: unwrappable_keys(keys, master, "alice", u) for u in users if u not in erased}
     assert all(len(ids) == 1 for ids in live.values()), live
     left = {u: ids for u in erased if (ids := unwrappable_keys(keys, master, "alice", u))}
-    assert left == {}, (f"keys.redb still unwraps the data keys of erased users {sorted(left)} (key ids {left}): "
-                        "their entries' bytes outlive the removal (redb's copy-on-write frees pages, it does "
-                        "not overwrite them)")
+    assert left == {}, f"the key file still unwraps the data keys of erased users {sorted(left)} (key ids {left})"

@@ -1,23 +1,27 @@
-//! The local key ring (issue 16): one AES-256
-//! data key per (owner, user), stored only wrapped — sealed under the
-//! key-wrapping key with the owner and user as associated data — in its own
-//! database file (`keys.redb`), apart from the conversations, so that a copy
-//! of `convo.redb` holds nothing a destroyed key could open. The
-//! key-wrapping key comes from `CONVO_MASTER_KEY` (base64 of 32 bytes) or
-//! `<data-dir>/master-key` (made on first run, mode 0600). Unwrapped keys
-//! are cached in memory.
+//! The local key ring (issue 16): one AES-256 data key per (owner, user),
+//! stored only wrapped — sealed under the key-wrapping key with the owner,
+//! user and key id as associated data — in a file of its own
+//! (`<data-dir>/keys`), apart from the conversations, so that a copy of
+//! `convo.redb` holds nothing a destroyed key could open. The file is
+//! rewritten whole and renamed into place on every change: a destroyed key
+//! leaves no old copy in it (a database's copy-on-write pages would keep
+//! one). The key-wrapping key comes from `CONVO_MASTER_KEY` (base64 of 32
+//! bytes) or `<data-dir>/master-key` (made on first run, mode 0600).
+//! Unwrapped keys are cached in memory.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine;
 use convo_domain::crypto::{DataKey, KeyCache, Place};
 use convo_domain::ports::{KeyError, KeyId, KeyRing};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-const WRAPPED: TableDefinition<&str, &[u8]> = TableDefinition::new("wrapped_keys");
 const MASTER_FILE: &str = "master-key";
+const KEYS_FILE: &str = "keys";
+/// The key file's first bytes: its name and format.
+const MAGIC: &[u8; 8] = b"convoK01";
 
 fn unavailable(e: impl std::fmt::Display) -> KeyError {
     KeyError::Unavailable(e.to_string())
@@ -68,14 +72,14 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-pub struct LocalKeyRing {
-    db: Arc<Database>,
-    master: DataKey,
-    cache: KeyCache,
-}
+/// (owner, user) → (key id, the key sealed under the key-wrapping key).
+type Wrapped = BTreeMap<(String, String), (KeyId, Vec<u8>)>;
 
-fn id(owner: &str, user: &str) -> String {
-    crate::db::key(&[owner, user])
+pub struct LocalKeyRing {
+    file: Option<PathBuf>,
+    master: DataKey,
+    keys: Mutex<Wrapped>,
+    cache: KeyCache,
 }
 
 /// What a wrapped key is bound to: its owner, user and id.
@@ -88,56 +92,139 @@ fn place<'a>(owner: &'a str, user: &'a str, kid: &'a str) -> Place<'a> {
     }
 }
 
-/// A stored key: its id (8 bytes) and the key sealed under the master key.
-fn stored_value(kid: KeyId, wrapped: &[u8]) -> Vec<u8> {
-    let mut v = kid.to_be_bytes().to_vec();
-    v.extend_from_slice(wrapped);
-    v
+fn put_part(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    out.extend_from_slice(part);
+}
+
+/// The file: `MAGIC`, then per key its owner and user (length-prefixed),
+/// the wrapped key's length, the key id (8 bytes) and the wrapped key.
+fn encode(keys: &Wrapped) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    for ((owner, user), (kid, wrapped)) in keys {
+        put_part(&mut out, owner.as_bytes());
+        put_part(&mut out, user.as_bytes());
+        out.extend_from_slice(&(wrapped.len() as u32).to_be_bytes());
+        out.extend_from_slice(&kid.to_be_bytes());
+        out.extend_from_slice(wrapped);
+    }
+    out
+}
+
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if rest.len() < n {
+        return Err("the key file is truncated".into());
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+fn take_u32(rest: &mut &[u8]) -> Result<usize, String> {
+    let mut four = [0u8; 4];
+    four.copy_from_slice(take(rest, 4)?);
+    Ok(u32::from_be_bytes(four) as usize)
+}
+
+fn decode(bytes: &[u8]) -> Result<Wrapped, String> {
+    let mut rest = bytes;
+    if take(&mut rest, MAGIC.len())? != MAGIC {
+        return Err("not a convo key file".into());
+    }
+    let mut keys = Wrapped::new();
+    while !rest.is_empty() {
+        let n = take_u32(&mut rest)?;
+        let owner = String::from_utf8(take(&mut rest, n)?.to_vec()).map_err(|e| e.to_string())?;
+        let n = take_u32(&mut rest)?;
+        let user = String::from_utf8(take(&mut rest, n)?.to_vec()).map_err(|e| e.to_string())?;
+        let n = take_u32(&mut rest)?;
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(take(&mut rest, 8)?);
+        let wrapped = take(&mut rest, n)?.to_vec();
+        keys.insert((owner, user), (u64::from_be_bytes(eight), wrapped));
+    }
+    Ok(keys)
+}
+
+/// Writes `bytes` to `path` through a temporary file, synced, renamed into
+/// place (the old file, with whatever it held, is replaced whole).
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    {
+        #[cfg(unix)]
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
+        #[cfg(not(unix))]
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 impl LocalKeyRing {
-    /// `keys.redb` under `data_dir` (memory when `None`).
+    /// The key file under `data_dir` (memory only when `None`).
     pub fn open(data_dir: Option<&Path>, master: DataKey) -> Result<Self, String> {
-        let db = match data_dir {
+        let file = match data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                let path = dir.join("keys.redb");
-                Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?
+                Some(dir.join(KEYS_FILE))
             }
-            None => Database::builder()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| e.to_string())?,
+            None => None,
         };
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(WRAPPED).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
+        let keys = match &file {
+            Some(path) if path.exists() => {
+                let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            _ => Wrapped::new(),
+        };
         Ok(Self {
-            db: Arc::new(db),
+            file,
             master,
+            keys: Mutex::new(keys),
             cache: KeyCache::default(),
         })
     }
 
-    /// The stored key of (owner, user): its id and the key.
-    fn read(&self, owner: &str, user: &str) -> Result<Option<(KeyId, Arc<DataKey>)>, KeyError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(WRAPPED).map_err(unavailable)?;
-        let Some(value) = table.get(id(owner, user).as_str()).map_err(unavailable)? else {
-            return Ok(None);
-        };
-        self.unwrap_value(owner, user, value.value()).map(Some)
+    fn save(&self, keys: &Wrapped) -> Result<(), KeyError> {
+        match &self.file {
+            Some(path) => replace_file(path, &encode(keys)).map_err(unavailable),
+            None => Ok(()),
+        }
     }
 
-    fn unwrap_value(&self, owner: &str, user: &str, value: &[u8]) -> Result<(KeyId, Arc<DataKey>), KeyError> {
-        if value.len() < 8 {
-            return Err(KeyError::Corrupt("a stored key is truncated".into()));
+    /// The stored key of (owner, user): its id and the key.
+    fn read(&self, owner: &str, user: &str) -> Result<Option<(KeyId, Arc<DataKey>)>, KeyError> {
+        let found = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(owner.to_string(), user.to_string()))
+            .cloned();
+        match found {
+            Some((kid, wrapped)) => self.unwrap_key(owner, user, kid, &wrapped).map(|k| Some((kid, k))),
+            None => Ok(None),
         }
-        let (kid, wrapped) = value.split_at(8);
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(kid);
-        let kid = u64::from_be_bytes(eight);
+    }
+
+    fn unwrap_key(&self, owner: &str, user: &str, kid: KeyId, wrapped: &[u8]) -> Result<Arc<DataKey>, KeyError> {
         if let Some(k) = self.cache.get(owner, user, kid) {
-            return Ok((kid, k));
+            return Ok(k);
         }
         let kid_text = kid.to_string();
         let bytes = self
@@ -146,7 +233,7 @@ impl LocalKeyRing {
             .map_err(|e| KeyError::Corrupt(e.to_string()))?;
         let key = Arc::new(DataKey::from_bytes(&bytes).map_err(|e| KeyError::Corrupt(e.to_string()))?);
         self.cache.put(owner, user, kid, key.clone());
-        Ok((kid, key))
+        Ok(key)
     }
 }
 
@@ -163,29 +250,21 @@ impl KeyRing for LocalKeyRing {
             .master
             .seal(&place(owner, user, &kid_text), &bytes)
             .map_err(unavailable)?;
-        // One writer at a time (redb): the first key stored wins, and a
-        // second maker reads it back.
-        let txn = self.db.begin_write().map_err(unavailable)?;
-        let existing = {
-            let mut table = txn.open_table(WRAPPED).map_err(unavailable)?;
-            let k = id(owner, user);
-            let found = table.get(k.as_str()).map_err(unavailable)?.map(|v| v.value().to_vec());
-            if found.is_none() {
-                table
-                    .insert(k.as_str(), stored_value(kid, &wrapped).as_slice())
-                    .map_err(unavailable)?;
-            }
-            found
-        };
-        txn.commit().map_err(unavailable)?;
-        match existing {
-            None => {
+        {
+            // One maker at a time: the first key stored wins.
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (owner.to_string(), user.to_string());
+            if !keys.contains_key(&slot) {
+                let mut next = keys.clone();
+                next.insert(slot, (kid, wrapped));
+                self.save(&next)?;
+                *keys = next;
                 let key = Arc::new(key);
                 self.cache.put(owner, user, kid, key.clone());
-                Ok((kid, key))
+                return Ok((kid, key));
             }
-            Some(value) => self.unwrap_value(owner, user, &value),
         }
+        self.read(owner, user)?.ok_or_else(|| unavailable("the key vanished"))
     }
 
     async fn key(&self, owner: &str, user: &str, kid: KeyId) -> Result<Option<Arc<DataKey>>, KeyError> {
@@ -199,12 +278,16 @@ impl KeyRing for LocalKeyRing {
     }
 
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError> {
-        let txn = self.db.begin_write().map_err(unavailable)?;
-        txn.open_table(WRAPPED)
-            .map_err(unavailable)?
-            .remove(id(owner, user).as_str())
-            .map_err(unavailable)?;
-        txn.commit().map_err(unavailable)?;
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (owner.to_string(), user.to_string());
+            if keys.contains_key(&slot) {
+                let mut next = keys.clone();
+                next.remove(&slot);
+                self.save(&next)?;
+                *keys = next;
+            }
+        }
         self.cache.forget(owner, user);
         Ok(())
     }
@@ -248,28 +331,29 @@ mod tests {
         assert_eq!(again.open(&here, &sealed).unwrap(), b"my secret");
         // What is stored is the id and the key sealed under the master key
         // for this (owner, user, id): opening nowhere else.
-        let stored = {
-            let txn = ring.db.begin_read().unwrap();
-            let table = txn.open_table(WRAPPED).unwrap();
-            table
-                .get(id("toyco", "mia").as_str())
-                .unwrap()
-                .unwrap()
-                .value()
-                .to_vec()
-        };
-        assert_eq!(stored.len(), 8 + 32 + convo_domain::crypto::OVERHEAD);
+        let file = std::fs::read(d.join(KEYS_FILE)).unwrap();
+        let (stored_id, stored) = decode(&file).unwrap()[&("toyco".to_string(), "mia".to_string())].clone();
+        assert_eq!(stored_id, mia_id);
+        assert_eq!(stored.len(), 32 + convo_domain::crypto::OVERHEAD);
         let master = load_or_create_master_key(Some(&d)).unwrap();
         let kid = mia_id.to_string();
-        assert!(master.open(&place("toyco", "mia", &kid), &stored[8..]).is_ok());
-        assert!(master.open(&place("toyco", "leo", &kid), &stored[8..]).is_err());
-        assert!(master.open(&place("toyco", "mia", "1"), &stored[8..]).is_err());
+        assert!(master.open(&place("toyco", "mia", &kid), &stored).is_ok());
+        assert!(master.open(&place("toyco", "leo", &kid), &stored).is_err());
+        assert!(master.open(&place("toyco", "mia", "1"), &stored).is_err());
 
         // Destroyed: gone for good, and a new key for the same user is
         // another key, opening nothing old.
         ring.destroy("toyco", "mia").await.unwrap();
         ring.destroy("toyco", "mia").await.unwrap();
         assert!(ring.key("toyco", "mia", mia_id).await.unwrap().is_none());
+        // Gone from the file for good: its bytes are nowhere in it.
+        let file = std::fs::read(d.join(KEYS_FILE)).unwrap();
+        assert!(!file.windows(stored.len()).any(|w| w == stored.as_slice()));
+        assert!(
+            decode(&file)
+                .unwrap()
+                .contains_key(&("toyco".to_string(), "leo".to_string()))
+        );
         let (fresh_id, fresh) = ring.current_key("toyco", "mia").await.unwrap();
         assert_ne!(fresh_id, mia_id);
         assert!(ring.key("toyco", "mia", mia_id).await.unwrap().is_none());

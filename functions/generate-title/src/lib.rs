@@ -21,7 +21,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatc
         };
         match generate_title(deps, &job).await {
             Ok(outcome) => {
-                tracing::info!(conversation_id = %job.conversation_id, ?outcome, "title job")
+                tracing::info!(conversation_id = %job.conversation_id, outcome = outcome.name(), "title job")
             }
             Err(e) => {
                 tracing::warn!(conversation_id = %job.conversation_id, error = %e, "title job failed");

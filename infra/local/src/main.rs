@@ -137,7 +137,7 @@ struct ServeArgs {
     redact_pii: bool,
     /// Seal what people write under per-user data keys (`on` or `off`). The
     /// key-wrapping key comes from CONVO_MASTER_KEY, else <data-dir>/master-key
-    /// (made on first run, mode 0600); the wrapped keys live in <data-dir>/keys.redb.
+    /// (made on first run, mode 0600); the wrapped keys live in <data-dir>/keys.
     #[arg(long, env = "CONVO_ENCRYPTION", default_value = "on", value_parser = ["on", "off"])]
     encryption: String,
     /// Appends per conversation per minute before 429; 0 turns it off.

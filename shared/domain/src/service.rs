@@ -240,13 +240,24 @@ pub async fn create_conversation(
             .map_err(key_error)?;
         record.key_id = Some(key_id);
     }
-    match deps.store.create_conversation(&record, req.reuse_active).await? {
-        Created::New => {
-            queue_events(deps, &[events::conversation_created(&record.conversation)]).await;
-            Ok((record.conversation, true))
+    for _ in 0..3 {
+        match deps.store.create_conversation(&record, req.reuse_active).await? {
+            Created::New => {
+                queue_events(deps, &[events::conversation_created(&record.conversation)]).await;
+                return Ok((record.conversation, true));
+            }
+            // The pair's active conversation is being erased (or its key is
+            // gone: say, a backup restored after its user's erasure): the
+            // erasure is finished, which frees the pair, and a new one made.
+            Created::Existing(existing) if existing.deleting => {
+                delete_conversation(deps, owner_id, existing.id()).await?;
+            }
+            Created::Existing(existing) => return Ok((existing.conversation, false)),
         }
-        Created::Existing(existing) => Ok((existing.conversation, false)),
     }
+    Err(DomainError::Unavailable(
+        "the pair's active conversation is being erased; retry".into(),
+    ))
 }
 
 /// Validates, screens and enqueues an exchange; answers before anything is

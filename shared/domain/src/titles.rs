@@ -144,14 +144,32 @@ fn bound(title: &str) -> String {
     out
 }
 
-/// What a title job did.
-#[derive(Debug, PartialEq)]
+/// What a title job did. Its `Debug` never shows the title (made of what
+/// the child said, and sealed in the store): logs name the outcome only.
+#[derive(PartialEq)]
 pub enum TitleOutcome {
     Set(String),
     /// The user chose the title; it is never overwritten.
     KeptUserTitle,
     /// The conversation no longer exists.
     Gone,
+}
+
+impl TitleOutcome {
+    /// The outcome's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TitleOutcome::Set(_) => "set",
+            TitleOutcome::KeptUserTitle => "kept_user_title",
+            TitleOutcome::Gone => "gone",
+        }
+    }
+}
+
+impl std::fmt::Debug for TitleOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Queues `title.generated`; a failure fails the job, which is retried.

@@ -1,0 +1,284 @@
+//! Issue 16 on both stores: what the queue carries is sealed, a sealed value
+//! moved or cut is refused (never returned), a destroyed key makes its
+//! conversations read as erased, and conversations stored in clear before
+//! encryption stay readable.
+
+use std::sync::Arc;
+
+use convo_contract_tests::*;
+use convo_domain::DomainError;
+use convo_domain::persist::{Delivery, persist_batch};
+use convo_domain::service::{self, ListParams, MessageParams};
+use convo_schema::api::*;
+use convo_schema::commands::{WriteCommand, WriteKind};
+use convo_schema::*;
+
+const CANARY: &str = "canary-7f3a9c";
+
+fn create_req(user: &str) -> CreateConversationRequest {
+    serde_json::from_value(serde_json::json!({
+        "userId": user, "userName": format!("Mia {CANARY}"), "agentId": "toy-1", "agentName": "Teddy",
+        "type": "story", "metadata": {"school": CANARY}
+    }))
+    .unwrap()
+}
+
+fn canary_exchange() -> AppendRequest {
+    serde_json::from_value(serde_json::json!({"messages": [
+        {"role": "user", "content": format!("my secret is {CANARY}"), "metadata": {"note": CANARY},
+         "audioUrl": format!("https://audio.example/{CANARY}.ogg")},
+        {"role": "assistant", "content": "let me look",
+         "toolCalls": [{"id": "call_1", "name": "lookup", "arguments": format!("{{\"q\":\"{CANARY}\"}}")}]},
+    ]}))
+    .unwrap()
+}
+
+fn gone<T: std::fmt::Debug>(r: Result<T, DomainError>) -> ErrorCode {
+    r.unwrap_err().code()
+}
+
+async fn messages(w: &World, owner: &str, id: &str) -> Result<Vec<Message>, DomainError> {
+    service::list_messages(&w.deps, owner, id, MessageParams::default())
+        .await
+        .map(|p| p.messages)
+}
+
+fn sqs_body_check(body: &str) -> WriteCommand {
+    assert!(!body.contains(CANARY), "clear text on the queue: {body}");
+    let command: WriteCommand = serde_json::from_str(body).unwrap();
+    let WriteKind::Append { messages } = &command.kind else {
+        panic!("an append")
+    };
+    for m in messages {
+        assert!(
+            m.content.is_empty() && m.metadata.is_empty() && m.audio_url.is_none(),
+            "{m:?}"
+        );
+        assert!(m.sealed.contains_key("preview"), "{m:?}");
+        assert!(m.tool_calls.iter().all(|c| c.arguments.is_empty()));
+    }
+    command
+}
+
+/// The write command on a real SQS queue (moto) holds ciphertext only, and
+/// the keyless worker stores it so that the API reads every value back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_carries_only_ciphertext() {
+    let mut w = world(StoreKind::DynamoDb, convo_domain::Config::default()).await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let prefix = format!("enc-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let spec = convo_aws::resources::writes_queue(&prefix);
+    let (url, _) = convo_aws::resources::create_queue(&sqs, &spec).await.unwrap();
+    w.deps.writes = Arc::new(convo_aws::SqsQueue::new(
+        sqs.clone(),
+        convo_aws::SqsQueueConfig {
+            name: "writes".into(),
+            url: url.clone(),
+            dlq_url: None,
+            fifo: true,
+        },
+    ));
+    let c = service::create_conversation(&w.deps, "alice", create_req("child-q"))
+        .await
+        .unwrap()
+        .0;
+    service::append_messages(&w.deps, "alice", &c.conversation_id, canary_exchange(), None)
+        .await
+        .unwrap();
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let body = got[0].body.clone().unwrap();
+    sqs_body_check(&body);
+    let outcome = persist_batch(
+        &w.worker,
+        vec![Delivery::decode("r1".into(), Some(c.conversation_id.clone()), &body)],
+    )
+    .await;
+    assert!(outcome.failed.is_empty());
+    let stored = messages(&w, "alice", &c.conversation_id).await.unwrap();
+    assert_eq!(stored[0].content, format!("my secret is {CANARY}"));
+    assert_eq!(stored[0].metadata["note"], CANARY);
+    assert_eq!(
+        stored[0].audio_url.as_deref(),
+        Some(&*format!("https://audio.example/{CANARY}.ogg"))
+    );
+    assert_eq!(stored[1].tool_calls[0].arguments, format!("{{\"q\":\"{CANARY}\"}}"));
+    let read = service::get_conversation(&w.deps, "alice", &c.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(read.first_message_preview, Some(format!("my secret is {CANARY}")));
+    assert_eq!(read.last_message_preview.as_deref(), Some("let me look"));
+    assert_eq!(read.user_name, Some(format!("Mia {CANARY}")));
+    assert_eq!(read.metadata["school"], CANARY);
+    // …and the table holds none of it in clear.
+    assert!(w.leftovers(CANARY).await.is_empty());
+    assert!(!w.leftovers(&c.conversation_id).await.is_empty());
+}
+
+/// A sealed value swapped into another message, or cut short, is refused;
+/// a destroyed key makes the user's conversations read as erased, and a new
+/// conversation of that user gets a new key.
+async fn moved_cut_or_shredded_values_are_never_returned(w: World) {
+    let c = service::create_conversation(&w.deps, "alice", create_req("child-s"))
+        .await
+        .unwrap()
+        .0;
+    let id = c.conversation_id.clone();
+    service::append_messages(&w.deps, "alice", &id, canary_exchange(), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(messages(&w, "alice", &id).await.unwrap().len(), 2);
+    let original = w.raw.chunks_desc(&id, None, 10).await.unwrap().remove(0);
+    assert!(original.messages.iter().all(|m| m.content.is_empty()));
+
+    // The user's content moved to the agent's message: corrupt, refused.
+    let mut swapped = original.clone();
+    let user_content = swapped.messages[0].sealed["content"].clone();
+    swapped.messages[1].sealed.insert("content".into(), user_content);
+    w.raw.rewrite_chunk(&swapped).await.unwrap();
+    let err = messages(&w, "alice", &id).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal, "{err:?}");
+    // Cut short: refused too.
+    let mut cut = original.clone();
+    let short = cut.messages[0].sealed["content"].0[..20].to_vec();
+    cut.messages[0].sealed.insert("content".into(), Sealed(short));
+    w.raw.rewrite_chunk(&cut).await.unwrap();
+    assert_eq!(
+        messages(&w, "alice", &id).await.unwrap_err().code(),
+        ErrorCode::Internal
+    );
+    // Put back: readable again.
+    w.raw.rewrite_chunk(&original).await.unwrap();
+    assert_eq!(
+        messages(&w, "alice", &id).await.unwrap()[0].content,
+        format!("my secret is {CANARY}")
+    );
+
+    // The key destroyed (what an erasure does first): the conversation reads
+    // as erased, in every read and list, with nothing of it returned.
+    w.keys.destroy("alice", "child-s").await.unwrap();
+    assert_eq!(gone(messages(&w, "alice", &id).await), ErrorCode::ConversationNotFound);
+    assert_eq!(
+        gone(service::get_conversation(&w.deps, "alice", &id).await),
+        ErrorCode::ConversationNotFound
+    );
+    let listed = service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            user_id: Some("child-s"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(listed.conversations.is_empty());
+    assert_eq!(
+        gone(service::append_messages(&w.deps, "alice", &id, canary_exchange(), None).await),
+        ErrorCode::ConversationNotFound
+    );
+    // A new conversation of the same child: a new key, readable; the old
+    // one still is not, and an erasure finishes it.
+    let again = service::create_conversation(&w.deps, "alice", create_req("child-s"))
+        .await
+        .unwrap()
+        .0;
+    service::append_messages(&w.deps, "alice", &again.conversation_id, canary_exchange(), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(messages(&w, "alice", &again.conversation_id).await.unwrap().len(), 2);
+    assert_eq!(gone(messages(&w, "alice", &id).await), ErrorCode::ConversationNotFound);
+    assert_eq!(service::delete_user(&w.deps, "alice", "child-s").await.unwrap(), 2);
+    w.settle().await;
+    assert!(w.leftovers(&id).await.is_empty());
+    assert!(w.leftovers(&again.conversation_id).await.is_empty());
+}
+
+/// A conversation stored in clear (before encryption, or with it off) stays
+/// readable and writable with encryption on, and stays in clear.
+async fn conversations_stored_in_clear_stay_readable(w: World) {
+    let c = service::create_conversation(&w.worker, "alice", create_req("child-c"))
+        .await
+        .unwrap()
+        .0;
+    service::append_messages(&w.worker, "alice", &c.conversation_id, canary_exchange(), None)
+        .await
+        .unwrap();
+    service::append_messages(&w.deps, "alice", &c.conversation_id, canary_exchange(), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let stored = messages(&w, "alice", &c.conversation_id).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    assert!(
+        stored
+            .iter()
+            .step_by(2)
+            .all(|m| m.content == format!("my secret is {CANARY}"))
+    );
+    assert!(!w.leftovers(CANARY).await.is_empty(), "stored in clear, as it was");
+    let read = service::get_conversation(&w.deps, "alice", &c.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(read.user_name, Some(format!("Mia {CANARY}")));
+}
+
+/// An ended conversation's list entry shows its last preview though the
+/// worker, which wrote the end, cannot read it (the title job refreshes it).
+async fn an_ended_sealed_conversation_lists_its_previews(w: World) {
+    let c = service::create_conversation(&w.deps, "alice", create_req("child-l"))
+        .await
+        .unwrap()
+        .0;
+    service::append_messages(&w.deps, "alice", &c.conversation_id, canary_exchange(), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let patch: PatchConversationRequest = serde_json::from_value(serde_json::json!({"title": CANARY})).unwrap();
+    service::patch_conversation(&w.deps, "alice", &c.conversation_id, patch)
+        .await
+        .unwrap();
+    let last: AppendRequest =
+        serde_json::from_value(serde_json::json!({"messages": [{"role": "user", "content": "good night"}]})).unwrap();
+    service::append_messages(&w.deps, "alice", &c.conversation_id, last, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    service::end_session(&w.deps, "alice", &c.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let listed = service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            user_id: Some("child-l"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let l = &listed.conversations[0];
+    assert_eq!(l.status, ConversationStatus::Ended);
+    assert_eq!(l.title.as_deref(), Some(CANARY));
+    assert_eq!(l.first_message_preview, Some(format!("my secret is {CANARY}")));
+    assert_eq!(l.last_message_preview.as_deref(), Some("good night"));
+    assert!(w.leftovers(CANARY).await.is_empty());
+}
+
+contract!(
+    moved_cut_or_shredded_values_are_never_returned,
+    conversations_stored_in_clear_stay_readable,
+    an_ended_sealed_conversation_lists_its_previews,
+);
