@@ -149,32 +149,27 @@ impl AwsSettings {
             titles_dlq_url: var("CONVO_TITLES_DLQ_URL"),
             events_dlq_url: var("CONVO_EVENTS_DLQ_URL"),
             moderation_dir: var("CONVO_MODERATION_DIR").map(Into::into),
-            config,
+            config: Config { encryption, ..config },
         })
     }
 
-    /// Builds the handlers' dependencies on DynamoDB, SQS and (with
-    /// encryption on) KMS. Clients are built here, once per process, and
-    /// shared by every invocation.
+    /// Builds the handlers' dependencies on DynamoDB, SQS and KMS (the data
+    /// keys: used with encryption off too, for what is already sealed and
+    /// for erasures). Clients are built here, once per process, and shared
+    /// by every invocation.
     pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Result<Deps, ConfigError> {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let deps = self.deps_with(dynamo.clone(), aws_sdk_sqs::Client::new(sdk))?;
-        Ok(match self.key_ring(dynamo, aws_sdk_kms::Client::new(sdk)) {
-            Some(keys) => deps.sealed_with(keys),
-            None => deps,
-        })
+        Ok(deps.sealed_with(self.key_ring(dynamo, aws_sdk_kms::Client::new(sdk))))
     }
 
-    /// The data keys' ring, unless encryption is off.
+    /// The data keys' ring.
     pub fn key_ring(
         &self,
         dynamo: aws_sdk_dynamodb::Client,
         kms: aws_sdk_kms::Client,
-    ) -> Option<Arc<dyn convo_domain::ports::KeyRing>> {
-        self.encryption.then(|| {
-            Arc::new(crate::KmsKeyRing::new(dynamo, &self.keys_table, kms, &self.kms_key_id))
-                as Arc<dyn convo_domain::ports::KeyRing>
-        })
+    ) -> Arc<dyn convo_domain::ports::KeyRing> {
+        Arc::new(crate::KmsKeyRing::new(dynamo, &self.keys_table, kms, &self.kms_key_id))
     }
 
     /// As [`AwsSettings::deps`], on clients built by the caller (the

@@ -176,6 +176,10 @@ impl KeyRing for KmsKeyRing {
         }
     }
 
+    async fn confirm(&self, owner: &str, user: &str, kid: KeyId) -> Result<bool, KeyError> {
+        Ok(self.stored(owner, user).await?.is_some_and(|(found, _)| found == kid))
+    }
+
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError> {
         self.dynamo
             .delete_item()

@@ -277,6 +277,15 @@ impl KeyRing for LocalKeyRing {
             .map(|(_, k)| k))
     }
 
+    async fn confirm(&self, owner: &str, user: &str, kid: KeyId) -> Result<bool, KeyError> {
+        Ok(self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(owner.to_string(), user.to_string()))
+            .is_some_and(|(found, _)| *found == kid))
+    }
+
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError> {
         {
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());

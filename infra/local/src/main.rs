@@ -457,6 +457,7 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
             .as_deref()
             .map(|r| duration("retention", r))
             .transpose()?,
+        encryption: args.encryption == "on",
         ..Config::default()
     })
 }
@@ -495,14 +496,12 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
         keys: None,
         config: config(args)?,
     };
-    let deps = if args.encryption == "on" {
-        let dir = (!args.in_memory).then_some(args.data_dir.as_path());
-        let master = convo_embedded::keys::load_or_create_master_key(dir)?;
-        let ring = convo_embedded::keys::LocalKeyRing::open(dir, master)?;
-        plain.clone().sealed_with(Arc::new(ring))
-    } else {
-        plain.clone()
-    };
+    // The keys are used with encryption off too: what is sealed stays
+    // readable and erasable; only new conversations are stored in clear.
+    let dir = (!args.in_memory).then_some(args.data_dir.as_path());
+    let master = convo_embedded::keys::load_or_create_master_key(dir)?;
+    let ring = convo_embedded::keys::LocalKeyRing::open(dir, master)?;
+    let deps = plain.clone().sealed_with(Arc::new(ring));
     let storage = if args.in_memory {
         "in memory".to_string()
     } else {
@@ -524,6 +523,7 @@ async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
     let mut settings = settings;
     settings.moderation_dir = args.moderation_dir.clone();
     settings.encryption = args.encryption == "on";
+    settings.config.encryption = settings.encryption;
     let mut deps = settings.deps(&sdk).map_err(|e| e.to_string())?;
     // EMF lines are for CloudWatch; locally they would only clutter stdout.
     deps.metrics = Arc::new(convo_domain::ports::NoMetrics);

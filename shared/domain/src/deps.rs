@@ -31,6 +31,10 @@ pub struct Config {
     pub redact_pii: bool,
     /// How long a read with `after=<commandId>` waits for that write.
     pub read_after_wait: Duration,
+    /// New conversations get a data key and are sealed (issue 16). Off, new
+    /// conversations are stored in clear; what is sealed stays readable
+    /// (and erasable) with the keys, which are still used.
+    pub encryption: bool,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             retention: None,
             redact_pii: false,
             read_after_wait: Duration::seconds(2),
+            encryption: true,
         }
     }
 }

@@ -16,7 +16,9 @@ fn base(c: &Conversation) -> EventData {
         owner_id: c.owner_id.clone(),
         conversation_id: Some(c.conversation_id.clone()),
         user_id: c.user_id.clone(),
-        user_name: c.user_name.clone(),
+        // Never the child's name: it is personal data, sealed in the store
+        // (issue 16), and an event goes where no erasure reaches.
+        user_name: None,
         agent_id: Some(c.agent_id.clone()),
         agent_name: c.agent_name.clone(),
         ..EventData::default()

@@ -43,7 +43,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use convo_schema::commands::{AcceptedMessage, EndReason, TitleJob, TitleReason, WriteCommand, WriteKind};
+use convo_schema::commands::{
+    AcceptedMessage, EndReason, TitleJob, TitleReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind,
+};
 use convo_schema::limits::PREVIEW_CHARS;
 use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
 use futures::future::join_all;
@@ -88,7 +90,21 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn decode(record_id: String, group: Option<String>, body: &str) -> Self {
-        let command = serde_json::from_str::<WriteCommand>(body).map_err(|e| e.to_string());
+        let command = serde_json::from_str::<WriteCommand>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                // A command of a later format is refused (retried, then a
+                // dead letter), never applied with what this code does not
+                // know dropped: say, by an older worker during a rollout.
+                if c.v > WRITE_COMMAND_VERSION {
+                    Err(format!(
+                        "write command format {} is newer than this worker's ({WRITE_COMMAND_VERSION})",
+                        c.v
+                    ))
+                } else {
+                    Ok(c)
+                }
+            });
         Self {
             record_id,
             group,
@@ -488,8 +504,24 @@ async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError
         let expected = now.version;
         now.version += 1;
         remember(&mut now.head, command_tag(&cmd.command_id));
+        // A sealed last preview kept from the conversation item may be the
+        // removed message's: dropped (readers take the last one from the
+        // newest chunk; an ended conversation's list entry gets it back from
+        // the title job queued below, which holds the key).
+        let refresh = now.key_id.is_some() && now.sealed.remove(crate::sealing::LAST_PREVIEW).is_some();
         match deps.store.put_conversation(&now, expected).await {
-            Ok(()) => return deps.store.update_head(&cid, newest, &now.head).await,
+            Ok(()) => {
+                if refresh
+                    && now.conversation.status != ConversationStatus::Active
+                    && let Err(e) = deps
+                        .titles
+                        .send_title(&title_job(&now, TitleReason::SessionEnded))
+                        .await
+                {
+                    tracing::warn!(conversation_id = %cid, error = %e, "could not queue the previews' refresh");
+                }
+                return deps.store.update_head(&cid, newest, &now.head).await;
+            }
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }

@@ -695,6 +695,9 @@ pub trait KeyRing: Send + Sync {
     ) -> Result<Option<std::sync::Arc<crate::crypto::DataKey>>, KeyError>;
     /// Destroys the key, then forgets it; idempotent.
     async fn destroy(&self, owner: &str, user: &str) -> Result<(), KeyError>;
+    /// Whether the key with this id is still the user's, read from the
+    /// ring itself (never from memory).
+    async fn confirm(&self, owner: &str, user: &str, id: KeyId) -> Result<bool, KeyError>;
 }
 
 /// Where counters and timings go (CloudWatch EMF on Lambda). Values are

@@ -372,8 +372,8 @@ impl SealedStore {
     }
 
     /// The key of a conversation known by id only (a chunk's, a page of
-    /// messages'): remembered from a read, else read once.
-    async fn access_of(&self, conversation_id: &str) -> Result<Access, StoreError> {
+    /// messages'), and its owner: remembered from a read, else read once.
+    async fn access_of(&self, conversation_id: &str) -> Result<(Access, String), StoreError> {
         let known = self
             .known
             .lock()
@@ -388,10 +388,10 @@ impl SealedStore {
                     self.learn(conversation_id, r.clone());
                     r
                 }
-                None => return Ok(Access::Clear),
+                None => return Ok((Access::Clear, String::new())),
             },
         };
-        self.access(&r).await
+        Ok((self.access(&r).await?, r.owner))
     }
 
     async fn open(&self, mut r: ConversationRecord) -> Result<ConversationRecord, StoreError> {
@@ -424,7 +424,16 @@ impl SealedStore {
         match self.access(&kr).await? {
             Access::Clear => {}
             Access::Key(k) => seal_record(&k, &mut r).map_err(|e| corrupt("sealing a conversation", e))?,
-            Access::Shredded => strip_record(&mut r),
+            // Being erased: what it said goes, nothing is sealed again.
+            Access::Shredded if r.deleting => strip_record(&mut r),
+            // Its key was destroyed under a write that read it live (a
+            // creation racing its user's erasure): refused, so that nothing
+            // is stored under a dead key; the caller retries with a new one.
+            Access::Shredded => {
+                return Err(StoreError::Unavailable(
+                    "the user's data key was destroyed meanwhile; retry".into(),
+                ));
+            }
         }
         Ok(r)
     }
@@ -434,14 +443,13 @@ impl SealedStore {
             return Ok(());
         }
         match self.access_of(conversation_id).await? {
-            Access::Key(k) => {
+            (Access::Key(k), owner) => {
                 for m in messages.iter_mut() {
-                    let owner = self.owner_of(conversation_id);
                     open_message(&k, &owner, m).map_err(|e| corrupt("a sealed message", e))?;
                 }
             }
-            Access::Shredded => messages.iter_mut().for_each(strip_message),
-            Access::Clear => {
+            (Access::Shredded, _) => messages.iter_mut().for_each(strip_message),
+            (Access::Clear, _) => {
                 return Err(StoreError::Corrupt(
                     "sealed messages in a conversation that names no key".into(),
                 ));
@@ -450,22 +458,12 @@ impl SealedStore {
         Ok(())
     }
 
-    fn owner_of(&self, conversation_id: &str) -> String {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(conversation_id)
-            .map(|r| r.owner.clone())
-            .unwrap_or_default()
-    }
-
     async fn seal_chunk(&self, chunk: &Chunk) -> Result<Chunk, StoreError> {
         let mut chunk = chunk.clone();
         let id = chunk.conversation_id.clone();
         match self.access_of(&id).await? {
-            Access::Clear => {}
-            Access::Key(k) => {
-                let owner = self.owner_of(&id);
+            (Access::Clear, _) => {}
+            (Access::Key(k), owner) => {
                 for m in chunk.messages.iter_mut() {
                     seal_message(&k, &owner, m).map_err(|e| corrupt("sealing a message", e))?;
                 }
@@ -484,7 +482,7 @@ impl SealedStore {
                     chunk.head.sealed_first_preview = Some(sealed);
                 }
             }
-            Access::Shredded => {
+            (Access::Shredded, _) => {
                 chunk.messages.iter_mut().for_each(strip_message);
                 chunk.head.first_message_preview = None;
                 chunk.head.sealed_first_preview = None;
@@ -498,8 +496,7 @@ impl SealedStore {
         self.open_messages(&id, &mut chunk.messages).await?;
         if let Some(p) = chunk.head.sealed_first_preview.take() {
             match self.access_of(&id).await? {
-                Access::Key(k) => {
-                    let owner = self.owner_of(&id);
+                (Access::Key(k), owner) => {
                     let text = open_text(
                         &k,
                         Place {

@@ -231,7 +231,7 @@ pub async fn create_conversation(
             .map(|keep| now + keep),
     };
     let mut record = ConversationRecord::new(conversation);
-    if let Some(keys) = &deps.keys {
+    if let Some(keys) = deps.keys.as_ref().filter(|_| deps.config.encryption) {
         // The user's data key (made on their first conversation): the
         // store seals the conversation's personal fields under it.
         let (key_id, _) = keys
@@ -241,18 +241,35 @@ pub async fn create_conversation(
         record.key_id = Some(key_id);
     }
     for _ in 0..3 {
-        match deps.store.create_conversation(&record, req.reuse_active).await? {
-            Created::New => {
+        match deps.store.create_conversation(&record, req.reuse_active).await {
+            Ok(Created::New) => {
+                // The key is read again, past any cache: if the user's
+                // erasure destroyed it between its read above and this
+                // write, the conversation is erased and the caller told to
+                // retry (a new key is made then), so that nothing is ever
+                // accepted under a dead key.
+                if let (Some(keys), Some(key_id)) = (&deps.keys, record.key_id)
+                    && !keys
+                        .confirm(owner_id, &record.conversation.user_id, key_id)
+                        .await
+                        .map_err(key_error)?
+                {
+                    delete_conversation(deps, owner_id, record.id()).await?;
+                    return Err(DomainError::Unavailable(
+                        "the user's data was being erased; retry".into(),
+                    ));
+                }
                 queue_events(deps, &[events::conversation_created(&record.conversation)]).await;
                 return Ok((record.conversation, true));
             }
+            Err(e) => return Err(e.into()),
             // The pair's active conversation is being erased (or its key is
             // gone: say, a backup restored after its user's erasure): the
             // erasure is finished, which frees the pair, and a new one made.
-            Created::Existing(existing) if existing.deleting => {
+            Ok(Created::Existing(existing)) if existing.deleting => {
                 delete_conversation(deps, owner_id, existing.id()).await?;
             }
-            Created::Existing(existing) => return Ok((existing.conversation, false)),
+            Ok(Created::Existing(existing)) => return Ok((existing.conversation, false)),
         }
     }
     Err(DomainError::Unavailable(
@@ -780,23 +797,6 @@ pub async fn queue_events(deps: &Deps, events: &[CloudEvent]) {
     if events.is_empty() {
         return;
     }
-    // With encryption on, the child's name is sealed in the store, and the
-    // worker's events (which it builds without a key) cannot carry it: the
-    // API's do not either, so that no event holds it.
-    let unnamed: Vec<CloudEvent>;
-    let events = if deps.keys.is_some() {
-        unnamed = events
-            .iter()
-            .cloned()
-            .map(|mut e| {
-                e.data.user_name = None;
-                e
-            })
-            .collect();
-        &unnamed[..]
-    } else {
-        events
-    };
     if let Err(e) = deps.events.send_events(events).await {
         for ev in events {
             tracing::error!(event_id = %ev.id, event_type = %ev.event_type, error = %e, "could not queue an event");

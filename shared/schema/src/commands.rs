@@ -60,9 +60,11 @@ pub enum EndReason {
     Idle,
 }
 
-/// A message validated and screened at ingress, waiting to be stored.
+/// A message validated and screened at ingress, waiting to be stored. A
+/// field this code does not know fails the command (retried, then a dead
+/// letter) rather than being dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptedMessage {
     pub message_id: String,
     pub role: Role,
@@ -88,7 +90,9 @@ pub struct AcceptedMessage {
     pub sealed: SealedFields,
 }
 
-pub const WRITE_COMMAND_VERSION: u32 = 1;
+/// 2: messages may carry `sealed` fields (issue 16); a worker of format 1
+/// would drop them, so it must never take one.
+pub const WRITE_COMMAND_VERSION: u32 = 2;
 
 /// A request to (re)generate a conversation's title.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -104,7 +104,7 @@ impl std::fmt::Display for EventType {
     "datacontenttype": "application/json",
     "dataschema": "urn:convo:events:v1",
     "data": {"ownerId": "toyco", "conversationId": "01JD8X4T2W6Q1M0C8H5K3R7B2D", "userId": "child-42",
-             "userName": "Mia", "agentId": "teddy-7", "agentName": "Teddy",
+             "agentId": "teddy-7", "agentName": "Teddy",
              "messageId": "01JD8X5Q0M3ZC2T7K6V9R4B1NA", "messageIndex": 4, "role": "user",
              "action": "flagged", "categories": ["violence"], "severity": "medium", "score": 0.65}
 }))]
@@ -136,8 +136,8 @@ pub struct EventData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
     pub user_id: String,
-    /// Every type but the two erasures (`user.erased`, `conversation.erased`
-    /// carry ids only).
+    /// Not set: the child's name is personal data, sealed in the store
+    /// (kept in the v1 shape for consumers that read it; always absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
     /// Every type but `user.erased`.

@@ -277,7 +277,90 @@ async fn an_ended_sealed_conversation_lists_its_previews(w: World) {
     assert!(w.leftovers(CANARY).await.is_empty());
 }
 
+async fn listed(w: &World, user: &str) -> Conversation {
+    service::list_conversations(
+        &w.deps,
+        "alice",
+        ListParams {
+            user_id: Some(user),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .conversations
+    .remove(0)
+}
+
+/// Removing an ended sealed conversation's last message: no list shows its
+/// preview afterwards (the keyless worker drops the snapshot it cannot
+/// check, and the refresh it queues rebuilds it from what is left).
+async fn a_removed_last_message_leaves_no_preview_behind(w: World) {
+    let c = service::create_conversation(&w.deps, "alice", create_req("child-r"))
+        .await
+        .unwrap()
+        .0;
+    let id = c.conversation_id.clone();
+    let say = |text: &str| -> AppendRequest {
+        serde_json::from_value(serde_json::json!({"messages": [{"role": "user", "content": text}]})).unwrap()
+    };
+    service::append_messages(&w.deps, "alice", &id, say("first words"), None)
+        .await
+        .unwrap();
+    let last = service::append_messages(&w.deps, "alice", &id, say(&format!("last words {CANARY}")), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+    w.settle().await;
+    assert_eq!(
+        listed(&w, "child-r").await.last_message_preview,
+        Some(format!("last words {CANARY}"))
+    );
+    service::remove_message(&w.deps, "alice", &id, &last.messages[0].message_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let after = listed(&w, "child-r").await;
+    assert!(
+        after
+            .last_message_preview
+            .as_deref()
+            .is_none_or(|p| !p.contains(CANARY)),
+        "{after:?}"
+    );
+    assert_eq!(after.first_message_preview.as_deref(), Some("first words"));
+    let read = service::get_conversation(&w.deps, "alice", &id).await.unwrap();
+    assert!(read.last_message_preview.as_deref().is_none_or(|p| !p.contains(CANARY)));
+}
+
+/// A command of a later format is refused by this worker, never applied
+/// with what it does not know dropped (an older worker during a rollout).
+#[test]
+fn a_newer_command_format_is_refused() {
+    let body = serde_json::json!({
+        "v": convo_schema::commands::WRITE_COMMAND_VERSION + 1, "commandId": "c", "conversationId": "x",
+        "ownerId": "o", "acceptedAt": "2026-12-01T10:00:00Z", "kind": "end", "reason": "client"
+    })
+    .to_string();
+    assert!(Delivery::decode("r".into(), None, &body).command.is_err());
+    let known = body.replace(
+        &format!("\"v\":{}", convo_schema::commands::WRITE_COMMAND_VERSION + 1),
+        &format!("\"v\":{}", convo_schema::commands::WRITE_COMMAND_VERSION),
+    );
+    assert!(Delivery::decode("r".into(), None, &known).command.is_ok(), "{known}");
+    // An accepted message with a field this worker does not know: refused.
+    let unknown = serde_json::json!({
+        "v": 2, "commandId": "c", "conversationId": "x", "ownerId": "o", "acceptedAt": "2026-12-01T10:00:00Z",
+        "kind": "append", "messages": [{"messageId": "m", "role": "user", "content": "", "createdAt": "2026-12-01T10:00:00Z",
+        "safety": {"score": 1.0, "action": "safe"}, "future": 1}]
+    })
+    .to_string();
+    assert!(Delivery::decode("r".into(), None, &unknown).command.is_err());
+}
+
 contract!(
+    a_removed_last_message_leaves_no_preview_behind,
     moved_cut_or_shredded_values_are_never_returned,
     conversations_stored_in_clear_stay_readable,
     an_ended_sealed_conversation_lists_its_previews,
