@@ -359,7 +359,102 @@ fn a_newer_command_format_is_refused() {
     assert!(Delivery::decode("r".into(), None, &unknown).command.is_err());
 }
 
+/// A key ring whose user's key is destroyed by an erasure at the worst
+/// moment of a creation: right after the creation read it (`Before`: the
+/// seal finds it gone), or right after the conversation was stored (`After`:
+/// the check finds it gone).
+struct RacingErasure {
+    inner: Arc<dyn convo_domain::ports::KeyRing>,
+    after: bool,
+}
+
+#[async_trait::async_trait]
+impl convo_domain::ports::KeyRing for RacingErasure {
+    async fn current_key(
+        &self,
+        owner: &str,
+        user: &str,
+    ) -> Result<(u64, Arc<convo_domain::crypto::DataKey>), convo_domain::ports::KeyError> {
+        let found = self.inner.current_key(owner, user).await?;
+        if !self.after {
+            self.inner.destroy(owner, user).await?;
+        }
+        Ok(found)
+    }
+    async fn key(
+        &self,
+        owner: &str,
+        user: &str,
+        id: u64,
+    ) -> Result<Option<Arc<convo_domain::crypto::DataKey>>, convo_domain::ports::KeyError> {
+        self.inner.key(owner, user, id).await
+    }
+    async fn destroy(&self, owner: &str, user: &str) -> Result<(), convo_domain::ports::KeyError> {
+        self.inner.destroy(owner, user).await
+    }
+    async fn confirm(&self, owner: &str, user: &str, id: u64) -> Result<bool, convo_domain::ports::KeyError> {
+        if self.after {
+            self.inner.destroy(owner, user).await?;
+        }
+        self.inner.confirm(owner, user, id).await
+    }
+}
+
+/// A creation racing its user's erasure is refused (503, to be retried)
+/// and leaves nothing behind, whichever side of the store write the key
+/// went: nothing is ever accepted under a dead key.
+async fn a_creation_racing_its_users_erasure_leaves_nothing(w: World) {
+    for after in [false, true] {
+        let racing = Arc::new(RacingErasure {
+            inner: w.keys.clone(),
+            after,
+        });
+        let deps = w.worker.clone().sealed_with(racing);
+        let user = if after { "child-after" } else { "child-before" };
+        let err = service::create_conversation(&deps, "alice", create_req(user))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DependencyUnavailable, "{err:?}");
+        w.settle().await;
+        let listed = service::list_conversations(
+            &w.deps,
+            "alice",
+            ListParams {
+                user_id: Some(user),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(listed.conversations.is_empty(), "after={after}: {listed:?}");
+        // Not even hidden: the store holds no conversation of that user.
+        let raw = w
+            .raw
+            .list_conversations(
+                "alice",
+                &convo_domain::ports::ConversationList::User(user.into()),
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert!(raw.items.is_empty(), "after={after}: {:?}", raw.items);
+        assert!(w.leftovers(CANARY).await.is_empty());
+        // The retry makes a new key, and the conversation is usable.
+        let c = service::create_conversation(&w.deps, "alice", create_req(user))
+            .await
+            .unwrap()
+            .0;
+        service::append_messages(&w.deps, "alice", &c.conversation_id, canary_exchange(), None)
+            .await
+            .unwrap();
+        w.settle().await;
+        assert_eq!(messages(&w, "alice", &c.conversation_id).await.unwrap().len(), 2);
+    }
+}
+
 contract!(
+    a_creation_racing_its_users_erasure_leaves_nothing,
     a_removed_last_message_leaves_no_preview_behind,
     moved_cut_or_shredded_values_are_never_returned,
     conversations_stored_in_clear_stay_readable,
