@@ -173,12 +173,12 @@ impl Harness {
             moderation_dir: None,
             keys_table: resources::keys_table_name(prefix),
             kms_key_id: String::new(),
-            encryption,
             config: Config {
                 // The rate limit stays on, as by default, so that its one
                 // write per append is billed; it is set high enough never to
                 // refuse the benchmark's pace.
                 appends_per_minute: 1_000_000,
+                encryption,
                 ..Config::default()
             },
         };

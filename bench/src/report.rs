@@ -708,7 +708,7 @@ pub async fn coldstart_all(
         ("CONVO_KMS_KEY_ID".into(), h.settings.kms_key_id.clone()),
         (
             "CONVO_ENCRYPTION".into(),
-            if h.settings.encryption { "on" } else { "off" }.into(),
+            if h.settings.config.encryption { "on" } else { "off" }.into(),
         ),
     ];
     for name in [

@@ -32,9 +32,6 @@ pub struct AwsSettings {
     pub keys_table: String,
     /// `CONVO_KMS_KEY_ID`: the KMS key the data keys are made under.
     pub kms_key_id: String,
-    /// `CONVO_ENCRYPTION` (`on`, the default, or `off`): seal personal
-    /// fields under per-user data keys.
-    pub encryption: bool,
     pub config: Config,
 }
 
@@ -140,7 +137,6 @@ impl AwsSettings {
         Ok(Self {
             keys_table: var("CONVO_KEYS_TABLE").unwrap_or_default(),
             kms_key_id: var("CONVO_KMS_KEY_ID").unwrap_or_default(),
-            encryption,
             table: var("CONVO_TABLE").unwrap_or_default(),
             writes_queue_url: var("CONVO_WRITES_QUEUE_URL").unwrap_or_default(),
             titles_queue_url: var("CONVO_TITLES_QUEUE_URL").unwrap_or_default(),

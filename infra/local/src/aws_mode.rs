@@ -109,7 +109,6 @@ pub async fn settings(prefix: &str, config: Config, sdk: &aws_config::SdkConfig)
         moderation_dir: None,
         keys_table: n.keys_table,
         kms_key_id: n.kms_alias,
-        encryption: true,
         config,
     })
 }

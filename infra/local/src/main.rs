@@ -522,8 +522,6 @@ async fn on_aws(args: &ServeArgs) -> Result<Runtime, String> {
     let settings = aws_mode::settings(&args.prefix, config(args)?, &sdk).await?;
     let mut settings = settings;
     settings.moderation_dir = args.moderation_dir.clone();
-    settings.encryption = args.encryption == "on";
-    settings.config.encryption = settings.encryption;
     let mut deps = settings.deps(&sdk).map_err(|e| e.to_string())?;
     // EMF lines are for CloudWatch; locally they would only clutter stdout.
     deps.metrics = Arc::new(convo_domain::ports::NoMetrics);

@@ -42,6 +42,17 @@ pub const LAST_PREVIEW: &str = "lastMessagePreview";
 /// The item name of a conversation-level value.
 const CONVERSATION: &str = "conversation";
 
+/// Where a conversation's previews are bound (the first and the last one
+/// alike: both are a message's preview).
+fn preview_place<'a>(owner: &'a str, conversation: &'a str) -> Place<'a> {
+    Place {
+        owner,
+        conversation,
+        item: CONVERSATION,
+        field: PREVIEW,
+    }
+}
+
 /// The field a value is bound to: the two previews are both `preview`.
 fn bound_field(name: &str) -> &str {
     match name {
@@ -161,16 +172,7 @@ pub fn seal_accepted(
     m: &mut AcceptedMessage,
     preview: &str,
 ) -> Result<(), CryptoError> {
-    let preview = seal_one(
-        key,
-        Place {
-            owner,
-            conversation,
-            item: CONVERSATION,
-            field: PREVIEW,
-        },
-        preview,
-    )?;
+    let preview = seal_one(key, preview_place(owner, conversation), preview)?;
     MessageFields {
         content: &mut m.content,
         tool_calls: &mut m.tool_calls,
@@ -442,20 +444,8 @@ impl SealedStore {
         if messages.iter().all(|m| m.sealed.is_empty()) {
             return Ok(());
         }
-        match self.access_of(conversation_id).await? {
-            (Access::Key(k), owner) => {
-                for m in messages.iter_mut() {
-                    open_message(&k, &owner, m).map_err(|e| corrupt("a sealed message", e))?;
-                }
-            }
-            (Access::Shredded, _) => messages.iter_mut().for_each(strip_message),
-            (Access::Clear, _) => {
-                return Err(StoreError::Corrupt(
-                    "sealed messages in a conversation that names no key".into(),
-                ));
-            }
-        }
-        Ok(())
+        let (access, owner) = self.access_of(conversation_id).await?;
+        open_messages_with(&access, &owner, messages)
     }
 
     async fn seal_chunk(&self, chunk: &Chunk) -> Result<Chunk, StoreError> {
@@ -468,17 +458,8 @@ impl SealedStore {
                     seal_message(&k, &owner, m).map_err(|e| corrupt("sealing a message", e))?;
                 }
                 if let Some(p) = chunk.head.first_message_preview.take() {
-                    let sealed = seal_one(
-                        &k,
-                        Place {
-                            owner: &owner,
-                            conversation: &id,
-                            item: CONVERSATION,
-                            field: PREVIEW,
-                        },
-                        &p,
-                    )
-                    .map_err(|e| corrupt("sealing a preview", e))?;
+                    let sealed =
+                        seal_one(&k, preview_place(&owner, &id), &p).map_err(|e| corrupt("sealing a preview", e))?;
                     chunk.head.sealed_first_preview = Some(sealed);
                 }
             }
@@ -493,24 +474,17 @@ impl SealedStore {
 
     async fn open_chunk(&self, mut chunk: Chunk) -> Result<Chunk, StoreError> {
         let id = chunk.conversation_id.clone();
-        self.open_messages(&id, &mut chunk.messages).await?;
-        if let Some(p) = chunk.head.sealed_first_preview.take() {
-            match self.access_of(&id).await? {
-                (Access::Key(k), owner) => {
-                    let text = open_text(
-                        &k,
-                        Place {
-                            owner: &owner,
-                            conversation: &id,
-                            item: CONVERSATION,
-                            field: PREVIEW,
-                        },
-                        &p,
-                    )
-                    .map_err(|e| corrupt("a sealed preview", e))?;
-                    chunk.head.first_message_preview = Some(text);
-                }
-                _ => chunk.head.first_message_preview = None,
+        let first = chunk.head.sealed_first_preview.take();
+        if first.is_some() || chunk.messages.iter().any(|m| !m.sealed.is_empty()) {
+            let (access, owner) = self.access_of(&id).await?;
+            open_messages_with(&access, &owner, &mut chunk.messages)?;
+            if let Some(p) = first {
+                chunk.head.first_message_preview = match &access {
+                    Access::Key(k) => {
+                        Some(open_text(k, preview_place(&owner, &id), &p).map_err(|e| corrupt("a sealed preview", e))?)
+                    }
+                    _ => None,
+                };
             }
         }
         let (clear, _) = Head::last_preview_of(chunk.messages.last());
@@ -518,6 +492,27 @@ impl SealedStore {
         chunk.head.last_sealed = None;
         Ok(chunk)
     }
+}
+
+/// Opens a page of one conversation's messages with its key.
+fn open_messages_with(access: &Access, owner: &str, messages: &mut [Message]) -> Result<(), StoreError> {
+    if messages.iter().all(|m| m.sealed.is_empty()) {
+        return Ok(());
+    }
+    match access {
+        Access::Key(k) => {
+            for m in messages.iter_mut() {
+                open_message(k, owner, m).map_err(|e| corrupt("a sealed message", e))?;
+            }
+        }
+        Access::Shredded => messages.iter_mut().for_each(strip_message),
+        Access::Clear => {
+            return Err(StoreError::Corrupt(
+                "sealed messages in a conversation that names no key".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

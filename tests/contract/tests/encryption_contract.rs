@@ -172,17 +172,7 @@ async fn moved_cut_or_shredded_values_are_never_returned(w: World) {
         gone(service::get_conversation(&w.deps, "alice", &id).await),
         ErrorCode::ConversationNotFound
     );
-    let listed = service::list_conversations(
-        &w.deps,
-        "alice",
-        ListParams {
-            user_id: Some("child-s"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(listed.conversations.is_empty());
+    assert!(listed(&w, "child-s").await.is_empty());
     assert_eq!(
         gone(service::append_messages(&w.deps, "alice", &id, canary_exchange(), None).await),
         ErrorCode::ConversationNotFound
@@ -259,17 +249,7 @@ async fn an_ended_sealed_conversation_lists_its_previews(w: World) {
         .await
         .unwrap();
     w.settle().await;
-    let listed = service::list_conversations(
-        &w.deps,
-        "alice",
-        ListParams {
-            user_id: Some("child-l"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let l = &listed.conversations[0];
+    let l = &listed(&w, "child-l").await[0];
     assert_eq!(l.status, ConversationStatus::Ended);
     assert_eq!(l.title.as_deref(), Some(CANARY));
     assert_eq!(l.first_message_preview, Some(format!("my secret is {CANARY}")));
@@ -277,7 +257,8 @@ async fn an_ended_sealed_conversation_lists_its_previews(w: World) {
     assert!(w.leftovers(CANARY).await.is_empty());
 }
 
-async fn listed(w: &World, user: &str) -> Conversation {
+/// The owner's list of one user's conversations, as the API answers it.
+async fn listed(w: &World, user: &str) -> Vec<Conversation> {
     service::list_conversations(
         &w.deps,
         "alice",
@@ -289,7 +270,6 @@ async fn listed(w: &World, user: &str) -> Conversation {
     .await
     .unwrap()
     .conversations
-    .remove(0)
 }
 
 /// Removing an ended sealed conversation's last message: no list shows its
@@ -314,14 +294,14 @@ async fn a_removed_last_message_leaves_no_preview_behind(w: World) {
     service::end_session(&w.deps, "alice", &id, None).await.unwrap();
     w.settle().await;
     assert_eq!(
-        listed(&w, "child-r").await.last_message_preview,
+        listed(&w, "child-r").await[0].last_message_preview,
         Some(format!("last words {CANARY}"))
     );
     service::remove_message(&w.deps, "alice", &id, &last.messages[0].message_id, None)
         .await
         .unwrap();
     w.settle().await;
-    let after = listed(&w, "child-r").await;
+    let after = listed(&w, "child-r").await.remove(0);
     assert!(
         after
             .last_message_preview
@@ -416,17 +396,8 @@ async fn a_creation_racing_its_users_erasure_leaves_nothing(w: World) {
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::DependencyUnavailable, "{err:?}");
         w.settle().await;
-        let listed = service::list_conversations(
-            &w.deps,
-            "alice",
-            ListParams {
-                user_id: Some(user),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        assert!(listed.conversations.is_empty(), "after={after}: {listed:?}");
+        let found = listed(&w, user).await;
+        assert!(found.is_empty(), "after={after}: {found:?}");
         // Not even hidden: the store holds no conversation of that user.
         let raw = w
             .raw
