@@ -84,11 +84,42 @@ function person(name, id) {
   return name ? `${name} (${id})` : id;
 }
 
+// Human labels for the moderator's categories and stages.
+const CATEGORY_LABELS = {
+  self_harm: "Self-harm",
+  sexual: "Sexual content",
+  sexual_minors: "Sexual content involving minors",
+  grooming: "Grooming",
+  violence: "Violence and threats",
+  weapons: "Weapons and dangerous acts",
+  hate: "Hate",
+  bullying: "Bullying and harassment",
+  drugs: "Drugs and alcohol",
+  personal_data: "Personal data",
+  profanity: "Profanity",
+  pii_email: "E-mail address",
+  pii_phone: "Phone number",
+  pii_card: "Payment card",
+  pii_address: "Street address",
+  content: "Flagged content",
+};
+const STAGE_LABELS = {
+  wordlist: "word list",
+  detector: "personal-data detector",
+  learned: "learned model",
+  conversation: "conversation",
+};
+const SEVERITY_LABELS = { low: "low", medium: "medium", high: "high", critical: "critical" };
+
+function categoryLabel(c) {
+  return CATEGORY_LABELS[c] || String(c || "").replace(/_/g, " ");
+}
+
 function flagBadges(c) {
   if (!c.flagged) return [h("span", { class: "muted" }, "not flagged")];
-  const sev = c.severity ? ` · ${c.severity}` : "";
+  const sev = c.severity ? ` · ${SEVERITY_LABELS[c.severity] || c.severity}` : "";
   return [
-    h("span", { class: c.severity === "critical" ? "badge critical" : "badge flagged" }, `${c.flagType || "flagged"}${sev}`),
+    h("span", { class: c.severity === "critical" ? "badge critical" : "badge flagged" }, `${c.flagType ? categoryLabel(c.flagType) : "Flagged"}${sev}`),
     " ",
     h("span", { class: "badge state" }, c.flagStatus || "unreviewed"),
   ];
@@ -98,7 +129,13 @@ function safetyBadge(m) {
   const v = m.safety || {};
   if (!m.flagged && !m.blocked) return null;
   const what = m.blocked ? "Blocked" : "Flagged";
-  const cats = (v.categories || []).join(", ");
+  // Each category with the stage that found it (verdicts from before the
+  // learned stage carry no findings: their categories alone).
+  const stageOf = {};
+  for (const f of v.findings || []) stageOf[f.category] = stageOf[f.category] || f.stage;
+  const cats = (v.categories || [])
+    .map((c) => (stageOf[c] ? `${categoryLabel(c)} (${STAGE_LABELS[stageOf[c]] || stageOf[c]})` : categoryLabel(c)))
+    .join(", ");
   const sev = v.severity ? ` · ${v.severity}` : "";
   const cls = m.blocked ? "badge blocked" : v.severity === "critical" ? "badge critical" : "badge flagged";
   return h("span", { class: cls }, `${what}${cats ? `: ${cats}` : ""}${sev}`);
@@ -692,7 +729,7 @@ function openReview(c, card) {
   const dialog = $("#review-dialog");
   const form = $("#review-form");
   form.reset();
-  $("#review-summary").textContent = `${conversationTitle(c)} · ${c.flagType || "flagged"}${c.severity ? `, ${c.severity}` : ""} · now ${c.flagStatus || "unreviewed"}`;
+  $("#review-summary").textContent = `${conversationTitle(c)} · ${c.flagType ? categoryLabel(c.flagType) : "Flagged"}${c.severity ? `, ${c.severity}` : ""} · now ${c.flagStatus || "unreviewed"}`;
   wireClose(dialog);
   form.onsubmit = async (e) => {
     e.preventDefault();

@@ -227,7 +227,8 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     assert row.get_attribute("data-id") == world["story"]
     sync_api.expect(row).to_contain_text("Mia (")
     sync_api.expect(row).to_contain_text("Teddy (teddy)")
-    sync_api.expect(row).to_contain_text("self_harm · critical")
+    # Human labels (issue 22), not the category ids.
+    sync_api.expect(row).to_contain_text("Self-harm · critical")
     sync_api.expect(row).to_contain_text("unreviewed")
 
     # The transcript: roles, the tool call and its result, the flagged message.
@@ -237,7 +238,9 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     flagged = page.locator("#transcript li.is-flagged")
     sync_api.expect(flagged).to_have_count(1)
     sync_api.expect(flagged).to_contain_text("Sometimes I want to kill myself")
-    sync_api.expect(flagged).to_contain_text("Flagged: self_harm · critical")
+    # With the stage that found it: "I want to kill myself" is on the list.
+    sync_api.expect(flagged).to_contain_text("Flagged: Self-harm (word list)")
+    sync_api.expect(flagged).to_contain_text("· critical")
     tool = items.nth(2)
     sync_api.expect(tool).to_contain_text("Tool call get_weather")
     sync_api.expect(tool).to_contain_text('{"city": "Lisbon"}')

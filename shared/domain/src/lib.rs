@@ -16,6 +16,7 @@ pub mod moderation;
 pub mod pager;
 pub mod persist;
 pub mod ports;
+pub mod screening;
 pub mod sealing;
 pub mod service;
 pub mod sweep;

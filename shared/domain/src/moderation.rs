@@ -10,7 +10,7 @@
 //! 0.5–0.8 flagged, < 0.5 blocked.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use convo_schema::{SafetyAction, SafetyVerdict, Severity};
+use convo_schema::{SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict, Severity};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::ports::Moderator;
@@ -163,6 +163,23 @@ impl Default for RuleModerator {
     }
 }
 
+/// The score of a message whose categories weigh `weight` in all: 1 − the
+/// weight, to two decimals, within [0, 1].
+pub fn score_of(weight: f64) -> f64 {
+    ((1.0 - weight) * 100.0).round().clamp(0.0, 100.0) / 100.0
+}
+
+/// The seed service's bands: ≥ 0.8 safe, 0.5–0.8 flagged, < 0.5 blocked.
+pub fn band(score: f64) -> SafetyAction {
+    if score >= 0.8 {
+        SafetyAction::Safe
+    } else if score >= 0.5 {
+        SafetyAction::Flagged
+    } else {
+        SafetyAction::Blocked
+    }
+}
+
 /// Whether the character just before (`before`) or at byte `at` is part of a word.
 fn is_word_byte(s: &str, at: usize, before: bool) -> bool {
     let c = if before {
@@ -177,11 +194,18 @@ impl Moderator for RuleModerator {
     fn screen(&self, content: &str) -> SafetyVerdict {
         let folded = fold(content);
         let mut categories = Vec::new();
+        let mut findings = Vec::new();
         let mut weight = 0.0;
         let mut severity: Option<Severity> = None;
         for i in self.categories_in(&folded) {
             let c = &self.categories[i];
             categories.push(c.name.clone());
+            findings.push(SafetyFinding {
+                category: c.name.clone(),
+                stage: SafetyStage::Wordlist,
+                severity: c.severity,
+                probability: None,
+            });
             weight += c.weight;
             severity = severity.max(Some(c.severity));
         }
@@ -197,25 +221,26 @@ impl Moderator for RuleModerator {
         ] {
             if found {
                 categories.push(name.to_string());
+                findings.push(SafetyFinding {
+                    category: name.to_string(),
+                    stage: SafetyStage::Detector,
+                    severity: Severity::Medium,
+                    probability: None,
+                });
                 weight += PII_WEIGHT;
                 severity = severity.max(Some(Severity::Medium));
             }
         }
-        let score = ((1.0 - weight) * 100.0).round().clamp(0.0, 100.0) / 100.0;
-        let action = if score >= 0.8 {
-            SafetyAction::Safe
-        } else if score >= 0.5 {
-            SafetyAction::Flagged
-        } else {
-            SafetyAction::Blocked
-        };
+        let score = score_of(weight);
         let reason = (!categories.is_empty()).then(|| format!("matched {}", categories.join(", ")));
         SafetyVerdict {
             score,
-            action,
+            action: band(score),
             severity: if categories.is_empty() { None } else { severity },
             categories,
             reason,
+            findings,
+            model: None,
         }
     }
     fn redact(&self, content: &str) -> Option<String> {

@@ -47,7 +47,10 @@ use convo_schema::commands::{
     AcceptedMessage, EndReason, TitleJob, TitleReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind,
 };
 use convo_schema::limits::PREVIEW_CHARS;
-use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, Severity, TitleSource};
+use convo_schema::{
+    Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict, Severity,
+    TitleSource,
+};
 use futures::future::join_all;
 
 use convo_schema::events::CloudEvent;
@@ -713,7 +716,7 @@ pub fn plan_commit(
                             .as_ref()
                             .is_some_and(|ext| existing_external.get(ext).is_some_and(|h| *h != m.message_id));
                         if !repeat {
-                            flag_conversation(&mut rec.conversation, m, cmd, &mut meta_changed);
+                            flag_conversation(&mut rec.conversation, &m.safety, cmd, &mut meta_changed);
                             let seen = FlaggedMessage {
                                 message_id: &m.message_id,
                                 message_index: None,
@@ -919,9 +922,21 @@ fn append_message(
     cmd: &WriteCommand,
     meta_changed: &mut bool,
 ) -> Message {
+    // The conversation stage: the rolling risk moves with every message, in
+    // order; the message that brings it to its threshold is stored flagged
+    // with a `conversation` finding, and flags the conversation.
+    let mut safety = m.safety.clone();
+    if let Some(risk) = &m.risk {
+        let before = rec.head.risk_milli as f32 / 1000.0;
+        let after = crate::screening::next_risk(before, risk);
+        rec.head.risk_milli = (after * 1000.0).round() as u32;
+        if after >= risk.threshold && before < risk.threshold {
+            conversation_finding(&mut safety, after);
+        }
+    }
     let c = &mut rec.conversation;
-    let flagged = m.safety.action != SafetyAction::Safe;
-    let blocked = m.safety.action == SafetyAction::Blocked;
+    let flagged = safety.action != SafetyAction::Safe;
+    let blocked = safety.action == SafetyAction::Blocked;
     let message = Message {
         message_id: m.message_id.clone(),
         conversation_id: c.conversation_id.clone(),
@@ -935,8 +950,8 @@ fn append_message(
         audio_url: m.audio_url.clone(),
         flagged,
         blocked,
-        flag_reason: if flagged { m.safety.reason.clone() } else { None },
-        safety: m.safety.clone(),
+        flag_reason: if flagged { safety.reason.clone() } else { None },
+        safety: safety.clone(),
         metadata: m.metadata.clone(),
         tool_calls: m.tool_calls.clone(),
         tool_call_id: m.tool_call_id.clone(),
@@ -969,32 +984,72 @@ fn append_message(
             rec.sealed.remove(crate::sealing::LAST_PREVIEW);
         }
     }
-    flag_conversation(&mut rec.conversation, m, cmd, meta_changed);
+    flag_conversation(&mut rec.conversation, &safety, cmd, meta_changed);
     message
+}
+
+/// Marks a verdict with the conversation stage's grooming finding (the
+/// message is then flagged, at high severity at least).
+fn conversation_finding(safety: &mut SafetyVerdict, level: f32) {
+    if !safety.categories.iter().any(|c| c == "grooming") {
+        safety.categories.push("grooming".into());
+    }
+    safety.findings.push(SafetyFinding {
+        category: "grooming".into(),
+        stage: SafetyStage::Conversation,
+        severity: Severity::High,
+        probability: Some((f64::from(level) * 1000.0).round() / 1000.0),
+    });
+    safety.severity = safety.severity.max(Some(Severity::High));
+    if safety.action == SafetyAction::Safe {
+        safety.action = SafetyAction::Flagged;
+        safety.score = safety.score.min(0.65);
+    }
+    safety.reason = Some(match safety.reason.take() {
+        Some(r) => format!("{r}; conversation grooming"),
+        None => "conversation grooming".into(),
+    });
+}
+
+/// The category a verdict is summarised by: its most severe finding's (the
+/// first of equals), else its first category.
+fn most_severe_category(safety: &SafetyVerdict) -> String {
+    let mut best: Option<&SafetyFinding> = None;
+    for f in &safety.findings {
+        if best.is_none_or(|b| f.severity > b.severity) {
+            best = Some(f);
+        }
+    }
+    best.map(|f| f.category.clone())
+        .or_else(|| safety.categories.first().cloned())
+        .unwrap_or_else(|| "content".into())
 }
 
 /// What a flagged or blocked message does to its conversation: the first
 /// flag sets the flag fields (for review), a later one may raise the
 /// severity. Applying it twice changes nothing.
-fn flag_conversation(c: &mut Conversation, m: &AcceptedMessage, cmd: &WriteCommand, meta_changed: &mut bool) {
-    if m.safety.action == SafetyAction::Safe {
+/// The conversation is summarised by its most severe category: a later,
+/// more severe message moves its type and reason with its severity.
+fn flag_conversation(c: &mut Conversation, safety: &SafetyVerdict, cmd: &WriteCommand, meta_changed: &mut bool) {
+    if safety.action == SafetyAction::Safe {
         return;
     }
-    let blocked = m.safety.action == SafetyAction::Blocked;
-    let severity = m
-        .safety
+    let blocked = safety.action == SafetyAction::Blocked;
+    let severity = safety
         .severity
         .unwrap_or(if blocked { Severity::High } else { Severity::Medium });
     if !c.flagged {
         c.flagged = true;
-        c.flag_type = Some(m.safety.categories.first().cloned().unwrap_or_else(|| "content".into()));
-        c.flag_reason = m.safety.reason.clone();
+        c.flag_type = Some(most_severe_category(safety));
+        c.flag_reason = safety.reason.clone();
         c.severity = Some(severity);
         c.flag_status = Some(FlagStatus::Unreviewed);
         c.flagged_at = Some(cmd.accepted_at);
         *meta_changed = true;
     } else if c.severity.is_none_or(|s| s < severity) {
         c.severity = Some(severity);
+        c.flag_type = Some(most_severe_category(safety));
+        c.flag_reason = safety.reason.clone();
         *meta_changed = true;
     }
 }

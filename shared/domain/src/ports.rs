@@ -46,6 +46,10 @@ pub struct HeadState {
     /// A title job has been queued (so the early-exchange trigger fires once).
     #[serde(default)]
     pub title_requested: bool,
+    /// The conversation's rolling grooming risk in thousandths (see
+    /// [`convo_schema::commands::TurnRisk`]): a number, never content.
+    #[serde(default)]
+    pub risk_milli: u32,
 }
 
 /// A conversation as stored: the public fields plus what the worker needs
@@ -724,6 +728,13 @@ pub trait IdSource: Send + Sync {
 
 pub trait Moderator: Send + Sync {
     fn screen(&self, content: &str) -> SafetyVerdict;
+
+    /// As [`Moderator::screen`], with the message's part in its
+    /// conversation's rolling risk (none from a moderator without a learned
+    /// stage).
+    fn screen_turn(&self, content: &str) -> (SafetyVerdict, Option<convo_schema::commands::TurnRisk>) {
+        (self.screen(content), None)
+    }
 
     /// `content` with its personal data masked (`[email]`, `[phone]`,
     /// `[card]`, `[address]`), or `None` when it holds none.

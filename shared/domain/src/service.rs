@@ -306,15 +306,15 @@ pub async fn append_messages(
                 // Screened as written, the tools' arguments with the
                 // content; stored masked when the conversation asks (the
                 // verdict says what kind of data was found).
-                let safety = if tool_calls.is_empty() {
-                    deps.moderator.screen(&m.content)
+                let (safety, risk) = if tool_calls.is_empty() {
+                    deps.moderator.screen_turn(&m.content)
                 } else {
                     let mut all = m.content.clone();
                     for call in &tool_calls {
                         all.push('\n');
                         all.push_str(&call.arguments);
                     }
-                    deps.moderator.screen(&all)
+                    deps.moderator.screen_turn(&all)
                 };
                 AcceptedMessage {
                     message_id: deps.ids.new_id(),
@@ -338,6 +338,7 @@ pub async fn append_messages(
                         .collect(),
                     tool_call_id: m.tool_call_id,
                     sealed: Default::default(),
+                    risk,
                 }
             })
             .collect();

@@ -33,15 +33,22 @@ pub fn apply_overrides(dir: &Path, mut categories: Vec<Category>) -> Result<Vec<
     Ok(categories)
 }
 
-/// The moderator: built-in lists, with the files of `dir` (if any) in
-/// place of the lists they name.
-pub fn moderator(dir: Option<&Path>) -> Result<crate::moderation::RuleModerator, String> {
+/// The word-list stage: built-in lists, with the files of `dir` (if any)
+/// in place of the lists they name.
+pub fn rule_moderator(dir: Option<&Path>) -> Result<crate::moderation::RuleModerator, String> {
     let categories = crate::moderation::default_categories();
     let categories = match dir {
         Some(d) => apply_overrides(d, categories)?,
         None => categories,
     };
     Ok(crate::moderation::RuleModerator::new(categories))
+}
+
+/// The moderator: the word lists, then the learned stage, each tuned by the
+/// files of `dir` (if any): `<category>.txt` lists, `safety.json` and
+/// `exemplars/<category>.txt`.
+pub fn moderator(dir: Option<&Path>) -> Result<crate::screening::LayeredModerator, String> {
+    crate::screening::LayeredModerator::from_dir(dir)
 }
 
 #[cfg(test)]

@@ -88,11 +88,30 @@ pub struct AcceptedMessage {
     /// fields above are then empty): the queue never holds them in clear.
     #[serde(default, skip_serializing_if = "SealedFields::is_empty")]
     pub sealed: SealedFields,
+    /// The message's part in its conversation's rolling risk (numbers only),
+    /// when the learned stage ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<TurnRisk>,
+}
+
+/// What one message adds to its conversation's rolling risk: the worker,
+/// which applies messages in order, keeps `level = level × decay + signal`
+/// in the conversation's head and flags the conversation when the level
+/// reaches `threshold`. Numbers only, never content.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TurnRisk {
+    /// The message's grooming signal (0 to 1).
+    pub signal: f32,
+    pub decay: f32,
+    pub threshold: f32,
 }
 
 /// 2: messages may carry `sealed` fields (issue 16); a worker of format 1
 /// would drop them, so it must never take one.
-pub const WRITE_COMMAND_VERSION: u32 = 2;
+/// 3: messages may carry a `risk`, and verdicts `findings` and `model`
+/// (issue 22).
+pub const WRITE_COMMAND_VERSION: u32 = 3;
 
 /// A request to (re)generate a conversation's title.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

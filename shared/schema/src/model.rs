@@ -154,6 +154,13 @@ pub struct SafetyVerdict {
     pub severity: Option<Severity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Which stage found each category, for a reviewer (absent on a safe
+    /// message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<SafetyFinding>,
+    /// The learned model's version, when it found something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl SafetyVerdict {
@@ -164,8 +171,38 @@ impl SafetyVerdict {
             categories: Vec::new(),
             severity: None,
             reason: None,
+            findings: Vec::new(),
+            model: None,
         }
     }
+}
+
+/// The screening stage that found a category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SafetyStage {
+    /// The word lists (`profanity`, `violence`, …).
+    Wordlist,
+    /// The personal-data detectors (`pii_email`, `pii_phone`, …).
+    Detector,
+    /// The learned model (its version is the verdict's `model`).
+    Learned,
+    /// The conversation's recent turns together (grooming built up over
+    /// several messages that are each harmless alone).
+    Conversation,
+}
+
+/// One category a stage found in a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SafetyFinding {
+    pub category: String,
+    pub stage: SafetyStage,
+    pub severity: Severity,
+    /// The learned model's probability for the category (learned and
+    /// conversation findings only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -386,6 +386,7 @@ async fn a_late_message_after_the_end_is_counted_once_across_a_crash(w: World) {
                 tool_calls: vec![],
                 tool_call_id: None,
                 sealed: Default::default(),
+                risk: None,
             }],
         },
     };

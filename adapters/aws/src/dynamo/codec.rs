@@ -378,6 +378,7 @@ pub fn head_attributes(head: &HeadState) -> Vec<(&'static str, Option<AttributeV
         ("rw", head.rate_window.map(n)),
         ("rn", (head.rate_count > 0).then(|| n(head.rate_count))),
         ("tr", head.title_requested.then_some(AttributeValue::Bool(true))),
+        ("rk", (head.risk_milli > 0).then(|| n(head.risk_milli))),
     ]
 }
 
@@ -447,6 +448,7 @@ pub fn chunk_from(item: &Item, conversation_id: &str) -> Result<(u64, Vec<Messag
             rate_window: num_attr(item, "rw"),
             rate_count: num_attr(item, "rn").unwrap_or(0),
             title_requested: item.get("tr").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+            risk_milli: num_attr(item, "rk").unwrap_or(0),
         },
     };
     Ok((first, messages, head))
@@ -503,6 +505,13 @@ mod tests {
             categories: vec!["bullying".into()],
             severity: Some(convo_schema::Severity::Medium),
             reason: Some("bullying".into()),
+            findings: vec![convo_schema::SafetyFinding {
+                category: "bullying".into(),
+                stage: convo_schema::SafetyStage::Learned,
+                severity: convo_schema::Severity::Medium,
+                probability: Some(0.91),
+            }],
+            model: Some("convo-safety-1".into()),
         };
         flagged.flagged = true;
         flagged.flag_reason = Some("bullying".into());
@@ -537,6 +546,7 @@ mod tests {
                     rate_window: Some(29_000_000),
                     rate_count: 3,
                     title_requested: true,
+                    risk_milli: 1250,
                 },
             },
             expires_at: None,
@@ -589,6 +599,7 @@ mod tests {
                     rate_window: Some(29_000_000),
                     rate_count: 29,
                     title_requested: true,
+                    risk_milli: 0,
                 },
             },
             expires_at: Some(chrono::Utc::now()),
@@ -645,6 +656,7 @@ mod tests {
                     rate_window: Some(29_000_000),
                     rate_count: 29,
                     title_requested: true,
+                    risk_milli: 0,
                 },
             },
             expires_at: Some(chrono::Utc.with_ymd_and_hms(2027, 5, 1, 9, 0, 2).unwrap()),

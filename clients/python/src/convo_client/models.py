@@ -32,12 +32,23 @@ class NewMessage(_NewMessageRequired, total=False):
     toolCallId: str
 
 
+class SafetyFinding(TypedDict, total=False):
+    """One category a screening stage found in a message."""
+
+    category: str
+    stage: Literal["wordlist", "detector", "learned", "conversation"]
+    severity: Literal["low", "medium", "high", "critical"]
+    probability: float
+
+
 class SafetyVerdict(TypedDict, total=False):
     score: float
     action: Literal["safe", "flagged", "blocked"]
     categories: list[str]
     severity: Literal["low", "medium", "high", "critical"]
     reason: str
+    findings: list[SafetyFinding]
+    model: str
 
 
 class Message(TypedDict, total=False):
