@@ -3,7 +3,11 @@
 //! - `append_handler`: `append-message`'s handler from the API Gateway
 //!   request to the enqueued command (into an in-process sink), for one
 //!   200-character message;
-//! - `moderator`: screening the moderation corpus, in bytes per second;
+//! - `moderator`: screening the moderation corpus, in bytes per second
+//!   (the word lists alone, then with the learned stage);
+//! - `learned_stage`: what the learned stage adds to an exchange of two
+//!   200-character messages (criterion, then p50 and p99 printed) and the
+//!   model's load time;
 //! - `persist_worker`: the write worker committing a batch of 10 records
 //!   (one exchange each) to the in-memory embedded store, per record;
 //! - `context_tokens`: what `/context?maxTokens=` adds, counting the tokens
@@ -125,7 +129,10 @@ fn moderator(c: &mut Criterion) {
         })
         .collect();
     let bytes: usize = texts.iter().map(String::len).sum();
-    let m = convo_domain::wordlists::moderator(None).expect("word lists");
+    // The word-list stage alone (its throughput is the one tracked since
+    // issue 6), then both stages.
+    let rules = convo_domain::wordlists::rule_moderator(None).expect("word lists");
+    let both = convo_domain::wordlists::moderator(None).expect("moderator");
     use convo_domain::Moderator;
 
     let mut group = c.benchmark_group("moderator");
@@ -133,11 +140,63 @@ fn moderator(c: &mut Criterion) {
     group.bench_function(format!("corpus ({} texts, {bytes} bytes)", texts.len()), |b| {
         b.iter(|| {
             for t in &texts {
-                black_box(m.screen(black_box(t)));
+                black_box(rules.screen(black_box(t)));
+            }
+        })
+    });
+    group.bench_function(format!("corpus, word lists and learned stage ({} texts)", texts.len()), |b| {
+        b.iter(|| {
+            for t in &texts {
+                black_box(both.screen_turn(black_box(t)));
             }
         })
     });
     group.finish();
+}
+
+/// What the learned stage adds to an append of one exchange (two
+/// 200-character messages): criterion's median, then p50 and p99 of 5,000
+/// timed exchanges on this thread (printed; BENCHMARKS.md, "Safety").
+fn learned_stage(c: &mut Criterion) {
+    use convo_domain::Moderator;
+    let rules = convo_domain::wordlists::rule_moderator(None).expect("word lists");
+    let both = convo_domain::wordlists::moderator(None).expect("moderator");
+    let user = message_text(200);
+    let assistant: String = "Once upon a time a little dragon lived in a castle by the sea, and every morning she \
+                             flew over the waves to say hello to the fishing boats and the gulls. "
+        .chars()
+        .cycle()
+        .take(200)
+        .collect();
+    let mut group = c.benchmark_group("learned_stage");
+    group.bench_function("exchange of two 200-char messages, word lists only", |b| {
+        b.iter(|| (rules.screen(black_box(&user)), rules.screen(black_box(&assistant))))
+    });
+    group.bench_function("exchange of two 200-char messages, both stages", |b| {
+        b.iter(|| (both.screen_turn(black_box(&user)), both.screen_turn(black_box(&assistant))))
+    });
+    group.finish();
+    let mut added: Vec<f64> = (0..5000)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            black_box((both.screen_turn(black_box(&user)), both.screen_turn(black_box(&assistant))));
+            let full = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            black_box((rules.screen(black_box(&user)), rules.screen(black_box(&assistant))));
+            full - t.elapsed().as_secs_f64()
+        })
+        .collect();
+    added.sort_by(f64::total_cmp);
+    let at = |q: f64| added[((added.len() - 1) as f64 * q) as usize] * 1e3;
+    println!(
+        "learned_stage: added per exchange over 5000 runs: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    let t = std::time::Instant::now();
+    black_box(convo_safety::Model::builtin().expect("model"));
+    println!("learned_stage: model load {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }
 
 fn persist_worker(c: &mut Criterion) {
@@ -213,5 +272,5 @@ fn context_tokens(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_handler, moderator, persist_worker, context_tokens);
+criterion_group!(benches, append_handler, moderator, learned_stage, persist_worker, context_tokens);
 criterion_main!(benches);

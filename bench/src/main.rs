@@ -72,6 +72,9 @@ enum Command {
         peer_python: Option<PathBuf>,
         #[arg(long, default_value = "bench-coldstart")]
         prefix: String,
+        /// Measure only these functions (repeatable; default: all).
+        #[arg(long)]
+        only: Vec<String>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -117,12 +120,14 @@ async fn main() {
             runs,
             peer_python,
             prefix,
+            only,
             out,
         } => {
             report::coldstart_all(
                 &bin_dir,
                 runs,
                 peer_python.as_deref(),
+                &only,
                 &prefix,
                 &out,
                 Duration::from_secs(30),

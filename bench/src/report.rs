@@ -693,6 +693,7 @@ pub async fn coldstart_all(
     bin_dir: &Path,
     runs: usize,
     peer_python: Option<&Path>,
+    only: &[String],
     prefix: &str,
     out: &Path,
     timeout: Duration,
@@ -725,6 +726,9 @@ pub async fn coldstart_all(
     }
     let mut summaries: Vec<Summary> = Vec::new();
     for (name, event) in FUNCTIONS {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
         let event_path = events.join(event);
         let event: Value =
             serde_json::from_slice(&std::fs::read(&event_path).map_err(|e| format!("{}: {e}", event_path.display()))?)

@@ -284,7 +284,12 @@ impl Model {
             }
             self.exemplars.similarities(&dense, &mut best);
         }
-        let mut hit: [bool; CATEGORIES.len()] = std::array::from_fn(|i| probability[i] >= self.heads[i].threshold);
+        // A threshold of 1 turns the category's finding off (its probability
+        // still counts, in the conversation stage).
+        let mut hit: [bool; CATEGORIES.len()] = std::array::from_fn(|i| {
+            let t = self.heads[i].threshold;
+            t < 1.0 && probability[i] >= t
+        });
         for (c, similarity) in self.exemplars.matched(&best) {
             hit[c] = true;
             probability[c] = probability[c].max(similarity);

@@ -4,7 +4,8 @@
 //!
 //! - `safety.json`, every key optional:
 //!   `{"learned": true, "thresholds": {"grooming": 0.6, …}, "exemplarSimilarity": 0.85,
-//!   "conversationThreshold": 1.6}`; a threshold is a probability in (0, 1],
+//!   "conversationThreshold": 1.5}`; a threshold is a probability in (0, 1]
+//!   (1 turns the category's message-level finding off),
 //!   the conversation's threshold a positive number (see the domain's
 //!   conversation stage); unknown keys or categories stop the start.
 //! - `exemplars/<category>.txt`: texts that must be caught as that category,
@@ -75,13 +76,11 @@ impl Overrides {
                 }
                 out.exemplar_similarity = s;
             }
-            if let Some(t) = parsed.conversation_threshold {
-                if !(t.is_finite() && t > 0.0) {
-                    return Err(format!(
-                        "{}: conversationThreshold is {t}; it must be a positive number",
-                        file.display()
-                    ));
-                }
+            if let Some(t) = parsed.conversation_threshold.filter(|t| !(t.is_finite() && *t > 0.0)) {
+                return Err(format!(
+                    "{}: conversationThreshold is {t}; it must be a positive number",
+                    file.display()
+                ));
             }
             out.thresholds = parsed.thresholds;
             out.learned = parsed.learned.unwrap_or(true);
