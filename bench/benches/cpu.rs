@@ -109,9 +109,11 @@ fn append_handler(c: &mut Criterion) {
             )
         });
         // What was queued is sealed (or not): the benchmark times what it says.
-        let writes = sink.take_writes();
-        let body = serde_json::to_string(writes.last().expect("a write")).expect("json");
-        assert_eq!(body.contains("\"sealed\""), sealed, "{body}");
+        // (Nothing was queued when a filter left this benchmark out.)
+        if let Some(last) = sink.take_writes().last() {
+            let body = serde_json::to_string(last).expect("json");
+            assert_eq!(body.contains("\"sealed\""), sealed, "{body}");
+        }
     }
     group.finish();
 }

