@@ -291,9 +291,17 @@ def main():
         evaluate(heads)
 
 
+def short_text_threshold(t, words):
+    """As the Rust side: a text of one to three words must be surer."""
+    return t + (1 - t) * max(0, 4 - max(1, words)) / 4
+
+
 def evaluate(heads):
     data = load("eval/e*.jsonl")
-    preds = [{CATEGORIES[i] for i in np.nonzero(heads.probabilities(e["text"]) >= heads.t)[0]} for e in data]
+    preds = []
+    for e in data:
+        t = np.array([short_text_threshold(x, len(word_spans(e["text"]))) for x in heads.t])
+        preds.append({CATEGORIES[i] for i in np.nonzero((heads.probabilities(e["text"]) >= t) & (heads.t < 1))[0]})
     harmless = [p for e, p in zip(data, preds) if not e["labels"]]
     harmful = [(e, p) for e, p in zip(data, preds) if e["labels"]]
     print(f"harmless flagged: {sum(bool(p) for p in harmless) / len(harmless):.3f} of {len(harmless)}")

@@ -286,9 +286,10 @@ impl Model {
         }
         // A threshold of 1 turns the category's finding off (its probability
         // still counts, in the conversation stage).
+        let words = word_spans(text).len();
         let mut hit: [bool; CATEGORIES.len()] = std::array::from_fn(|i| {
             let t = self.heads[i].threshold;
-            t < 1.0 && probability[i] >= t
+            t < 1.0 && probability[i] >= short_text_threshold(t, words)
         });
         for (c, similarity) in self.exemplars.matched(&best) {
             hit[c] = true;
@@ -300,6 +301,16 @@ impl Model {
             windows,
         }
     }
+}
+
+/// The threshold for a text of `words` words. A text of one to three words
+/// gives the heads one or two features to go on ("reply 11", "maybe"), so
+/// it must be surer: a quarter of the way from the threshold to 1 for each
+/// word short of four. (Short harmful texts are mostly listed words: the
+/// word lists still catch "kys".)
+pub fn short_text_threshold(threshold: f32, words: usize) -> f32 {
+    let short = 4usize.saturating_sub(words.max(1)) as f32 / 4.0;
+    threshold + (1.0 - threshold) * short
 }
 
 pub(crate) fn category_index(name: &str) -> Option<usize> {

@@ -213,3 +213,16 @@ fn the_compiled_in_files_are_the_manifests() {
         assert!(line.starts_with(&hex), "{name}: {hex} is not MANIFEST's {line}");
     }
 }
+
+#[test]
+fn a_text_of_a_few_words_must_be_surer() {
+    assert_eq!(short_text_threshold(0.6, 4), 0.6);
+    assert_eq!(short_text_threshold(0.6, 40), 0.6);
+    assert!((short_text_threshold(0.6, 2) - 0.8).abs() < 1e-6);
+    assert!((short_text_threshold(0.6, 0) - 0.9).abs() < 1e-6);
+    // A reply numbered like an age is no sexual content involving minors.
+    for t in ["reply 11", "question 12", "maybe", "no", "level 9"] {
+        let s = model().score(t);
+        assert_eq!(s.hits().count(), 0, "{t:?} hit {:?}", s.hits().collect::<Vec<_>>());
+    }
+}
