@@ -240,10 +240,7 @@ fn main() {
         Some(Command::InitAws(a)) => init_aws(a),
         Some(Command::Manifest) => manifest(),
         Some(Command::Console(c)) => export_console(c),
-        Some(Command::Openapi) => {
-            print!("{}", convo_http::openapi::document_json());
-            Ok(())
-        }
+        Some(Command::Openapi) => write_out(&convo_http::openapi::document_json()),
         None => serve(cli.serve),
     };
     if let Err(e) = result {
@@ -256,8 +253,19 @@ fn token(args: TokenArgs) -> Result<(), String> {
     validate_owner(&args.sub)?;
     let ttl = duration("ttl", &args.ttl)?;
     let (secret, _) = auth::load_or_create_secret(&args.data_dir)?;
-    println!("{}", auth::mint(&secret, &args.sub, ttl.num_seconds())?);
-    Ok(())
+    write_out(&format!("{}\n", auth::mint(&secret, &args.sub, ttl.num_seconds())?))
+}
+
+/// Writes a command's output. A reader that closed the pipe early
+/// (`convo-local manifest | head`) ends the output quietly: `println!`
+/// would panic on the broken pipe.
+fn write_out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the output: {e}")),
+        _ => Ok(()),
+    }
 }
 
 fn export_console(args: ConsoleArgs) -> Result<(), String> {
@@ -325,11 +333,10 @@ fn manifest() -> Result<(), String> {
         "environment": {"required": AwsSettings::REQUIRED_ENV, "optional": AwsSettings::OPTIONAL_ENV},
         "eventSourceBatchSize": pollers::BATCH_SIZE,
     });
-    println!(
-        "{}",
+    write_out(&format!(
+        "{}\n",
         serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?
-    );
-    Ok(())
+    ))
 }
 
 fn validate_owner(sub: &str) -> Result<(), String> {
@@ -564,15 +571,17 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         ));
     }
     let (secret, origin) = auth::load_or_create_secret(&args.data_dir)?;
+    // The token command for this data directory: its JWT secret is there.
+    let token_command = if args.data_dir == Path::new("./.convo") {
+        "convo-local token --sub alice".to_string()
+    } else {
+        format!("convo-local token --sub alice --data-dir {}", args.data_dir.display())
+    };
     let mut console_config = console::ConsoleConfig {
         api_url: String::new(),
         dev_sign_in: args.dev_sign_in,
         oidc: None,
-        token_hint: Some(if args.data_dir == Path::new("./.convo") {
-            "convo-local token --sub alice".to_string()
-        } else {
-            format!("convo-local token --sub alice --data-dir {}", args.data_dir.display())
-        }),
+        token_hint: Some(token_command.clone()),
     };
     let dev_secret = args.dev_sign_in.then(|| secret.clone());
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
@@ -672,7 +681,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         if args.dev_sign_in {
             println!("development sign-in is on: the console signs in as any owner without a token");
         }
-        println!("get a token: convo-local token --sub alice");
+        println!("get a token: {token_command}");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
