@@ -300,7 +300,8 @@ def evaluate(heads):
     data = load("eval/e*.jsonl")
     preds = []
     for e in data:
-        t = np.array([short_text_threshold(x, len(word_spans(e["text"]))) for x in heads.t])
+        words = sum(any(ch.isalpha() for ch in e["text"][a:b]) for a, b in word_spans(e["text"]))
+        t = np.array([short_text_threshold(x, words) for x in heads.t])
         preds.append({CATEGORIES[i] for i in np.nonzero((heads.probabilities(e["text"]) >= t) & (heads.t < 1))[0]})
     harmless = [p for e, p in zip(data, preds) if not e["labels"]]
     harmful = [(e, p) for e, p in zip(data, preds) if e["labels"]]

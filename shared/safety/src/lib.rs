@@ -286,7 +286,11 @@ impl Model {
         }
         // A threshold of 1 turns the category's finding off (its probability
         // still counts, in the conversation stage).
-        let words = word_spans(text).len();
+        // Numbers do not count as words here: "reply 11" is one word.
+        let words = word_spans(text)
+            .iter()
+            .filter(|(a, b)| text[*a..*b].chars().any(char::is_alphabetic))
+            .count();
         let mut hit: [bool; CATEGORIES.len()] = std::array::from_fn(|i| {
             let t = self.heads[i].threshold;
             t < 1.0 && probability[i] >= short_text_threshold(t, words)
@@ -303,7 +307,8 @@ impl Model {
     }
 }
 
-/// The threshold for a text of `words` words. A text of one to three words
+/// The threshold for a text of `words` words (numbers not counted). A text
+/// of one to three words
 /// gives the heads one or two features to go on ("reply 11", "maybe"), so
 /// it must be surer: a quarter of the way from the threshold to 1 for each
 /// word short of four. (Short harmful texts are mostly listed words: the
