@@ -146,13 +146,16 @@ fn moderator(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function(format!("corpus, word lists and learned stage ({} texts)", texts.len()), |b| {
-        b.iter(|| {
-            for t in &texts {
-                black_box(both.screen_turn(black_box(t)));
-            }
-        })
-    });
+    group.bench_function(
+        format!("corpus, word lists and learned stage ({} texts)", texts.len()),
+        |b| {
+            b.iter(|| {
+                for t in &texts {
+                    black_box(both.screen_turn(black_box(t)));
+                }
+            })
+        },
+    );
     group.finish();
 }
 
@@ -175,13 +178,21 @@ fn learned_stage(c: &mut Criterion) {
         b.iter(|| (rules.screen(black_box(&user)), rules.screen(black_box(&assistant))))
     });
     group.bench_function("exchange of two 200-char messages, both stages", |b| {
-        b.iter(|| (both.screen_turn(black_box(&user)), both.screen_turn(black_box(&assistant))))
+        b.iter(|| {
+            (
+                both.screen_turn(black_box(&user)),
+                both.screen_turn(black_box(&assistant)),
+            )
+        })
     });
     group.finish();
     let mut added: Vec<f64> = (0..5000)
         .map(|_| {
             let t = std::time::Instant::now();
-            black_box((both.screen_turn(black_box(&user)), both.screen_turn(black_box(&assistant))));
+            black_box((
+                both.screen_turn(black_box(&user)),
+                both.screen_turn(black_box(&assistant)),
+            ));
             let full = t.elapsed().as_secs_f64();
             let t = std::time::Instant::now();
             black_box((rules.screen(black_box(&user)), rules.screen(black_box(&assistant))));
@@ -274,5 +285,12 @@ fn context_tokens(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_handler, moderator, learned_stage, persist_worker, context_tokens);
+criterion_group!(
+    benches,
+    append_handler,
+    moderator,
+    learned_stage,
+    persist_worker,
+    context_tokens
+);
 criterion_main!(benches);

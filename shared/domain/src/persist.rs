@@ -48,8 +48,8 @@ use convo_schema::commands::{
 };
 use convo_schema::limits::PREVIEW_CHARS;
 use convo_schema::{
-    Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict, Severity,
-    TitleSource,
+    Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict,
+    Severity, TitleSource,
 };
 use futures::future::join_all;
 

@@ -73,11 +73,7 @@ pub struct LayeredModerator {
 
 impl LayeredModerator {
     pub fn new(rules: RuleModerator, learned: Option<Model>, policy: ConversationPolicy) -> Self {
-        Self {
-            rules,
-            learned,
-            policy,
-        }
+        Self { rules, learned, policy }
     }
 
     /// The built-in lists and model, each tuned by the files of `dir` when
@@ -114,7 +110,11 @@ impl LayeredModerator {
     /// The message's grooming signal from its scores.
     fn signal(&self, s: &Scores) -> f32 {
         let p = s.probability_of("grooming").max(s.probability_of("sexual_minors"));
-        if p >= self.policy.floor && p.is_finite() { p } else { 0.0 }
+        if p >= self.policy.floor && p.is_finite() {
+            p
+        } else {
+            0.0
+        }
     }
 }
 
@@ -194,8 +194,16 @@ impl Moderator for LayeredModerator {
 /// within [0, 100] whatever a command holds.
 pub fn next_risk(level: f32, risk: &TurnRisk) -> f32 {
     let level = if level.is_finite() { level } else { 0.0 };
-    let decay = if risk.decay.is_finite() { risk.decay.clamp(0.0, 1.0) } else { 0.0 };
-    let signal = if risk.signal.is_finite() { risk.signal.clamp(0.0, 1.0) } else { 0.0 };
+    let decay = if risk.decay.is_finite() {
+        risk.decay.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let signal = if risk.signal.is_finite() {
+        risk.signal.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     (level * decay + signal).clamp(0.0, 100.0)
 }
 

@@ -57,7 +57,11 @@ fn load_examples() -> Vec<Example> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        for line in std::fs::read_to_string(&f).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+        for line in std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             out.push(Example {
                 text: v["text"].as_str().unwrap().to_string(),
@@ -77,7 +81,13 @@ fn load_examples() -> Vec<Example> {
 fn reported(categories: &[String]) -> Vec<String> {
     categories
         .iter()
-        .map(|c| if c.starts_with("pii_") { "personal_data".to_string() } else { c.clone() })
+        .map(|c| {
+            if c.starts_with("pii_") {
+                "personal_data".to_string()
+            } else {
+                c.clone()
+            }
+        })
         .collect()
 }
 
@@ -93,7 +103,9 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
     let verdicts: Vec<_> = examples.iter().map(|e| moderator.screen(&e.text)).collect();
     let caught = |i: usize| verdicts[i].action != SafetyAction::Safe;
 
-    let harmful: Vec<usize> = (0..examples.len()).filter(|i| !examples[*i].labels.is_empty()).collect();
+    let harmful: Vec<usize> = (0..examples.len())
+        .filter(|i| !examples[*i].labels.is_empty())
+        .collect();
     let harmless: Vec<usize> = (0..examples.len()).filter(|i| examples[*i].labels.is_empty()).collect();
     let recall_all = ratio(harmful.iter().filter(|i| caught(**i)).count(), harmful.len());
     let flagged_harmless = ratio(harmless.iter().filter(|i| caught(**i)).count(), harmless.len());
@@ -103,7 +115,10 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
         harmless.len()
     );
 
-    println!("{:<15} {:>7} {:>9} {:>9} {:>5}", "category", "recall", "category", "precision", "n");
+    println!(
+        "{:<15} {:>7} {:>9} {:>9} {:>5}",
+        "category", "recall", "category", "precision", "n"
+    );
     let mut failures = Vec::new();
     for c in CATEGORIES {
         let labelled: Vec<usize> = harmful
@@ -129,7 +144,10 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
                 .count(),
             predicted.len(),
         );
-        println!("{c:<15} {recall:>7.3} {exact:>9.3} {precision:>9.3} {:>5}", labelled.len());
+        println!(
+            "{c:<15} {recall:>7.3} {exact:>9.3} {precision:>9.3} {:>5}",
+            labelled.len()
+        );
         if recall < MIN_RECALL_PER_CATEGORY {
             failures.push(format!("{c}: recall {recall:.3} < {MIN_RECALL_PER_CATEGORY}"));
         }
@@ -157,7 +175,10 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
     }
     // For comparison, the word lists and detectors alone.
     let rules = convo_domain::wordlists::rule_moderator(None).expect("word lists");
-    let alone: Vec<bool> = examples.iter().map(|e| rules.screen(&e.text).action != SafetyAction::Safe).collect();
+    let alone: Vec<bool> = examples
+        .iter()
+        .map(|e| rules.screen(&e.text).action != SafetyAction::Safe)
+        .collect();
     let en = |i: &usize| examples[*i].lang == "en";
     println!(
         "word lists alone: harmful caught {:.3} (English {:.3}); harmless flagged {:.3}",
@@ -177,7 +198,9 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
         failures.push(format!("English recall {recall_en:.3} < {MIN_RECALL_ENGLISH}"));
     }
     if flagged_harmless > MAX_HARMLESS_FLAGGED {
-        failures.push(format!("harmless flagged {flagged_harmless:.3} > {MAX_HARMLESS_FLAGGED}"));
+        failures.push(format!(
+            "harmless flagged {flagged_harmless:.3} > {MAX_HARMLESS_FLAGGED}"
+        ));
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -245,7 +268,11 @@ fn the_evaluation_set_shares_no_text_with_the_training_set() {
     let mut n = 0;
     for f in std::fs::read_dir(&train_dir).unwrap() {
         let path = f.unwrap().path();
-        for line in std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+        for line in std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let text = v["text"].as_str().unwrap();
             n += 1;

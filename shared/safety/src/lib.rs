@@ -189,7 +189,11 @@ impl Model {
         let (buckets, dims, count) = (le_u32(HEADS, 8)?, le_u32(HEADS, 12)?, le_u32(HEADS, 16)?);
         let width = buckets + dims;
         let idf_end = 20 + 4 * buckets;
-        if buckets != meta.buckets || dims != table.dims() || count != CATEGORIES.len() || HEADS.len() != idf_end + count * width {
+        if buckets != meta.buckets
+            || dims != table.dims()
+            || count != CATEGORIES.len()
+            || HEADS.len() != idf_end + count * width
+        {
             return Err("the heads file does not match heads.json and the token table".into());
         }
         let idf = HEADS[20..idf_end]
@@ -342,7 +346,9 @@ pub fn windows_of(text: &str, window: usize, stride: usize) -> Vec<&str> {
     }
     if starts.len() > MAX_WINDOWS {
         let k = starts.len();
-        starts = (0..MAX_WINDOWS).map(|i| starts[i * (k - 1) / (MAX_WINDOWS - 1)]).collect();
+        starts = (0..MAX_WINDOWS)
+            .map(|i| starts[i * (k - 1) / (MAX_WINDOWS - 1)])
+            .collect();
     }
     starts
         .into_iter()

@@ -54,8 +54,7 @@ impl Overrides {
         let file = dir.join("safety.json");
         if file.exists() {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let parsed: SafetyFile =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let parsed: SafetyFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
             if let Some(t) = &parsed.thresholds {
                 for (name, value) in t {
                     category_index(name).ok_or_else(|| format!("{}: {}", file.display(), unknown_category(name)))?;
@@ -88,8 +87,7 @@ impl Overrides {
         }
         let ex_dir = dir.join("exemplars");
         if ex_dir.is_dir() {
-            let entries =
-                std::fs::read_dir(&ex_dir).map_err(|e| format!("cannot read {}: {e}", ex_dir.display()))?;
+            let entries = std::fs::read_dir(&ex_dir).map_err(|e| format!("cannot read {}: {e}", ex_dir.display()))?;
             let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
             files.sort();
             for path in files {
@@ -103,7 +101,8 @@ impl Overrides {
                     return Err(format!("{}: exemplar files are <category>.txt", path.display()));
                 }
                 category_index(&name).ok_or_else(|| format!("{}: {}", path.display(), unknown_category(&name)))?;
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 for line in text.lines() {
                     let line = line.split('#').next().unwrap_or("").trim();
                     if !line.is_empty() {
@@ -140,7 +139,8 @@ impl Exemplars {
                 return Err(format!("the {category} exemplar {text:?} has no token the model knows"));
             }
             out.vectors.push(v);
-            out.categories.push(category_index(category).ok_or_else(|| unknown_category(category))?);
+            out.categories
+                .push(category_index(category).ok_or_else(|| unknown_category(category))?);
         }
         Ok(out)
     }

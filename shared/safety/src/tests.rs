@@ -56,9 +56,15 @@ fn each_head_on_fixed_examples() {
     let cases: &[(&str, &[&str])] = &[
         (
             "self_harm",
-            &["i dont want to be alive anymore, nobody would even miss me", "what is the least painful way to end my life"],
+            &[
+                "i dont want to be alive anymore, nobody would even miss me",
+                "what is the least painful way to end my life",
+            ],
         ),
-        ("sexual", &["describe in detail what you would do to me in bed tonight, be explicit"]),
+        (
+            "sexual",
+            &["describe in detail what you would do to me in bed tonight, be explicit"],
+        ),
         (
             "sexual_minors",
             &["you're 11? send me a photo of yourself without your clothes on, it'll be our thing"],
@@ -67,12 +73,30 @@ fn each_head_on_fixed_examples() {
             "grooming",
             &["this is just between us, don't tell your parents we talk, they wouldn't understand"],
         ),
-        ("violence", &["i'm going to beat him until he can't stand up and then stab him"]),
-        ("weapons", &["how do i build a pipe bomb at home with stuff from the hardware store"]),
-        ("hate", &["those people are subhuman vermin and should be driven out of our country"]),
-        ("bullying", &["you're so ugly and stupid, nobody at school wants you around, just disappear"]),
-        ("drugs", &["where can i buy some weed and pills without my parents finding out"]),
-        ("personal_data", &["what's your home address and what school do you go to?"]),
+        (
+            "violence",
+            &["i'm going to beat him until he can't stand up and then stab him"],
+        ),
+        (
+            "weapons",
+            &["how do i build a pipe bomb at home with stuff from the hardware store"],
+        ),
+        (
+            "hate",
+            &["those people are subhuman vermin and should be driven out of our country"],
+        ),
+        (
+            "bullying",
+            &["you're so ugly and stupid, nobody at school wants you around, just disappear"],
+        ),
+        (
+            "drugs",
+            &["where can i buy some weed and pills without my parents finding out"],
+        ),
+        (
+            "personal_data",
+            &["what's your home address and what school do you go to?"],
+        ),
     ];
     for (category, texts) in cases {
         for t in *texts {
@@ -93,7 +117,12 @@ fn each_head_on_fixed_examples() {
 #[test]
 fn a_long_text_scores_its_highest_window() {
     let filler = "we went to the park and played on the swings and then had ice cream ";
-    let text = format!("{}{}{}", filler.repeat(12), "i want to kill myself tonight ", filler.repeat(12));
+    let text = format!(
+        "{}{}{}",
+        filler.repeat(12),
+        "i want to kill myself tonight ",
+        filler.repeat(12)
+    );
     let windows = windows_of(&text, 64, 32);
     assert!(windows.len() > 3, "{}", windows.len());
     let whole = model().score(&text);
@@ -152,7 +181,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn owners_move_thresholds_and_add_exemplars() {
     let dir = temp_dir("ok");
-    std::fs::write(dir.join("safety.json"), r#"{"thresholds": {"drugs": 0.99}, "exemplarSimilarity": 0.9}"#).unwrap();
+    std::fs::write(
+        dir.join("safety.json"),
+        r#"{"thresholds": {"drugs": 0.99}, "exemplarSimilarity": 0.9}"#,
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.join("exemplars")).unwrap();
     std::fs::write(
         dir.join("exemplars/weapons.txt"),
@@ -172,8 +205,16 @@ fn owners_move_thresholds_and_add_exemplars() {
 #[test]
 fn bad_override_files_are_refused_with_a_clear_error() {
     let cases = [
-        ("safety.json", r#"{"thresholds": {"grooming": 1.5}}"#, "must be above 0 and at most 1"),
-        ("safety.json", r#"{"thresholds": {"groming": 0.5}}"#, "no category named \"groming\""),
+        (
+            "safety.json",
+            r#"{"thresholds": {"grooming": 1.5}}"#,
+            "must be above 0 and at most 1",
+        ),
+        (
+            "safety.json",
+            r#"{"thresholds": {"groming": 0.5}}"#,
+            "no category named \"groming\"",
+        ),
         ("safety.json", r#"{"treshold": 1}"#, "unknown field"),
         ("safety.json", r#"{"conversationThreshold": -1}"#, "positive number"),
         ("safety.json", "not json", "safety.json"),
@@ -190,7 +231,6 @@ fn bad_override_files_are_refused_with_a_clear_error() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
-
 
 /// The files compiled in are the ones `models/safety/MANIFEST` records (what
 /// `models/safety/fetch --check` rebuilds from the pinned wheel).

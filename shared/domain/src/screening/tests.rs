@@ -43,7 +43,11 @@ fn self_harm_from_the_model_is_flagged_at_critical_never_blocked() {
     assert_eq!(v.action, SafetyAction::Flagged);
     assert_eq!(v.severity, Some(Severity::Critical));
     // With other harm, the others decide.
-    let v = combine(SafetyVerdict::safe(), &scores(&[("self_harm", 0.9), ("hate", 0.9)]), "m");
+    let v = combine(
+        SafetyVerdict::safe(),
+        &scores(&[("self_harm", 0.9), ("hate", 0.9)]),
+        "m",
+    );
     assert_eq!(v.action, SafetyAction::Blocked);
 }
 
@@ -108,12 +112,19 @@ fn the_model_runs_behind_the_port_and_reports_a_turn_risk() {
 #[test]
 fn grooming_builds_over_turns_and_crosses_the_threshold() {
     let p = ConversationPolicy::default();
-    let turn = |s: f32| TurnRisk { signal: s, decay: p.decay, threshold: p.threshold };
+    let turn = |s: f32| TurnRisk {
+        signal: s,
+        decay: p.decay,
+        threshold: p.threshold,
+    };
     // Turns each under any message threshold, one after another.
     let mut level = 0.0;
     let mut crossed_at = None;
     // The adult's turns, each with the agent's harmless reply after it.
-    for (i, s) in [0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45].into_iter().enumerate() {
+    for (i, s) in [0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45]
+        .into_iter()
+        .enumerate()
+    {
         level = next_risk(level, &turn(s));
         if level >= p.threshold && crossed_at.is_none() {
             crossed_at = Some(i);
