@@ -134,7 +134,7 @@ fn moderator(c: &mut Criterion) {
     // The word-list stage alone (its throughput is the one tracked since
     // issue 6), then both stages.
     let rules = convo_domain::wordlists::rule_moderator(None).expect("word lists");
-    let both = convo_domain::wordlists::moderator(None).expect("moderator");
+    let both = convo_domain::screening::moderator(None).expect("moderator");
     use convo_domain::Moderator;
 
     let mut group = c.benchmark_group("moderator");
@@ -165,7 +165,7 @@ fn moderator(c: &mut Criterion) {
 fn learned_stage(c: &mut Criterion) {
     use convo_domain::Moderator;
     let rules = convo_domain::wordlists::rule_moderator(None).expect("word lists");
-    let both = convo_domain::wordlists::moderator(None).expect("moderator");
+    let both = convo_domain::screening::moderator(None).expect("moderator");
     let user = message_text(200);
     let assistant: String = "Once upon a time a little dragon lived in a castle by the sea, and every morning she \
                              flew over the waves to say hello to the fishing boats and the gulls. "

@@ -79,7 +79,7 @@ impl TitleQueue for Sink {
 /// moderator, and `sink` for both queues.
 pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> Deps {
     let db = open_database(None).expect("in-memory database");
-    let moderator = Arc::new(convo_domain::wordlists::moderator(None).expect("built-in word lists"));
+    let moderator = Arc::new(convo_domain::screening::moderator(None).expect("built-in word lists"));
     Deps {
         store: Arc::new(EmbeddedStore::new(db).expect("store")),
         writes: sink.clone(),

@@ -172,7 +172,7 @@ impl AwsSettings {
     /// benchmarks add an interceptor that records every request).
     pub fn deps_with(&self, dynamo: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Result<Deps, ConfigError> {
         let moderator = Arc::new(
-            convo_domain::wordlists::moderator(self.moderation_dir.as_deref())
+            convo_domain::screening::moderator(self.moderation_dir.as_deref())
                 .map_err(|e| ConfigError::Invalid("CONVO_MODERATION_DIR", e))?,
         );
         Ok(Deps {

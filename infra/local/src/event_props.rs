@@ -28,7 +28,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 /// is input to the next, as on a real server).
 static DEPS: LazyLock<Deps> = LazyLock::new(|| {
     let db = open_database(None).expect("in-memory database");
-    let moderator = Arc::new(convo_domain::wordlists::moderator(None).expect("built-in word lists"));
+    let moderator = Arc::new(convo_domain::screening::moderator(None).expect("built-in word lists"));
     Deps {
         store: Arc::new(EmbeddedStore::new(db.clone()).expect("store")),
         writes: EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, 5).expect("writes queue"),

@@ -489,7 +489,7 @@ fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
             jitter: true,
         },
     )?;
-    let moderator = Arc::new(convo_domain::wordlists::moderator(args.moderation_dir.as_deref())?);
+    let moderator = Arc::new(convo_domain::screening::moderator(args.moderation_dir.as_deref())?);
     let plain = Deps {
         store,
         writes: writes.clone(),

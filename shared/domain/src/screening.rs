@@ -64,6 +64,13 @@ impl Default for ConversationPolicy {
     }
 }
 
+/// The moderator: the word lists, then the learned stage, each tuned by the
+/// files of `dir` (if any): `<category>.txt` lists, `safety.json` and
+/// `exemplars/<category>.txt`.
+pub fn moderator(dir: Option<&Path>) -> Result<LayeredModerator, String> {
+    LayeredModerator::from_dir(dir)
+}
+
 /// Word lists, then the learned stage.
 pub struct LayeredModerator {
     rules: RuleModerator,

@@ -44,13 +44,6 @@ pub fn rule_moderator(dir: Option<&Path>) -> Result<crate::moderation::RuleModer
     Ok(crate::moderation::RuleModerator::new(categories))
 }
 
-/// The moderator: the word lists, then the learned stage, each tuned by the
-/// files of `dir` (if any): `<category>.txt` lists, `safety.json` and
-/// `exemplars/<category>.txt`.
-pub fn moderator(dir: Option<&Path>) -> Result<crate::screening::LayeredModerator, String> {
-    crate::screening::LayeredModerator::from_dir(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

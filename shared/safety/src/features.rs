@@ -49,7 +49,7 @@ impl Fnv {
 }
 
 /// Each n-gram's bucket, once per occurrence (unsorted).
-pub fn ngram_buckets(text: &str, buckets: usize) -> Vec<u32> {
+fn ngram_buckets(text: &str, buckets: usize) -> Vec<u32> {
     let words: Vec<String> = word_spans(text)
         .into_iter()
         .map(|(a, b)| text[a..b].to_lowercase())
@@ -88,7 +88,7 @@ pub fn ngram_buckets(text: &str, buckets: usize) -> Vec<u32> {
 }
 
 /// The bucket counts of `text` (buckets ascending).
-pub fn ngram_counts(text: &str, buckets: usize) -> Vec<(u32, u32)> {
+fn ngram_counts(text: &str, buckets: usize) -> Vec<(u32, u32)> {
     let mut all = ngram_buckets(text, buckets);
     all.sort_unstable();
     let mut out: Vec<(u32, u32)> = Vec::new();
@@ -101,9 +101,8 @@ pub fn ngram_counts(text: &str, buckets: usize) -> Vec<(u32, u32)> {
     out
 }
 
-/// The normalised n-gram vector of `text` under `idf`, and (when `keep`)
-/// its raw counts.
-pub fn features(text: &str, buckets: usize, idf: &[f32], keep: bool) -> (Sparse, Vec<(u32, u32)>) {
+/// The normalised n-gram vector of `text` under `idf`.
+pub fn features(text: &str, buckets: usize, idf: &[f32]) -> Sparse {
     let counts = ngram_counts(text, buckets);
     let mut v: Sparse = counts
         .iter()
@@ -113,5 +112,5 @@ pub fn features(text: &str, buckets: usize, idf: &[f32], keep: bool) -> (Sparse,
     if norm > 0.0 {
         v.iter_mut().for_each(|(_, x)| *x /= norm);
     }
-    (v, if keep { counts } else { Vec::new() })
+    v
 }

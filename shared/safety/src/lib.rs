@@ -37,7 +37,7 @@ mod features;
 mod overrides;
 mod table;
 
-pub use features::{Sparse, features, ngram_counts, word_spans};
+pub use features::{Sparse, features, word_spans};
 pub use overrides::{Exemplars, Overrides};
 pub use table::Table;
 
@@ -272,9 +272,10 @@ impl Model {
         let mut probability = [0f32; CATEGORIES.len()];
         let mut windows = 0;
         let mut best = vec![0f32; self.exemplars.len()];
-        for w in windows_of(text, self.window, self.stride) {
+        let spans = word_spans(text);
+        for w in windows_in(text, &spans, self.window, self.stride) {
             windows += 1;
-            let (sparse, _) = features(w, self.buckets, &self.idf, false);
+            let sparse = features(w, self.buckets, &self.idf);
             let dense = self.sentence_vector(w);
             for (i, h) in self.heads.iter().enumerate() {
                 let mut z = 0f32;
@@ -291,7 +292,7 @@ impl Model {
         // A threshold of 1 turns the category's finding off (its probability
         // still counts, in the conversation stage).
         // Numbers do not count as words here: "reply 11" is one word.
-        let words = word_spans(text)
+        let words = spans
             .iter()
             .filter(|(a, b)| text[*a..*b].chars().any(char::is_alphabetic))
             .count();
@@ -335,7 +336,11 @@ pub(crate) fn unknown_category(name: &str) -> String {
 /// ending with the text's last word, at most [`MAX_WINDOWS`] (spread
 /// evenly).
 pub fn windows_of(text: &str, window: usize, stride: usize) -> Vec<&str> {
-    let spans = word_spans(text);
+    windows_in(text, &word_spans(text), window, stride)
+}
+
+/// [`windows_of`] over the word spans of `text`, already found.
+fn windows_in<'a>(text: &'a str, spans: &[(usize, usize)], window: usize, stride: usize) -> Vec<&'a str> {
     if spans.len() <= window {
         return vec![text];
     }
