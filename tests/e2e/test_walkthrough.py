@@ -214,7 +214,7 @@ def test_title_set_at_creation_is_a_user_title(api):
 
 
 def test_sms_phone_normalization_and_reuse_active(api):
-    conv = api.create("(415) 555-2671", "+44 20 7946 0958", channel="sms")
+    conv = api.create("+1 (415) 555-2671", "+44 20 7946 0958", channel="sms")
     assert conv["userId"] == "+14155552671"
     assert conv["agentId"] == "+442079460958"
     assert conv["channel"] == "sms"
@@ -224,15 +224,19 @@ def test_sms_phone_normalization_and_reuse_active(api):
     again = api.create("+1 415 555 2671", "+442079460958", channel="sms", reuseActive=True, expect=200)
     assert again["conversationId"] == cid
     assert again == api.conversation(cid)
-    again2 = api.create(" 415.555.2671 ", "+44 20 7946 0958", channel="sms", reuseActive=True, expect=200)
+    again2 = api.create("\uff0b1.415.555.2671", "+44 20 7946 0958", channel="sms", reuseActive=True, expect=200)
     assert again2["conversationId"] == cid
 
     # without reuseActive: a new conversation
-    fresh = api.create("4155552671", "+442079460958", channel="sms", expect=201)
+    fresh = api.create("+14155552671", "+442079460958", channel="sms", expect=201)
     assert fresh["conversationId"] != cid
     assert fresh["userId"] == "+14155552671"
 
-    # invalid numbers
+    # invalid numbers, and national numbers (the identity rule: without +
+    # an id is never a phone number, and an SMS conversation needs one)
+    for national in ["(415) 555-2671", "4155552671"]:
+        assert_error(api.post("/conversations", {"userId": national, "agentId": "+442079460958", "channel": "sms"}),
+                     400, "invalid_phone_number", field="userId")
     assert_error(api.post("/conversations", {"userId": "hello", "agentId": "+442079460958", "channel": "sms"}),
                  400, "invalid_phone_number", field="userId")
     assert_error(api.post("/conversations", {"userId": "+14155552671", "agentId": "12", "channel": "sms"}),

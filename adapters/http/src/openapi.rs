@@ -218,11 +218,13 @@ struct ConversationPath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path, names("userId"))]
 struct UserPath(
-    /// The user's id (a phone number in any written form for SMS users).
+    /// The user's id, found under the identity rule of `userId` in
+    /// CreateConversationRequest: any spelling of a phone number (starting
+    /// with `+`) finds its E.164 form; other ids match NFC-normalised.
     #[param(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
     )]
     String,
 );
@@ -265,18 +267,19 @@ struct PageQuery {
 #[into_params(parameter_in = Query)]
 #[allow(non_snake_case)]
 struct ListQuery {
-    /// Only the conversations with this user.
+    /// Only the conversations with this user (the identity rule of
+    /// `userId` in CreateConversationRequest).
     #[param(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
     )]
     userId: Option<String>,
     /// Only the conversations with this agent.
     #[param(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
     )]
     agentId: Option<String>,
     /// `active`, `ended` or `archived`.

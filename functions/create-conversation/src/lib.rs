@@ -50,11 +50,11 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
             }
             "DELETE /users/{userId}" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
-                let n = service::delete_user(deps, &owner, &user).await?;
+                let (user_id, n) = service::delete_user(deps, &owner, &user).await?;
                 Ok((
                     200,
                     to_json(DeleteUserResponse {
-                        user_id: user,
+                        user_id,
                         conversations_deleted: n,
                     }),
                 ))

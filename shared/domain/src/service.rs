@@ -10,7 +10,7 @@ use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, 
 use convo_schema::limits::*;
 use convo_schema::{
     Conversation, ConversationStatus, ErrorCode, FlagStatus, Message, Metadata, SafetyAction, Timestamp, TitleSource,
-    ToolCall, UserStats, ValidationError, phone, validate,
+    ToolCall, UserStats, ValidationError, identity, validate,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -152,21 +152,10 @@ pub fn expired(rec: &ConversationRecord, now: Timestamp) -> bool {
     rec.conversation.expires_at.is_some_and(|t| t <= now)
 }
 
-/// A user id given in a path or query: checked, and — SMS users being
-/// stored in E.164 — any spelling of a phone number normalized.
+/// A user id given in a path or query, in the form it is stored under
+/// (the identity rule: `convo_schema::identity`).
 fn user_id_param(raw: &str) -> Result<String, ValidationError> {
-    party_id_param("userId", raw)
-}
-
-/// A user or agent id given in a path or query: an SMS party's number is
-/// found in any of its written forms (stored normalized to E.164).
-fn party_id_param(field: &str, raw: &str) -> Result<String, ValidationError> {
-    validate::id(field, raw)?;
-    Ok(if raw.trim_start().starts_with('+') {
-        phone::normalize_e164(field, raw).unwrap_or_else(|_| raw.to_string())
-    } else {
-        raw.to_string()
-    })
+    identity::party_id("userId", raw)
 }
 
 /// Conversation ids are ULIDs; anything else cannot exist.
@@ -183,11 +172,14 @@ pub async fn create_conversation(
     let channel = req.channel.clone().unwrap_or_else(|| "web".to_string());
     let (user_id, agent_id) = if channel.eq_ignore_ascii_case("sms") {
         (
-            phone::normalize_e164("userId", &req.user_id)?,
-            phone::normalize_e164("agentId", &req.agent_id)?,
+            identity::sms_party_id("userId", &req.user_id)?,
+            identity::sms_party_id("agentId", &req.agent_id)?,
         )
     } else {
-        (req.user_id.clone(), req.agent_id.clone())
+        (
+            identity::party_id("userId", &req.user_id)?,
+            identity::party_id("agentId", &req.agent_id)?,
+        )
     };
     let now = deps.clock.now();
     let conversation = Conversation {
@@ -681,8 +673,8 @@ pub struct ListFilter {
 impl ListFilter {
     pub fn parse(p: &ListParams<'_>) -> Result<Self, ValidationError> {
         Ok(Self {
-            user_id: p.user_id.map(|raw| party_id_param("userId", raw)).transpose()?,
-            agent_id: p.agent_id.map(|raw| party_id_param("agentId", raw)).transpose()?,
+            user_id: p.user_id.map(|raw| identity::party_id("userId", raw)).transpose()?,
+            agent_id: p.agent_id.map(|raw| identity::party_id("agentId", raw)).transpose()?,
             status: p
                 .status
                 .map(|s| {
@@ -934,8 +926,9 @@ async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result
 }
 
 /// Erases everything the owner holds about a user: every conversation with
-/// them and their totals. Returns how many conversations were erased.
-pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u64, DomainError> {
+/// them and their totals. Returns the id the user is stored under and how
+/// many conversations were erased.
+pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<(String, u64), DomainError> {
     let user_id = user_id_param(user_id)?;
     // The user's data key goes first (crypto-shredding): from here on
     // nothing sealed under it opens again, in this table or in any backup
@@ -971,7 +964,7 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<u
         )
         .await;
     }
-    Ok(erased)
+    Ok((user_id, erased))
 }
 
 fn key_error(e: KeyError) -> DomainError {

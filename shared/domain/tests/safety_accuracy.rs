@@ -116,8 +116,8 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
     );
 
     println!(
-        "{:<15} {:>7} {:>9} {:>9} {:>5}",
-        "category", "recall", "category", "precision", "n"
+        "{:<15} {:>7} {:>9} {:>9} {:>5} {:>10}",
+        "category", "recall", "category", "precision", "n", "English"
     );
     let mut failures = Vec::new();
     for c in CATEGORIES {
@@ -144,8 +144,10 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
                 .count(),
             predicted.len(),
         );
+        let english: Vec<usize> = labelled.iter().copied().filter(|i| examples[*i].lang == "en").collect();
+        let recall_en = ratio(english.iter().filter(|i| caught(**i)).count(), english.len());
         println!(
-            "{c:<15} {recall:>7.3} {exact:>9.3} {precision:>9.3} {:>5}",
+            "{c:<15} {recall:>7.3} {exact:>9.3} {precision:>9.3} {:>5} {recall_en:>10.3}",
             labelled.len()
         );
         if recall < MIN_RECALL_PER_CATEGORY {

@@ -10,10 +10,16 @@ use crate::{Conversation, Direction, Message, Metadata, Role, SafetyVerdict, Tim
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"userId": "child-42", "userName": "Mia", "agentId": "teddy-7", "agentName": "Teddy", "type": "story", "metadata": {"lang": "en"}, "reuseActive": true}))]
 pub struct CreateConversationRequest {
+    /// The user (the child, the phone number). An id starting with `+`
+    /// (after NFKC, so a fullwidth plus counts) is a phone number, stored
+    /// and matched as E.164: `+1 (415) 555-0101` is `+14155550101`. Any
+    /// other id is opaque and stored NFC-normalised. Leading or trailing
+    /// whitespace and control characters are refused. With `channel` `sms`
+    /// it must be a phone number in international form.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
     )]
     pub user_id: String,
     #[serde(default)]
@@ -23,10 +29,11 @@ pub struct CreateConversationRequest {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub user_name: Option<String>,
+    /// The agent, under the same identity rule as `userId`.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^#/\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
     )]
     pub agent_id: String,
     #[serde(default)]
@@ -36,7 +43,8 @@ pub struct CreateConversationRequest {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub agent_name: Option<String>,
-    /// web, sms, voice, toy… (default `web`). `sms` makes both ids phone numbers.
+    /// web, sms, voice, toy… (default `web`). `sms` requires both ids to be
+    /// phone numbers in international form (`+` and the country code).
     #[serde(default)]
     #[schema(
         min_length = 1,

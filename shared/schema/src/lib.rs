@@ -12,7 +12,7 @@ pub mod error;
 pub mod events;
 pub mod limits;
 pub mod model;
-pub mod phone;
+pub mod identity;
 pub mod sealed;
 pub mod validate;
 

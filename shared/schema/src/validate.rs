@@ -387,7 +387,7 @@ mod tests {
                 if let Err(e) = id("userId", input) {
                     proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
                 }
-                if let Err(e) = crate::phone::normalize_e164("userId", input) {
+                if let Err(e) = crate::identity::party_id("userId", input) {
                     proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
                 }
             }

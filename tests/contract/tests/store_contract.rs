@@ -1192,7 +1192,7 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
     service::append_messages(&w.deps, "alice", &active.conversation_id, body(1, "late"), None)
         .await
         .unwrap();
-    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap(), 2);
+    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap().1, 2);
     w.settle().await;
     for id in [&ended.conversation_id, &active.conversation_id, &long.conversation_id] {
         assert_eq!(w.leftovers(id).await, Vec::<String>::new(), "{id}");
@@ -1210,7 +1210,7 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
     .await
     .unwrap();
     assert!(page.conversations.is_empty());
-    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap(), 0);
+    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap().1, 0);
     // Everyone else's data is untouched.
     assert_eq!(w.conversation(&kept.conversation_id).await.message_count, 1);
     assert_eq!(w.conversation(&bobs.conversation_id).await.message_count, 1);
@@ -2000,7 +2000,7 @@ async fn changes_queue_their_events_after_the_commit(w: World) {
         .unwrap()
         .0;
     assert_eq!(w.take_events().await.len(), 1, "its conversation.created");
-    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap(), 1);
+    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap().1, 1);
     w.settle().await;
     let erased = w.take_events().await;
     let got: Vec<(T, &str)> = erased.iter().map(|e| (e.event_type, e.subject.as_str())).collect();
@@ -2012,7 +2012,7 @@ async fn changes_queue_their_events_after_the_commit(w: World) {
         ]
     );
     assert_eq!(erased[0].data.conversations_deleted, Some(1));
-    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap(), 0);
+    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap().1, 0);
     assert!(w.take_events().await.is_empty());
     // Never what anyone wrote, nor the title made of it, nor the note.
     for e in committed.iter().chain(&rest).chain(&created).chain(&erased) {
