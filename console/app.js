@@ -874,7 +874,15 @@ async function viewUser(userId, stale) {
     },
     "Erase all of this user's data…",
   );
-  show(h("h1", {}, `User ${userId}`), form, h("h2", {}, "Totals"), totals, h("h2", {}, "Conversations"), list, h("h2", {}, "Erasure"), h("section", { class: "card" }, h("p", {}, "Deletes every conversation, message and total convo holds for this user (a parent's request, or the end of a contract)."), erase));
+  // The API answers under the id the user is stored as (a phone number in
+  // any spelling is its E.164 form): the page names that one.
+  const stored = stats.userId;
+  const heading = stored === userId ? `User ${stored}` : `User ${stored} (looked up as ${userId})`;
+  const nothing = list.id === "empty" && stats.conversations === 0;
+  const erasure = nothing
+    ? h("section", { class: "card", id: "nothing-held" }, h("p", {}, `convo holds nothing for user ${stored}: no conversation and no totals, so there is nothing to erase. Check the spelling of the id.`))
+    : h("section", { class: "card" }, h("p", {}, "Deletes every conversation, message and total convo holds for this user (a parent's request, or the end of a contract)."), erase);
+  show(h("h1", {}, heading), form, h("h2", {}, "Totals"), totals, h("h2", {}, "Conversations"), list, h("h2", {}, "Erasure"), erasure);
 }
 
 // ----------------------------------------------------------------------

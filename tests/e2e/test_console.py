@@ -325,6 +325,18 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     assert api.ok("GET", f"/conversations?userId={world['mia']}")["conversations"] == []
     assert api.stats(world["mia"])["conversations"] == 0
     assert api.get(f"/conversations/{world['story']}")[0] == 404
+    # Erased, the child is someone convo holds nothing for: no erase button.
+    sync_api.expect(page.locator("#nothing-held")).to_contain_text("nothing to erase")
+    sync_api.expect(page.get_by_role("button", name="Erase all of this user's data…")).to_have_count(0)
+
+    # A phone number is found under any spelling, and named as stored.
+    phone = api.create("+1 415 555 0107", "toy-phone")
+    page.get_by_label("User id").fill("\uff0b1 (415) 555-0107")
+    page.get_by_role("button", name="Show").click()
+    sync_api.expect(page.get_by_role("heading", name="User +14155550107 (looked up as \uff0b1 (415) 555-0107)")).to_be_visible()
+    sync_api.expect(page.locator("table.list tbody tr")).to_have_count(1)
+    sync_api.expect(page.get_by_role("button", name="Erase all of this user's data…")).to_be_visible()
+    assert api.ok("DELETE", f"/conversations/{phone['conversationId']}")["deleted"]
 
     # The token never travelled in a URL.
     assert not [u for u in watch.requests if token in u]
