@@ -286,14 +286,18 @@ def test_commands_delivered_twice_are_stored_once(server, api):
 
 
 @aws_only
-def test_poison_message_goes_to_the_dead_letter_queue(make_server):
-    """An undecodable command parks itself, and only itself, in the DLQ.
+def test_poison_message_holds_back_its_group_and_nothing_is_lost(make_server):
+    """An undecodable command fails with every command behind it in its
+    FIFO group (issue 23: a body this worker cannot read may be a newer
+    format, and applying what follows it first would break the order); the
+    other groups are stored; after --max-receives the poison and the
+    commands it held back are in the dead-letter queue, whole, and the group
+    takes new writes again.
 
     The poison arrives while the worker is behind (its receives are held at
     a proxy for a moment), so the valid appends accepted right after it wait
     in the same FIFO group and are received in the same batch, as they are
-    whenever the queue has a backlog. The worker must not drag them into the
-    dead-letter queue with it: they were answered 202.
+    whenever the queue has a backlog.
     """
     from fault_proxy import FaultProxy
 
@@ -312,46 +316,46 @@ def test_poison_message_goes_to_the_dead_letter_queue(make_server):
         wait_until(lambda: proxy.holding >= 4, 5, what="the four write pollers to stall")
 
         aws.send_write("{not json", a, f"poison-{uuid.uuid4().hex}")
-        expected_a, expected_b = ["stored before the poison"], []
+        held_back, expected_b = [], []
         for i in range(6):
-            pair_a = [("user", f"A question {i}"), ("assistant", f"A answer {i}")]
             pair_b = [("user", f"B question {i}"), ("assistant", f"B answer {i}")]
-            api.append(a, *pair_a)
+            held_back.append(api.append(a, ("user", f"A question {i}"), ("assistant", f"A answer {i}"))["commandId"])
             api.append(b, *pair_b)
-            expected_a += [c for _, c in pair_a]
             expected_b += [c for _, c in pair_b]
         assert aws.depth(aws.writes_url) == (13, 0)
         proxy.release_receives()
 
-        # five receives of the poison, a second apart (--retry-delay 1s), then the DLQ
+        # five receives of the group, a second apart (--retry-delay 1s), then the DLQ
         def settled():
             q = writes_queue(api)
-            return q["deadLetters"] >= 1 and q["visible"] == 0 and q["inFlight"] == 0 and q
+            return q["deadLetters"] >= 7 and q["visible"] == 0 and q["inFlight"] == 0 and q
 
-        wait_until(settled, 25, interval=0.2, what="the poison to be dead-lettered and the queue drained")
+        wait_until(settled, 30, interval=0.2, what="the poison and its group to be dead-lettered")
 
         dead = aws.peek_all(aws.writes_dlq_url)
         stored_a = [m["content"] for m in api.all_messages(a)]
         stored_b = [m["content"] for m in api.all_messages(b)]
         report = (f"dead letters ({len(dead)}): {[m['Body'][:80] for m in dead]}; "
-                  f"A holds {len(stored_a)} of {len(expected_a)} messages, missing "
-                  f"{[c for c in expected_a if c not in stored_a]}; B holds {len(stored_b)} of {len(expected_b)}")
+                  f"A holds {stored_a}; B holds {len(stored_b)} of {len(expected_b)}")
 
-        # every valid append is stored exactly once, in order, B's and A's alike
+        # B's appends are stored exactly once, in order; nothing of A's was
+        # applied past the poison
         assert stored_b == expected_b, report
-        assert stored_a == expected_a, report
-        for cid, expected in ((a, expected_a), (b, expected_b)):
-            assert [m["messageIndex"] for m in api.all_messages(cid)] == list(range(len(expected)))
-            assert api.conversation(cid)["messageCount"] == len(expected)
+        assert [m["messageIndex"] for m in api.all_messages(b)] == list(range(len(expected_b)))
+        assert stored_a == ["stored before the poison"], report
 
-        # the dead-letter queue holds the poison, exactly once, and nothing else
-        assert [m["Body"] for m in dead] == ["{not json"], report
-        assert dead[0]["Attributes"]["MessageGroupId"] == a
+        # the dead-letter queue holds the poison and A's six commands, each
+        # once and whole (a redrive applies them), all in A's group
+        bodies = [m["Body"] for m in dead]
+        assert bodies.count("{not json") == 1, report
+        parked = sorted(json.loads(body)["commandId"] for body in bodies if body != "{not json")
+        assert parked == sorted(held_back), report
+        assert {m["Attributes"]["MessageGroupId"] for m in dead} == {a}
         q = writes_queue(api)
-        assert q["deadLetters"] == 1 and q["visible"] == 0 and q["inFlight"] == 0, q
+        assert q["deadLetters"] == 7 and q["visible"] == 0 and q["inFlight"] == 0, q
 
         # the group is not blocked any more
-        assert [m["content"] for m in api.flush(a)][:-1] == expected_a
+        assert [m["content"] for m in api.flush(a)][:-1] == ["stored before the poison"]
 
 
 # --------------------------------------------------------------------------

@@ -35,11 +35,11 @@
 //! checking every command against the stored chunks.
 //!
 //! In order: records are grouped by conversation (the FIFO group); when one
-//! record of a group fails, every later record of that group in the batch is
-//! reported failed too, unapplied, so redelivery keeps the order. The
-//! exception is a record that cannot be decoded: it carries no write, so the
-//! records behind it are applied and it alone is retried, until SQS parks it
-//! in the dead-letter queue.
+//! record of a group fails — a failed write, a body that does not decode, a
+//! command in a newer format — every later record of that group in the
+//! batch is reported failed too, unapplied, so redelivery keeps the order
+//! (what never applies reaches the dead-letter queue with the records behind
+//! it, from where a redrive replays them in order).
 
 use std::collections::{HashMap, HashSet};
 
@@ -174,15 +174,16 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
         let cmd = match &list[next].command {
             Ok(cmd) => cmd,
             Err(reason) => {
-                // It can never succeed and changes no state, so it cannot
-                // break the order of the others: it alone is reported (and
-                // reaches the dead-letter queue after maxReceiveCount) while
-                // the records behind it go on. Failing them with it would
-                // send them to the dead-letter queue together.
-                tracing::error!(record_id = %list[next].record_id, %reason, "undecodable write command");
-                outcome.failed.push(list[next].record_id.clone());
-                next += 1;
-                continue;
+                // A record this worker cannot apply (a newer format during a
+                // rollout, a body it cannot read) fails with every record
+                // behind it in its group, as any other failure does: applying
+                // those first would break the group's order (an end ahead of
+                // a message). They are retried together; a newer worker
+                // applies them in order, and what never decodes reaches the
+                // dead-letter queue, where nothing is lost.
+                tracing::error!(record_id = %list[next].record_id, %reason, "write command not applicable by this worker");
+                fail_rest(&mut outcome, &list[next..]);
+                return outcome;
             }
         };
         if matches!(cmd.kind, WriteKind::Erase { .. }) {

@@ -92,17 +92,25 @@ async fn the_read_routes_find_a_new_conversation_at_once(w: World) {
 }
 
 async fn sms_numbers_are_normalized_and_bad_ones_refused(w: World) {
-    let mut req = create_req("(415) 555-2671", "+1 224 242 3142");
+    let mut req = create_req("+1 (415) 555-2671", "+1 224 242 3142");
     req.channel = Some("sms".into());
     let (c, _) = service::create_conversation(&w.deps, "alice", req).await.unwrap();
     assert_eq!(
         (c.user_id.as_str(), c.agent_id.as_str()),
         ("+14155552671", "+12242423142")
     );
-    let mut bad = create_req("not a number", "+12242423142");
-    bad.channel = Some("sms".into());
-    let err = service::create_conversation(&w.deps, "alice", bad).await.unwrap_err();
-    assert_eq!(code(err), ErrorCode::InvalidPhoneNumber);
+    // A national number is not a phone number under the identity rule.
+    for national in ["not a number", "(415) 555-2671"] {
+        let mut bad = create_req(national, "+12242423142");
+        bad.channel = Some("sms".into());
+        let err = service::create_conversation(&w.deps, "alice", bad).await.unwrap_err();
+        assert_eq!(code(err), ErrorCode::InvalidPhoneNumber);
+    }
+    // The spelling it was created under and any other find it.
+    for spelling in ["+1 (415) 555-2671", "\u{ff0b}14155552671"] {
+        let stats = service::user_stats(&w.deps, "alice", spelling).await.unwrap();
+        assert_eq!(stats.user_id, "+14155552671");
+    }
 }
 
 async fn reuse_active_returns_one_conversation_under_a_race(w: World) {
@@ -267,7 +275,12 @@ async fn failed_records_are_reported_exactly_and_retried_in_order(w: World) {
     assert_eq!(w.conversation(&a).await.message_count, 2);
 }
 
-async fn a_poison_message_is_parked_and_its_batch_is_stored(w: World) {
+/// A record the worker cannot apply (a body that does not decode, a command
+/// in a newer format) fails every record behind it in its message group, as
+/// a failed write does: nothing of that group is applied out of order, the
+/// other groups of the batch are stored, and nothing is lost (what never
+/// applies is parked in the dead-letter queue, in order, for a redrive).
+async fn a_record_that_cannot_be_applied_holds_back_the_rest_of_its_group(w: World) {
     let a = new_conversation(&w, "alice").await.conversation_id;
     let b = service::create_conversation(&w.deps, "alice", create_req("child-2", "toy-2"))
         .await
@@ -278,7 +291,7 @@ async fn a_poison_message_is_parked_and_its_batch_is_stored(w: World) {
         .send(Some("poison-group"), Some("p1"), "{not json".into())
         .await
         .unwrap();
-    // A poison in the very group of b, ahead of b's writes.
+    // A poison in the very group of b, ahead of more of b's writes.
     service::append_messages(&w.deps, "alice", &b, one("user", "b0", None), None)
         .await
         .unwrap();
@@ -286,28 +299,58 @@ async fn a_poison_message_is_parked_and_its_batch_is_stored(w: World) {
         .send(Some(&b), Some("p2"), "{also not json".into())
         .await
         .unwrap();
-    for i in 1..6 {
-        service::append_messages(&w.deps, "alice", &b, one("user", &format!("b{i}"), None), None)
+    let mut behind = Vec::new();
+    for i in 1..3 {
+        let ack = service::append_messages(&w.deps, "alice", &b, one("user", &format!("b{i}"), None), None)
             .await
             .unwrap();
+        behind.push(ack.command_id);
     }
     service::append_messages(&w.deps, "alice", &a, one("user", "fine", None), None)
         .await
         .unwrap();
+    // One batch mixes the groups: exactly the poison of b and what follows
+    // it in b fail; the lone poison fails alone; a and b0 are stored.
+    let (ids, outcome) = w.persist_once().await.unwrap();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(outcome.failed, vec![ids[0].clone(), ids[2].clone(), ids[3].clone(), ids[4].clone()]);
     w.settle().await;
     assert_eq!(w.all_messages(&a).await.len(), 1);
     let bs: Vec<_> = w.all_messages(&b).await.into_iter().map(|m| m.content).collect();
-    assert_eq!(
-        bs,
-        ["b0", "b1", "b2", "b3", "b4", "b5"],
-        "nothing behind the poison is lost"
-    );
+    assert_eq!(bs, ["b0"], "nothing behind the poison is applied ahead of it");
     let stats = w.writes.stats();
-    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 2));
-    assert_eq!(
-        w.writes.dead_letters(),
-        vec!["{not json".to_string(), "{also not json".to_string()]
-    );
+    assert_eq!((stats.visible, stats.in_flight, stats.dead_letters), (0, 0, 4));
+    let parked = w.writes.dead_letters();
+    assert_eq!(parked[..2], ["{not json".to_string(), "{also not json".to_string()]);
+    // b1 and b2 are parked behind it, in order, whole.
+    let later: Vec<String> = parked[2..]
+        .iter()
+        .map(|b| serde_json::from_str::<WriteCommand>(b).unwrap().command_id)
+        .collect();
+    assert_eq!(later, behind);
+}
+
+/// During a rollout an older worker may receive a command of a newer
+/// format: it fails, and the end queued behind it is not applied ahead of it.
+async fn a_newer_command_format_is_not_overtaken_by_an_end(w: World) {
+    let c = new_conversation(&w, "alice").await;
+    let id = c.conversation_id.clone();
+    service::append_messages(&w.deps, "alice", &id, one("user", "from a newer api", None), None)
+        .await
+        .unwrap();
+    service::end_session(&w.deps, "alice", &id, None).await.unwrap();
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    assert_eq!(batch.len(), 2);
+    let mut newer: serde_json::Value = serde_json::from_str(&batch[0].body).unwrap();
+    newer["v"] = serde_json::json!(convo_schema::commands::WRITE_COMMAND_VERSION + 1);
+    let deliveries = vec![
+        Delivery::decode(batch[0].message_id.clone(), batch[0].group.clone(), &newer.to_string()),
+        Delivery::decode(batch[1].message_id.clone(), batch[1].group.clone(), &batch[1].body),
+    ];
+    let outcome = persist_batch(&w.deps, deliveries).await;
+    assert_eq!(outcome.failed, vec![batch[0].message_id.clone(), batch[1].message_id.clone()]);
+    let now = w.conversation(&id).await;
+    assert_eq!((now.status, now.message_count), (ConversationStatus::Active, 0));
 }
 
 async fn end_sets_duration_stats_and_a_generated_title(w: World) {
@@ -2143,7 +2186,8 @@ contract! {
     a_redelivered_command_changes_nothing,
     a_repeated_external_id_is_stored_once,
     failed_records_are_reported_exactly_and_retried_in_order,
-    a_poison_message_is_parked_and_its_batch_is_stored,
+    a_record_that_cannot_be_applied_holds_back_the_rest_of_its_group,
+    a_newer_command_format_is_not_overtaken_by_an_end,
     end_sets_duration_stats_and_a_generated_title,
     an_end_never_overtakes_messages_accepted_before_it,
     a_user_title_is_never_overwritten,
