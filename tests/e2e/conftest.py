@@ -225,7 +225,8 @@ class Client:
         return self.ok("GET", f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
 
     def health(self):
-        status, _, data = self.call("GET", "/health", token=None)
+        """The deep health (this client's owner must be an operator)."""
+        status, _, data = self.call("GET", "/health/deep")
         assert status == 200, (status, data)
         return data
 
@@ -341,6 +342,10 @@ class Server:
         self.args = list(args)
         self.in_memory = in_memory
         self.env = _clean_env(env)
+        # alice may read the deep health (GET /health/deep); bob may not.
+        self.env.setdefault("CONVO_OPERATORS", "alice")
+        # The suite polls the queues' figures: a fresh answer every time.
+        self.env.setdefault("CONVO_DEEP_HEALTH_INTERVAL", "0s")
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None

@@ -29,12 +29,37 @@ def assert_generated_title(conv):
     assert 3 <= n <= 8, f"title {conv['title']!r} has {n} words"
 
 
-def test_health(api):
+def test_health(api, bob):
     h = api.health()
     assert h["status"] == "healthy"
     names = [c["name"] for c in h["components"]]
     assert names == ["store", "writesQueue", "titlesQueue", "eventsQueue"], names
     assert all(c["ok"] is True for c in h["components"])
+
+
+def test_health_without_a_token_is_liveness_only(api, bob):
+    """Anyone may ask whether the API answers; nobody learns any tenant's
+    counts or the queues' figures without an operator's token."""
+    status, _, body = api.call("GET", "/health", token=None)
+    assert status == 200
+    assert set(body) == {"status", "timestamp"} and body["status"] == "healthy", body
+    parse_ts(body["timestamp"])
+    # The deep health needs a token, and one of an operator.
+    assert_error(api.call("GET", "/health/deep", token=None), 401, "unauthorized")
+    err = assert_error(bob.get("/health/deep"), 403, "forbidden")
+    assert "operator" in err["message"]
+    assert api.get("/health/deep")[0] == 200
+
+
+def test_the_deep_health_is_asked_once_per_interval(make_server):
+    """With the default interval (2 s) two deep-health reads in a row are
+    one answer: the store and the queues are asked once."""
+    srv = make_server(env={"CONVO_DEEP_HEALTH_INTERVAL": "2s"})
+    ops = srv.client("alice")
+    first, second = ops.health(), ops.health()
+    assert first == second, (first, second)
+    time.sleep(2.1)
+    assert ops.health()["timestamp"] != first["timestamp"]
 
 
 def test_walkthrough(api):

@@ -62,7 +62,7 @@ impl AwsSettings {
     ];
     /// The variables a function may set; anything else named `CONVO_*` is
     /// not read.
-    pub const OPTIONAL_ENV: [&'static str; 11] = [
+    pub const OPTIONAL_ENV: [&'static str; 13] = [
         "CONVO_ENCRYPTION",
         "CONVO_WRITES_DLQ_URL",
         "CONVO_TITLES_DLQ_URL",
@@ -74,6 +74,8 @@ impl AwsSettings {
         "CONVO_REDACT_PII",
         "CONVO_MODERATION_DIR",
         "CONVO_READ_AFTER_WAIT",
+        "CONVO_OPERATORS",
+        "CONVO_DEEP_HEALTH_INTERVAL",
     ];
 
     /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`,
@@ -86,7 +88,10 @@ impl AwsSettings {
     /// `CONVO_READ_AFTER_WAIT` (default 2s: how long a read with `after=`
     /// waits for its write), `CONVO_KEYS_TABLE` and `CONVO_KMS_KEY_ID`
     /// (required: the data keys' table and KMS key) and `CONVO_ENCRYPTION`
-    /// (`on` by default, or `off`).
+    /// (`on` by default, or `off`) and `CONVO_OPERATORS` (the token subs,
+    /// comma-separated, that may read `GET /health/deep`; unset: nobody) and
+    /// `CONVO_DEEP_HEALTH_INTERVAL` (default 2s: how long one deep-health
+    /// answer is reused).
     pub fn from_env() -> Result<Self, ConfigError> {
         let missing: Vec<&'static str> = Self::REQUIRED_ENV.into_iter().filter(|n| var(n).is_none()).collect();
         if !missing.is_empty() {
@@ -128,6 +133,18 @@ impl AwsSettings {
             config.appends_per_minute = raw
                 .parse()
                 .map_err(|_| ConfigError::Invalid("CONVO_APPENDS_PER_MINUTE", "expected a whole number".into()))?;
+        }
+        if let Some(raw) = var("CONVO_DEEP_HEALTH_INTERVAL") {
+            config.deep_health_interval = convo_schema::validate::duration_or_zero("CONVO_DEEP_HEALTH_INTERVAL", &raw)
+                .map_err(|e| ConfigError::Invalid("CONVO_DEEP_HEALTH_INTERVAL", e.message))?;
+        }
+        if let Some(raw) = var("CONVO_OPERATORS") {
+            config.operators = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         let encryption = match var("CONVO_ENCRYPTION").as_deref() {
             None | Some("on") => true,

@@ -84,7 +84,8 @@ impl SqsQueue {
             }
             Err(e) => {
                 ok = false;
-                figures.insert("error".into(), e.to_string().into());
+                tracing::warn!(queue = %self.config.name, error = %e, "health: GetQueueAttributes failed");
+                figures.insert("error".into(), "the queue's attributes could not be read".into());
             }
         }
         if let Some(dlq) = &self.config.dlq_url {
@@ -93,7 +94,8 @@ impl SqsQueue {
                     figures.insert("deadLetters".into(), (visible + in_flight).into());
                 }
                 Err(e) => {
-                    figures.insert("deadLetterError".into(), e.to_string().into());
+                    tracing::warn!(queue = %self.config.name, error = %e, "health: the dead-letter queue's GetQueueAttributes failed");
+                    figures.insert("deadLetterError".into(), "the dead-letter queue's attributes could not be read".into());
                 }
             }
         }

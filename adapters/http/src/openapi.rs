@@ -46,6 +46,7 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         user_stats,
         delete_user,
         health,
+        deep_health,
         openapi_document,
     ),
     // The events convo emits (not answers of a route): their envelope and
@@ -54,6 +55,7 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         ErrorBody,
         ErrorDetail,
         Health,
+        Liveness,
         convo_schema::events::CloudEvent,
         convo_schema::events::EventData,
         convo_schema::events::EventType
@@ -113,6 +115,17 @@ pub fn document_json() -> String {
 
 /// `GET /health`'s body.
 #[derive(ToSchema)]
+#[schema(as = Liveness)]
+struct Liveness {
+    /// Always `healthy`: the API answers.
+    #[schema(pattern = "^healthy$")]
+    status: String,
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: String,
+}
+
+/// `GET /health/deep`'s body.
+#[derive(ToSchema)]
 #[schema(as = Health)]
 struct Health {
     /// `healthy` (200) or `unhealthy` (503).
@@ -120,7 +133,7 @@ struct Health {
     status: String,
     #[schema(value_type = String, format = DateTime)]
     timestamp: String,
-    /// `store`, `writesQueue`, `titlesQueue`: `{name, ok, …figures}`.
+    /// `store`, `writesQueue`, `titlesQueue`, `eventsQueue`: `{name, ok, …figures}`.
     components: Vec<HealthComponent>,
 }
 
@@ -477,13 +490,26 @@ fn user_stats() {}
     responses((status = 200, description = "Erased", body = DeleteUserResponse)))]
 fn delete_user() {}
 
-/// The store's and the queues' state (no token needed).
+/// Liveness (no token needed): the API answers. It calls nothing behind
+/// it and shows nothing of any tenant; the store's and the queues' state is
+/// `GET /health/deep`, for operators.
 #[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses(
-        (status = 200, description = "Healthy", body = Health),
-        (status = 503, description = "A component is unhealthy", body = Health),
+        (status = 200, description = "The API answers", body = Liveness),
     ))]
 fn health() {}
+
+/// The store's and the queues' state, with their figures (every tenant's
+/// counts, queue depths, dead letters): for the owners listed in
+/// `CONVO_OPERATORS` (403 `forbidden` for any other token). One answer is
+/// reused for 2 seconds, however many ask.
+#[utoipa::path(get, path = "/health/deep", tag = "service",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 403, description = "The token's owner is not an operator", body = ErrorBody),
+        (status = 503, description = "A component is unhealthy", body = Health),
+    ))]
+fn deep_health() {}
 
 /// This document (no token needed).
 #[utoipa::path(get, path = "/openapi.json", tag = "service", security(()),

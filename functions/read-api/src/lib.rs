@@ -10,7 +10,9 @@
 //! `after=<commandId>` answers once that write is applied and says what it
 //! found in the `X-Convo-After` header (`applied` or `pending`).
 //! - `GET /users/{userId}/stats`
-//! - `GET /health` (no token needed)
+//! - `GET /health` (no token needed): liveness only, no call to anything
+//! - `GET /health/deep` (an operator's token): the store's and the queues'
+//!   figures, refreshed at most once per `Config::deep_health_interval`
 //! - `GET /openapi.json`, the API's OpenAPI document (no token needed)
 
 use convo_domain::Deps;
@@ -22,6 +24,30 @@ use lambda_http::Request;
 /// The header that reports what a read with `after=` found.
 pub const AFTER_HEADER: &str = "x-convo-after";
 
+/// The last deep-health answer and when it was made (one per execution
+/// environment; the lock also makes concurrent askers wait for one
+/// refresh). Within `Config::deep_health_interval` it is answered again, so
+/// that the store and the queues are asked once (a DescribeTable and six
+/// GetQueueAttributes on AWS) however many operators ask.
+static DEEP_HEALTH: tokio::sync::Mutex<Option<(std::time::Instant, bool, serde_json::Value)>> =
+    tokio::sync::Mutex::const_new(None);
+
+async fn deep_health(deps: &Deps, owner: &str) -> Result<(bool, serde_json::Value), convo_domain::DomainError> {
+    // The operator check comes first, so that a refusal costs nothing.
+    if !deps.config.operators.iter().any(|o| o == owner) {
+        return service::deep_health(deps, owner).await;
+    }
+    let mut last = DEEP_HEALTH.lock().await;
+    if let Some((at, ok, body)) = last.as_ref()
+        && deps.config.deep_health_interval.to_std().is_ok_and(|d| at.elapsed() < d)
+    {
+        return Ok((*ok, body.clone()));
+    }
+    let (ok, body) = service::deep_health(deps, owner).await?;
+    *last = Some((std::time::Instant::now(), ok, body.clone()));
+    Ok((ok, body))
+}
+
 pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
     let route = route_key(&req);
     if route == "GET /openapi.json" {
@@ -31,8 +57,19 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
         return Ok(resp);
     }
     if route == "GET /health" {
-        let (ok, body) = service::health(deps).await;
-        return Ok(json(if ok { 200 } else { 503 }, &body));
+        return Ok(json(200, &service::liveness(deps)));
+    }
+    if route == "GET /health/deep" {
+        let result = async {
+            let owner = owner(&req)?;
+            Ok::<_, ApiError>(deep_health(deps, &owner).await?)
+        }
+        .await;
+        return Ok(match result {
+            Ok((true, body)) => finish(&req, &route, 200, Ok::<_, ApiError>(body)),
+            Ok((false, body)) => finish(&req, &route, 503, Ok::<_, ApiError>(body)),
+            Err(e) => finish::<()>(&req, &route, 200, Err(e)),
+        });
     }
     let mut after: Option<AfterStatus> = None;
     let result: Result<serde_json::Value, ApiError> = async {

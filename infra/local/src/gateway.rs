@@ -61,6 +61,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/users/{userId}/stats", Function::ReadApi, true),
     ("GET", "/reviews", Function::ReadApi, true),
     ("GET", "/health", Function::ReadApi, false),
+    ("GET", "/health/deep", Function::ReadApi, true),
     ("GET", "/openapi.json", Function::ReadApi, false),
 ];
 

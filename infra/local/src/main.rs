@@ -146,6 +146,13 @@ struct ServeArgs {
     /// How long a read with `after=<commandId>` waits for that write (at most 8s).
     #[arg(long, env = "CONVO_READ_AFTER_WAIT", default_value = "2s")]
     read_after_wait: String,
+    /// Owners (token subs, comma-separated) whose tokens may read
+    /// GET /health/deep: every tenant's counts and the queues' figures.
+    #[arg(long, env = "CONVO_OPERATORS", value_delimiter = ',')]
+    operators: Vec<String>,
+    /// How long one GET /health/deep answer is reused (0s: never).
+    #[arg(long, env = "CONVO_DEEP_HEALTH_INTERVAL", default_value = "2s")]
+    deep_health_interval: String,
     /// Receives before a failing queue message is parked as a dead letter.
     #[arg(long, env = "CONVO_MAX_RECEIVES", default_value_t = 5)]
     max_receives: u32,
@@ -465,6 +472,12 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
             .map(|r| duration("retention", r))
             .transpose()?,
         encryption: args.encryption == "on",
+        deep_health_interval: convo_schema::validate::duration_or_zero(
+            "deep-health-interval",
+            &args.deep_health_interval,
+        )
+        .map_err(|e| format!("--deep-health-interval: {}", e.message))?,
+        operators: args.operators.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
         ..Config::default()
     })
 }

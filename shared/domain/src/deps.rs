@@ -35,6 +35,13 @@ pub struct Config {
     /// conversations are stored in clear; what is sealed stays readable
     /// (and erasable) with the keys, which are still used.
     pub encryption: bool,
+    /// The owners (token `sub`s) who may read the deep health
+    /// (`GET /health/deep`: every tenant's counts and the queues' figures).
+    /// Empty: nobody.
+    pub operators: Vec<String>,
+    /// How long one deep-health answer is reused, however many operators
+    /// ask (the store and the queues are asked at most once per interval).
+    pub deep_health_interval: Duration,
 }
 
 impl Default for Config {
@@ -49,6 +56,8 @@ impl Default for Config {
             redact_pii: false,
             read_after_wait: Duration::seconds(2),
             encryption: true,
+            operators: Vec::new(),
+            deep_health_interval: Duration::seconds(2),
         }
     }
 }

@@ -17,6 +17,8 @@ pub enum DomainError {
     Conflict(ErrorCode, String),
     #[error("too many requests; retry after {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    #[error("{0}")]
+    Forbidden(String),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -31,6 +33,7 @@ impl DomainError {
             DomainError::MessageNotFound => ErrorCode::MessageNotFound,
             DomainError::Conflict(code, _) => *code,
             DomainError::RateLimited { .. } => ErrorCode::RateLimited,
+            DomainError::Forbidden(_) => ErrorCode::Forbidden,
             DomainError::Unavailable(_) => ErrorCode::DependencyUnavailable,
             DomainError::Internal(_) => ErrorCode::Internal,
         }

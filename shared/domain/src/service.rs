@@ -1387,8 +1387,21 @@ pub async fn user_stats(deps: &Deps, owner_id: &str, user_id: &str) -> Result<Us
     }))
 }
 
-/// `GET /health`: the store and both queues.
-pub async fn health(deps: &Deps) -> (bool, serde_json::Value) {
+/// `GET /health`, which needs no token: liveness only. It calls nothing
+/// (an anonymous caller cannot make the service spend requests on AWS) and
+/// shows nothing of any tenant.
+pub fn liveness(deps: &Deps) -> serde_json::Value {
+    serde_json::json!({"status": "healthy", "timestamp": deps.clock.now()})
+}
+
+/// `GET /health/deep`, for an operator (`Config::operators`): the store and
+/// the queues, with their figures. Answers `Forbidden` to anyone else.
+pub async fn deep_health(deps: &Deps, owner_id: &str) -> Result<(bool, serde_json::Value), DomainError> {
+    if !deps.config.operators.iter().any(|o| o == owner_id) {
+        return Err(DomainError::Forbidden(
+            "the deep health is for operators (CONVO_OPERATORS); GET /health answers liveness to anyone".into(),
+        ));
+    }
     let (store, writes, titles, events) = futures::join!(
         deps.store.health(),
         deps.writes.health(),
@@ -1401,5 +1414,5 @@ pub async fn health(deps: &Deps) -> (bool, serde_json::Value) {
         "timestamp": deps.clock.now(),
         "components": [store, writes, titles, events],
     });
-    (ok, body)
+    Ok((ok, body))
 }

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     InvalidCursor,
     PayloadTooLarge,
     Unauthorized,
+    /// A valid token without the right (the deep health needs an operator).
+    Forbidden,
     ConversationNotFound,
     MessageNotFound,
     RouteNotFound,
@@ -35,6 +37,7 @@ impl ErrorCode {
             | ErrorCode::InvalidPhoneNumber
             | ErrorCode::InvalidCursor => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::ConversationNotFound | ErrorCode::MessageNotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ConversationEnded
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::ConversationNotFound => "conversation_not_found",
             ErrorCode::MessageNotFound => "message_not_found",
             ErrorCode::RouteNotFound => "route_not_found",

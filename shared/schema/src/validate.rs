@@ -271,6 +271,16 @@ pub fn duration(field: &str, raw: &str) -> Result<Duration, ValidationError> {
     Ok(Duration::seconds(secs))
 }
 
+/// A duration as [`duration`] parses it, or zero (`0`, `0s`): an interval
+/// that zero turns off.
+pub fn duration_or_zero(field: &str, raw: &str) -> Result<Duration, ValidationError> {
+    let t = raw.trim();
+    if t.trim_end_matches(['s', 'm', 'h', 'd']).chars().all(|c| c == '0') && t.starts_with('0') {
+        return Ok(Duration::zero());
+    }
+    duration(field, raw)
+}
+
 /// Parses the `maxAge` of a read: a positive count of seconds, minutes,
 /// hours or days (`90s`, `30m`, `24h`, `7d`), digits only. An age longer
 /// than any clock can count back (`99999999999d`) bounds nothing: `None`.
@@ -391,6 +401,17 @@ mod tests {
                     proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_interval_may_be_zero() {
+        for zero in ["0", "0s", "00m"] {
+            assert_eq!(duration_or_zero("i", zero).unwrap(), Duration::zero(), "{zero}");
+        }
+        assert_eq!(duration_or_zero("i", "2s").unwrap(), Duration::seconds(2));
+        for bad in ["", "-1s", "0x", "soon"] {
+            assert!(duration_or_zero("i", bad).is_err(), "{bad}");
         }
     }
 

@@ -161,6 +161,9 @@ class _Routes:
     def _health(self) -> _Call:
         return _Call("GET", "/health")
 
+    def _deep_health(self) -> _Call:
+        return _Call("GET", "/health/deep")
+
     # -- shared by both senders -------------------------------------------------
     def _prepare(self, call: _Call) -> dict[str, Any]:
         params = dict(call.params)
@@ -341,7 +344,13 @@ class ConvoClient(_Routes):
         return self._run(self._delete_user(user_id))
 
     def health(self) -> Json:
+        """Liveness: ``{"status": "healthy", "timestamp": …}`` (no token needed)."""
         return self._run(self._health())
+
+    def deep_health(self) -> Json:
+        """The store's and the queues' state (the token's owner must be one
+        of the deployment's operators, ``CONVO_OPERATORS``; 403 otherwise)."""
+        return self._run(self._deep_health())
 
 
 class AsyncConvoClient(_Routes):
@@ -463,4 +472,9 @@ class AsyncConvoClient(_Routes):
         return await self._run(self._delete_user(user_id))
 
     async def health(self) -> Json:
+        """Liveness: ``{"status": "healthy", "timestamp": …}`` (no token needed)."""
         return await self._run(self._health())
+
+    async def deep_health(self) -> Json:
+        """The store's and the queues' state (an operator's token)."""
+        return await self._run(self._deep_health())
