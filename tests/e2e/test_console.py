@@ -32,7 +32,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright import sync_api
 
-from conftest import STORE, Client, Server, free_port, unique, wait_until
+from conftest import STORE, Client, Server, assert_error, free_port, unique, wait_until
 
 pytestmark = pytest.mark.skipif(STORE == "aws", reason="the console is store-agnostic; it runs in the embedded pass")
 
@@ -557,3 +557,27 @@ def test_sign_in_through_an_openid_connect_provider_with_pkce(browser, make_serv
     assert page.evaluate("sessionStorage.getItem('convo.console.token')") is None
     watch.check()
     ctx.close()
+
+
+def test_dev_sign_in_answers_loopback_names_only(make_server):
+    """DNS rebinding: a page of another site whose name resolves to this
+    machine sends its own name in Host and Origin; the development sign-in
+    refuses it (403) and mints nothing. Loopback names still sign in."""
+    server = make_server("--dev-sign-in", in_memory=True)
+    client = server.client(None)
+    body = {"sub": "alice"}
+    for headers in [
+        {"Host": "evil.example:%d" % server.port},
+        {"Host": "127.0.0.1.nip.io:%d" % server.port, "Origin": "http://127.0.0.1.nip.io:%d" % server.port},
+        {"Host": "127.0.0.1:%d" % server.port, "Origin": "http://evil.example"},
+        {"Host": "localhost:%d" % server.port, "Origin": "null"},
+    ]:
+        err = assert_error(client.call("POST", "/console/dev-token", body, headers=headers), 403, "forbidden")
+        assert "loopback" in err["message"] or "localhost" in err["message"], err
+    for headers in [
+        {},
+        {"Host": "localhost:%d" % server.port, "Origin": "http://localhost:%d" % server.port},
+        {"Host": "[::1]:%d" % server.port},
+    ]:
+        status, _, answer = client.call("POST", "/console/dev-token", body, headers=headers)
+        assert status == 200 and answer["owner"] == "alice", (headers, status, answer)

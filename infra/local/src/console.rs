@@ -254,6 +254,13 @@ async fn dev_token(State(c): State<Arc<Console>>, headers_in: HeaderMap, body: a
     let Some(secret) = c.dev_secret.as_deref().filter(|_| c.config.dev_sign_in) else {
         return not_found().await;
     };
+    // DNS rebinding: a page of another site whose name now resolves to
+    // this machine would send its own name in Host (and Origin), and could
+    // read the answer. Only loopback names are let through.
+    if let Err(why) = loopback_request(&headers_in) {
+        tracing::warn!(%why, "development sign-in refused");
+        return gateway_answer(ApiError::new(ErrorCode::Forbidden, why));
+    }
     let json = headers_in
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -295,6 +302,54 @@ async fn dev_token(State(c): State<Arc<Console>>, headers_in: HeaderMap, body: a
             gateway_answer(ApiError::new(ErrorCode::Internal, "internal error"))
         }
     }
+}
+
+/// Whether a host (with or without a port) names this machine's loopback
+/// interface: `localhost`, `127.x.x.x` or `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The development sign-in answers only a request addressed to a loopback
+/// name (`Host`) from a page of a loopback origin (`Origin`, when sent: a
+/// browser always sends it on a POST).
+fn loopback_request(headers: &HeaderMap) -> Result<(), String> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !is_loopback_host(host) {
+        return Err(format!(
+            "the development sign-in answers only requests to localhost, 127.0.0.1 or [::1], not to {host:?}"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let ok = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(is_loopback_host);
+        if !ok {
+            return Err(format!(
+                "the development sign-in answers only pages served from a loopback address, not {origin:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `index.html` with the policy in a `<meta>` element, first in `<head>`
@@ -347,6 +402,28 @@ pub fn export(dir: &Path, config: &ConsoleConfig) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for ok in ["localhost", "LOCALHOST:3000", "127.0.0.1", "127.0.0.1:3000", "127.1.2.3:80", "[::1]", "[::1]:3000"] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:3000",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:3000",
+            "10.0.0.1:3000",
+            "[::2]:3000",
+            "[::1]x",
+            "127.0.0.1:",
+            "127.0.0.1:3000:1",
+            "0.0.0.0:3000",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_policy_names_this_origin_the_api_and_the_token_endpoint_only() {
