@@ -1,10 +1,22 @@
-//! Tokens from an OpenID Connect issuer, verified as the deployed API's JWT
-//! authorizer verifies them: the issuer's discovery document names its
-//! keys (JWKS), a token must be signed by one of them (by `kid`), carry the
-//! issuer as `iss`, one of the audiences as `aud` or `client_id`, and be
-//! unexpired. `serve --jwt-issuer … --jwt-audience …` turns this on (the
-//! template's `JwtIssuer`/`JwtAudience`); the console then signs in through
-//! the issuer.
+//! Tokens from an OpenID Connect issuer, verified by the rules of the
+//! deployed API's JWT authorizer (API Gateway HTTP APIs), so that a token
+//! convo-local takes is one the deployed API takes:
+//!
+//! - the issuer and its `jwks_uri` are `https` (plain `http` only on a
+//!   loopback host, for tests);
+//! - the signature is RSA (`RS256`, `RS384`, `RS512`) by the key of the
+//!   issuer's key set that the header's `kid` names; a header with `crit`
+//!   is refused;
+//! - `iss` is a string equal to the issuer;
+//! - `aud` (a string or a list) holds one of the audiences; `client_id` is
+//!   read only when there is no `aud` (a wrong `aud` is not saved by a
+//!   right `client_id`);
+//! - `exp` is after now, and `nbf` and `iat`, when present, are not after
+//!   now (no leeway).
+//!
+//! `serve --jwt-issuer … --jwt-audience …` turns this on (the template's
+//! `JwtIssuer`/`JwtAudience`); the console then signs in through the
+//! issuer.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -59,19 +71,25 @@ pub struct IssuerVerifier {
     keys: RwLock<JwkSet>,
 }
 
-/// Signature algorithms accepted from an issuer (asymmetric only: a shared
-/// secret is never taken from a key set).
-const ACCEPTED: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// Signature algorithms accepted from an issuer: RSA, as API Gateway's JWT
+/// authorizer (a shared secret is never taken from a key set).
+const ACCEPTED: &[Algorithm] = &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
+
+/// An issuer or key-set URL must be https, except on a loopback host.
+pub fn secure_url(what: &str, url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{what} {url:?} is not a URL: {e}"))?;
+    let loopback = uri.host().is_some_and(|h| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(format!(
+            "{what} must be an https URL (plain http only on a loopback host), not {url:?}"
+        )),
+    }
+}
 
 impl IssuerVerifier {
     /// Reads the issuer's discovery document and keys.
@@ -80,6 +98,7 @@ impl IssuerVerifier {
         if audiences.iter().all(|a| a.trim().is_empty()) {
             return Err("--jwt-audience is required with --jwt-issuer".into());
         }
+        secure_url("--jwt-issuer", &issuer)?;
         let discovery: Discovery = get_json(&format!("{issuer}/.well-known/openid-configuration")).await?;
         if discovery.issuer.trim_end_matches('/') != issuer {
             return Err(format!(
@@ -87,6 +106,7 @@ impl IssuerVerifier {
                 discovery.issuer
             ));
         }
+        secure_url("the issuer's jwks_uri", &discovery.jwks_uri)?;
         let keys: JwkSet = get_json(&discovery.jwks_uri).await?;
         Ok((
             IssuerVerifier {
@@ -115,6 +135,9 @@ impl IssuerVerifier {
         if !ACCEPTED.contains(&header.alg) {
             return Err("the token's algorithm is not accepted");
         }
+        if raw_header(token).is_some_and(|h| h.contains_key("crit")) {
+            return Err("the token's header names critical extensions (crit)");
+        }
         let kid = header.kid.as_deref().ok_or("the token names no key (kid)")?;
         let key = {
             let keys = self.keys.read().map_err(|_| "the issuer's keys are unavailable")?;
@@ -122,31 +145,54 @@ impl IssuerVerifier {
             DecodingKey::from_jwk(jwk).map_err(|_| "the issuer's key cannot be used")?
         };
         let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.issuer]);
-        // `aud` or `client_id`, as API Gateway checks: below.
+        // `iss`, `aud`/`client_id` and `iat`: below, as API Gateway reads them.
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        validation.leeway = 5;
+        validation.leeway = 0;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
             jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is invalid",
-            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "the token is from another issuer",
             _ => "the token is invalid",
         })?;
         let claims = data.claims;
-        let accepted = |v: Option<&serde_json::Value>| match v {
-            Some(serde_json::Value::String(s)) => self.audiences.iter().any(|a| a == s),
-            Some(serde_json::Value::Array(list)) => list
+        if claims.get("iss").and_then(|v| v.as_str()) != Some(self.issuer.as_str()) {
+            return Err("the token is from another issuer");
+        }
+        let now = chrono::Utc::now().timestamp();
+        match claims.get("iat") {
+            None => {}
+            Some(v) if v.as_i64().is_some_and(|iat| iat <= now) => {}
+            Some(_) => return Err("the token's iat is in the future or not a time"),
+        }
+        let accepted = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => self.audiences.iter().any(|a| a == s),
+            serde_json::Value::Array(list) => list
                 .iter()
                 .filter_map(|v| v.as_str())
                 .any(|s| self.audiences.iter().any(|a| a == s)),
             _ => false,
         };
-        if !accepted(claims.get("aud")) && !accepted(claims.get("client_id")) {
+        // `client_id` counts only when there is no `aud`.
+        let audience_ok = match (claims.get("aud"), claims.get("client_id")) {
+            (Some(aud), _) => accepted(aud),
+            (None, Some(client_id)) => accepted(client_id),
+            (None, None) => false,
+        };
+        if !audience_ok {
             return Err("the token is for another audience");
         }
         Ok(claims)
     }
+}
+
+/// The token's header as a JSON object (`None` when it does not decode;
+/// the signature check then refuses the token).
+fn raw_header(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let first = token.split('.').next()?;
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, first).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]
@@ -218,6 +264,76 @@ mod tests {
         );
         parts[1] = &forged;
         assert_eq!(v.verify(&parts.join("."), &h), Err("the token's signature is invalid"));
+    }
+
+    /// Each rule of API Gateway's JWT authorizer, one token that breaks it.
+    #[test]
+    fn refuses_what_api_gateway_refuses() {
+        let (v, key) = verifier(&["console"]);
+        let now = chrono::Utc::now().timestamp();
+        let base = serde_json::json!({"sub": "a", "iss": "https://issuer.example", "aud": "console", "exp": now + 600});
+        let with = |extra: serde_json::Value| {
+            let mut c = base.clone();
+            for (k, val) in extra.as_object().unwrap() {
+                c[k] = val.clone();
+            }
+            c
+        };
+        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iat": now - 5, "nbf": now - 5})));
+        assert!(v.verify(&t, &h).is_ok());
+        // aud wrong, client_id right: aud decides.
+        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"aud": "other", "client_id": "console"})));
+        assert_eq!(v.verify(&t, &h), Err("the token is for another audience"));
+        // Neither.
+        let mut none = base.clone();
+        none.as_object_mut().unwrap().remove("aud");
+        let (t, h) = token(&key, Some("k1"), none);
+        assert_eq!(v.verify(&t, &h), Err("the token is for another audience"));
+        // nbf or iat in the future.
+        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"nbf": now + 30})));
+        assert_eq!(v.verify(&t, &h), Err("the token is not valid yet (nbf)"));
+        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iat": now + 30})));
+        assert_eq!(v.verify(&t, &h), Err("the token's iat is in the future or not a time"));
+        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iat": "yesterday"})));
+        assert!(v.verify(&t, &h).is_err());
+        // An array iss, even one holding the issuer.
+        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iss": ["https://issuer.example"]})));
+        assert!(v.verify(&t, &h).is_err());
+        // ES256 and the other non-RSA algorithms.
+        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::PS256, Algorithm::HS256] {
+            let mut h = Header::new(alg);
+            h.kid = Some("k1".into());
+            assert_eq!(v.verify("a.b.c", &h), Err("the token's algorithm is not accepted"), "{alg:?}");
+        }
+        // A critical extension this verifier does not know.
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("k1".into());
+        let (t, _) = token(&key, Some("k1"), base.clone());
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        parts[0] = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::json!({"alg": "RS256", "kid": "k1", "crit": ["exp"], "exp": 1}).to_string(),
+        );
+        assert_eq!(
+            v.verify(&parts.join("."), &h),
+            Err("the token's header names critical extensions (crit)")
+        );
+    }
+
+    #[test]
+    fn the_issuer_and_its_keys_need_https_except_on_loopback() {
+        for ok in [
+            "https://issuer.example",
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc",
+            "http://127.0.0.1:8080",
+            "http://localhost:9000/realms/x",
+            "http://[::1]:3000",
+        ] {
+            assert!(secure_url("issuer", ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://issuer.example", "http://10.0.0.1", "ftp://issuer.example", "issuer.example", "http://localhost.evil.example"] {
+            assert!(secure_url("issuer", bad).is_err(), "{bad}");
+        }
     }
 
     const TEST_JWKS: &str = include_str!("../testdata/jwks.json");
