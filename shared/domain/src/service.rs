@@ -309,7 +309,14 @@ pub async fn append_messages(
                     deps.moderator.screen_turn(&all)
                 };
                 AcceptedMessage {
-                    message_id: deps.ids.new_id(),
+                    // A message with an externalId has the id that externalId
+                    // always gets in this conversation: a re-send, which the
+                    // worker drops as a repeat, is answered with the id of
+                    // the message stored first.
+                    message_id: match &m.external_id {
+                        Some(e) => external_message_id(conversation_id, e),
+                        None => deps.ids.new_id(),
+                    },
                     safety,
                     role: m.role,
                     content: redact(m.content),
@@ -393,6 +400,21 @@ pub async fn append_messages(
         ("MessagesBlocked", count(SafetyAction::Blocked), "Count"),
     ]);
     Ok(response)
+}
+
+/// The message id of a message with an external id: derived from the
+/// conversation and the external id (SHA-256, as a ULID-shaped id), so that
+/// every send of one external id in one conversation names one message.
+pub fn external_message_id(conversation_id: &str, external_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"convo message id\0");
+    hasher.update(conversation_id.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(external_id.as_bytes());
+    let digest = hasher.finalize();
+    let mut bits = [0u8; 16];
+    bits.copy_from_slice(&digest[..16]);
+    ulid::Ulid::from_bytes(bits).to_string()
 }
 
 /// Enqueues the end of a session behind every write accepted before it.

@@ -198,11 +198,15 @@ async fn a_redelivered_command_changes_nothing(w: World) {
 async fn a_repeated_external_id_is_stored_once(w: World) {
     let c = new_conversation(&w, "alice").await;
     let id = &c.conversation_id;
+    // Re-sent across requests: every 202 names the one message stored.
+    let mut answered = Vec::new();
     for _ in 0..3 {
-        service::append_messages(&w.deps, "alice", id, one("user", "hi there", Some("SM123")), None)
+        let ack = service::append_messages(&w.deps, "alice", id, one("user", "hi there", Some("SM123")), None)
             .await
             .unwrap();
+        answered.push(ack.messages[0].message_id.clone());
     }
+    assert!(answered.iter().all(|m| *m == answered[0]), "{answered:?}");
     service::append_messages(&w.deps, "alice", id, one("user", "other", Some("SM124")), None)
         .await
         .unwrap();
@@ -227,7 +231,13 @@ async fn a_repeated_external_id_is_stored_once(w: World) {
     assert_eq!(ext, vec!["SM123", "SM124", "SM125", ""]);
     assert_eq!(msgs[2].content, "one");
     assert_eq!(msgs[2].message_id, ids[0]);
+    assert_eq!(msgs[0].message_id, answered[0]);
     assert_eq!(w.conversation(id).await.message_count, 4);
+    // The id any 202 gave is one a delete finds.
+    let removed = service::remove_message(&w.deps, "alice", id, &answered[2], None)
+        .await
+        .unwrap();
+    assert_eq!(removed.message.message_id, answered[0]);
 }
 
 async fn failed_records_are_reported_exactly_and_retried_in_order(w: World) {
