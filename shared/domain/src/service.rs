@@ -100,6 +100,7 @@ pub async fn load_after(
     } else {
         load_owned(deps, owner_id, conversation_id).await?
     };
+    openable(deps, &record)?;
     let Some(command_id) = after else {
         return Ok((record, None));
     };
@@ -145,6 +146,20 @@ fn owned(deps: &Deps, owner_id: &str, found: Option<ConversationRecord>) -> Resu
         }
         _ => Err(DomainError::NotFound),
     }
+}
+
+/// A sealed conversation needs a key ring to be read or written: a
+/// function composed without one (the worker, the end of a session, the
+/// sweeper) never serves its content or adds to it. Fails closed: an
+/// error, never the sealed fields served empty or a message stored in clear.
+fn openable(deps: &Deps, rec: &ConversationRecord) -> Result<(), DomainError> {
+    if rec.key_id.is_some() && deps.keys.is_none() {
+        return Err(DomainError::Internal(format!(
+            "conversation {} is sealed and this function holds no key ring",
+            rec.id()
+        )));
+    }
+    Ok(())
 }
 
 /// Past its retention: it reads as missing until the store removes it.
@@ -754,12 +769,12 @@ pub async fn list_conversations(
             .store
             .list_conversations(owner_id, &list, cursor.as_deref(), limit - conversations.len())
             .await?;
-        conversations.extend(
-            page.items
-                .into_iter()
-                .filter(|r| !r.deleting && !expired(r, now) && filter.matches(&r.conversation))
-                .map(|r| r.conversation),
-        );
+        for r in page.items {
+            if !r.deleting && !expired(&r, now) && filter.matches(&r.conversation) {
+                openable(deps, &r)?;
+                conversations.push(r.conversation);
+            }
+        }
         cursor = page.next_cursor;
         if cursor.is_none() || conversations.len() == limit {
             break;
@@ -1000,6 +1015,7 @@ fn key_error(e: KeyError) -> DomainError {
 /// conversation is stored in clear). A conversation whose key is gone is
 /// being erased: it reads as missing.
 async fn message_key(deps: &Deps, record: &ConversationRecord) -> Result<Option<Arc<DataKey>>, DomainError> {
+    openable(deps, record)?;
     let (Some(keys), Some(id)) = (&deps.keys, record.key_id) else {
         return Ok(None);
     };
@@ -1150,14 +1166,15 @@ pub async fn list_reviews(deps: &Deps, owner_id: &str, p: ReviewParams<'_>) -> R
         .list_flagged_conversations(owner_id, status, p.cursor, limit)
         .await?;
     let now = deps.clock.now();
+    let mut conversations = Vec::with_capacity(page.items.len());
+    for r in page.items {
+        if !r.deleting && r.conversation.expires_at.is_none_or(|t| t > now) {
+            openable(deps, &r)?;
+            conversations.push(r.conversation);
+        }
+    }
     Ok(ConversationPage {
-        conversations: page
-            .items
-            .into_iter()
-            .filter(|r| !r.deleting)
-            .map(|r| r.conversation)
-            .filter(|c| c.expires_at.is_none_or(|t| t > now))
-            .collect(),
+        conversations,
         next_cursor: page.next_cursor,
     })
 }

@@ -224,6 +224,61 @@ async fn conversations_stored_in_clear_stay_readable(w: World) {
     assert_eq!(read.user_name, Some(format!("Mia {CANARY}")));
 }
 
+/// A function composed without a key ring (the worker's dependencies)
+/// fails closed on a sealed conversation: it neither serves the sealed
+/// fields (empty) nor stores a message in clear beside sealed ones; ending
+/// it, which needs no content, still works.
+async fn a_keyless_function_fails_closed_on_a_sealed_conversation(w: World) {
+    let c = service::create_conversation(&w.deps, "alice", create_req("child-k"))
+        .await
+        .unwrap()
+        .0;
+    let id = c.conversation_id.clone();
+    service::append_messages(&w.deps, "alice", &id, canary_exchange(), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let internal = |r: Result<_, DomainError>| match r {
+        Err(e) => e.code(),
+        Ok(_) => ErrorCode::ValidationFailed,
+    };
+    assert_eq!(
+        internal(service::get_conversation(&w.worker, "alice", &id).await.map(|_| ())),
+        ErrorCode::Internal
+    );
+    assert_eq!(
+        internal(service::list_messages(&w.worker, "alice", &id, MessageParams::default()).await.map(|_| ())),
+        ErrorCode::Internal
+    );
+    assert_eq!(
+        internal(
+            service::append_messages(&w.worker, "alice", &id, canary_exchange(), None)
+                .await
+                .map(|_| ())
+        ),
+        ErrorCode::Internal
+    );
+    let list = service::list_conversations(
+        &w.worker,
+        "alice",
+        service::ListParams {
+            user_id: Some("child-k"),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(internal(list.map(|_| ())), ErrorCode::Internal);
+    w.settle().await;
+    assert_eq!(messages(&w, "alice", &id).await.unwrap().len(), 2, "nothing was stored in clear");
+    assert!(w.leftovers(CANARY).await.is_empty());
+    service::end_session(&w.worker, "alice", &id, None).await.unwrap();
+    w.settle().await;
+    assert_eq!(
+        service::get_conversation(&w.deps, "alice", &id).await.unwrap().status,
+        ConversationStatus::Ended
+    );
+}
+
 /// An ended conversation's list entry shows its last preview though the
 /// worker, which wrote the end, cannot read it (the title job refreshes it).
 async fn an_ended_sealed_conversation_lists_its_previews(w: World) {
@@ -429,5 +484,6 @@ contract!(
     a_removed_last_message_leaves_no_preview_behind,
     moved_cut_or_shredded_values_are_never_returned,
     conversations_stored_in_clear_stay_readable,
+    a_keyless_function_fails_closed_on_a_sealed_conversation,
     an_ended_sealed_conversation_lists_its_previews,
 );
