@@ -975,19 +975,29 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<(
         deps.metrics.record(&[("KeysDestroyed", 1.0, "Count")]);
     }
     let mut erased = 0;
-    // Erased conversations leave the index, so the first page is always the
-    // next one; a bound keeps one call finite (a retry continues).
+    // Passes over the user's index, page by page with its cursor: the index
+    // may lag (DynamoDB's is eventually consistent), so a page can hold only
+    // entries of conversations already erased, and an empty page is not the
+    // end. The erasure is done when a whole pass from the start finds
+    // nothing; a bound keeps one call finite (a retry continues).
+    let mut cursor: Option<String> = None;
+    let mut found_in_pass = false;
     for _ in 0..1000 {
         let page = deps
             .store
-            .list_conversations(owner_id, &ConversationList::User(user_id.clone()), None, 100)
+            .list_conversations(owner_id, &ConversationList::User(user_id.clone()), cursor.as_deref(), 100)
             .await?;
-        if page.items.is_empty() {
-            break;
-        }
-        for r in page.items {
+        for r in page.items.iter().filter(|r| r.conversation.owner_id == owner_id) {
             delete_conversation(deps, owner_id, r.id()).await?;
             erased += 1;
+            found_in_pass = true;
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            if !found_in_pass {
+                break;
+            }
+            found_in_pass = false;
         }
     }
     deps.store.delete_user_stats(owner_id, &user_id).await?;

@@ -336,6 +336,10 @@ pub struct FaultyStore {
     pub crash: Mutex<Vec<(Step, usize)>>,
     /// How many times each step was called.
     pub calls: Mutex<std::collections::HashMap<Step, usize>>,
+    /// A lagging index (DynamoDB's global indexes are eventually
+    /// consistent): a list from the start first answers one page of entries
+    /// whose conversations are gone (no items, a cursor to the real start).
+    pub lagging_index: std::sync::atomic::AtomicBool,
 }
 
 impl FaultyStore {
@@ -345,6 +349,7 @@ impl FaultyStore {
             fail_commits_for: Mutex::new(HashSet::new()),
             crash: Mutex::new(Vec::new()),
             calls: Mutex::new(std::collections::HashMap::new()),
+            lagging_index: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -422,6 +427,19 @@ impl ConversationStore for FaultyStore {
         c: Option<&str>,
         l: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
+        const STALE: &str = "stale-page";
+        if self.lagging_index.load(std::sync::atomic::Ordering::SeqCst) {
+            match c {
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_cursor: Some(STALE.into()),
+                    });
+                }
+                Some(STALE) => return self.inner.list_conversations(o, list, None, l).await,
+                _ => {}
+            }
+        }
         self.inner.list_conversations(o, list, c, l).await
     }
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {

@@ -285,6 +285,86 @@ async fn failed_records_are_reported_exactly_and_retried_in_order(w: World) {
     assert_eq!(w.conversation(&a).await.message_count, 2);
 }
 
+/// `lastConversationAt` is a max on both stores: the end of an older
+/// conversation applied after a newer one's does not move it back.
+async fn the_last_conversation_is_a_max_under_out_of_order_ends(w: World) {
+    let older = service::create_conversation(&w.deps, "alice", create_req("child-ooo", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    w.clock.advance(chrono::Duration::minutes(5));
+    let newer = service::create_conversation(&w.deps, "alice", create_req("child-ooo", "toy-2"))
+        .await
+        .unwrap()
+        .0;
+    service::end_session(&w.deps, "alice", &newer.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    service::end_session(&w.deps, "alice", &older.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let stats = service::user_stats(&w.deps, "alice", "child-ooo").await.unwrap();
+    assert_eq!(stats.conversations, 2);
+    assert_eq!(stats.last_conversation_at, Some(newer.start_time));
+}
+
+/// Removing a counted conversation whose user's totals are gone (erased
+/// meanwhile) creates no totals row, least of all a negative one that no
+/// longer decodes: the totals read as zero and the route answers.
+async fn a_removal_without_a_totals_row_creates_none(w: World) {
+    let c = service::create_conversation(&w.deps, "alice", create_req("child-nostats", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    service::end_session(&w.deps, "alice", &c.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(
+        service::user_stats(&w.deps, "alice", "child-nostats").await.unwrap().conversations,
+        1
+    );
+    w.store.delete_user_stats("alice", "child-nostats").await.unwrap();
+    service::delete_conversation(&w.deps, "alice", &c.conversation_id)
+        .await
+        .unwrap();
+    assert!(w.store.user_stats("alice", "child-nostats").await.unwrap().is_none());
+    let stats = service::user_stats(&w.deps, "alice", "child-nostats").await.unwrap();
+    assert_eq!((stats.conversations, stats.messages), (0, 0));
+    assert_eq!(
+        code(service::get_conversation(&w.deps, "alice", &c.conversation_id).await.unwrap_err()),
+        ErrorCode::ConversationNotFound
+    );
+}
+
+/// An erasure does not stop at a page of the user's index that holds only
+/// conversations already erased (a lagging index): it follows the cursor
+/// and ends when a whole pass finds nothing.
+async fn an_erasure_reads_past_a_lagging_index(w: World) {
+    let mut ids = Vec::new();
+    for agent in ["toy-1", "toy-2", "toy-3"] {
+        ids.push(
+            service::create_conversation(&w.deps, "alice", create_req("child-lag", agent))
+                .await
+                .unwrap()
+                .0
+                .conversation_id,
+        );
+    }
+    w.faulty.lagging_index.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, erased) = service::delete_user(&w.deps, "alice", "child-lag").await.unwrap();
+    w.faulty.lagging_index.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(erased, 3);
+    for id in &ids {
+        assert_eq!(
+            code(service::get_conversation(&w.deps, "alice", id).await.unwrap_err()),
+            ErrorCode::ConversationNotFound
+        );
+    }
+}
+
 /// A record the worker cannot apply (a body that does not decode, a command
 /// in a newer format) fails every record behind it in its message group, as
 /// a failed write does: nothing of that group is applied out of order, the
@@ -2197,6 +2277,9 @@ contract! {
     a_repeated_external_id_is_stored_once,
     failed_records_are_reported_exactly_and_retried_in_order,
     a_record_that_cannot_be_applied_holds_back_the_rest_of_its_group,
+    the_last_conversation_is_a_max_under_out_of_order_ends,
+    a_removal_without_a_totals_row_creates_none,
+    an_erasure_reads_past_a_lagging_index,
     a_newer_command_format_is_not_overtaken_by_an_end,
     end_sets_duration_stats_and_a_generated_title,
     an_end_never_overtakes_messages_accepted_before_it,

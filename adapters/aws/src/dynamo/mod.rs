@@ -333,33 +333,75 @@ impl DynamoStore {
             .expression_attribute_values(":v", n(expected_version))
             .build()
             .map_err(corrupt)?;
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
-            .update_expression(if delta.at.is_some() {
-                "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u, lastConversationAt = :at"
-            } else {
-                "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u"
-            })
-            .expression_attribute_values(":c", n(delta.conversations))
-            .expression_attribute_values(":m", n(delta.messages))
-            .expression_attribute_values(":s", n(delta.seconds))
-            .expression_attribute_values(":u", s(&c.user_id));
-        if let Some(t) = delta.at {
-            update =
-                update.expression_attribute_values(":at", s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+        // `lastConversationAt` is a max (as on the embedded store): it is set
+        // only when it moves forward. An end applied late, of a conversation
+        // older than the last one counted, fails that condition alone; the
+        // transaction is then made again without the SET.
+        let stats_update = |with_at: bool| -> Result<Update, StoreError> {
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
+                .expression_attribute_values(":c", n(delta.conversations))
+                .expression_attribute_values(":m", n(delta.messages))
+                .expression_attribute_values(":s", n(delta.seconds))
+                .expression_attribute_values(":u", s(&c.user_id));
+            match delta.at.filter(|_| with_at) {
+                Some(t) => {
+                    update = update
+                        .update_expression(
+                            "ADD conversations :c, messages :m, totalSeconds :s SET userId = :u, lastConversationAt = :at",
+                        )
+                        .condition_expression("attribute_not_exists(lastConversationAt) OR lastConversationAt <= :at")
+                        .expression_attribute_values(":at", s(stats_time(t)));
+                }
+                None => update = update.update_expression("ADD conversations :c, messages :m, totalSeconds :s SET userId = :u"),
+            }
+            update.build().map_err(corrupt)
+        };
+        let items = |update: Update| {
+            vec![
+                TransactWriteItem::builder().put(meta.clone()).build(),
+                TransactWriteItem::builder().update(update).build(),
+            ]
+        };
+        match self.try_transact(items(stats_update(true)?)).await? {
+            Ok(()) => {}
+            Err(reasons) if delta.at.is_some() && only_second_failed(&reasons) => {
+                self.transact(items(stats_update(false)?)).await?;
+            }
+            Err(reasons) => return Err(cancelled(reasons)),
         }
-        self.transact(vec![
-            TransactWriteItem::builder().put(meta).build(),
-            TransactWriteItem::builder()
-                .update(update.build().map_err(corrupt)?)
-                .build(),
-        ])
-        .await?;
         if delta.conversations > 0 {
             self.release_pair(c).await;
         }
         Ok(())
+    }
+
+    /// A transaction whose cancellation is an answer: `Ok(Err(codes))`, one
+    /// reason code per item (`None` for an item that was fine).
+    async fn try_transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Vec<String>>, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
+                    return Ok(Err(c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect()));
+                }
+                if e.as_service_error().and_then(|s| s.code()) == Some("TransactionConflictException") {
+                    return Err(StoreError::Conflict("transaction conflict".into()));
+                }
+                Err(sdk(e))
+            }
+        }
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
@@ -943,20 +985,33 @@ impl ConversationStore for DynamoStore {
             .expression_attribute_values(":v", n(expected_version))
             .build()
             .map_err(corrupt)?;
-        let mut items = vec![TransactWriteItem::builder().delete(meta).build()];
+        let mut items = vec![TransactWriteItem::builder().delete(meta.clone()).build()];
         if let Some(delta) = stats {
+            // Only a row that holds the conversation is taken from: a missing
+            // row (the user's totals already erased) is not created negative,
+            // which would no longer decode. The conversation goes alone then.
             let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
                 .update_expression("ADD conversations :c, messages :m, totalSeconds :s")
+                .condition_expression("attribute_exists(pk) AND conversations >= :held")
                 .expression_attribute_values(":c", n(delta.conversations))
                 .expression_attribute_values(":m", n(delta.messages))
                 .expression_attribute_values(":s", n(delta.seconds))
+                .expression_attribute_values(":held", n(-delta.conversations))
                 .build()
                 .map_err(corrupt)?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
-        self.transact(items).await?;
+        let counted = items.len() == 2;
+        match self.try_transact(items).await? {
+            Ok(()) => {}
+            Err(reasons) if counted && only_second_failed(&reasons) => {
+                self.transact(vec![TransactWriteItem::builder().delete(meta).build()])
+                    .await?;
+            }
+            Err(reasons) => return Err(cancelled(reasons)),
+        }
         self.release_pair(c).await;
         Ok(())
     }
@@ -976,7 +1031,7 @@ impl ConversationStore for DynamoStore {
         let update = match at {
             Some(t) => update
                 .update_expression("SET lastConversationAt = :at")
-                .expression_attribute_values(":at", s(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+                .expression_attribute_values(":at", s(stats_time(t))),
             None => update.update_expression("REMOVE lastConversationAt"),
         };
         match update.send().await {
@@ -1148,4 +1203,26 @@ impl ConversationStore for DynamoStore {
             figures,
         }
     }
+}
+
+/// A cancelled two-item transaction whose first item was fine and whose
+/// second failed its condition.
+fn only_second_failed(reasons: &[String]) -> bool {
+    matches!(reasons, [first, second] if first == "None" && second == "ConditionalCheckFailed")
+}
+
+/// What a cancelled transaction means to the domain.
+fn cancelled(reasons: Vec<String>) -> StoreError {
+    let named: Vec<String> = reasons.into_iter().filter(|r| r != "None").collect();
+    if named.iter().any(|r| r == "ConditionalCheckFailed" || r == "TransactionConflict") {
+        StoreError::Conflict(named.join(", "))
+    } else {
+        StoreError::Unavailable(format!("transaction cancelled: {}", named.join(", ")))
+    }
+}
+
+/// A time in the totals row, in one fixed format (milliseconds, `Z`), so
+/// that two of them compare as strings in a condition.
+fn stats_time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
