@@ -879,10 +879,48 @@ async function viewUser(userId, stale) {
   const stored = stats.userId;
   const heading = stored === userId ? `User ${stored}` : `User ${stored} (looked up as ${userId})`;
   const nothing = list.id === "empty" && stats.conversations === 0;
+  // A parent's review of everything held: the export's pages, followed to
+  // the end, as one JSON-lines file (opened in this browser, never stored).
+  const download = h(
+    "button",
+    {
+      type: "button",
+      id: "export-user",
+      onclick: async () => {
+        download.disabled = true;
+        try {
+          const lines = [];
+          let cursor = null;
+          do {
+            const page = await api("GET", `/users/${enc(userId)}/export${query({ cursor })}`);
+            for (const c of page.conversations) lines.push(JSON.stringify({ type: "conversation", conversation: c }));
+            for (const m of page.messages) lines.push(JSON.stringify({ type: "message", message: m }));
+            cursor = page.nextCursor;
+          } while (cursor);
+          const url = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "application/x-ndjson" }));
+          const a = h("a", { href: url, download: `convo-export-${stored.replace(/[^A-Za-z0-9+_-]/g, "_")}.jsonl` });
+          document.body.append(a);
+          a.click();
+          a.remove();
+          setTimeout(() => URL.revokeObjectURL(url), 60000);
+          clearNotices();
+          notify("ok", `Exported ${lines.length} records of ${stored}.`);
+        } catch (err) {
+          showError(err);
+        } finally {
+          download.disabled = false;
+        }
+      },
+    },
+    "Download all of this user's data (JSON lines)",
+  );
+  const exportCard = nothing
+    ? null
+    : h("section", { class: "card" }, h("p", {}, "Every conversation and message convo holds for this user, decrypted, as a file (a parent's review)."), download);
   const erasure = nothing
     ? h("section", { class: "card", id: "nothing-held" }, h("p", {}, `convo holds nothing for user ${stored}: no conversation and no totals, so there is nothing to erase. Check the spelling of the id.`))
     : h("section", { class: "card" }, h("p", {}, "Deletes every conversation, message and total convo holds for this user (a parent's request, or the end of a contract)."), erase);
-  show(h("h1", {}, heading), form, h("h2", {}, "Totals"), totals, h("h2", {}, "Conversations"), list, h("h2", {}, "Erasure"), erasure);
+  show(h("h1", {}, heading), form, h("h2", {}, "Totals"), totals, h("h2", {}, "Conversations"), list, exportCard && h("h2", {}, "Export"), exportCard, h("h2", {}, "Erasure"), erasure);
 }
 
 // ----------------------------------------------------------------------

@@ -310,6 +310,16 @@ def test_a_moderator_lists_filters_reads_reviews_and_erases(browser, console_ser
     sync_api.expect(page.locator("#stats")).to_contain_text("1conversations ended")
     sync_api.expect(page.locator("table.list tbody tr")).to_have_count(2)
     assert_accessible(page, "a child's data")
+    # The export: one JSON-lines file of everything held, decrypted.
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download all of this user's data (JSON lines)").click()
+    records = [json.loads(line) for line in Path(got.value.path()).read_text().splitlines()]
+    assert got.value.suggested_filename.endswith(".jsonl")
+    held = api.ok("GET", f"/conversations?userId={world['mia']}")["conversations"]
+    assert sorted({r["conversation"]["conversationId"] for r in records if r["type"] == "conversation"}) == sorted(
+        c["conversationId"] for c in held)
+    assert len([r for r in records if r["type"] == "message"]) == sum(c["messageCount"] for c in held)
+    sync_api.expect(page.locator(".notice.ok")).to_contain_text(f"Exported {len(records)} records")
     page.get_by_role("button", name="Erase all of this user's data…").click()
     confirm = page.get_by_role("dialog", name=f"Erase all data of {world['mia']}?")
     assert_accessible(page, "the erasure confirmation")

@@ -45,6 +45,7 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         list_reviews,
         user_stats,
         delete_user,
+        export_user,
         health,
         deep_health,
         openapi_document,
@@ -483,6 +484,22 @@ fn list_reviews() {}
     params(UserPath),
     responses((status = 200, description = "The totals", body = UserStats)))]
 fn user_stats() {}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ExportQuery {
+    /// The `nextCursor` of the previous page (opaque).
+    cursor: Option<String>,
+}
+
+/// Everything convo holds about a user, opened (decrypted), for a parent's
+/// review: every conversation with them and every message in it, oldest
+/// first within a conversation, at most 500 messages a page. Follow
+/// `nextCursor` until it is null.
+#[utoipa::path(get, path = "/users/{userId}/export", tag = "users",
+    params(UserPath, ExportQuery),
+    responses((status = 200, description = "A page of the export", body = UserExportPage)))]
+fn export_user() {}
 
 /// Erase every conversation the owner holds with a user, and their totals.
 #[utoipa::path(delete, path = "/users/{userId}", tag = "users",

@@ -10,6 +10,7 @@
 //! `after=<commandId>` answers once that write is applied and says what it
 //! found in the `X-Convo-After` header (`applied` or `pending`).
 //! - `GET /users/{userId}/stats`
+//! - `GET /users/{userId}/export` (cursor): everything held about a user, opened
 //! - `GET /health` (no token needed): liveness only, no call to anything
 //! - `GET /health/deep` (an operator's token): the store's and the queues'
 //!   figures, refreshed at most once per `Config::deep_health_interval`
@@ -126,6 +127,10 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
                     limit: query(&req, "limit"),
                 };
                 to_json(service::list_reviews(deps, &owner, p).await?)
+            }
+            "GET /users/{userId}/export" => {
+                let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
+                to_json(convo_domain::export::export_user(deps, &owner, &user, query(&req, "cursor")).await?)
             }
             "GET /users/{userId}/stats" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;

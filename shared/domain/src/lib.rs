@@ -12,6 +12,7 @@ pub mod cursor;
 pub mod deps;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod moderation;
 pub mod pager;
 pub mod persist;

@@ -247,6 +247,22 @@ pub struct ConversationPage {
     pub next_cursor: Option<String>,
 }
 
+/// One page of `GET /users/{userId}/export`: conversations of the user and
+/// messages, oldest first within each conversation, opened. A conversation
+/// appears in the page where its export starts; its messages may run over
+/// several pages (each carries its `conversationId`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserExportPage {
+    /// The user's id as stored (the identity rule).
+    pub user_id: String,
+    pub conversations: Vec<Conversation>,
+    pub messages: Vec<Message>,
+    /// The next page's cursor; none when the export is complete.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {

@@ -365,6 +365,87 @@ async fn an_erasure_reads_past_a_lagging_index(w: World) {
     }
 }
 
+/// A user's export holds every conversation and message of theirs, opened,
+/// in pages of at most 500 messages whose cursors lead through all of it;
+/// another owner's conversations with the same user id are not in it.
+async fn a_users_export_holds_everything_of_theirs_in_pages(w: World) {
+    let mut expected = 0;
+    let mut ids = Vec::new();
+    for (agent, n) in [("toy-1", 3usize), ("toy-2", 130), ("toy-3", 1)] {
+        let c = service::create_conversation(&w.deps, "alice", create_req("child-x", agent))
+            .await
+            .unwrap()
+            .0;
+        for k in 0..n {
+            let req: AppendRequest = serde_json::from_value(serde_json::json!({"messages": [
+                {"role": "user", "content": format!("{agent} says {k}")},
+                {"role": "assistant", "content": format!("{agent} answers {k}")},
+                {"role": "user", "content": format!("{agent} asks {k}")},
+                {"role": "assistant", "content": format!("{agent} replies {k}")},
+            ]}))
+            .unwrap();
+            service::append_messages(&w.deps, "alice", &c.conversation_id, req, None)
+                .await
+                .unwrap();
+            w.settle().await;
+        }
+        expected += 4 * n;
+        ids.push(c.conversation_id);
+    }
+    service::create_conversation(&w.deps, "bob", create_req("child-x", "toy-1"))
+        .await
+        .unwrap();
+    let (mut conversations, mut messages, mut pages) = (Vec::new(), Vec::new(), 0);
+    let mut cursor: Option<String> = None;
+    let mut first_cursor = None;
+    loop {
+        let page = convo_domain::export::export_user(&w.deps, "alice", "child-x", cursor.as_deref())
+            .await
+            .unwrap();
+        assert!(page.messages.len() <= convo_domain::export::MESSAGES_PER_PAGE);
+        assert_eq!(page.user_id, "child-x");
+        conversations.extend(page.conversations.into_iter().map(|c| c.conversation_id));
+        messages.extend(page.messages);
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => {
+                first_cursor.get_or_insert(next.clone());
+                cursor = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "{pages} pages");
+    conversations.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(conversations, want, "each conversation once, none of bob's");
+    assert_eq!(messages.len(), expected);
+    // Opened, whole and in order within each conversation.
+    for id in &ids {
+        let mine: Vec<u64> = messages
+            .iter()
+            .filter(|m| &m.conversation_id == id)
+            .map(|m| m.message_index)
+            .collect();
+        assert_eq!(mine, (0..mine.len() as u64).collect::<Vec<_>>());
+    }
+    assert!(messages.iter().any(|m| m.content == "toy-2 replies 129"));
+    // A cursor that is not one the export issued is refused.
+    let err = convo_domain::export::export_user(&w.deps, "alice", "child-x", Some("bm90IGEgY3Vyc29y"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidCursor);
+    // Another owner following alice's cursor gets nothing of hers.
+    match convo_domain::export::export_user(&w.deps, "bob", "child-x", first_cursor.as_deref()).await {
+        Err(e) => assert_eq!(code(e), ErrorCode::InvalidCursor),
+        Ok(page) => {
+            assert!(page.conversations.iter().all(|c| !ids.contains(&c.conversation_id)));
+            assert!(page.messages.iter().all(|m| !ids.contains(&m.conversation_id)));
+        }
+    }
+}
+
 /// A record the worker cannot apply (a body that does not decode, a command
 /// in a newer format) fails every record behind it in its message group, as
 /// a failed write does: nothing of that group is applied out of order, the
@@ -2280,6 +2361,7 @@ contract! {
     the_last_conversation_is_a_max_under_out_of_order_ends,
     a_removal_without_a_totals_row_creates_none,
     an_erasure_reads_past_a_lagging_index,
+    a_users_export_holds_everything_of_theirs_in_pages,
     a_newer_command_format_is_not_overtaken_by_an_end,
     end_sets_duration_stats_and_a_generated_title,
     an_end_never_overtakes_messages_accepted_before_it,

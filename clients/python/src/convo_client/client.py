@@ -158,6 +158,9 @@ class _Routes:
     def _delete_user(self, user_id: str) -> _Call:
         return _Call("DELETE", f"/users/{_seg(user_id)}")
 
+    def _export_page(self, user_id: str, cursor: str | None) -> _Call:
+        return _Call("GET", f"/users/{_seg(user_id)}/export", params=_query(cursor=cursor))
+
     def _health(self) -> _Call:
         return _Call("GET", "/health")
 
@@ -343,6 +346,19 @@ class ConvoClient(_Routes):
     def delete_user(self, user_id: str) -> Json:
         return self._run(self._delete_user(user_id))
 
+    def export_user(self, user_id: str) -> Iterator[Json]:
+        """Everything held about a user, opened, as JSON-lines records:
+        ``{"type": "conversation", "conversation": {...}}`` before the
+        ``{"type": "message", "message": {...}}`` records of that
+        conversation, oldest first, following the export's cursors."""
+        cursor = None
+        while True:
+            page = self._run(self._export_page(user_id, cursor))
+            yield from _export_records(page)
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
     def health(self) -> Json:
         """Liveness: ``{"status": "healthy", "timestamp": …}`` (no token needed)."""
         return self._run(self._health())
@@ -471,6 +487,17 @@ class AsyncConvoClient(_Routes):
     async def delete_user(self, user_id: str) -> Json:
         return await self._run(self._delete_user(user_id))
 
+    async def export_user(self, user_id: str) -> AsyncIterator[Json]:
+        """As :meth:`ConvoClient.export_user`."""
+        cursor = None
+        while True:
+            page = await self._run(self._export_page(user_id, cursor))
+            for record in _export_records(page):
+                yield record
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
     async def health(self) -> Json:
         """Liveness: ``{"status": "healthy", "timestamp": …}`` (no token needed)."""
         return await self._run(self._health())
@@ -478,3 +505,12 @@ class AsyncConvoClient(_Routes):
     async def deep_health(self) -> Json:
         """The store's and the queues' state (an operator's token)."""
         return await self._run(self._deep_health())
+
+
+def _export_records(page: Json) -> Iterator[Json]:
+    """One export page as records: each conversation, then the page's
+    messages (a conversation's messages may continue on the next pages)."""
+    for c in page["conversations"]:
+        yield {"type": "conversation", "conversation": c}
+    for m in page["messages"]:
+        yield {"type": "message", "message": m}

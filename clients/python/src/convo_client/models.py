@@ -169,6 +169,13 @@ class ClearMessagesResponse(TypedDict):
     acceptedAt: str
 
 
+class UserExportPage(TypedDict):
+    userId: str
+    conversations: list[Conversation]
+    messages: list[Message]
+    nextCursor: str | None
+
+
 class UserStats(TypedDict, total=False):
     userId: str
     conversations: int
