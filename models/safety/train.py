@@ -51,7 +51,7 @@ C = 30.0
 # The share of harmless training texts each category's threshold may flag
 # out of fold: with ten categories, at most about 8 % of harmless texts in all.
 HARMLESS_BUDGET = 0.006
-VERSION = "convo-safety-1"
+VERSION = "convo-safety-2"
 
 CATEGORIES = [
     "self_harm", "sexual", "sexual_minors", "grooming", "violence",

@@ -25,12 +25,16 @@ use convo_schema::SafetyAction;
 
 const CATEGORIES: [&str; 10] = convo_safety::CATEGORIES;
 
-/// Floors (measured figures in BENCHMARKS.md, "Safety").
-const MIN_RECALL_ALL: f64 = 0.64;
-const MIN_RECALL_ENGLISH: f64 = 0.82;
-const MIN_RECALL_PER_CATEGORY: f64 = 0.52;
-const MAX_HARMLESS_FLAGGED: f64 = 0.08;
-const MIN_PRECISION_PER_CATEGORY: f64 = 0.66;
+/// Floors, a little under the measured figures (BENCHMARKS.md, "Safety"),
+/// so that a regression fails. The harmless ceiling counts every harmless
+/// line of the set, the assistant-style replies of `e5` included (clinical
+/// sex education, crisis guidance and history, where the word lists flag
+/// or block some: 0.092 of those).
+const MIN_RECALL_ALL: f64 = 0.72;
+const MIN_RECALL_ENGLISH: f64 = 0.84;
+const MIN_RECALL_PER_CATEGORY: f64 = 0.55;
+const MAX_HARMLESS_FLAGGED: f64 = 0.09;
+const MIN_PRECISION_PER_CATEGORY: f64 = 0.70;
 const MIN_GROOMING_CONVERSATIONS: f64 = 0.85;
 const MAX_HARMLESS_CONVERSATIONS: f64 = 0.35;
 
@@ -38,6 +42,8 @@ struct Example {
     text: String,
     labels: Vec<String>,
     lang: String,
+    /// The file it came from (each is one writer's style).
+    file: String,
 }
 
 fn eval_dir() -> std::path::PathBuf {
@@ -57,6 +63,7 @@ fn load_examples() -> Vec<Example> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
+        let file = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         for line in std::fs::read_to_string(&f)
             .unwrap()
             .lines()
@@ -72,6 +79,7 @@ fn load_examples() -> Vec<Example> {
                     .map(|l| l.as_str().unwrap().to_string())
                     .collect(),
                 lang: v["lang"].as_str().unwrap_or("en").to_string(),
+                file: file.clone(),
             });
         }
     }
@@ -175,6 +183,24 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
             ratio(*hc, *hn)
         );
     }
+    let mut by_file: BTreeMap<&str, (usize, usize, usize, usize)> = BTreeMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        let entry = by_file.entry(e.file.as_str()).or_default();
+        if e.labels.is_empty() {
+            entry.2 += 1;
+            entry.3 += usize::from(caught(i));
+        } else {
+            entry.0 += 1;
+            entry.1 += usize::from(caught(i));
+        }
+    }
+    for (file, (n, c, hn, hc)) in &by_file {
+        println!(
+            "{file}: harmful caught {:.3} of {n}; harmless flagged {:.3} of {hn}",
+            ratio(*c, *n),
+            ratio(*hc, *hn)
+        );
+    }
     // For comparison, the word lists and detectors alone.
     let rules = convo_domain::wordlists::rule_moderator(None).expect("word lists");
     let alone: Vec<bool> = examples
@@ -220,6 +246,9 @@ fn the_conversation_stage_catches_grooming_built_over_turns() {
         for turn in v["turns"].as_array().unwrap() {
             let (verdict, risk) = moderator.screen_turn(turn["text"].as_str().unwrap());
             message_caught |= verdict.action != SafetyAction::Safe;
+            if !v["grooming"].as_bool().unwrap() && verdict.action != SafetyAction::Safe {
+                eprintln!("DIAG {:?} {:?} :: {}", verdict.categories, verdict.findings.iter().map(|f| (f.category.clone(), f.probability)).collect::<Vec<_>>(), turn["text"].as_str().unwrap());
+            }
             let risk = risk.expect("the learned stage is on");
             level = next_risk(level, &risk);
             risk_caught |= level >= risk.threshold;

@@ -511,7 +511,7 @@ mod tests {
                 severity: convo_schema::Severity::Medium,
                 probability: Some(0.91),
             }],
-            model: Some("convo-safety-1".into()),
+            model: Some("convo-safety-2".into()),
         };
         flagged.flagged = true;
         flagged.flag_reason = Some("bullying".into());
