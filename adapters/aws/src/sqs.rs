@@ -95,7 +95,10 @@ impl SqsQueue {
                 }
                 Err(e) => {
                     tracing::warn!(queue = %self.config.name, error = %e, "health: the dead-letter queue's GetQueueAttributes failed");
-                    figures.insert("deadLetterError".into(), "the dead-letter queue's attributes could not be read".into());
+                    figures.insert(
+                        "deadLetterError".into(),
+                        "the dead-letter queue's attributes could not be read".into(),
+                    );
                 }
             }
         }

@@ -40,7 +40,11 @@ async fn deep_health(deps: &Deps, owner: &str) -> Result<(bool, serde_json::Valu
     }
     let mut last = DEEP_HEALTH.lock().await;
     if let Some((at, ok, body)) = last.as_ref()
-        && deps.config.deep_health_interval.to_std().is_ok_and(|d| at.elapsed() < d)
+        && deps
+            .config
+            .deep_health_interval
+            .to_std()
+            .is_ok_and(|d| at.elapsed() < d)
     {
         return Ok((*ok, body.clone()));
     }

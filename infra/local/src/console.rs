@@ -319,8 +319,7 @@ fn is_loopback_host(host: &str) -> bool {
             None => host,
         }
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_port(p: &str) -> bool {
@@ -405,7 +404,15 @@ mod tests {
 
     #[test]
     fn only_loopback_names_are_loopback_hosts() {
-        for ok in ["localhost", "LOCALHOST:3000", "127.0.0.1", "127.0.0.1:3000", "127.1.2.3:80", "[::1]", "[::1]:3000"] {
+        for ok in [
+            "localhost",
+            "LOCALHOST:3000",
+            "127.0.0.1",
+            "127.0.0.1:3000",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:3000",
+        ] {
             assert!(is_loopback_host(ok), "{ok}");
         }
         for bad in [

@@ -477,7 +477,12 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
             &args.deep_health_interval,
         )
         .map_err(|e| format!("--deep-health-interval: {}", e.message))?,
-        operators: args.operators.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
+        operators: args
+            .operators
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
         ..Config::default()
     })
 }

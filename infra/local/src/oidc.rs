@@ -279,10 +279,18 @@ mod tests {
             }
             c
         };
-        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iat": now - 5, "nbf": now - 5})));
+        let (t, h) = token(
+            &key,
+            Some("k1"),
+            with(serde_json::json!({"iat": now - 5, "nbf": now - 5})),
+        );
         assert!(v.verify(&t, &h).is_ok());
         // aud wrong, client_id right: aud decides.
-        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"aud": "other", "client_id": "console"})));
+        let (t, h) = token(
+            &key,
+            Some("k1"),
+            with(serde_json::json!({"aud": "other", "client_id": "console"})),
+        );
         assert_eq!(v.verify(&t, &h), Err("the token is for another audience"));
         // Neither.
         let mut none = base.clone();
@@ -297,13 +305,27 @@ mod tests {
         let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iat": "yesterday"})));
         assert!(v.verify(&t, &h).is_err());
         // An array iss, even one holding the issuer.
-        let (t, h) = token(&key, Some("k1"), with(serde_json::json!({"iss": ["https://issuer.example"]})));
+        let (t, h) = token(
+            &key,
+            Some("k1"),
+            with(serde_json::json!({"iss": ["https://issuer.example"]})),
+        );
         assert!(v.verify(&t, &h).is_err());
         // ES256 and the other non-RSA algorithms.
-        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::PS256, Algorithm::HS256] {
+        for alg in [
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+            Algorithm::PS256,
+            Algorithm::HS256,
+        ] {
             let mut h = Header::new(alg);
             h.kid = Some("k1".into());
-            assert_eq!(v.verify("a.b.c", &h), Err("the token's algorithm is not accepted"), "{alg:?}");
+            assert_eq!(
+                v.verify("a.b.c", &h),
+                Err("the token's algorithm is not accepted"),
+                "{alg:?}"
+            );
         }
         // A critical extension this verifier does not know.
         let mut h = Header::new(Algorithm::RS256);
@@ -331,7 +353,13 @@ mod tests {
         ] {
             assert!(secure_url("issuer", ok).is_ok(), "{ok}");
         }
-        for bad in ["http://issuer.example", "http://10.0.0.1", "ftp://issuer.example", "issuer.example", "http://localhost.evil.example"] {
+        for bad in [
+            "http://issuer.example",
+            "http://10.0.0.1",
+            "ftp://issuer.example",
+            "issuer.example",
+            "http://localhost.evil.example",
+        ] {
             assert!(secure_url("issuer", bad).is_err(), "{bad}");
         }
     }

@@ -985,7 +985,12 @@ pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<(
     for _ in 0..1000 {
         let page = deps
             .store
-            .list_conversations(owner_id, &ConversationList::User(user_id.clone()), cursor.as_deref(), 100)
+            .list_conversations(
+                owner_id,
+                &ConversationList::User(user_id.clone()),
+                cursor.as_deref(),
+                100,
+            )
             .await?;
         for r in page.items.iter().filter(|r| r.conversation.owner_id == owner_id) {
             delete_conversation(deps, owner_id, r.id()).await?;
@@ -1328,7 +1333,10 @@ const TOKEN_COUNTERS: usize = 2;
 static COUNTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TOKEN_COUNTERS);
 
 /// Each message's cost in a chat request, counted off the executor.
-async fn count_tokens(tokenizer: Tokenizer, messages: Vec<ContextMessage>) -> Result<(Vec<ContextMessage>, Vec<usize>), DomainError> {
+async fn count_tokens(
+    tokenizer: Tokenizer,
+    messages: Vec<ContextMessage>,
+) -> Result<(Vec<ContextMessage>, Vec<usize>), DomainError> {
     let _permit = COUNTING
         .acquire()
         .await

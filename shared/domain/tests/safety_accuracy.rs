@@ -247,7 +247,16 @@ fn the_conversation_stage_catches_grooming_built_over_turns() {
             let (verdict, risk) = moderator.screen_turn(turn["text"].as_str().unwrap());
             message_caught |= verdict.action != SafetyAction::Safe;
             if !v["grooming"].as_bool().unwrap() && verdict.action != SafetyAction::Safe {
-                eprintln!("DIAG {:?} {:?} :: {}", verdict.categories, verdict.findings.iter().map(|f| (f.category.clone(), f.probability)).collect::<Vec<_>>(), turn["text"].as_str().unwrap());
+                eprintln!(
+                    "DIAG {:?} {:?} :: {}",
+                    verdict.categories,
+                    verdict
+                        .findings
+                        .iter()
+                        .map(|f| (f.category.clone(), f.probability))
+                        .collect::<Vec<_>>(),
+                    turn["text"].as_str().unwrap()
+                );
             }
             let risk = risk.expect("the learned stage is on");
             level = next_risk(level, &risk);

@@ -95,14 +95,23 @@ mod tests {
             "\u{ff0b}14155550101",
             "\u{ff0b}\u{ff11}\u{ff14}\u{ff11}\u{ff15}\u{ff15}\u{ff15}\u{ff15}\u{ff10}\u{ff11}\u{ff10}\u{ff11}",
         ] {
-            assert_eq!(party_id("userId", input).map_err(|e| format!("{input}: {e}")).unwrap(), "+14155550101");
+            assert_eq!(
+                party_id("userId", input).map_err(|e| format!("{input}: {e}")).unwrap(),
+                "+14155550101"
+            );
         }
         assert_eq!(party_id("agentId", "+44 20 7946 0958").unwrap(), "+442079460958");
     }
 
     #[test]
     fn bare_digits_are_opaque_and_kept_as_written() {
-        for input in ["4155550101", "(415) 555-0101", "415-555-0101", "14155550101", "child-42"] {
+        for input in [
+            "4155550101",
+            "(415) 555-0101",
+            "415-555-0101",
+            "14155550101",
+            "child-42",
+        ] {
             assert_eq!(party_id("userId", input).unwrap(), input);
         }
     }
@@ -119,7 +128,15 @@ mod tests {
 
     #[test]
     fn whitespace_at_the_ends_and_controls_are_refused() {
-        for input in [" +14155550101", "+14155550101 ", "child\u{3000}", "\tchild", "a\u{7}b", "", "  "] {
+        for input in [
+            " +14155550101",
+            "+14155550101 ",
+            "child\u{3000}",
+            "\tchild",
+            "a\u{7}b",
+            "",
+            "  ",
+        ] {
             let err = party_id("userId", input).unwrap_err();
             assert_eq!(err.field.as_deref(), Some("userId"), "{input:?}");
         }

@@ -10,9 +10,9 @@ pub mod api;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod limits;
 pub mod model;
-pub mod identity;
 pub mod sealed;
 pub mod validate;
 

@@ -247,7 +247,11 @@ async fn a_keyless_function_fails_closed_on_a_sealed_conversation(w: World) {
         ErrorCode::Internal
     );
     assert_eq!(
-        internal(service::list_messages(&w.worker, "alice", &id, MessageParams::default()).await.map(|_| ())),
+        internal(
+            service::list_messages(&w.worker, "alice", &id, MessageParams::default())
+                .await
+                .map(|_| ())
+        ),
         ErrorCode::Internal
     );
     assert_eq!(
@@ -269,7 +273,11 @@ async fn a_keyless_function_fails_closed_on_a_sealed_conversation(w: World) {
     .await;
     assert_eq!(internal(list.map(|_| ())), ErrorCode::Internal);
     w.settle().await;
-    assert_eq!(messages(&w, "alice", &id).await.unwrap().len(), 2, "nothing was stored in clear");
+    assert_eq!(
+        messages(&w, "alice", &id).await.unwrap().len(),
+        2,
+        "nothing was stored in clear"
+    );
     assert!(w.leftovers(CANARY).await.is_empty());
     service::end_session(&w.worker, "alice", &id, None).await.unwrap();
     w.settle().await;

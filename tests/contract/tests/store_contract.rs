@@ -323,7 +323,10 @@ async fn a_removal_without_a_totals_row_creates_none(w: World) {
         .unwrap();
     w.settle().await;
     assert_eq!(
-        service::user_stats(&w.deps, "alice", "child-nostats").await.unwrap().conversations,
+        service::user_stats(&w.deps, "alice", "child-nostats")
+            .await
+            .unwrap()
+            .conversations,
         1
     );
     w.store.delete_user_stats("alice", "child-nostats").await.unwrap();
@@ -334,7 +337,11 @@ async fn a_removal_without_a_totals_row_creates_none(w: World) {
     let stats = service::user_stats(&w.deps, "alice", "child-nostats").await.unwrap();
     assert_eq!((stats.conversations, stats.messages), (0, 0));
     assert_eq!(
-        code(service::get_conversation(&w.deps, "alice", &c.conversation_id).await.unwrap_err()),
+        code(
+            service::get_conversation(&w.deps, "alice", &c.conversation_id)
+                .await
+                .unwrap_err()
+        ),
         ErrorCode::ConversationNotFound
     );
 }
@@ -484,7 +491,10 @@ async fn a_record_that_cannot_be_applied_holds_back_the_rest_of_its_group(w: Wor
     // it in b fail; the lone poison fails alone; a and b0 are stored.
     let (ids, outcome) = w.persist_once().await.unwrap();
     assert_eq!(ids.len(), 6);
-    assert_eq!(outcome.failed, vec![ids[0].clone(), ids[2].clone(), ids[3].clone(), ids[4].clone()]);
+    assert_eq!(
+        outcome.failed,
+        vec![ids[0].clone(), ids[2].clone(), ids[3].clone(), ids[4].clone()]
+    );
     w.settle().await;
     assert_eq!(w.all_messages(&a).await.len(), 1);
     let bs: Vec<_> = w.all_messages(&b).await.into_iter().map(|m| m.content).collect();
@@ -519,7 +529,10 @@ async fn a_newer_command_format_is_not_overtaken_by_an_end(w: World) {
         Delivery::decode(batch[1].message_id.clone(), batch[1].group.clone(), &batch[1].body),
     ];
     let outcome = persist_batch(&w.deps, deliveries).await;
-    assert_eq!(outcome.failed, vec![batch[0].message_id.clone(), batch[1].message_id.clone()]);
+    assert_eq!(
+        outcome.failed,
+        vec![batch[0].message_id.clone(), batch[1].message_id.clone()]
+    );
     let now = w.conversation(&id).await;
     assert_eq!((now.status, now.message_count), (ConversationStatus::Active, 0));
 }

@@ -354,7 +354,10 @@ impl DynamoStore {
                         .condition_expression("attribute_not_exists(lastConversationAt) OR lastConversationAt <= :at")
                         .expression_attribute_values(":at", s(stats_time(t)));
                 }
-                None => update = update.update_expression("ADD conversations :c, messages :m, totalSeconds :s SET userId = :u"),
+                None => {
+                    update =
+                        update.update_expression("ADD conversations :c, messages :m, totalSeconds :s SET userId = :u")
+                }
             }
             update.build().map_err(corrupt)
         };
@@ -1214,7 +1217,10 @@ fn only_second_failed(reasons: &[String]) -> bool {
 /// What a cancelled transaction means to the domain.
 fn cancelled(reasons: Vec<String>) -> StoreError {
     let named: Vec<String> = reasons.into_iter().filter(|r| r != "None").collect();
-    if named.iter().any(|r| r == "ConditionalCheckFailed" || r == "TransactionConflict") {
+    if named
+        .iter()
+        .any(|r| r == "ConditionalCheckFailed" || r == "TransactionConflict")
+    {
         StoreError::Conflict(named.join(", "))
     } else {
         StoreError::Unavailable(format!("transaction cancelled: {}", named.join(", ")))
