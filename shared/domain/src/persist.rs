@@ -663,6 +663,23 @@ fn announce_message(events: &mut Vec<CloudEvent>, c: &Conversation, seen: &Flagg
     }
 }
 
+/// What an externalId's claim holds: the message and the command that
+/// claimed it. A message's id alone would not do: the id of a message with
+/// an externalId is derived from it (every send of one externalId has the
+/// same id), so only the command tells a redelivery of the claiming command
+/// (whose commit a crash cut after the claim: it goes on) from a re-send by
+/// another command (a repeat: dropped).
+fn claim_token(m: &AcceptedMessage, cmd: &WriteCommand) -> String {
+    format!("{} {}", m.message_id, cmd.command_id)
+}
+
+/// Whether a claim is this message's own, by this command. A claim holding
+/// a message id alone was written by a worker of format 3 for a command of
+/// format 3, whose message ids are random: it matches only that message.
+fn own_claim(holder: &str, m: &AcceptedMessage, cmd: &WriteCommand) -> bool {
+    holder == claim_token(m, cmd) || holder == m.message_id
+}
+
 /// Applies `commands` to `record` in order, pure and deterministic.
 /// `existing_external` maps the externalIds already claimed to the message
 /// holding each; `stored` holds the tags of commands found stored although
@@ -715,7 +732,7 @@ pub fn plan_commit(
                         let repeat = m
                             .external_id
                             .as_ref()
-                            .is_some_and(|ext| existing_external.get(ext).is_some_and(|h| *h != m.message_id));
+                            .is_some_and(|ext| existing_external.get(ext).is_some_and(|h| !own_claim(h, m, cmd)));
                         if !repeat {
                             flag_conversation(&mut rec.conversation, &m.safety, cmd, &mut meta_changed);
                             let seen = FlaggedMessage {
@@ -738,13 +755,14 @@ pub fn plan_commit(
                 let mut stored = Vec::new();
                 for m in incoming {
                     if let Some(ext) = &m.external_id {
-                        let held_by_other = existing_external.get(ext).is_some_and(|holder| *holder != m.message_id);
+                        let held_by_other = existing_external.get(ext).is_some_and(|holder| !own_claim(holder, m, cmd));
                         if held_by_other || !claimed_here.insert(ext.clone()) {
                             duplicates += 1;
                             continue;
                         }
-                        existing_external.insert(ext.clone(), m.message_id.clone());
-                        claims.push((ext.clone(), m.message_id.clone()));
+                        let token = claim_token(m, cmd);
+                        existing_external.insert(ext.clone(), token.clone());
+                        claims.push((ext.clone(), token));
                     }
                     let message = append_message(&mut rec, m, cmd, &mut meta_changed);
                     announce_message(&mut events_out, &rec.conversation, &FlaggedMessage::from(&message), cmd);

@@ -111,7 +111,11 @@ pub struct TurnRisk {
 /// would drop them, so it must never take one.
 /// 3: messages may carry a `risk`, and verdicts `findings` and `model`
 /// (issue 22).
-pub const WRITE_COMMAND_VERSION: u32 = 3;
+/// 4: a message with an `externalId` has an id derived from it, and the
+/// worker claims the externalId with a token of the message and the
+/// command (issue 23); a worker of format 3 would claim it with the message
+/// id alone, which a re-send of the same externalId would match.
+pub const WRITE_COMMAND_VERSION: u32 = 4;
 
 /// A request to (re)generate a conversation's title.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
