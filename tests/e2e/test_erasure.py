@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import unique
+import uuid
+
+import pytest
+from conftest import STORE, unique
 
 
 def test_erasure(api, bob):
@@ -33,3 +36,41 @@ def test_erasure(api, bob):
     assert api.stats(user)["conversations"] == 0
     # Bob's conversation with the same user id is his, and stays.
     assert bob.conversation(theirs)["messageCount"] == 2
+
+
+@pytest.mark.skipif(STORE != "embedded", reason="the embedded store's files on disk")
+def test_nothing_of_an_erased_user_stays_on_disk(make_server):
+    """After a user's erasure and a stop, no file of the data directory holds
+    their phone number, their conversation ids or what they said: the
+    database is compacted at the stop (issue 23)."""
+    srv = make_server("--appends-per-minute", "0")
+    api = srv.client("alice")
+    phone_digits = "4155550177"
+    marker = "zebra-umbrella-" + uuid.uuid4().hex[:8]
+    kept = api.create("child-kept", "toy-1")["conversationId"]
+    api.append(kept, ("user", "a message that stays"))
+    ids = []
+    for agent in ["+14155550100", "+14155550101"]:
+        cid = api.create(f"+1 (415) 555-0177", agent, channel="sms")["conversationId"]
+        ids.append(cid)
+        for i in range(12):
+            api.append(cid, ("user", f"{marker} number {i}"), ("assistant", f"reply {i} to {marker}"))
+        api.end(cid)
+        api.wait_status(cid, "ended")
+    api.wait_queues_idle()
+    files = lambda: [p for p in srv.data_dir.rglob("*") if p.is_file()]
+
+    def holding(needle: str) -> list[str]:
+        return [p.name for p in files() if needle.encode() in p.read_bytes()]
+
+    # While the user exists their data is on disk (sealed: the ids are).
+    assert holding(ids[0]), "the check can see what it looks for"
+    erased = api.ok("DELETE", "/users/%2B14155550177")
+    assert erased["conversationsDeleted"] == 2
+    api.wait_queues_idle()
+    srv.stop()
+    for needle in [phone_digits, ids[0], ids[1], marker]:
+        assert holding(needle) == [], f"{needle!r} is still in {holding(needle)}"
+    # What was not erased is still there, and served after a restart.
+    srv.start()
+    assert api.conversation(kept)["messageCount"] == 1

@@ -20,6 +20,32 @@ pub fn open_database(data_dir: Option<&Path>) -> Result<Arc<Database>, String> {
     Ok(Arc::new(db))
 }
 
+/// Compacts `convo.redb` under `data_dir` (when it exists): live pages move
+/// to the front of the file and the file is cut after them, so that what
+/// was erased or consumed (an erased user's records and index keys, queue
+/// bodies) no longer lies in freed pages of the file. Needs the only handle
+/// of the database: called before it is opened and after the server stops.
+/// Returns whether the file changed.
+pub fn compact_database(data_dir: &Path) -> Result<bool, String> {
+    let path = data_dir.join("convo.redb");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let mut db = Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut changed = false;
+    // Each pass moves what it can; a bound keeps a stubborn file finite.
+    for _ in 0..64 {
+        if !db
+            .compact()
+            .map_err(|e| format!("cannot compact {}: {e}", path.display()))?
+        {
+            break;
+        }
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// Separates the parts of composite keys. Ids never contain control
 /// characters (the schema refuses them), so keys cannot collide.
 pub const SEP: char = '\u{1f}';

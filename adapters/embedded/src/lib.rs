@@ -14,6 +14,6 @@ pub mod store;
 pub mod net;
 pub mod webhooks;
 
-pub use db::open_database;
+pub use db::{compact_database, open_database};
 pub use queue::{Backoff, EmbeddedQueue, QueueKind, QueueStats, Received};
 pub use store::EmbeddedStore;

@@ -488,6 +488,10 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
 }
 
 fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
+    if !args.in_memory {
+        // What a stop without compaction left (a crash, a kill).
+        convo_embedded::compact_database(&args.data_dir)?;
+    }
     let db = open_database(if args.in_memory {
         None
     } else {
@@ -606,7 +610,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    tokio_rt.block_on(async move {
+    let data_dir = args.data_dir.clone();
+    let on_disk = !args.in_memory && !args.aws;
+    let served = tokio_rt.block_on(async move {
         let rt = if args.aws {
             on_aws(&args).await?
         } else {
@@ -708,9 +714,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         for t in tasks {
             let _ = t.await;
         }
-        tracing::info!("convo-local stopped");
         Ok(())
-    })
+    });
+    // Every task, and with them every handle of the database, goes with the
+    // runtime; then the file is compacted, so that nothing erased stays in
+    // its freed pages (README, "Erasure").
+    drop(tokio_rt);
+    if served.is_ok() && on_disk {
+        match convo_embedded::compact_database(&data_dir) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not compact the database after the stop"),
+        }
+    }
+    tracing::info!("convo-local stopped");
+    served
 }
 
 async fn shutdown_signal() {
