@@ -337,6 +337,20 @@ enum Access {
     Shredded,
 }
 
+/// A conversation record opened with its key's access.
+fn open_with(access: &Access, mut r: ConversationRecord) -> Result<ConversationRecord, StoreError> {
+    match access {
+        Access::Clear => {}
+        Access::Key(k) => open_record(k, &mut r).map_err(|e| corrupt("a conversation's sealed field", e))?,
+        Access::Shredded => {
+            strip_record(&mut r);
+            r.deleting = true;
+            r.shredded = true;
+        }
+    }
+    Ok(r)
+}
+
 /// Conversations whose key is known (a conversation never changes key).
 const KNOWN_LIMIT: usize = 10_000;
 
@@ -396,25 +410,34 @@ impl SealedStore {
         Ok((self.access(&r).await?, r.owner))
     }
 
-    async fn open(&self, mut r: ConversationRecord) -> Result<ConversationRecord, StoreError> {
+    async fn open(&self, r: ConversationRecord) -> Result<ConversationRecord, StoreError> {
         let kr = KeyRef::of(&r);
         self.learn(r.id(), kr.clone());
-        match self.access(&kr).await? {
-            Access::Clear => {}
-            Access::Key(k) => open_record(&k, &mut r).map_err(|e| corrupt("a conversation's sealed field", e))?,
-            Access::Shredded => {
-                strip_record(&mut r);
-                r.deleting = true;
-                r.shredded = true;
-            }
-        }
-        Ok(r)
+        let access = self.access(&kr).await?;
+        open_with(&access, r)
     }
 
+    /// A page of conversations: each distinct key is looked up once, and
+    /// all of them at once (a cold page of 200 conversations of one user is
+    /// one key lookup, not 200 in a row).
     async fn open_all(&self, records: Vec<ConversationRecord>) -> Result<Vec<ConversationRecord>, StoreError> {
+        let refs: Vec<KeyRef> = records.iter().map(KeyRef::of).collect();
+        let mut distinct: Vec<&KeyRef> = Vec::new();
+        for r in &refs {
+            if !distinct.contains(&r) {
+                distinct.push(r);
+            }
+        }
+        let accesses = futures::future::try_join_all(distinct.iter().map(|r| self.access(r))).await?;
         let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(self.open(r).await?);
+        for (record, kr) in records.into_iter().zip(&refs) {
+            self.learn(record.id(), kr.clone());
+            let access = distinct
+                .iter()
+                .position(|d| *d == kr)
+                .and_then(|i| accesses.get(i))
+                .ok_or_else(|| StoreError::Corrupt("opening a page: a key was not looked up".into()))?;
+            out.push(open_with(access, record)?);
         }
         Ok(out)
     }

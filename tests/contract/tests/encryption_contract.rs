@@ -443,6 +443,70 @@ impl convo_domain::ports::KeyRing for RacingErasure {
     }
 }
 
+/// A key ring that counts the key lookups made through it.
+struct CountingKeys {
+    inner: Arc<dyn convo_domain::ports::KeyRing>,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl convo_domain::ports::KeyRing for CountingKeys {
+    async fn current_key(
+        &self,
+        owner: &str,
+        user: &str,
+    ) -> Result<(u64, Arc<convo_domain::crypto::DataKey>), convo_domain::ports::KeyError> {
+        self.inner.current_key(owner, user).await
+    }
+    async fn key(
+        &self,
+        owner: &str,
+        user: &str,
+        id: u64,
+    ) -> Result<Option<Arc<convo_domain::crypto::DataKey>>, convo_domain::ports::KeyError> {
+        self.lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.key(owner, user, id).await
+    }
+    async fn destroy(&self, owner: &str, user: &str) -> Result<(), convo_domain::ports::KeyError> {
+        self.inner.destroy(owner, user).await
+    }
+    async fn confirm(&self, owner: &str, user: &str, id: u64) -> Result<bool, convo_domain::ports::KeyError> {
+        self.inner.confirm(owner, user, id).await
+    }
+}
+
+/// A page of conversations is opened with one key lookup per distinct
+/// key, not one per conversation (a cold list of 200 was 200 in a row).
+async fn a_page_of_conversations_looks_each_key_up_once(w: World) {
+    for agent in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+        let mut req = create_req("child-page");
+        req.agent_id = agent.into();
+        service::create_conversation(&w.deps, "alice", req).await.unwrap();
+    }
+    let counting = Arc::new(CountingKeys {
+        inner: w.keys.clone(),
+        lookups: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let deps = w.worker.clone().sealed_with(counting.clone());
+    let page = service::list_conversations(
+        &deps,
+        "alice",
+        service::ListParams {
+            user_id: Some("child-page"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.conversations.len(), 6);
+    assert!(
+        page.conversations
+            .iter()
+            .all(|c| c.user_name.as_deref() == Some(&format!("Mia {CANARY}")[..]))
+    );
+    assert_eq!(counting.lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// A creation racing its user's erasure is refused (503, to be retried)
 /// and leaves nothing behind, whichever side of the store write the key
 /// went: nothing is ever accepted under a dead key.
@@ -493,5 +557,6 @@ contract!(
     moved_cut_or_shredded_values_are_never_returned,
     conversations_stored_in_clear_stay_readable,
     a_keyless_function_fails_closed_on_a_sealed_conversation,
+    a_page_of_conversations_looks_each_key_up_once,
     an_ended_sealed_conversation_lists_its_previews,
 );
