@@ -755,7 +755,9 @@ pub fn plan_commit(
                 let mut stored = Vec::new();
                 for m in incoming {
                     if let Some(ext) = &m.external_id {
-                        let held_by_other = existing_external.get(ext).is_some_and(|holder| !own_claim(holder, m, cmd));
+                        let held_by_other = existing_external
+                            .get(ext)
+                            .is_some_and(|holder| !own_claim(holder, m, cmd));
                         if held_by_other || !claimed_here.insert(ext.clone()) {
                             duplicates += 1;
                             continue;
