@@ -17,25 +17,7 @@ def _positive(case) -> bool:
 @schemathesis.hook
 def map_case(context, case):
     if not _positive(case):
-        # The identity rule: a user or agent id that starts with + (after
-    # NFKC) is a phone number and must be a valid one (a 400
-    # invalid_phone_number otherwise, which tests/e2e/test_identity.py
-    # checks); an SMS conversation's ids must be phone numbers. A pattern
-    # cannot say which digits make a valid number, so valid requests carry
-    # a real one there.
-    for container in (case.query, case.path_parameters, body):
-        if not isinstance(container, dict):
-            continue
-        for key in ("userId", "agentId"):
-            value = container.get(key)
-            if isinstance(value, str) and unicodedata.normalize("NFKC", value).startswith("+"):
-                container[key] = PHONE[key]
-    if isinstance(body, dict) and isinstance(body.get("channel"), str) and body["channel"].lower() == "sms":
-        body["userId"], body["agentId"] = PHONE["userId"], PHONE["agentId"]
-    return case
-
-
-PHONE = {"userId": "+14155550101", "agentId": "+14155550199"}
+        return case
     # A cursor is an opaque token the API signed for one list: only a
     # nextCursor it returned is valid (any other is a 400 invalid_cursor,
     # which tests/e2e checks). A drawn string is never one, so valid
