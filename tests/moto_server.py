@@ -22,6 +22,13 @@ holding 210 KB cannot be rewritten with 200 KB: a conversation kept in one
 item (the benchmarks' peer design) failed at half the size DynamoDB
 allows. The check here leaves the value being replaced out. Same arguments
 as `moto_server`.
+
+And moto's SQS hands a FIFO group to one receiver at a time only when the
+receives do not overlap: each receive checks which groups are in flight
+when it starts, without a lock, so two receives at once (four pollers) can
+both take messages of one group, which SQS never allows. One lock around
+moto's SQS receives, deletes and visibility changes gives FIFO groups
+their exclusivity.
 """
 import copy
 import threading
@@ -132,6 +139,28 @@ def _set_attribute(self, key, value):
 LimitedSizeDict.__setitem__ = _set_attribute
 for _name in ("put_item", "update_item", "delete_item"):
     setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
+
+from moto.sqs.models import SQSBackend  # noqa: E402
+
+_sqs = threading.RLock()
+
+
+def _sqs_serialised(method):
+    def locked(self, *args, **kwargs):
+        # A long poll waits outside the lock (it would hold every other
+        # caller for its wait); convo's pollers make short ones.
+        wait = kwargs.get("wait_seconds_timeout", args[2] if method.__name__ == "receive_message" and len(args) > 2 else 0)
+        if wait:
+            return method(self, *args, **kwargs)
+        with _sqs:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+for _name in ("receive_message", "delete_message", "delete_message_batch", "change_message_visibility",
+              "change_message_visibility_batch", "send_message", "send_message_batch"):
+    setattr(SQSBackend, _name, _sqs_serialised(getattr(SQSBackend, _name)))
 
 if __name__ == "__main__":
     main()
