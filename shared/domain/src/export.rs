@@ -24,23 +24,30 @@ pub const MESSAGES_PER_PAGE: usize = 500;
 /// Conversations read per page of the user's list.
 const CONVERSATIONS_PER_LIST: usize = 20;
 
-/// Where an export page starts.
+/// Where an export page starts. The user's list is ordered newest first
+/// by (creation time, id); a conversation is placed in it by that key, so a
+/// conversation started during the export (newer than any exported) or one
+/// erased meanwhile shifts nothing.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 struct Position {
     /// The cursor of the page of the user's conversation list (none: the
     /// first page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     list: Option<String>,
-    /// The last conversation of that page exported whole (none: none yet).
-    /// An id, not a count, so that a conversation started meanwhile (the
-    /// newest come first) shifts nothing: the list's cursor is by key.
+    /// The key (creation in milliseconds, id) of the conversation in
+    /// progress, or of the last one exported whole; every conversation
+    /// listed before it is done (or started after the export did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    done: Option<String>,
-    /// Inside the next conversation: the cursor of its messages (none: from
-    /// its first message, the conversation itself not yet exported).
+    at: Option<(i64, String)>,
+    /// The cursor of the messages of the conversation at `at` while it is
+    /// in progress (none: it is done).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     messages: Option<String>,
 }
+
+/// The most conversations one page holds (each costs its own reads, even
+/// an empty one).
+pub const CONVERSATIONS_PER_PAGE: usize = 100;
 
 fn invalid_cursor() -> DomainError {
     DomainError::Validation(ValidationError::new(
@@ -90,29 +97,44 @@ pub async fn export_user(
             },
         )
         .await?;
-        // Past the last one exported whole (all of them when it is gone).
-        let start = at
-            .done
-            .as_ref()
-            .and_then(|done| page.conversations.iter().position(|c| &c.conversation_id == done))
-            .map_or(0, |i| i + 1);
-        for conversation in page.conversations.iter().skip(start) {
-            if at.messages.is_none() {
+        for conversation in &page.conversations {
+            let key = (
+                conversation.created_at.timestamp_millis(),
+                conversation.conversation_id.clone(),
+            );
+            let resuming = match &at.at {
+                Some(bound) if key > *bound => continue,
+                Some(bound) if key == *bound => match at.messages {
+                    Some(_) => true,
+                    None => continue,
+                },
+                _ => false,
+            };
+            if !resuming {
+                // A new conversation starts only on a page with room for it.
+                if out.messages.len() >= MESSAGES_PER_PAGE || out.conversations.len() >= CONVERSATIONS_PER_PAGE {
+                    out.next_cursor = Some(encode(&at));
+                    return Ok(out);
+                }
                 out.conversations.push(conversation.clone());
+                at.at = Some(key.clone());
+                at.messages = None;
             }
             loop {
-                let room = MESSAGES_PER_PAGE - out.messages.len();
+                let room = MESSAGES_PER_PAGE - out.messages.len().min(MESSAGES_PER_PAGE);
                 if room == 0 {
+                    // More of it follows: resumed from its messages' cursor.
                     out.next_cursor = Some(encode(&at));
                     return Ok(out);
                 }
                 let room = room.min(200).to_string();
+                let cursor = at.messages.as_deref();
                 let messages = service::list_messages(
                     deps,
                     owner_id,
                     &conversation.conversation_id,
                     MessageParams {
-                        cursor: at.messages.as_deref(),
+                        cursor,
                         limit: Some(&room),
                         order: Some("asc"),
                         ..MessageParams::default()
@@ -132,16 +154,9 @@ pub async fn export_user(
                 }
             }
             at.messages = None;
-            at.done = Some(conversation.conversation_id.clone());
         }
         match page.next_cursor {
-            Some(next) => {
-                at = Position {
-                    list: Some(next),
-                    done: None,
-                    messages: None,
-                };
-            }
+            Some(next) => at.list = Some(next),
             None => return Ok(out),
         }
     }

@@ -453,6 +453,111 @@ async fn a_users_export_holds_everything_of_theirs_in_pages(w: World) {
     }
 }
 
+/// An export resumes by key, not by position: a page that ends exactly at a
+/// conversation's last message does not repeat the next conversation, a
+/// conversation started during the export is left out (it is newer than the
+/// export's start), and one erased during it is skipped without an error.
+async fn an_export_resumes_across_starts_and_erasures(w: World) {
+    let mut ids = Vec::new();
+    for (agent, appends) in [("toy-1", 2usize), ("toy-2", 27), ("toy-3", 25)] {
+        let c = service::create_conversation(&w.deps, "alice", create_req("child-r", agent))
+            .await
+            .unwrap()
+            .0;
+        for k in 0..appends {
+            let batch: Vec<serde_json::Value> = (0..20)
+                .map(|i| serde_json::json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("{agent} {k}-{i}")}))
+                .collect();
+            let req: AppendRequest = serde_json::from_value(serde_json::json!({ "messages": batch })).unwrap();
+            service::append_messages(&w.deps, "alice", &c.conversation_id, req, None)
+                .await
+                .unwrap();
+            w.settle().await;
+        }
+        ids.push(c.conversation_id);
+        w.clock.advance(chrono::Duration::seconds(1));
+    }
+    let export = |cursor: Option<String>| {
+        let deps = w.deps.clone();
+        async move {
+            convo_domain::export::export_user(&deps, "alice", "child-r", cursor.as_deref())
+                .await
+                .unwrap()
+        }
+    };
+    // Page 1: the newest (toy-3) exactly fills it.
+    let first = export(None).await;
+    assert_eq!(first.messages.len(), 500);
+    let started = service::create_conversation(&w.deps, "alice", create_req("child-r", "toy-4"))
+        .await
+        .unwrap()
+        .0;
+    let second = export(first.next_cursor.clone()).await;
+    service::delete_conversation(&w.deps, "alice", &ids[0]).await.unwrap();
+    let mut pages = vec![first, second];
+    while let Some(next) = pages.last().and_then(|p| p.next_cursor.clone()) {
+        pages.push(export(Some(next)).await);
+        assert!(pages.len() < 10);
+    }
+    let conversations: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.conversations.iter().map(|c| c.conversation_id.clone()))
+        .collect();
+    let mut unique = conversations.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        conversations.len(),
+        "a conversation repeated: {conversations:?}"
+    );
+    assert!(!conversations.contains(&started.conversation_id));
+    assert!(conversations.contains(&ids[1]) && conversations.contains(&ids[2]));
+    let messages: Vec<&Message> = pages.iter().flat_map(|p| p.messages.iter()).collect();
+    for (id, n) in [(&ids[1], 540usize), (&ids[2], 500)] {
+        let mine: Vec<u64> = messages
+            .iter()
+            .filter(|m| &m.conversation_id == id)
+            .map(|m| m.message_index)
+            .collect();
+        assert_eq!(mine, (0..n as u64).collect::<Vec<_>>(), "{id}");
+    }
+}
+
+/// A claim written by a worker of format 3 (the message id alone) for a
+/// commit a crash cut short is this message's own: the redelivered command
+/// is stored, not refused by a claim in the other form.
+async fn a_claim_in_the_old_form_does_not_block_its_own_message(w: World) {
+    let c = new_conversation(&w, "alice").await;
+    let id = c.conversation_id.clone();
+    service::append_messages(&w.deps, "alice", &id, one("user", "hi", Some("SM900")), None)
+        .await
+        .unwrap();
+    let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
+    let command: WriteCommand = serde_json::from_str(&batch[0].body).unwrap();
+    let message_id = match &command.kind {
+        convo_schema::commands::WriteKind::Append { messages } => messages[0].message_id.clone(),
+        _ => unreachable!(),
+    };
+    w.raw
+        .claim_external_ids(&id, &[("SM900".to_string(), message_id.clone())], None)
+        .await
+        .unwrap();
+    let outcome = persist_batch(
+        &w.deps,
+        vec![Delivery::decode(
+            batch[0].message_id.clone(),
+            batch[0].group.clone(),
+            &batch[0].body,
+        )],
+    )
+    .await;
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    let stored = w.all_messages(&id).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].message_id, message_id);
+}
+
 /// A record the worker cannot apply (a body that does not decode, a command
 /// in a newer format) fails every record behind it in its message group, as
 /// a failed write does: nothing of that group is applied out of order, the
@@ -2375,6 +2480,8 @@ contract! {
     a_removal_without_a_totals_row_creates_none,
     an_erasure_reads_past_a_lagging_index,
     a_users_export_holds_everything_of_theirs_in_pages,
+    an_export_resumes_across_starts_and_erasures,
+    a_claim_in_the_old_form_does_not_block_its_own_message,
     a_newer_command_format_is_not_overtaken_by_an_end,
     end_sets_duration_stats_and_a_generated_title,
     an_end_never_overtakes_messages_accepted_before_it,
