@@ -755,16 +755,20 @@ pub fn plan_commit(
                 let mut stored = Vec::new();
                 for m in incoming {
                     if let Some(ext) = &m.external_id {
-                        let held_by_other = existing_external
-                            .get(ext)
-                            .is_some_and(|holder| !own_claim(holder, m, cmd));
+                        let holder = existing_external.get(ext);
+                        let held_by_other = holder.is_some_and(|holder| !own_claim(holder, m, cmd));
                         if held_by_other || !claimed_here.insert(ext.clone()) {
                             duplicates += 1;
                             continue;
                         }
-                        let token = claim_token(m, cmd);
-                        existing_external.insert(ext.clone(), token.clone());
-                        claims.push((ext.clone(), token));
+                        // Claimed already by this message (a commit a crash
+                        // cut after its claims): the claim stands as it is,
+                        // in whichever form it was written.
+                        if holder.is_none() {
+                            let token = claim_token(m, cmd);
+                            existing_external.insert(ext.clone(), token.clone());
+                            claims.push((ext.clone(), token));
+                        }
                     }
                     let message = append_message(&mut rec, m, cmd, &mut meta_changed);
                     announce_message(&mut events_out, &rec.conversation, &FlaggedMessage::from(&message), cmd);
