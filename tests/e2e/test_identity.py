@@ -98,7 +98,8 @@ def test_nfc_and_nfd_are_one_user(server):
 
 def test_ids_that_break_the_rule_are_refused_and_change_nothing(server):
     owner = server.client(unique("identity"))
-    for bad in [" child-1", "child-1 ", "child-1\u3000", "\tchild", "chi\u0007ld"]:
+    for bad in [" child-1", "child-1 ", "child-1\u3000", "\tchild", "chi\u0007ld", "child-1\u200b", "\ufeffchild-1",
+                "chi\u202eld"]:
         assert_error(owner.post("/conversations", {"userId": bad, "agentId": "a"}), 400, "validation_failed", "userId")
         assert_error(owner.get(f"/conversations?userId={q(bad)}"), 400, "validation_failed", "userId")
         assert_error(owner.get(f"/users/{q(bad)}/stats"), 400, "validation_failed", "userId")

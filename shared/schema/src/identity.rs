@@ -32,6 +32,12 @@ pub fn party_id(field: &str, raw: &str) -> Result<String, ValidationError> {
         ));
     }
     validate::id(field, raw)?;
+    if raw.chars().any(is_invisible) {
+        return Err(ValidationError::invalid(
+            field,
+            format!("{field} must not contain invisible formatting characters (such as a zero-width space)"),
+        ));
+    }
     let compatible: String = raw.nfkc().collect();
     if compatible.starts_with('+') {
         return e164(field, &compatible);
@@ -57,6 +63,18 @@ pub fn sms_party_id(field: &str, raw: &str) -> Result<String, ValidationError> {
         ));
     }
     Ok(id)
+}
+
+/// Invisible formatting characters (Unicode's format category in the Basic
+/// Multilingual Plane): a soft hyphen, zero-width spaces and joiners,
+/// direction marks and overrides, the byte-order mark. An id holding one
+/// looks like another id and is not it, so they are refused. The OpenAPI
+/// patterns of the ids leave out the same characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{600}'..='\u{605}' | '\u{61c}' | '\u{6dd}' | '\u{70f}' | '\u{180e}'
+        | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
 }
 
 /// Whether a stored id is a phone number (E.164).
@@ -136,9 +154,14 @@ mod tests {
             "a\u{7}b",
             "",
             "  ",
+            "child-42\u{200b}",
+            "\u{feff}child",
+            "chi\u{202e}ld",
+            "+1415555\u{200d}0101",
         ] {
             let err = party_id("userId", input).unwrap_err();
             assert_eq!(err.field.as_deref(), Some("userId"), "{input:?}");
+            assert_eq!(err.code, ErrorCode::ValidationFailed, "{input:?}");
         }
     }
 
