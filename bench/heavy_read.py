@@ -10,100 +10,62 @@ median alone, measured in the same run (machines are noisy: compare ratios).
     .venv/bin/python bench/heavy_read.py target/release/convo-local [seconds]
 """
 
-import http.client
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
+
+from local_server import LocalServer
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/convo-local"
 SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
 HEAVY_READERS = 4
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def call(port, token, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {"Authorization": f"Bearer {token}"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    c.request(method, path, body=data, headers=headers)
-    r = c.getresponse()
-    raw = r.read()
-    c.close()
-    return r.status, (json.loads(raw) if raw else None)
-
-
-def light_latencies(port, token, cid, seconds):
+def light_latencies(srv, token, cid, seconds):
     out = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         t = time.perf_counter()
-        status, _ = call(port, token, "GET", f"/conversations/{cid}/messages?limit=10")
+        status, _, _ = srv.call(token, "GET", f"/conversations/{cid}/messages?limit=10")
         assert status == 200
         out.append((time.perf_counter() - t) * 1000)
     return out
 
 
 def main():
-    port = free_port()
-    d = tempfile.mkdtemp()
-    srv = subprocess.Popen(
-        [BIN, "serve", "--addr", f"127.0.0.1:{port}", "--in-memory", "--data-dir", d, "--appends-per-minute", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health")
-                break
-            except Exception:
-                time.sleep(0.1)
-        tok = {o: subprocess.check_output([BIN, "token", "--sub", o, "--data-dir", d]).decode().strip()
-               for o in ("heavy", "light")}
-        _, heavy = call(port, tok["heavy"], "POST", "/conversations", {"userId": "u", "agentId": "a"})
+    with LocalServer(BIN) as srv:
+        tok = {o: srv.token(o) for o in ("heavy", "light")}
+        _, heavy, _ = srv.call(tok["heavy"], "POST", "/conversations", {"userId": "u", "agentId": "a"})
         hid = heavy["conversationId"]
         words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor " * 300)[:16000]
         for i in range(100):
-            status, _ = call(port, tok["heavy"], "POST", f"/conversations/{hid}/messages",
+            status, _, _ = srv.call(tok["heavy"], "POST", f"/conversations/{hid}/messages",
                              {"messages": [{"role": "user", "content": f"{i} {words}"},
                                            {"role": "assistant", "content": f"{i} {words}"}]})
             assert status == 202, status
-        _, light = call(port, tok["light"], "POST", "/conversations", {"userId": "u", "agentId": "a"})
+        _, light, _ = srv.call(tok["light"], "POST", "/conversations", {"userId": "u", "agentId": "a"})
         lid = light["conversationId"]
-        call(port, tok["light"], "POST", f"/conversations/{lid}/messages",
+        srv.call(tok["light"], "POST", f"/conversations/{lid}/messages",
              {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]})
         # Everything stored before measuring.
         for _ in range(600):
-            _, c = call(port, tok["heavy"], "GET", f"/conversations/{hid}")
+            _, c, _ = srv.call(tok["heavy"], "GET", f"/conversations/{hid}")
             if c["messageCount"] == 200:
                 break
             time.sleep(0.1)
-        status, ctx = call(port, tok["heavy"], "GET", f"/conversations/{hid}/context?maxTokens=10000000")
+        status, ctx, _ = srv.call(tok["heavy"], "GET", f"/conversations/{hid}/context?maxTokens=10000000")
         assert status == 200 and len(ctx["messages"]) == 200, (status, len(ctx.get("messages", [])))
 
-        alone = light_latencies(port, tok["light"], lid, SECONDS / 2)
+        alone = light_latencies(srv, tok["light"], lid, SECONDS / 2)
         stop = threading.Event()
         heavy_done = []
 
         def heavy_reader():
             while not stop.is_set():
                 t = time.perf_counter()
-                status, _ = call(port, tok["heavy"], "GET", f"/conversations/{hid}/context?maxTokens=10000000")
+                status, _, _ = srv.call(tok["heavy"], "GET", f"/conversations/{hid}/context?maxTokens=10000000")
                 assert status == 200
                 heavy_done.append((time.perf_counter() - t) * 1000)
 
@@ -111,7 +73,7 @@ def main():
         for t in threads:
             t.start()
         time.sleep(0.5)
-        beside = light_latencies(port, tok["light"], lid, SECONDS)
+        beside = light_latencies(srv, tok["light"], lid, SECONDS)
         stop.set()
         for t in threads:
             t.join()
@@ -126,9 +88,6 @@ def main():
             "heavyReads": len(heavy_done),
             "lightReads": len(beside),
         }))
-    finally:
-        srv.terminate()
-        srv.wait()
 
 
 if __name__ == "__main__":

@@ -103,6 +103,27 @@ fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
+/// Per group (a language, a file): harmful, harmful caught, harmless,
+/// harmless flagged.
+fn tally<'a>(
+    examples: &'a [Example],
+    caught: &impl Fn(usize) -> bool,
+    group: impl Fn(&'a Example) -> &'a str,
+) -> BTreeMap<&'a str, (usize, usize, usize, usize)> {
+    let mut out: BTreeMap<&str, (usize, usize, usize, usize)> = BTreeMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        let entry = out.entry(group(e)).or_default();
+        if e.labels.is_empty() {
+            entry.2 += 1;
+            entry.3 += usize::from(caught(i));
+        } else {
+            entry.0 += 1;
+            entry.1 += usize::from(caught(i));
+        }
+    }
+    out
+}
+
 #[test]
 fn the_moderator_meets_its_floors_on_the_evaluation_set() {
     let moderator = LayeredModerator::from_dir(None).expect("the built-in moderator");
@@ -165,38 +186,11 @@ fn the_moderator_meets_its_floors_on_the_evaluation_set() {
             failures.push(format!("{c}: precision {precision:.3} < {MIN_PRECISION_PER_CATEGORY}"));
         }
     }
-    let mut by_lang: BTreeMap<&str, (usize, usize, usize, usize)> = BTreeMap::new();
-    for (i, e) in examples.iter().enumerate() {
-        let entry = by_lang.entry(e.lang.as_str()).or_default();
-        if e.labels.is_empty() {
-            entry.2 += 1;
-            entry.3 += usize::from(caught(i));
-        } else {
-            entry.0 += 1;
-            entry.1 += usize::from(caught(i));
-        }
-    }
-    for (lang, (n, c, hn, hc)) in &by_lang {
+    let by_lang = tally(&examples, &caught, |e| e.lang.as_str());
+    let by_file = tally(&examples, &caught, |e| e.file.as_str());
+    for (name, (n, c, hn, hc)) in by_lang.iter().chain(&by_file) {
         println!(
-            "{lang}: harmful caught {:.3} of {n}; harmless flagged {:.3} of {hn}",
-            ratio(*c, *n),
-            ratio(*hc, *hn)
-        );
-    }
-    let mut by_file: BTreeMap<&str, (usize, usize, usize, usize)> = BTreeMap::new();
-    for (i, e) in examples.iter().enumerate() {
-        let entry = by_file.entry(e.file.as_str()).or_default();
-        if e.labels.is_empty() {
-            entry.2 += 1;
-            entry.3 += usize::from(caught(i));
-        } else {
-            entry.0 += 1;
-            entry.1 += usize::from(caught(i));
-        }
-    }
-    for (file, (n, c, hn, hc)) in &by_file {
-        println!(
-            "{file}: harmful caught {:.3} of {n}; harmless flagged {:.3} of {hn}",
+            "{name}: harmful caught {:.3} of {n}; harmless flagged {:.3} of {hn}",
             ratio(*c, *n),
             ratio(*hc, *hn)
         );

@@ -185,6 +185,18 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// No string makes the identity rule panic; each answers an id or
+        /// an error naming its field.
+        #[test]
+        fn never_panics_and_names_its_field(raw in "\\PC{0,40}", digits in "[0-9]{1,25}[smhd]?") {
+            for input in [raw.as_str(), digits.as_str()] {
+                if let Err(e) = party_id("userId", input) {
+                    proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
+                }
+            }
+        }
+
+
         /// Normalising is idempotent: the stored form of a stored id is
         /// itself, so a user is found under the id the API returned.
         #[test]

@@ -397,9 +397,6 @@ mod tests {
                 if let Err(e) = id("userId", input) {
                     proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
                 }
-                if let Err(e) = crate::identity::party_id("userId", input) {
-                    proptest::prop_assert_eq!(e.field.as_deref(), Some("userId"));
-                }
             }
         }
     }

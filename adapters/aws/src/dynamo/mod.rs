@@ -408,35 +408,7 @@ impl DynamoStore {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Some(svc) = e.as_service_error() {
-                    if let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) = svc {
-                        let reasons: Vec<String> = c
-                            .cancellation_reasons()
-                            .iter()
-                            .filter_map(|r| r.code().map(str::to_string))
-                            .filter(|c| c != "None")
-                            .collect();
-                        if reasons.iter().any(|r| r == "ConditionalCheckFailed" || r == "TransactionConflict") {
-                            return Err(StoreError::Conflict(reasons.join(", ")));
-                        }
-                        return Err(StoreError::Unavailable(format!("transaction cancelled: {}", reasons.join(", "))));
-                    }
-                    if svc.code() == Some("TransactionConflictException") {
-                        return Err(StoreError::Conflict("transaction conflict".into()));
-                    }
-                }
-                Err(sdk(e))
-            }
-        }
+        self.try_transact(items).await?.map_err(cancelled)
     }
 
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
