@@ -62,7 +62,7 @@ impl AwsSettings {
     ];
     /// The variables a function may set; anything else named `CONVO_*` is
     /// not read.
-    pub const OPTIONAL_ENV: [&'static str; 13] = [
+    pub const OPTIONAL_ENV: [&'static str; 14] = [
         "CONVO_ENCRYPTION",
         "CONVO_WRITES_DLQ_URL",
         "CONVO_TITLES_DLQ_URL",
@@ -76,6 +76,7 @@ impl AwsSettings {
         "CONVO_READ_AFTER_WAIT",
         "CONVO_OPERATORS",
         "CONVO_DEEP_HEALTH_INTERVAL",
+        "CONVO_ERASURE_SETTLE",
     ];
 
     /// Reads `CONVO_TABLE`, `CONVO_WRITES_QUEUE_URL`, `CONVO_TITLES_QUEUE_URL`,
@@ -91,7 +92,8 @@ impl AwsSettings {
     /// (`on` by default, or `off`) and `CONVO_OPERATORS` (the token subs,
     /// comma-separated, that may read `GET /health/deep`; unset: nobody) and
     /// `CONVO_DEEP_HEALTH_INTERVAL` (default 2s: how long one deep-health
-    /// answer is reused).
+    /// answer is reused) and `CONVO_ERASURE_SETTLE` (default 5s: how long an
+    /// erasure waits for the user index to settle before its last pass).
     pub fn from_env() -> Result<Self, ConfigError> {
         let missing: Vec<&'static str> = Self::REQUIRED_ENV.into_iter().filter(|n| var(n).is_none()).collect();
         if !missing.is_empty() {
@@ -137,6 +139,10 @@ impl AwsSettings {
         if let Some(raw) = var("CONVO_DEEP_HEALTH_INTERVAL") {
             config.deep_health_interval = convo_schema::validate::duration_or_zero("CONVO_DEEP_HEALTH_INTERVAL", &raw)
                 .map_err(|e| ConfigError::Invalid("CONVO_DEEP_HEALTH_INTERVAL", e.message))?;
+        }
+        if let Some(raw) = var("CONVO_ERASURE_SETTLE") {
+            config.erasure_settle = convo_schema::validate::duration_or_zero("CONVO_ERASURE_SETTLE", &raw)
+                .map_err(|e| ConfigError::Invalid("CONVO_ERASURE_SETTLE", e.message))?;
         }
         if let Some(raw) = var("CONVO_OPERATORS") {
             config.operators = raw

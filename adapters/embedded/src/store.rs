@@ -37,8 +37,11 @@ const EXPIRING: Table = TableDefinition::new("conversations_by_expiry");
 /// The owner's listings: every conversation, by agent, by status and the
 /// flagged ones, each under its own key prefix ([`list_prefix`]).
 const LISTS: Table = TableDefinition::new("conversation_lists");
+/// Users' erasure jobs, by erasure id.
+const ERASURES: Table = TableDefinition::new("erasure_jobs");
 
-const ALL_TABLES: [Table; 13] = [
+const ALL_TABLES: [Table; 14] = [
+    ERASURES,
     LISTS,
     EXPIRING,
     FLAGGED_CONVERSATIONS,
@@ -101,6 +104,12 @@ impl StoredChunk {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErasureItem {
+    version: u64,
+    job: ErasureJob,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1115,6 +1124,51 @@ impl ConversationStore for EmbeddedStore {
                         .insert(k.as_str(), encode(&item).as_slice())
                         .map_err(unavailable)?;
                 }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
+        let k = erasure_id.to_string();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ERASURES).map_err(unavailable)?;
+            let Some(v) = table.get(k.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let item: ErasureItem = decode(v.value())?;
+            Ok(Some(ErasureJob {
+                version: item.version,
+                ..item.job
+            }))
+        })
+        .await
+    }
+
+    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
+        let k = job.erasure_id.clone();
+        let item = ErasureItem {
+            version: job.version,
+            job: job.clone(),
+        };
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(ERASURES).map_err(unavailable)?;
+                let stored = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => decode::<ErasureItem>(v.value())?.version,
+                    None => 0,
+                };
+                if stored != expected_version {
+                    return Err(StoreError::Conflict(format!(
+                        "the erasure job is at version {stored}, not {expected_version}"
+                    )));
+                }
+                table
+                    .insert(k.as_str(), encode(&item).as_slice())
+                    .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })

@@ -45,6 +45,7 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         list_reviews,
         user_stats,
         delete_user,
+        get_erasure,
         export_user,
         health,
         deep_health,
@@ -501,11 +502,36 @@ struct ExportQuery {
     responses((status = 200, description = "A page of the export", body = UserExportPage)))]
 fn export_user() {}
 
-/// Erase every conversation the owner holds with a user, and their totals.
+/// Erase everything the owner holds of a user: every conversation with
+/// them, every message, their totals. The user's data key is destroyed
+/// before the answer (nothing sealed under it opens again); a job then
+/// deletes the items, page by page, and survives any crash. Follow
+/// `Location` (`GET /erasures/{erasureId}`) until `status` is `done`. A
+/// user the owner holds nothing of ends as `nothing_held`.
 #[utoipa::path(delete, path = "/users/{userId}", tag = "users",
     params(UserPath),
-    responses((status = 200, description = "Erased", body = DeleteUserResponse)))]
+    responses((status = 202, description = "The erasure is under way",
+        headers(("Location" = String, description = "/erasures/{erasureId}")),
+        body = ErasureReport)))]
 fn delete_user() {}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+struct ErasurePath {
+    /// The erasure's id (a ULID), from `DELETE /users/{userId}`.
+    #[param(pattern = "^[0-9A-Za-z]{26}$")]
+    erasure_id: String,
+}
+
+/// An erasure's progress and, once `done`, its outcome. A finished erasure
+/// keeps its counts but no id of the person it erased.
+#[utoipa::path(get, path = "/erasures/{erasureId}", tag = "users",
+    params(ErasurePath),
+    responses(
+        (status = 200, description = "The erasure", body = ErasureReport),
+        (status = 404, description = "No erasure of this owner has that id (`erasure_not_found`)", body = ErrorBody),
+    ))]
+fn get_erasure() {}
 
 /// Liveness (no token needed): the API answers. It calls nothing behind
 /// it and shows nothing of any tenant; the store's and the queues' state is

@@ -3,12 +3,13 @@
 //! pair's active one when `reuseActive` finds it), `PATCH
 //! /conversations/{id}` (user title, metadata merge, archive) and `POST
 //! /conversations/{id}/review` (a reviewer's verdict on a flagged one), and
-//! erasure: `DELETE /conversations/{id}` and `DELETE /users/{userId}`.
+//! erasure: `DELETE /conversations/{id}` and `DELETE /users/{userId}` (202: a
+//! durable job, reported on by the read API's `GET /erasures/{erasureId}`).
 
-use convo_domain::{Deps, service};
+use convo_domain::{Deps, erasure, service};
 use convo_http::{ApiError, HandlerResult, finish, json_body, owner, path_param, route_key};
 use convo_schema::api::{
-    CreateConversationRequest, DeleteConversationResponse, DeleteUserResponse, PatchConversationRequest, ReviewRequest,
+    CreateConversationRequest, DeleteConversationResponse, PatchConversationRequest, ReviewRequest,
 };
 use lambda_http::Request;
 
@@ -50,21 +51,26 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
             }
             "DELETE /users/{userId}" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
-                let (user_id, n) = service::delete_user(deps, &owner, &user).await?;
-                Ok((
-                    200,
-                    to_json(DeleteUserResponse {
-                        user_id,
-                        conversations_deleted: n,
-                    }),
-                ))
+                // 202: the key is gone, the job that deletes the items is
+                // queued; `Location` reports on it.
+                Ok((202, to_json(erasure::start(deps, &owner, &user).await?)))
             }
             _ => Err(ApiError::not_found_route()),
         }
     }
     .await;
     Ok(match result {
-        Ok((status, body)) => finish(&req, &route, status, Ok::<_, ApiError>(body)),
+        Ok((status, body)) => {
+            let location = (status == 202)
+                .then(|| body.get("erasureId").and_then(|v| v.as_str()))
+                .flatten()
+                .and_then(|id| lambda_http::http::HeaderValue::from_str(&format!("/erasures/{id}")).ok());
+            let mut resp = finish(&req, &route, status, Ok::<_, ApiError>(body));
+            if let Some(location) = location {
+                resp.headers_mut().insert(lambda_http::http::header::LOCATION, location);
+            }
+            resp
+        }
         Err(e) => finish::<()>(&req, &route, 200, Err(e)),
     })
 }

@@ -11,6 +11,7 @@
 //! found in the `X-Convo-After` header (`applied` or `pending`).
 //! - `GET /users/{userId}/stats`
 //! - `GET /users/{userId}/export` (cursor): everything held about a user, opened
+//! - `GET /erasures/{erasureId}`: a user's erasure's progress and outcome
 //! - `GET /health` (no token needed): liveness only, no call to anything
 //! - `GET /health/deep` (an operator's token): the store's and the queues'
 //!   figures, refreshed at most once per `Config::deep_health_interval`
@@ -139,6 +140,10 @@ pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
             "GET /users/{userId}/stats" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
                 to_json(service::user_stats(deps, &owner, &user).await?)
+            }
+            "GET /erasures/{erasureId}" => {
+                let id = path_param(&req, "erasureId").ok_or_else(ApiError::not_found_route)?;
+                to_json(convo_domain::erasure::report(deps, &owner, &id).await?)
             }
             _ => return Err(ApiError::not_found_route()),
         };

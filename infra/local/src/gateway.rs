@@ -60,6 +60,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/conversations/{id}/context", Function::ReadApi, true),
     ("GET", "/users/{userId}/stats", Function::ReadApi, true),
     ("GET", "/users/{userId}/export", Function::ReadApi, true),
+    ("GET", "/erasures/{erasureId}", Function::ReadApi, true),
     ("GET", "/reviews", Function::ReadApi, true),
     ("GET", "/health", Function::ReadApi, false),
     ("GET", "/health/deep", Function::ReadApi, true),

@@ -153,6 +153,10 @@ struct ServeArgs {
     /// How long one GET /health/deep answer is reused (0s: never).
     #[arg(long, env = "CONVO_DEEP_HEALTH_INTERVAL", default_value = "2s")]
     deep_health_interval: String,
+    /// How long an erasure waits for a lagging user index (the DynamoDB
+    /// store's) to settle before its last pass (0s: no wait).
+    #[arg(long, env = "CONVO_ERASURE_SETTLE", default_value = "5s")]
+    erasure_settle: String,
     /// Receives before a failing queue message is parked as a dead letter.
     #[arg(long, env = "CONVO_MAX_RECEIVES", default_value_t = 5)]
     max_receives: u32,
@@ -477,6 +481,8 @@ fn config(args: &ServeArgs) -> Result<Config, String> {
             &args.deep_health_interval,
         )
         .map_err(|e| format!("--deep-health-interval: {}", e.message))?,
+        erasure_settle: convo_schema::validate::duration_or_zero("erasure-settle", &args.erasure_settle)
+            .map_err(|e| format!("--erasure-settle: {}", e.message))?,
         operators: args
             .operators
             .iter()

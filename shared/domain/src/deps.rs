@@ -42,6 +42,11 @@ pub struct Config {
     /// How long one deep-health answer is reused, however many operators
     /// ask (the store and the queues are asked at most once per interval).
     pub deep_health_interval: Duration,
+    /// How long an erasure waits for a lagging user index (DynamoDB's
+    /// global secondary index) to settle before the second pass that must
+    /// find nothing (the embedded store's index never lags; it ends on the
+    /// first clean pass).
+    pub erasure_settle: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +63,7 @@ impl Default for Config {
             encryption: true,
             operators: Vec::new(),
             deep_health_interval: Duration::seconds(2),
+            erasure_settle: Duration::seconds(5),
         }
     }
 }

@@ -13,6 +13,8 @@ pub enum DomainError {
     NotFound,
     #[error("no such message in this conversation")]
     MessageNotFound,
+    #[error("no such erasure")]
+    ErasureNotFound,
     #[error("{1}")]
     Conflict(ErrorCode, String),
     #[error("too many requests; retry after {retry_after_seconds} s")]
@@ -31,6 +33,7 @@ impl DomainError {
             DomainError::Validation(v) => v.code,
             DomainError::NotFound => ErrorCode::ConversationNotFound,
             DomainError::MessageNotFound => ErrorCode::MessageNotFound,
+            DomainError::ErasureNotFound => ErrorCode::ErasureNotFound,
             DomainError::Conflict(code, _) => *code,
             DomainError::RateLimited { .. } => ErrorCode::RateLimited,
             DomainError::Forbidden(_) => ErrorCode::Forbidden,

@@ -10,6 +10,7 @@
 pub mod crypto;
 pub mod cursor;
 pub mod deps;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod export;

@@ -186,6 +186,21 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
                 return outcome;
             }
         };
+        if matches!(cmd.kind, WriteKind::EraseUser { .. }) {
+            // A step of a user's erasure job: its group is the job's own.
+            match crate::erasure::run_command(deps, cmd).await {
+                Ok(()) => {
+                    outcome.commands_applied += 1;
+                    next += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(erasure_id = %cmd.conversation_id, error = %e, "an erasure step failed; retried");
+                    fail_rest(&mut outcome, &list[next..]);
+                    return outcome;
+                }
+            }
+            continue;
+        }
         if matches!(cmd.kind, WriteKind::Erase { .. }) {
             match erase_leftovers(deps, cmd).await {
                 Ok(()) => next += 1,
@@ -239,9 +254,11 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             .iter()
             .flat_map(|c| match &c.kind {
                 WriteKind::Append { messages } => messages.iter().filter_map(|m| m.external_id.clone()).collect(),
-                WriteKind::End { .. } | WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear => {
-                    Vec::new()
-                }
+                WriteKind::End { .. }
+                | WriteKind::Erase { .. }
+                | WriteKind::EraseUser { .. }
+                | WriteKind::Remove { .. }
+                | WriteKind::Clear => Vec::new(),
             })
             .collect();
         let existing = if external_ids.is_empty() {
@@ -338,7 +355,11 @@ async fn already_stored(
         })
         .filter_map(|c| match &c.kind {
             WriteKind::Append { messages } => Some((*c, messages.iter().map(|m| m.message_id.as_str()).collect())),
-            WriteKind::End { .. } | WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear => None,
+            WriteKind::End { .. }
+            | WriteKind::Erase { .. }
+            | WriteKind::EraseUser { .. }
+            | WriteKind::Remove { .. }
+            | WriteKind::Clear => None,
         })
         .collect();
     let Some(oldest) = old.iter().map(|(c, _)| c.accepted_at).min() else {
@@ -607,7 +628,7 @@ fn run_end(list: &[Delivery], start: usize) -> usize {
 fn stands_alone(cmd: &WriteCommand) -> bool {
     matches!(
         cmd.kind,
-        WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear
+        WriteKind::Erase { .. } | WriteKind::EraseUser { .. } | WriteKind::Remove { .. } | WriteKind::Clear
     )
 }
 
@@ -835,7 +856,9 @@ pub fn plan_commit(
                 applied += 1;
             }
             // Applied on their own (`run_end` stops before them).
-            WriteKind::Erase { .. } | WriteKind::Remove { .. } | WriteKind::Clear => continue,
+            WriteKind::Erase { .. } | WriteKind::EraseUser { .. } | WriteKind::Remove { .. } | WriteKind::Clear => {
+                continue;
+            }
             WriteKind::End { reason } => {
                 if rec.conversation.status != ConversationStatus::Active {
                     if rec.end_command == Some(tag) || rec.head.recent_commands.contains(&tag) {

@@ -102,6 +102,70 @@ pub struct ConversationRecord {
     pub shredded: bool,
 }
 
+/// The stored state of a user's erasure job (`DELETE /users/{userId}`):
+/// its report and where it is, so that a step interrupted anywhere resumes
+/// from the last step it recorded. Written with a version, conditionally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureJob {
+    pub erasure_id: String,
+    pub owner_id: String,
+    /// Until the job is done; a finished job keeps no id of the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub done: bool,
+    pub conversations_deleted: u64,
+    pub messages_deleted: u64,
+    pub requested_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The step the next command runs (a command of an earlier step is a
+    /// redelivery).
+    pub step: u64,
+    /// Where the current pass over the user's conversations resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// The conversations the last step found and counted, which the next
+    /// step erases first (so that a crash anywhere neither loses one nor
+    /// counts one twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// Whether the current pass erased anything (a pass that erases
+    /// nothing from start to end is the check that ends the job).
+    pub found_in_pass: bool,
+    /// When a pass over a lagging index first found nothing: the job ends
+    /// with a second clean pass once the index has had time to settle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_pass_at: Option<Timestamp>,
+    /// The stored version (1 for a new job); a write expects it.
+    #[serde(skip)]
+    pub version: u64,
+}
+
+impl ErasureJob {
+    pub fn report(&self) -> convo_schema::api::ErasureReport {
+        use convo_schema::api::{ErasureOutcome, ErasureReport, ErasureStatus};
+        ErasureReport {
+            erasure_id: self.erasure_id.clone(),
+            user_id: self.user_id.clone(),
+            status: if self.done {
+                ErasureStatus::Done
+            } else {
+                ErasureStatus::Running
+            },
+            outcome: self.done.then_some(if self.conversations_deleted > 0 {
+                ErasureOutcome::Erased
+            } else {
+                ErasureOutcome::NothingHeld
+            }),
+            conversations_deleted: self.conversations_deleted,
+            messages_deleted: self.messages_deleted,
+            requested_at: self.requested_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
 /// A sealed message content and the message it belongs to (what the last
 /// preview is made from).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -593,6 +657,20 @@ pub trait ConversationStore: Send + Sync {
 
     /// The command is on the queue: forget it, keep the answer.
     async fn settle_idempotency(&self, conversation_id: &str, key: &str) -> Result<(), StoreError>;
+
+    /// An erasure job, read strongly consistently.
+    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError>;
+
+    /// Stores an erasure job at `job.version` if the stored one is at
+    /// `expected_version` (0: none stored yet); `Conflict` otherwise.
+    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError>;
+
+    /// Whether the user index ([`ConversationList::User`]) shows every
+    /// committed change at once. DynamoDB's global secondary index lags;
+    /// an erasure then ends with a second clean pass after a settling time.
+    fn user_index_is_consistent(&self) -> bool {
+        true
+    }
 
     async fn health(&self) -> ComponentHealth;
 }

@@ -754,6 +754,18 @@ impl ConversationStore for SealedStore {
         self.inner.settle_idempotency(conversation_id, key).await
     }
 
+    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
+        self.inner.get_erasure(erasure_id).await
+    }
+
+    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
+        self.inner.put_erasure(job, expected_version).await
+    }
+
+    fn user_index_is_consistent(&self) -> bool {
+        self.inner.user_index_is_consistent()
+    }
+
     async fn health(&self) -> ComponentHealth {
         self.inner.health().await
     }

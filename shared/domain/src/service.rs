@@ -840,6 +840,22 @@ pub async fn queue_events(deps: &Deps, events: &[CloudEvent]) {
 /// the user's totals. Idempotent, and silent about existence: a missing or
 /// foreign id answers the same as an erased one.
 pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<(), DomainError> {
+    delete_conversation_counted(deps, owner_id, conversation_id, true)
+        .await
+        .map(|_| ())
+}
+
+/// [`delete_conversation`], answering how many messages the conversation
+/// held when this call found it (`None`: missing, or another owner's).
+///
+/// `recount`: whether the user's last conversation is looked up again
+/// (a user's erasure deletes their totals at its end instead: no need).
+pub async fn delete_conversation_counted(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    recount: bool,
+) -> Result<Option<u64>, DomainError> {
     // A string that is not a conversation id names nothing that could
     // exist (a 404); a well-formed id that is missing or another owner's is
     // erased already, as far as this caller can know (idempotent).
@@ -848,10 +864,10 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
     }
     for _ in 0..8 {
         let Some(mut record) = deps.store.get_conversation(conversation_id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if record.conversation.owner_id != owner_id {
-            return Ok(());
+            return Ok(None);
         }
         // 1. Mark it: from now on it reads as missing and takes no writes.
         // (One whose key is gone reads as being erased already; the mark
@@ -886,8 +902,8 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
         .await?;
         // 3. and 4.; a crash in between leaves the mark: a retry finishes
         // (and so does the worker, when it reaches the guard).
-        if finish_erasure(deps, &record).await? {
-            return Ok(());
+        if finish_erasure_recounting(deps, &record, recount).await? {
+            return Ok(Some(record.conversation.message_count));
         }
     }
     Err(DomainError::Unavailable(
@@ -900,6 +916,14 @@ pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &
 /// when the conversation changed meanwhile (read it again). Idempotent: the
 /// API and the worker (at the erasure's guard) may both run it.
 pub async fn finish_erasure(deps: &Deps, record: &ConversationRecord) -> Result<bool, DomainError> {
+    finish_erasure_recounting(deps, record, true).await
+}
+
+async fn finish_erasure_recounting(
+    deps: &Deps,
+    record: &ConversationRecord,
+    recount: bool,
+) -> Result<bool, DomainError> {
     let conversation_id = record.id();
     deps.store.delete_conversation_items(conversation_id).await?;
     let c = &record.conversation;
@@ -914,7 +938,7 @@ pub async fn finish_erasure(deps: &Deps, record: &ConversationRecord) -> Result<
         Ok(()) => {
             // Writes that raced the mark may have left items behind.
             deps.store.delete_conversation_items(conversation_id).await?;
-            if counted {
+            if counted && recount {
                 recount_last_conversation(deps, &record.conversation).await?;
             }
             Ok(true)
@@ -962,64 +986,7 @@ async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result
     Ok(())
 }
 
-/// Erases everything the owner holds about a user: every conversation with
-/// them and their totals. Returns the id the user is stored under and how
-/// many conversations were erased.
-pub async fn delete_user(deps: &Deps, owner_id: &str, user_id: &str) -> Result<(String, u64), DomainError> {
-    let user_id = user_id_param(user_id)?;
-    // The user's data key goes first (crypto-shredding): from here on
-    // nothing sealed under it opens again, in this table or in any backup
-    // of it, whatever happens to the deletes below.
-    if let Some(keys) = &deps.keys {
-        keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
-        deps.metrics.record(&[("KeysDestroyed", 1.0, "Count")]);
-    }
-    let mut erased = 0;
-    // Passes over the user's index, page by page with its cursor: the index
-    // may lag (DynamoDB's is eventually consistent), so a page can hold only
-    // entries of conversations already erased, and an empty page is not the
-    // end. The erasure is done when a whole pass from the start finds
-    // nothing; a bound keeps one call finite (a retry continues).
-    let mut cursor: Option<String> = None;
-    let mut found_in_pass = false;
-    for _ in 0..1000 {
-        let page = deps
-            .store
-            .list_conversations(
-                owner_id,
-                &ConversationList::User(user_id.clone()),
-                cursor.as_deref(),
-                100,
-            )
-            .await?;
-        for r in page.items.iter().filter(|r| r.conversation.owner_id == owner_id) {
-            delete_conversation(deps, owner_id, r.id()).await?;
-            erased += 1;
-            found_in_pass = true;
-        }
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            if !found_in_pass {
-                break;
-            }
-            found_in_pass = false;
-        }
-    }
-    deps.store.delete_user_stats(owner_id, &user_id).await?;
-    // Announced when it erased something (a retried erasure that finds
-    // nothing left announces nothing again).
-    if erased > 0 {
-        let now = deps.clock.now();
-        queue_events(
-            deps,
-            &[events::user_erased(owner_id, &user_id, erased, &deps.ids.new_id(), now)],
-        )
-        .await;
-    }
-    Ok((user_id, erased))
-}
-
-fn key_error(e: KeyError) -> DomainError {
+pub(crate) fn key_error(e: KeyError) -> DomainError {
     match e {
         KeyError::Unavailable(m) => DomainError::Unavailable(m),
         KeyError::Corrupt(m) => DomainError::Internal(m),

@@ -357,12 +357,47 @@ pub struct DeleteConversationResponse {
     pub deleted: bool,
 }
 
-/// The answer to `DELETE /users/{userId}`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// An erasure of a user's data (`DELETE /users/{userId}` answers 202 with
+/// it; `GET /erasures/{erasureId}` reports its progress). The user's data
+/// key is destroyed before the 202, so nothing sealed under it opens again;
+/// the job then deletes every item of the user, page by page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DeleteUserResponse {
-    pub user_id: String,
+pub struct ErasureReport {
+    /// The job's id (`GET /erasures/{erasureId}`).
+    pub erasure_id: String,
+    /// The id the user is stored under, while the job runs. A finished
+    /// erasure keeps no id of the person it erased: absent once `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub status: ErasureStatus,
+    /// Once `done`: `erased` (something was held and is gone) or
+    /// `nothing_held` (the owner held nothing of that user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ErasureOutcome>,
+    /// Conversations erased so far.
     pub conversations_deleted: u64,
+    /// Messages in them.
+    pub messages_deleted: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub requested_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErasureStatus {
+    Running,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureOutcome {
+    Erased,
+    NothingHeld,
 }
 
 /// The error body: `{"error": {...}}`.

@@ -49,6 +49,13 @@ pub enum WriteKind {
     /// Removes every message accepted before this command (the
     /// conversation stays), leaving tombstones.
     Clear,
+    /// One step of the erasure of a user (`DELETE /users/{userId}`): the
+    /// command's `conversationId` is the erasure's id (its own FIFO group),
+    /// and `step` the job's step it runs; a step that finds the job moved
+    /// on is a redelivery and does nothing twice.
+    EraseUser {
+        step: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -115,7 +122,8 @@ pub struct TurnRisk {
 /// worker claims the externalId with a token of the message and the
 /// command (issue 23); a worker of format 3 would claim it with the message
 /// id alone, which a re-send of the same externalId would match.
-pub const WRITE_COMMAND_VERSION: u32 = 4;
+/// 5: `eraseUser`, the steps of a user's erasure job (issue 23).
+pub const WRITE_COMMAND_VERSION: u32 = 5;
 
 /// A request to (re)generate a conversation's title.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Forbidden,
     ConversationNotFound,
     MessageNotFound,
+    /// No erasure job of this owner has that id.
+    ErasureNotFound,
     RouteNotFound,
     MethodNotAllowed,
     ConversationEnded,
@@ -38,7 +40,10 @@ impl ErrorCode {
             | ErrorCode::InvalidCursor => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::ConversationNotFound | ErrorCode::MessageNotFound | ErrorCode::RouteNotFound => 404,
+            ErrorCode::ConversationNotFound
+            | ErrorCode::MessageNotFound
+            | ErrorCode::ErasureNotFound
+            | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ConversationEnded
             | ErrorCode::ConversationNotEnded
@@ -63,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::ConversationNotFound => "conversation_not_found",
             ErrorCode::MessageNotFound => "message_not_found",
+            ErrorCode::ErasureNotFound => "erasure_not_found",
             ErrorCode::RouteNotFound => "route_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ConversationEnded => "conversation_ended",

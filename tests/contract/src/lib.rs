@@ -146,7 +146,7 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $case() {
                     #[allow(unused_mut, unused_assignments)]
-                    let mut config = convo_domain::Config { appends_per_minute: 0, ..Default::default() };
+                    let mut config = convo_domain::Config { appends_per_minute: 0, erasure_settle: chrono::Duration::milliseconds(50), ..Default::default() };
                     $( config = $config; )?
                     super::$case(convo_contract_tests::world(convo_contract_tests::StoreKind::Embedded, config).await).await
                 }
@@ -157,7 +157,7 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     #[allow(unused_mut, unused_assignments)]
-                    let mut config = convo_domain::Config { appends_per_minute: 0, ..Default::default() };
+                    let mut config = convo_domain::Config { appends_per_minute: 0, erasure_settle: chrono::Duration::milliseconds(50), ..Default::default() };
                     $( config = $config; )?
                     super::$case(convo_contract_tests::world(convo_contract_tests::StoreKind::DynamoDb, config).await).await
                 }
@@ -188,6 +188,18 @@ impl World {
             }
         }
         Some((ids, outcome))
+    }
+
+    /// Erases a user as the API does (the key destroyed, the job's first
+    /// step queued), runs the worker until the queue is empty, and answers
+    /// the job's report.
+    pub async fn erase_user(&self, owner: &str, user: &str) -> convo_schema::api::ErasureReport {
+        let started = convo_domain::erasure::start(&self.deps, owner, user).await.unwrap();
+        assert_eq!(started.status, convo_schema::api::ErasureStatus::Running);
+        self.settle().await;
+        convo_domain::erasure::report(&self.deps, owner, &started.erasure_id)
+            .await
+            .unwrap()
     }
 
     /// Runs the worker until the writes queue is empty (waiting out retry
@@ -323,6 +335,8 @@ pub enum Step {
     Meta,
     Chunk,
     Head,
+    /// A user's erasure job recorded (a step's end).
+    ErasureJob,
 }
 
 /// The store under test with failures injected into the worker's writes:
@@ -340,6 +354,10 @@ pub struct FaultyStore {
     /// consistent): a list from the start first answers one page of entries
     /// whose conversations are gone (no items, a cursor to the real start).
     pub lagging_index: std::sync::atomic::AtomicBool,
+    /// Conversations the user index does not show yet (a global index that
+    /// has not caught up with their creation), for this many more lists
+    /// of it; while the set is not empty the index says it may lag.
+    pub unindexed: Mutex<(HashSet<String>, usize)>,
 }
 
 impl FaultyStore {
@@ -350,6 +368,7 @@ impl FaultyStore {
             crash: Mutex::new(Vec::new()),
             calls: Mutex::new(std::collections::HashMap::new()),
             lagging_index: std::sync::atomic::AtomicBool::new(false),
+            unindexed: Mutex::new((HashSet::new(), 0)),
         }
     }
 
@@ -440,7 +459,13 @@ impl ConversationStore for FaultyStore {
                 _ => {}
             }
         }
-        self.inner.list_conversations(o, list, c, l).await
+        let mut page = self.inner.list_conversations(o, list, c, l).await?;
+        let mut unindexed = self.unindexed.lock().unwrap();
+        if unindexed.1 > 0 && matches!(list, ConversationList::User(_)) {
+            unindexed.1 -= 1;
+            page.items.retain(|r| !unindexed.0.contains(r.id()));
+        }
+        Ok(page)
     }
     async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         self.inner.list_messages(id, q).await
@@ -498,6 +523,18 @@ impl ConversationStore for FaultyStore {
     }
     async fn settle_idempotency(&self, c: &str, k: &str) -> Result<(), StoreError> {
         self.inner.settle_idempotency(c, k).await
+    }
+    async fn get_erasure(&self, id: &str) -> Result<Option<ErasureJob>, StoreError> {
+        self.inner.get_erasure(id).await
+    }
+    async fn put_erasure(&self, job: &ErasureJob, expected: u64) -> Result<(), StoreError> {
+        self.check(Step::ErasureJob, &job.erasure_id)?;
+        self.inner.put_erasure(job, expected).await
+    }
+    fn user_index_is_consistent(&self) -> bool {
+        self.inner.user_index_is_consistent()
+            && !self.lagging_index.load(std::sync::atomic::Ordering::SeqCst)
+            && self.unindexed.lock().unwrap().0.is_empty()
     }
     async fn health(&self) -> ComponentHealth {
         self.inner.health().await

@@ -189,7 +189,7 @@ async fn moved_cut_or_shredded_values_are_never_returned(w: World) {
     w.settle().await;
     assert_eq!(messages(&w, "alice", &again.conversation_id).await.unwrap().len(), 2);
     assert_eq!(gone(messages(&w, "alice", &id).await), ErrorCode::ConversationNotFound);
-    assert_eq!(service::delete_user(&w.deps, "alice", "child-s").await.unwrap().1, 2);
+    assert_eq!(w.erase_user("alice", "child-s").await.conversations_deleted, 2);
     w.settle().await;
     assert!(w.leftovers(&id).await.is_empty());
     assert!(w.leftovers(&again.conversation_id).await.is_empty());

@@ -361,7 +361,7 @@ async fn an_erasure_reads_past_a_lagging_index(w: World) {
         );
     }
     w.faulty.lagging_index.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (_, erased) = service::delete_user(&w.deps, "alice", "child-lag").await.unwrap();
+    let erased = w.erase_user("alice", "child-lag").await.conversations_deleted;
     w.faulty.lagging_index.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(erased, 3);
     for id in &ids {
@@ -370,6 +370,158 @@ async fn an_erasure_reads_past_a_lagging_index(w: World) {
             ErrorCode::ConversationNotFound
         );
     }
+}
+
+/// A user's erasure is a job that survives a crash anywhere: a step that
+/// fails after erasing part of its page, or after its work but before it is
+/// recorded, is redelivered and resumes; the job ends with everything of
+/// the user gone, counted exactly once, and nothing of anyone else touched.
+async fn an_erasure_job_survives_crashes_and_counts_once(w: World) {
+    let mut ids = Vec::new();
+    let mut messages = 0;
+    for i in 0..30 {
+        let c = service::create_conversation(&w.deps, "alice", create_req("child-big", &format!("toy-{i}")))
+            .await
+            .unwrap()
+            .0;
+        if i % 10 == 0 {
+            service::append_messages(&w.deps, "alice", &c.conversation_id, exchange("hi", "hello"), None)
+                .await
+                .unwrap();
+            messages += 2;
+        }
+        ids.push(c.conversation_id);
+    }
+    let kept = service::create_conversation(&w.deps, "alice", create_req("child-other", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    let bobs = service::create_conversation(&w.deps, "bob", create_req("child-big", "toy-1"))
+        .await
+        .unwrap()
+        .0;
+    w.settle().await;
+    // The start's record goes through; the first step's record fails (after
+    // its page was found), then a mark in the middle of a page, then a
+    // later step's record.
+    w.faulty.crash_at(Step::ErasureJob, 1);
+    w.faulty.crash_at(Step::Meta, 12);
+    w.faulty.crash_at(Step::ErasureJob, 1);
+    let report = w.erase_user("alice", "child-big").await;
+    assert!(w.faulty.crash.lock().unwrap().is_empty(), "every crash was injected");
+    assert_eq!(report.status, ErasureStatus::Done);
+    assert_eq!(report.outcome, Some(ErasureOutcome::Erased));
+    assert_eq!((report.conversations_deleted, report.messages_deleted), (30, messages));
+    for id in &ids {
+        assert_eq!(w.leftovers(id).await, Vec::<String>::new(), "{id}");
+        assert_eq!(
+            code(service::get_conversation(&w.deps, "alice", id).await.unwrap_err()),
+            ErrorCode::ConversationNotFound
+        );
+    }
+    service::get_conversation(&w.deps, "alice", &kept.conversation_id)
+        .await
+        .unwrap();
+    service::get_conversation(&w.deps, "bob", &bobs.conversation_id)
+        .await
+        .unwrap();
+}
+
+/// On an index that lags (DynamoDB's global index), one pass that finds
+/// nothing does not end the erasure: it waits for the index to settle and
+/// ends only when a second pass agrees, so a conversation the index showed
+/// late is erased too.
+async fn an_erasure_waits_for_a_lagging_index_to_settle(w: World) {
+    let mut ids = Vec::new();
+    for agent in ["toy-1", "toy-2", "toy-3"] {
+        ids.push(
+            service::create_conversation(&w.deps, "alice", create_req("child-late", agent))
+                .await
+                .unwrap()
+                .0
+                .conversation_id,
+        );
+    }
+    // The index shows the third conversation only from its third list on:
+    // the first pass erases two, the second finds nothing.
+    *w.faulty.unindexed.lock().unwrap() = (std::collections::HashSet::from([ids[2].clone()]), 2);
+    let report = w.erase_user("alice", "child-late").await;
+    w.faulty.unindexed.lock().unwrap().0.clear();
+    assert_eq!(report.conversations_deleted, 3);
+    for id in &ids {
+        assert_eq!(
+            code(service::get_conversation(&w.deps, "alice", id).await.unwrap_err()),
+            ErrorCode::ConversationNotFound
+        );
+    }
+}
+
+/// An erasure's report is its owner's alone; once done it keeps its counts
+/// and no id of the person; a user the owner held nothing of ends as
+/// `nothing_held`; a step delivered again, during the job or after it,
+/// changes nothing.
+async fn an_erasure_report_is_private_and_steps_run_once(w: World) {
+    let c = new_conversation(&w, "alice").await;
+    service::append_messages(&w.deps, "alice", &c.conversation_id, exchange("a", "b"), None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let started = convo_domain::erasure::start(&w.deps, "alice", "child-1").await.unwrap();
+    assert_eq!(started.user_id.as_deref(), Some("child-1"));
+    assert_eq!((started.status, started.outcome), (ErasureStatus::Running, None));
+    for (owner, id) in [
+        ("bob", started.erasure_id.as_str()),
+        ("alice", "nope"),
+        ("alice", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+    ] {
+        assert_eq!(
+            code(convo_domain::erasure::report(&w.deps, owner, id).await.unwrap_err()),
+            ErrorCode::ErasureNotFound,
+            "{owner} {id}"
+        );
+    }
+    let step = |n: u64| WriteCommand {
+        v: convo_schema::commands::WRITE_COMMAND_VERSION,
+        command_id: format!("{}-{n}", started.erasure_id),
+        conversation_id: started.erasure_id.clone(),
+        owner_id: "alice".into(),
+        accepted_at: w.clock.now(),
+        kind: convo_schema::commands::WriteKind::EraseUser { step: n },
+    };
+    // Step 0 run here, then delivered twice more (it finds the job moved on).
+    for _ in 0..3 {
+        convo_domain::erasure::run_command(&w.deps, &step(0)).await.unwrap();
+    }
+    w.settle().await;
+    let done = convo_domain::erasure::report(&w.deps, "alice", &started.erasure_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.outcome),
+        (ErasureStatus::Done, Some(ErasureOutcome::Erased))
+    );
+    assert_eq!((done.conversations_deleted, done.messages_deleted), (1, 2));
+    assert_eq!(done.user_id, None);
+    assert!(done.finished_at.is_some());
+    let stored = w.store.get_erasure(&started.erasure_id).await.unwrap().unwrap();
+    assert_eq!((stored.user_id, stored.pending.len(), stored.cursor), (None, 0, None));
+    // Every step delivered again after the end: nothing changes.
+    for n in 0..stored.step + 2 {
+        convo_domain::erasure::run_command(&w.deps, &step(n)).await.unwrap();
+    }
+    w.settle().await;
+    assert_eq!(
+        convo_domain::erasure::report(&w.deps, "alice", &started.erasure_id)
+            .await
+            .unwrap(),
+        done
+    );
+    let nobody = w.erase_user("alice", "child-never-seen").await;
+    assert_eq!(
+        (nobody.status, nobody.outcome),
+        (ErasureStatus::Done, Some(ErasureOutcome::NothingHeld))
+    );
+    assert_eq!(nobody.conversations_deleted, 0);
 }
 
 /// A user's export holds every conversation and message of theirs, opened,
@@ -1524,8 +1676,7 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
     service::append_messages(&w.deps, "alice", &active.conversation_id, body(1, "late"), None)
         .await
         .unwrap();
-    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap().1, 2);
-    w.settle().await;
+    assert_eq!(w.erase_user("alice", "child-e").await.conversations_deleted, 2);
     for id in [&ended.conversation_id, &active.conversation_id, &long.conversation_id] {
         assert_eq!(w.leftovers(id).await, Vec::<String>::new(), "{id}");
     }
@@ -1542,7 +1693,9 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
     .await
     .unwrap();
     assert!(page.conversations.is_empty());
-    assert_eq!(service::delete_user(&w.deps, "alice", "child-e").await.unwrap().1, 0);
+    let again = w.erase_user("alice", "child-e").await;
+    assert_eq!(again.conversations_deleted, 0);
+    assert_eq!(again.outcome, Some(convo_schema::api::ErasureOutcome::NothingHeld));
     // Everyone else's data is untouched.
     assert_eq!(w.conversation(&kept.conversation_id).await.message_count, 1);
     assert_eq!(w.conversation(&bobs.conversation_id).await.message_count, 1);
@@ -2332,19 +2485,23 @@ async fn changes_queue_their_events_after_the_commit(w: World) {
         .unwrap()
         .0;
     assert_eq!(w.take_events().await.len(), 1, "its conversation.created");
-    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap().1, 1);
-    w.settle().await;
+    let report = w.erase_user("alice", &user).await;
+    assert_eq!(report.conversations_deleted, 1);
     let erased = w.take_events().await;
-    let got: Vec<(T, &str)> = erased.iter().map(|e| (e.event_type, e.subject.as_str())).collect();
+    let mut got: Vec<(T, &str)> = erased.iter().map(|e| (e.event_type, e.subject.as_str())).collect();
+    got.sort_by_key(|(t, _)| format!("{t:?}"));
     assert_eq!(
         got,
         vec![
+            (T::ConversationErased, other.conversation_id.as_str()),
             (T::UserErased, user.as_str()),
-            (T::ConversationErased, other.conversation_id.as_str())
         ]
     );
-    assert_eq!(erased[0].data.conversations_deleted, Some(1));
-    assert_eq!(service::delete_user(&w.deps, "alice", &user).await.unwrap().1, 0);
+    let announced = erased.iter().find(|e| e.event_type == T::UserErased).unwrap();
+    assert_eq!(announced.data.conversations_deleted, Some(1));
+    // The erasure's id names the announcement: a repeat is recognisable.
+    assert!(announced.id.contains(&report.erasure_id), "{}", announced.id);
+    assert_eq!(w.erase_user("alice", &user).await.conversations_deleted, 0);
     assert!(w.take_events().await.is_empty());
     // Never what anyone wrote, nor the title made of it, nor the note.
     for e in committed.iter().chain(&rest).chain(&created).chain(&erased) {
@@ -2479,6 +2636,9 @@ contract! {
     the_last_conversation_is_a_max_under_out_of_order_ends,
     a_removal_without_a_totals_row_creates_none,
     an_erasure_reads_past_a_lagging_index,
+    an_erasure_job_survives_crashes_and_counts_once,
+    an_erasure_waits_for_a_lagging_index_to_settle,
+    an_erasure_report_is_private_and_steps_run_once,
     a_users_export_holds_everything_of_theirs_in_pages,
     an_export_resumes_across_starts_and_erasures,
     a_claim_in_the_old_form_does_not_block_its_own_message,

@@ -75,6 +75,13 @@ pub fn stats_pk(owner: &str, user: &str) -> String {
 
 /// Idempotency records live in their conversation's partition, so an
 /// erasure removes them with it.
+/// A user's erasure job: `E#<erasureId>` / [`ERASURE_SK`].
+pub fn erasure_pk(erasure_id: &str) -> String {
+    format!("E#{erasure_id}")
+}
+
+pub const ERASURE_SK: &str = "JOB";
+
 pub fn idem_sk(key: &str) -> String {
     format!("I#{key}")
 }

@@ -1146,6 +1146,53 @@ impl ConversationStore for DynamoStore {
         }
     }
 
+    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
+        let Some(item) = self.get(erasure_pk(erasure_id), ERASURE_SK).await? else {
+            return Ok(None);
+        };
+        let version: u64 = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("an erasure job without its version".into()))?;
+        let body =
+            str_attr(&item, "job").ok_or_else(|| StoreError::Corrupt("an erasure job without its body".into()))?;
+        let job: ErasureJob = serde_json::from_str(body).map_err(corrupt)?;
+        Ok(Some(ErasureJob { version, ..job }))
+    }
+
+    /// One item per job, its state as JSON (it is read and written whole),
+    /// written on a condition on its version.
+    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
+        let mut item = key(erasure_pk(&job.erasure_id), ERASURE_SK);
+        item.insert("version".into(), n(job.version));
+        item.insert("job".into(), s(serde_json::to_string(job).map_err(corrupt)?));
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let put = if expected_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "the erasure job is no longer at version {expected_version}"
+                )))
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    /// The `byUser` global secondary index is eventually consistent.
+    fn user_index_is_consistent(&self) -> bool {
+        false
+    }
+
     async fn health(&self) -> ComponentHealth {
         let mut figures = serde_json::Map::new();
         figures.insert("kind".into(), "dynamodb".into());
