@@ -863,9 +863,26 @@ async function viewUser(userId, stale) {
         });
         if (!ok) return;
         try {
-          const result = await api("DELETE", `/users/${enc(userId)}`);
+          // 202: the user's key is gone already; a job deletes the items.
+          // Followed here until it is done (it goes on if this page closes).
+          const started = await api("DELETE", `/users/${enc(userId)}`);
           clearNotices();
-          notify("ok", `Erased ${result.conversationsDeleted} conversation${result.conversationsDeleted === 1 ? "" : "s"} of ${result.userId}.`);
+          notify("ok", `Erasing ${started.userId}: their data can no longer be read; deleting it…`);
+          let result = started;
+          for (let i = 0; i < 600 && result.status !== "done"; i += 1) {
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            result = await api("GET", `/erasures/${enc(started.erasureId)}`);
+          }
+          clearNotices();
+          if (result.status !== "done") {
+            notify("ok", `The erasure of ${started.userId} goes on (erasure ${started.erasureId}).`);
+            return;
+          }
+          const n = result.conversationsDeleted;
+          notify(
+            "ok",
+            `Erased ${n} conversation${n === 1 ? "" : "s"} of ${started.userId} (${result.messagesDeleted} message${result.messagesDeleted === 1 ? "" : "s"}).`,
+          );
           go(`users/${enc(userId)}`);
         } catch (err) {
           showError(err);

@@ -221,6 +221,18 @@ class Client:
             if not cursor:
                 return out
 
+    def erase_user(self, user_id, stored_as=None, timeout=30.0):
+        """Erases a user (202 and a Location) and follows the job until it is
+        done; returns the finished report. The running report names the id
+        the user is stored under (``stored_as``, default ``user_id``)."""
+        status, headers, started = self.call("DELETE", f"/users/{urllib.parse.quote(user_id, safe='')}")
+        assert status == 202, (status, started)
+        assert started["status"] == "running", started
+        assert started["userId"] == (stored_as or user_id), started
+        assert headers["location"] == f"/erasures/{started['erasureId']}", headers
+        return wait_until(lambda: (r := self.ok("GET", headers["location"]))["status"] == "done" and r,
+                          timeout, what=f"the erasure of {user_id}")
+
     def stats(self, user_id):
         return self.ok("GET", f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
 
@@ -346,6 +358,9 @@ class Server:
         self.env.setdefault("CONVO_OPERATORS", "alice")
         # The suite polls the queues' figures: a fresh answer every time.
         self.env.setdefault("CONVO_DEEP_HEALTH_INTERVAL", "0s")
+        # An erasure on the DynamoDB store waits this long for its index
+        # before its last pass (the default is 5s).
+        self.env.setdefault("CONVO_ERASURE_SETTLE", "1s")
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None

@@ -55,7 +55,14 @@ def test_every_route_through_the_client(server, convo):
     with pytest.raises(NotFound) as missing:
         convo.get_conversation(cid)
     assert missing.value.code == "conversation_not_found" and missing.value.trace_id
-    assert convo.delete_user(user) == {"userId": user, "conversationsDeleted": 0}
+    erased = convo.delete_user(user)
+    assert (erased["status"], erased["outcome"], erased["conversationsDeleted"]) == ("done", "nothing_held", 0)
+    assert convo.get_erasure(erased["erasureId"]) == erased
+    running = convo.delete_user(user, wait=False)
+    assert running["status"] == "running" and running["userId"] == user
+    with pytest.raises(NotFound) as no_erasure:
+        convo.get_erasure("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert no_erasure.value.code == "erasure_not_found"
     with pytest.raises(InvalidRequest) as bad:
         convo.context(cid, max_age="forever")
     assert (bad.value.status, bad.value.code, bad.value.field) == (400, "validation_failed", "maxAge")

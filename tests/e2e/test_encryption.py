@@ -494,7 +494,7 @@ def _erase_and_restore(srv, api, canary: str) -> dict:
         assert items_holding(saved, canary) == [], items_holding(saved, canary)
         ctx["saved"] = saved
 
-        assert api.ok("DELETE", f"/users/{a}") == {"userId": a, "conversationsDeleted": 2}
+        assert api.erase_user(a)["conversationsDeleted"] == 2
         keys_now = keys_of()
         assert key_a not in keys_now and key_b in keys_now, keys_now
         assert not [i for i in scan(stack["CONVO_TABLE"]) if any(n in repr(i) for n in names_a)]
@@ -508,7 +508,7 @@ def _erase_and_restore(srv, api, canary: str) -> dict:
         assert holds(backup.read_bytes(), a)  # the copy holds A's conversations (ids and keys are in clear)
         assert not holds(backup.read_bytes(), canary)
         srv.start()
-        assert api.ok("DELETE", f"/users/{a}") == {"userId": a, "conversationsDeleted": 2}
+        assert api.erase_user(a)["conversationsDeleted"] == 2
         api.wait_queues_idle()
         assert srv.stop() == 0, srv.logs()
         shutil.copyfile(backup, srv.data_dir / "convo.redb")
@@ -550,7 +550,7 @@ def test_a_backup_restored_after_an_erasure_reads_as_erased(make_server):
     assert api.ok("GET", f"/conversations/{b1}/context") == ctx["before_b"]["context"]
 
     # A repeated erasure finishes the job: nothing of A is left.
-    api.ok("DELETE", f"/users/{a}")
+    api.erase_user(a)
     assert api.ok("GET", f"/conversations?userId={a}")["conversations"] == []
     assert api.stats(a)["conversations"] == 0, api.stats(a)
     if STORE == "aws":
@@ -635,7 +635,7 @@ def test_an_erased_users_key_is_gone_from_the_key_file(make_server):
         api.flush(cid)
     erased = [users[i] for i in (0, 3, 6)]
     for u in erased:
-        assert api.ok("DELETE", f"/users/{u}") == {"userId": u, "conversationsDeleted": 1}
+        assert api.erase_user(u)["conversationsDeleted"] == 1
     assert srv.stop() == 0, srv.logs()
 
     keys = (srv.data_dir / "keys").read_bytes()

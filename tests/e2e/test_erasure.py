@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import STORE, unique
+from conftest import STORE, assert_error, unique
 
 
 def test_erasure(api, bob):
@@ -30,7 +30,18 @@ def test_erasure(api, bob):
     assert bob.ok("DELETE", f"/conversations/{b}") == {"conversationId": b, "deleted": True}
     assert api.conversation(b)["messageCount"] == 2  # "second" and the flush sentinel
 
-    assert api.ok("DELETE", f"/users/{user}") == {"userId": user, "conversationsDeleted": 1}
+    report = api.erase_user(user)
+    assert report["outcome"] == "erased"
+    assert (report["conversationsDeleted"], report["messagesDeleted"]) == (1, 2)
+    # A finished erasure keeps its counts but no id of the person.
+    assert "userId" not in report and report["finishedAt"] >= report["requestedAt"]
+    # Only its owner sees it; an id that names nothing is not found alike.
+    assert_error(bob.get(f"/erasures/{report['erasureId']}"), 404, "erasure_not_found")
+    assert_error(api.get("/erasures/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 404, "erasure_not_found")
+    assert_error(api.get("/erasures/not-an-id"), 404, "erasure_not_found")
+    # A user the owner holds nothing of: done, nothing held.
+    nobody = api.erase_user(unique("nobody"))
+    assert (nobody["outcome"], nobody["conversationsDeleted"]) == ("nothing_held", 0)
     assert api.get(f"/conversations/{b}")[0] == 404
     assert api.ok("GET", f"/conversations?userId={user}")["conversations"] == []
     assert api.stats(user)["conversations"] == 0
@@ -65,7 +76,7 @@ def test_nothing_of_an_erased_user_stays_on_disk(make_server):
 
     # While the user exists their data is on disk (sealed: the ids are).
     assert holding(ids[0]), "the check can see what it looks for"
-    erased = api.ok("DELETE", "/users/%2B14155550177")
+    erased = api.erase_user("+14155550177")
     assert erased["conversationsDeleted"] == 2
     api.wait_queues_idle()
     srv.stop()

@@ -120,7 +120,7 @@ def run_sequence(api) -> tuple[dict, set[tuple[str, str]]]:
     c2 = api.create(user, "teddy", userName="Mia", agentName="Teddy")["conversationId"]
     api.append(c2, ("user", SAID[6]))
     api.flush(c2)
-    api.ok("DELETE", f"/users/{user}")
+    api.erase_user(user)
     expected = {
         ("conversation.created", c1), ("conversation.flagged", c1), ("message.flagged", c1),
         ("safety.critical", c1), ("message.blocked", c1), ("session.ended", c1), ("title.generated", c1),

@@ -61,8 +61,7 @@ def test_every_spelling_of_a_phone_number_is_one_user(server):
     for bare in BARE:
         assert listed(owner, bare) == [], bare
     # Erased under a spelling it was never written in.
-    erased = owner.ok("DELETE", f"/users/{q('+1.415.555.0101')}")
-    assert erased["userId"] == "+14155550101"
+    erased = owner.erase_user("+1.415.555.0101", stored_as="+14155550101")
     assert erased["conversationsDeleted"] == 2
     for spelling in SPELLINGS:
         assert listed(owner, spelling) == [], spelling
@@ -78,7 +77,7 @@ def test_bare_digits_are_opaque_and_found_as_written(server):
     # None of them is the phone number those digits would dial.
     assert listed(owner, "+14155550101") == []
     for bare in BARE:
-        assert owner.ok("DELETE", f"/users/{q(bare)}")["conversationsDeleted"] == 1, bare
+        assert owner.erase_user(bare)["conversationsDeleted"] == 1, bare
         assert listed(owner, bare) == []
 
 
@@ -92,7 +91,7 @@ def test_nfc_and_nfd_are_one_user(server):
     assert listed(owner, nfc) == [c["conversationId"]]
     assert listed(owner, nfd) == [c["conversationId"]]
     assert owner.stats(nfd)["conversations"] == 1
-    assert owner.ok("DELETE", f"/users/{q(nfd)}")["conversationsDeleted"] == 1
+    assert owner.erase_user(nfd, stored_as=nfc)["conversationsDeleted"] == 1
     assert listed(owner, nfc) == []
 
 

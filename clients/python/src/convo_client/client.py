@@ -158,6 +158,9 @@ class _Routes:
     def _delete_user(self, user_id: str) -> _Call:
         return _Call("DELETE", f"/users/{_seg(user_id)}")
 
+    def _erasure(self, erasure_id: str) -> _Call:
+        return _Call("GET", f"/erasures/{_seg(erasure_id)}")
+
     def _export_page(self, user_id: str, cursor: str | None) -> _Call:
         return _Call("GET", f"/users/{_seg(user_id)}/export", params=_query(cursor=cursor))
 
@@ -343,8 +346,28 @@ class ConvoClient(_Routes):
     def user_stats(self, user_id: str) -> UserStats:
         return self._run(self._stats(user_id))
 
-    def delete_user(self, user_id: str) -> Json:
-        return self._run(self._delete_user(user_id))
+    def delete_user(self, user_id: str, *, wait: bool = True, timeout: float = 120.0,
+                    poll_interval: float = 0.5) -> Json:
+        """Erases everything held about a user. The user's data key is gone
+        when this returns; the items are deleted by a job. With ``wait`` (the
+        default) the job is followed until it is ``done`` and its final
+        report returned (``{"erasureId", "status": "done", "outcome":
+        "erased" | "nothing_held", "conversationsDeleted",
+        "messagesDeleted", …}``); without, the running report at once
+        (follow it with :meth:`get_erasure`). Raises ``TimeoutError`` if the
+        job is still running after ``timeout`` seconds (it goes on)."""
+        report = self._run(self._delete_user(user_id))
+        deadline = time.monotonic() + timeout
+        while wait and report["status"] != "done":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the erasure {report['erasureId']} is still running")
+            time.sleep(poll_interval)
+            report = self.get_erasure(report["erasureId"])
+        return report
+
+    def get_erasure(self, erasure_id: str) -> Json:
+        """An erasure's report (``GET /erasures/{erasureId}``)."""
+        return self._run(self._erasure(erasure_id))
 
     def export_user(self, user_id: str) -> Iterator[Json]:
         """Everything held about a user, opened, as JSON-lines records:
@@ -484,8 +507,20 @@ class AsyncConvoClient(_Routes):
     async def user_stats(self, user_id: str) -> UserStats:
         return await self._run(self._stats(user_id))
 
-    async def delete_user(self, user_id: str) -> Json:
-        return await self._run(self._delete_user(user_id))
+    async def delete_user(self, user_id: str, *, wait: bool = True, timeout: float = 120.0,
+                          poll_interval: float = 0.5) -> Json:
+        """As :meth:`ConvoClient.delete_user`."""
+        report = await self._run(self._delete_user(user_id))
+        deadline = time.monotonic() + timeout
+        while wait and report["status"] != "done":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the erasure {report['erasureId']} is still running")
+            await asyncio.sleep(poll_interval)
+            report = await self.get_erasure(report["erasureId"])
+        return report
+
+    async def get_erasure(self, erasure_id: str) -> Json:
+        return await self._run(self._erasure(erasure_id))
 
     async def export_user(self, user_id: str) -> AsyncIterator[Json]:
         """As :meth:`ConvoClient.export_user`."""
