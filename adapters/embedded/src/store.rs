@@ -31,6 +31,8 @@ const ACTIVE: Table = TableDefinition::new("active_by_start");
 const STATS: Table = TableDefinition::new("user_stats");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency_keys");
 const STORE_INFO: Table = TableDefinition::new("store_info");
+/// The sweeper's place in [`ACTIVE`] (in [`STORE_INFO`]).
+const SWEEP_CURSOR: &str = "sweep_cursor";
 const FLAGGED_CONVERSATIONS: Table = TableDefinition::new("flagged_conversations");
 const FLAGGED_MESSAGES: Table = TableDefinition::new("flagged_messages");
 const EXPIRING: Table = TableDefinition::new("conversations_by_expiry");
@@ -409,30 +411,55 @@ impl EmbeddedStore {
 
     /// The conversations of a time-ordered index table (keys `<time>␟<id>`)
     /// below `hi`, oldest first, at most `limit`.
+    /// The records of an index's entries below `hi` (and after `after`),
+    /// at most `limit` entries examined; the last key examined when there
+    /// were `limit` of them.
     async fn records_before(
         &self,
         index: Table,
+        after: Option<String>,
         hi: String,
         limit: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        use std::ops::Bound;
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let index = txn.open_table(index).map_err(unavailable)?;
             let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
             let chunks = txn.open_table(CHUNKS).map_err(unavailable)?;
-            let mut out = Vec::new();
-            for entry in index.range(..hi.as_str()).map_err(unavailable)? {
-                if out.len() == limit {
+            let mut items = Vec::new();
+            let mut examined = 0;
+            let mut last = None;
+            let lo = match after.as_deref() {
+                Some(a) if a < hi.as_str() => Bound::Excluded(a),
+                Some(_) => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_cursor: None,
+                    });
+                }
+                None => Bound::Unbounded,
+            };
+            for entry in index
+                .range::<&str>((lo, Bound::Excluded(hi.as_str())))
+                .map_err(unavailable)?
+            {
+                if examined == limit {
                     break;
                 }
+                examined += 1;
                 let (k, _) = entry.map_err(unavailable)?;
                 let k = k.value().to_string();
                 let id = k.rsplit(SEP).next().unwrap_or_default();
                 if let Some(record) = load_record(&convs, &chunks, id)? {
-                    out.push(record);
+                    items.push(record);
                 }
+                last = Some(k);
             }
-            Ok(out)
+            Ok(Page {
+                items,
+                next_cursor: last.filter(|_| examined == limit),
+            })
         })
         .await
     }
@@ -1002,8 +1029,10 @@ impl ConversationStore for EmbeddedStore {
     }
 
     async fn expired_conversations(&self, now: Timestamp, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        self.records_before(EXPIRING, format!("{}{SEP}", millis(now)), limit)
-            .await
+        Ok(self
+            .records_before(EXPIRING, None, format!("{}{SEP}", millis(now)), limit)
+            .await?
+            .items)
     }
 
     async fn set_last_conversation_at(
@@ -1049,10 +1078,41 @@ impl ConversationStore for EmbeddedStore {
     async fn active_started_before(
         &self,
         started_before: Timestamp,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
-        let records = self.records_before(ACTIVE, millis(started_before), limit).await?;
-        Ok(records.into_iter().filter(|r| !r.deleting).collect())
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        let mut page = self
+            .records_before(ACTIVE, after.map(str::to_string), millis(started_before), limit)
+            .await?;
+        page.items.retain(|r| !r.deleting);
+        Ok(page)
+    }
+
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let info = txn.open_table(STORE_INFO).map_err(unavailable)?;
+            let cursor = info.get(SWEEP_CURSOR).map_err(unavailable)?;
+            Ok(cursor.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        })
+        .await
+    }
+
+    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
+        let cursor = cursor.map(str::to_string);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut info = txn.open_table(STORE_INFO).map_err(unavailable)?;
+                match &cursor {
+                    Some(c) => info.insert(SWEEP_CURSOR, c.as_bytes()).map(|_| ()),
+                    None => info.remove(SWEEP_CURSOR).map(|_| ()),
+                }
+                .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
     }
 
     async fn get_idempotency(

@@ -47,6 +47,10 @@ pub struct Config {
     /// find nothing (the embedded store's index never lags; it ends on the
     /// first clean pass).
     pub erasure_settle: Duration,
+    /// Active sessions one sweep examines; the next run resumes after the
+    /// last one, so every session is examined within a few runs however
+    /// many long-lived ones are ahead of it.
+    pub sweep_limit: usize,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             operators: Vec::new(),
             deep_health_interval: Duration::seconds(2),
             erasure_settle: Duration::seconds(5),
+            sweep_limit: 5_000,
         }
     }
 }

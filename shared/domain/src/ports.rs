@@ -628,12 +628,21 @@ pub trait ConversationStore: Send + Sync {
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError>;
 
     /// Active conversations that started before `started_before`, oldest
-    /// first (the sweeper's sparse index; the caller checks idleness).
+    /// first (the sweeper's sparse index; the caller checks idleness),
+    /// from just after `after` (a `next_cursor` of this method), at most
+    /// `limit` of them examined. `next_cursor` is the last one examined
+    /// when the page is full (more may follow), `None` at the end.
     async fn active_started_before(
         &self,
         started_before: Timestamp,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError>;
+    ) -> Result<Page<ConversationRecord>, StoreError>;
+
+    /// Where the sweeper's next run resumes in the index above.
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError>;
+
+    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError>;
 
     /// The record of an idempotency key of a conversation (`key` is scoped
     /// by operation), unless it expired at `now`.

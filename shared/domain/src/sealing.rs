@@ -722,10 +722,22 @@ impl ConversationStore for SealedStore {
     async fn active_started_before(
         &self,
         started_before: Timestamp,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
-        let found = self.inner.active_started_before(started_before, limit).await?;
-        self.open_all(found).await
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        let page = self.inner.active_started_before(started_before, after, limit).await?;
+        Ok(Page {
+            items: self.open_all(page.items).await?,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.inner.sweep_cursor().await
+    }
+
+    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_sweep_cursor(cursor).await
     }
 
     async fn get_idempotency(

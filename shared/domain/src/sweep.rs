@@ -12,8 +12,6 @@ use crate::service::send_write;
 
 /// How many candidates one sweep examines per page.
 const PAGE: usize = 100;
-/// Upper bound of candidates one run examines (the next run takes the rest).
-const MAX_PER_RUN: usize = 5_000;
 
 /// Removes conversations past their retention, with every item, for stores
 /// that do not expire items themselves. Totals are left as they are, as
@@ -39,13 +37,17 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
     let now = deps.clock.now();
     let idle_before = now - deps.config.idle_timeout;
     // A session idle since `idle_before` started before it: the sparse index
-    // of active sessions by start time yields every candidate.
-    let candidates = deps
+    // of active sessions by start time yields every candidate. One run
+    // examines `sweep_limit` of them and the next resumes after the last
+    // (from the start once the end is reached), so long-lived sessions at
+    // the front never hide idle ones behind them.
+    let after = deps.store.sweep_cursor().await?;
+    let page = deps
         .store
-        .active_started_before(idle_before, MAX_PER_RUN.min(PAGE * 50))
+        .active_started_before(idle_before, after.as_deref(), deps.config.sweep_limit.max(1))
         .await?;
     let mut ended = 0;
-    for rec in candidates {
+    for rec in page.items {
         let c = &rec.conversation;
         if c.status != ConversationStatus::Active || c.last_activity_at > idle_before {
             continue;
@@ -63,6 +65,11 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
         };
         send_write(deps, &command).await?;
         ended += 1;
+    }
+    // Recorded after the ends are queued: a run that fails examines the
+    // same page again.
+    if page.next_cursor != after {
+        deps.store.set_sweep_cursor(page.next_cursor.as_deref()).await?;
     }
     if ended > 0 {
         tracing::info!(ended, "idle sessions ended");

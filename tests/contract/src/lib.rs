@@ -505,8 +505,19 @@ impl ConversationStore for FaultyStore {
     async fn user_stats(&self, o: &str, u: &str) -> Result<Option<UserStats>, StoreError> {
         self.inner.user_stats(o, u).await
     }
-    async fn active_started_before(&self, t: Timestamp, l: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        self.inner.active_started_before(t, l).await
+    async fn active_started_before(
+        &self,
+        t: Timestamp,
+        a: Option<&str>,
+        l: usize,
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        self.inner.active_started_before(t, a, l).await
+    }
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.inner.sweep_cursor().await
+    }
+    async fn set_sweep_cursor(&self, c: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_sweep_cursor(c).await
     }
     async fn get_idempotency(&self, c: &str, k: &str, n: Timestamp) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.get_idempotency(c, k, n).await

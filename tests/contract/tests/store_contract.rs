@@ -1170,6 +1170,55 @@ async fn conversations_list_newest_first_with_pages(w: World) {
     assert_eq!(got, ids);
 }
 
+/// The sweeper examines a bounded number of sessions a run and resumes
+/// after the last one: long-lived active sessions that started first do not
+/// hide the idle ones behind them (with a limit of 2 here, as 5,000 in
+/// production).
+async fn long_lived_sessions_do_not_hide_idle_ones_from_the_sweeper(w: World) {
+    let mut busy = Vec::new();
+    for i in 0..3 {
+        busy.push(
+            service::create_conversation(&w.deps, "alice", create_req(&format!("child-busy-{i}"), "toy-1"))
+                .await
+                .unwrap()
+                .0
+                .conversation_id,
+        );
+    }
+    w.clock.advance(Duration::seconds(1));
+    let mut idle = Vec::new();
+    for i in 0..2 {
+        idle.push(
+            service::create_conversation(&w.deps, "alice", create_req(&format!("child-idle-{i}"), "toy-1"))
+                .await
+                .unwrap()
+                .0
+                .conversation_id,
+        );
+    }
+    w.clock.advance(Duration::minutes(40));
+    for id in &busy {
+        service::append_messages(&w.deps, "alice", id, one("user", "still here", None), None)
+            .await
+            .unwrap();
+    }
+    w.settle().await;
+    // Run 1 examines two busy ones; run 2 a busy and an idle one; run 3 the
+    // last idle one; run 4 starts again from the front.
+    let mut ended = Vec::new();
+    for _ in 0..4 {
+        ended.push(sweep_idle_sessions(&w.deps).await.unwrap());
+    }
+    assert_eq!(ended, vec![0, 1, 1, 0]);
+    w.settle().await;
+    for id in &idle {
+        assert_eq!(w.conversation(id).await.status, ConversationStatus::Ended, "{id}");
+    }
+    for id in &busy {
+        assert_eq!(w.conversation(id).await.status, ConversationStatus::Active, "{id}");
+    }
+}
+
 async fn the_sweeper_ends_idle_sessions_only(w: World) {
     let idle = new_conversation(&w, "alice").await.conversation_id;
     service::append_messages(&w.deps, "alice", &idle, exchange("hello bear", "hello!"), None)
@@ -2646,6 +2695,11 @@ contract! {
     end_sets_duration_stats_and_a_generated_title,
     an_end_never_overtakes_messages_accepted_before_it,
     a_user_title_is_never_overwritten,
+    long_lived_sessions_do_not_hide_idle_ones_from_the_sweeper(convo_domain::Config {
+            appends_per_minute: 0,
+            sweep_limit: 2,
+            ..convo_domain::Config::default()
+        }),
     a_title_is_requested_after_the_first_exchanges(convo_domain::Config {
             early_title_after_messages: 4,
             ..convo_domain::Config::default()

@@ -82,6 +82,10 @@ pub fn erasure_pk(erasure_id: &str) -> String {
 
 pub const ERASURE_SK: &str = "JOB";
 
+/// The sweeper's place in the active index: one item.
+pub const SWEEP_PK: &str = "SWEEP";
+pub const SWEEP_SK: &str = "CURSOR";
+
 pub fn idem_sk(key: &str) -> String {
     format!("I#{key}")
 }

@@ -1030,44 +1030,102 @@ impl ConversationStore for DynamoStore {
     async fn active_started_before(
         &self,
         started_before: Timestamp,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
+    ) -> Result<Page<ConversationRecord>, StoreError> {
         let hi = millis(started_before);
-        let mut candidates: Vec<(String, String)> = Vec::new();
+        // `millis#id` keys: below `hi` (a bare `millis`) is before that
+        // instant; from `after` on, then `after` itself left out.
+        let lo = after.filter(|a| *a < hi.as_str());
+        if after.is_some() && lo.is_none() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let mut candidates: Vec<String> = Vec::new();
         for shard in 0..ACTIVE_SHARDS {
             let mut exclusive_start = None;
+            let mut found = 0;
             loop {
-                let resp = self
+                let query = self
                     .client
                     .query()
                     .table_name(&self.table)
                     .index_name(ACTIVE_INDEX)
-                    .key_condition_expression("#pk = :pk AND #sk < :hi")
                     .expression_attribute_names("#pk", ACTIVE_PK)
                     .expression_attribute_names("#sk", ACTIVE_SK)
                     .expression_attribute_values(":pk", s(format!("A#{shard}")))
                     .expression_attribute_values(":hi", s(&hi))
                     .limit(limit.min(1000) as i32)
-                    .set_exclusive_start_key(exclusive_start)
-                    .send()
-                    .await
-                    .map_err(sdk)?;
+                    .set_exclusive_start_key(exclusive_start);
+                let query = match lo {
+                    Some(lo) => query
+                        .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                        .expression_attribute_values(":lo", s(lo)),
+                    None => query.key_condition_expression("#pk = :pk AND #sk < :hi"),
+                };
+                let resp = query.send().await.map_err(sdk)?;
                 for k in resp.items.unwrap_or_default() {
-                    if let (Some(sk), Some(pk)) = (str_attr(&k, ACTIVE_SK), str_attr(&k, PK)) {
-                        candidates.push((sk.to_string(), pk.trim_start_matches("C#").to_string()));
+                    if let Some(sk) = str_attr(&k, ACTIVE_SK)
+                        && Some(sk) != lo
+                        && sk < hi.as_str()
+                    {
+                        candidates.push(sk.to_string());
+                        found += 1;
                     }
                 }
                 match resp.last_evaluated_key {
-                    Some(k) if candidates.len() < limit * (shard as usize + 1) => exclusive_start = Some(k),
+                    Some(k) if found < limit => exclusive_start = Some(k),
                     _ => break,
                 }
             }
         }
         candidates.sort();
+        let full = candidates.len() >= limit;
         candidates.truncate(limit);
-        let ids: Vec<String> = candidates.into_iter().map(|(_, id)| id).collect();
+        let next_cursor = candidates.last().cloned().filter(|_| full);
+        let ids: Vec<String> = candidates
+            .iter()
+            .filter_map(|sk| sk.split_once('#').map(|(_, id)| id.to_string()))
+            .collect();
         let records = self.conversations(&ids).await?;
-        Ok(records.into_iter().filter(|r| !r.deleting).collect())
+        Ok(Page {
+            items: records.into_iter().filter(|r| !r.deleting).collect(),
+            next_cursor,
+        })
+    }
+
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
+        let item = self.get(SWEEP_PK.to_string(), SWEEP_SK).await?;
+        Ok(item.and_then(|i| str_attr(&i, "cursor").map(str::to_string)))
+    }
+
+    /// One item, rewritten by each run that moves on (one write unit).
+    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
+        match cursor {
+            Some(c) => {
+                let mut item = key(SWEEP_PK.to_string(), SWEEP_SK);
+                item.insert("cursor".into(), s(c));
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .send()
+                    .await
+                    .map_err(sdk)?;
+            }
+            None => {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(SWEEP_PK.to_string(), SWEEP_SK)))
+                    .send()
+                    .await
+                    .map_err(sdk)?;
+            }
+        }
+        Ok(())
     }
 
     async fn get_idempotency(
