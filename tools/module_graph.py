@@ -54,7 +54,21 @@ def group_names(body: str) -> set[str]:
     return names
 
 
-def edges(mods: dict[str, list[Path]]) -> dict[str, set[str]]:
+def reexports(src: Path) -> dict[str, str]:
+    """Names the crate root re-exports by name (`pub use deps::{Config, Deps};`)."""
+    out = {}
+    for root in ("lib.rs", "main.rs"):
+        if (src / root).exists():
+            text = strip_comments((src / root).read_text())
+            for module, body in re.findall(r"pub use (\w+)::\{([^}]*)\}", text):
+                for name in body.split(","):
+                    out[name.strip().split(" ")[0]] = module
+            for module, name in re.findall(r"pub use (\w+)::(\w+)\s*;", text):
+                out[name] = module
+    return out
+
+
+def edges(mods: dict[str, list[Path]], names: dict[str, str]) -> dict[str, set[str]]:
     graph = {m: set() for m in mods}
     for m, files in mods.items():
         for f in files:
@@ -62,6 +76,7 @@ def edges(mods: dict[str, list[Path]]) -> dict[str, set[str]]:
             used = set(re.findall(r"crate::(\w+)", text))
             for body in re.findall(r"crate::\{([^;]*?)\}\s*;", text, flags=re.S):
                 used |= group_names(body)
+            used = {names.get(u, u) for u in used}
             graph[m] |= {u for u in used if u in mods and u != m}
     return graph
 
@@ -102,7 +117,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def main() -> int:
     src = Path(sys.argv[1] if len(sys.argv) > 1 else "shared/domain/src")
     mods = modules(src)
-    graph = edges(mods)
+    graph = edges(mods, reexports(src))
     print(f"modules of {src}: {len(mods)}")
     for m in sorted(graph):
         print(f"  {m} -> {', '.join(sorted(graph[m])) or '-'}")

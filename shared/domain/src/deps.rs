@@ -101,3 +101,30 @@ impl Deps {
         self
     }
 }
+
+/// The system clock.
+pub struct SystemClock;
+
+impl crate::ports::Clock for SystemClock {
+    fn now(&self) -> convo_schema::Timestamp {
+        // Millisecond precision, as stored and serialized.
+        let now = chrono::Utc::now();
+        chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    }
+}
+
+/// ULIDs, monotonic within one process.
+pub struct UlidSource(std::sync::Mutex<ulid::Generator>);
+
+impl Default for UlidSource {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(ulid::Generator::new()))
+    }
+}
+
+impl crate::ports::IdSource for UlidSource {
+    fn new_id(&self) -> String {
+        let mut generator = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+    }
+}

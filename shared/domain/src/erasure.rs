@@ -29,7 +29,11 @@ use crate::Deps;
 use crate::error::DomainError;
 use crate::events;
 use crate::ports::*;
-use crate::service::{delete_conversation_counted, is_conversation_id, key_error, send_write};
+use convo_schema::{Conversation, ConversationStatus};
+
+use crate::error::key_error;
+use crate::model::{expired, is_conversation_id};
+use crate::outbox::send_write;
 
 /// Conversations erased per step (each takes a handful of requests, so a
 /// step stays well inside the worker's timeout).
@@ -265,6 +269,149 @@ async fn run_step(deps: &Deps, job: &ErasureJob, step: u64, queue_next: bool) ->
         ]);
     } else if queue_next {
         send_write(deps, &step_command(&next, next.step)).await?;
+    }
+    Ok(())
+}
+
+// ---- The erasure of one conversation (also `DELETE /conversations/{id}`).
+
+/// [`delete_conversation`], answering how many messages the conversation
+/// held when this call found it (`None`: missing, or another owner's).
+///
+/// `recount`: whether the user's last conversation is looked up again
+/// (a user's erasure deletes their totals at its end instead: no need).
+pub async fn delete_conversation_counted(
+    deps: &Deps,
+    owner_id: &str,
+    conversation_id: &str,
+    recount: bool,
+) -> Result<Option<u64>, DomainError> {
+    // A string that is not a conversation id names nothing that could
+    // exist (a 404); a well-formed id that is missing or another owner's is
+    // erased already, as far as this caller can know (idempotent).
+    if !is_conversation_id(conversation_id) {
+        return Err(DomainError::NotFound);
+    }
+    for _ in 0..8 {
+        let Some(mut record) = deps.store.get_conversation(conversation_id).await? else {
+            return Ok(None);
+        };
+        if record.conversation.owner_id != owner_id {
+            return Ok(None);
+        }
+        // 1. Mark it: from now on it reads as missing and takes no writes.
+        // (One whose key is gone reads as being erased already; the mark
+        // is written all the same, for the worker, which reads no key.)
+        if !record.deleting || record.shredded {
+            let expected = record.version;
+            record.deleting = true;
+            record.version = expected + 1;
+            match deps.store.put_conversation(&record, expected).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // 2. A guard behind every write accepted before the mark, in the
+        // conversation's FIFO group: the worker deletes whatever a write that
+        // read the conversation before the mark stores after step 3.
+        send_write(
+            deps,
+            &WriteCommand {
+                v: WRITE_COMMAND_VERSION,
+                command_id: deps.ids.new_id(),
+                conversation_id: conversation_id.to_string(),
+                owner_id: owner_id.to_string(),
+                accepted_at: deps.clock.now(),
+                kind: WriteKind::Erase {
+                    user_id: Some(record.conversation.user_id.clone()),
+                    agent_id: Some(record.conversation.agent_id.clone()),
+                },
+            },
+        )
+        .await?;
+        // 3. and 4.; a crash in between leaves the mark: a retry finishes
+        // (and so does the worker, when it reaches the guard).
+        if finish_erasure_recounting(deps, &record, recount).await? {
+            return Ok(Some(record.conversation.message_count));
+        }
+    }
+    Err(DomainError::Unavailable(
+        "the conversation is being written heavily; retry".into(),
+    ))
+}
+
+/// The end of an erasure of a conversation marked `deleting`: everything
+/// under it, then the conversation, its indexes, pair and totals. False
+/// when the conversation changed meanwhile (read it again). Idempotent: the
+/// API and the worker (at the erasure's guard) may both run it.
+pub async fn finish_erasure(deps: &Deps, record: &ConversationRecord) -> Result<bool, DomainError> {
+    finish_erasure_recounting(deps, record, true).await
+}
+
+async fn finish_erasure_recounting(
+    deps: &Deps,
+    record: &ConversationRecord,
+    recount: bool,
+) -> Result<bool, DomainError> {
+    let conversation_id = record.id();
+    deps.store.delete_conversation_items(conversation_id).await?;
+    let c = &record.conversation;
+    let counted = c.status != ConversationStatus::Active;
+    let stats = counted.then(|| StatsDelta {
+        conversations: -1,
+        messages: -(record.counted_messages.unwrap_or(c.message_count) as i64),
+        seconds: -c.duration_seconds.unwrap_or(0),
+        at: None,
+    });
+    match deps.store.remove_conversation(record, record.version, stats).await {
+        Ok(()) => {
+            // Writes that raced the mark may have left items behind.
+            deps.store.delete_conversation_items(conversation_id).await?;
+            if counted && recount {
+                recount_last_conversation(deps, &record.conversation).await?;
+            }
+            Ok(true)
+        }
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// After an erasure the user's totals read as if the conversation never
+/// existed: their last conversation is the newest counted one left.
+async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result<(), DomainError> {
+    let Some(stats) = deps.store.user_stats(&erased.owner_id, &erased.user_id).await? else {
+        return Ok(());
+    };
+    if stats.last_conversation_at != Some(erased.start_time) {
+        return Ok(());
+    }
+    let mut cursor: Option<String> = None;
+    let now = deps.clock.now();
+    // Newest first: the first counted one is the last; bounded pages.
+    for _ in 0..20 {
+        let page = deps
+            .store
+            .list_conversations(
+                &erased.owner_id,
+                &ConversationList::User(erased.user_id.clone()),
+                cursor.as_deref(),
+                100,
+            )
+            .await?;
+        let found = page
+            .items
+            .iter()
+            .find(|r| !r.deleting && r.conversation.status != ConversationStatus::Active && !expired(r, now))
+            .map(|r| r.conversation.start_time);
+        if found.is_some() || page.next_cursor.is_none() {
+            deps.store
+                .set_last_conversation_at(&erased.owner_id, &erased.user_id, found)
+                .await?;
+            return Ok(());
+        }
+        cursor = page.next_cursor;
     }
     Ok(())
 }

@@ -76,3 +76,11 @@ impl From<QueueError> for DomainError {
         }
     }
 }
+
+/// A key ring's failure as the domain answers it.
+pub(crate) fn key_error(e: crate::ports::KeyError) -> DomainError {
+    match e {
+        crate::ports::KeyError::Unavailable(m) => DomainError::Unavailable(m),
+        crate::ports::KeyError::Corrupt(m) => DomainError::Internal(m),
+    }
+}

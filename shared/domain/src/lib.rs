@@ -14,7 +14,9 @@ pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod model;
 pub mod moderation;
+pub mod outbox;
 pub mod pager;
 pub mod persist;
 pub mod ports;
@@ -27,5 +29,6 @@ pub mod tokens;
 pub mod wordlists;
 
 pub use deps::{Config, Deps};
+pub use deps::{SystemClock, UlidSource};
 pub use error::DomainError;
 pub use ports::*;

@@ -46,7 +46,6 @@ use std::collections::{HashMap, HashSet};
 use convo_schema::commands::{
     AcceptedMessage, EndReason, TitleJob, TitleReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind,
 };
-use convo_schema::limits::PREVIEW_CHARS;
 use convo_schema::{
     Conversation, ConversationStatus, FlagStatus, Message, SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict,
     Severity, TitleSource,
@@ -59,11 +58,6 @@ use crate::error::DomainError;
 use crate::events::{self, FlaggedMessage};
 use crate::ports::*;
 use crate::{Config, Deps};
-
-/// How many applied commands a conversation remembers. SQS redelivers at
-/// most one unacknowledged batch (≤ 10 records) per FIFO group, always the
-/// newest commands; 16 leaves a margin.
-pub const RECENT_COMMANDS: usize = 16;
 
 /// A command the conversation does not remember that was accepted longer
 /// ago than this may be a re-send from outside SQS's 5-minute
@@ -421,7 +415,7 @@ async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(), DomainEr
                 return Ok(());
             }
             Some(record) => {
-                if crate::service::finish_erasure(deps, &record).await? {
+                if crate::erasure::finish_erasure(deps, &record).await? {
                     gone = true;
                     break;
                 }
@@ -533,7 +527,7 @@ async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError
         // removed message's: dropped (readers take the last one from the
         // newest chunk; an ended conversation's list entry gets it back from
         // the title job queued below, which holds the key).
-        let refresh = now.key_id.is_some() && now.sealed.remove(crate::sealing::LAST_PREVIEW).is_some();
+        let refresh = now.key_id.is_some() && now.sealed.remove(crate::model::LAST_PREVIEW).is_some();
         match deps.store.put_conversation(&now, expected).await {
             Ok(()) => {
                 if refresh
@@ -1013,23 +1007,23 @@ fn append_message(
     }
     // Only the first message sets it: once removed, nothing takes its place.
     // A sealed message comes with its preview sealed by the API.
-    match m.sealed.get(crate::sealing::PREVIEW) {
+    match m.sealed.get(crate::model::PREVIEW) {
         Some(sealed) => {
             if message.message_index == 0 {
                 rec.conversation.first_message_preview = None;
-                rec.sealed.insert(crate::sealing::FIRST_PREVIEW.into(), sealed.clone());
+                rec.sealed.insert(crate::model::FIRST_PREVIEW.into(), sealed.clone());
             }
             rec.conversation.last_message_preview = None;
-            rec.sealed.insert(crate::sealing::LAST_PREVIEW.into(), sealed.clone());
+            rec.sealed.insert(crate::model::LAST_PREVIEW.into(), sealed.clone());
         }
         None => {
             let shown = preview_of(&message);
             if message.message_index == 0 {
                 rec.conversation.first_message_preview = Some(shown.clone());
-                rec.sealed.remove(crate::sealing::FIRST_PREVIEW);
+                rec.sealed.remove(crate::model::FIRST_PREVIEW);
             }
             rec.conversation.last_message_preview = Some(shown);
-            rec.sealed.remove(crate::sealing::LAST_PREVIEW);
+            rec.sealed.remove(crate::model::LAST_PREVIEW);
         }
     }
     flag_conversation(&mut rec.conversation, &safety, cmd, meta_changed);
@@ -1120,32 +1114,4 @@ fn end_conversation(rec: &mut ConversationRecord, reason: EndReason, cmd: &Write
         seconds,
         at: Some(c.start_time),
     }
-}
-
-/// What a conversation shows of a message: its first characters, or a
-/// placeholder for a blocked one. Stores derive the last preview from the
-/// newest chunk's last message with it instead of storing it twice.
-pub fn preview_of_accepted(m: &AcceptedMessage) -> String {
-    preview(if m.safety.action == SafetyAction::Blocked {
-        "[withheld by moderation]"
-    } else {
-        &m.content
-    })
-}
-
-/// What a conversation shows of a message (see [`preview_of_accepted`]).
-pub fn preview_of(m: &Message) -> String {
-    preview(if m.blocked {
-        "[withheld by moderation]"
-    } else {
-        &m.content
-    })
-}
-
-pub fn preview(content: &str) -> String {
-    let mut out: String = content.chars().take(PREVIEW_CHARS).collect();
-    if content.chars().count() > PREVIEW_CHARS {
-        out.push('…');
-    }
-    out
 }

@@ -28,17 +28,9 @@ use convo_schema::{Conversation, FlagStatus, Message, Metadata, Sealed, SealedFi
 use crate::crypto::{CryptoError, DataKey, Place};
 use crate::ports::*;
 
-pub const CONTENT: &str = "content";
-pub const TOOL_CALLS: &str = "toolCalls";
-pub const METADATA: &str = "metadata";
-pub const AUDIO_URL: &str = "audioUrl";
-/// An accepted message's preview (what the conversation shows of it).
-pub const PREVIEW: &str = "preview";
-pub const TITLE: &str = "title";
-pub const USER_NAME: &str = "userName";
-pub const REVIEW_NOTE: &str = "reviewNote";
-pub const FIRST_PREVIEW: &str = "firstMessagePreview";
-pub const LAST_PREVIEW: &str = "lastMessagePreview";
+pub use crate::model::{
+    AUDIO_URL, CONTENT, FIRST_PREVIEW, LAST_PREVIEW, METADATA, PREVIEW, REVIEW_NOTE, TITLE, TOOL_CALLS, USER_NAME,
+};
 /// The item name of a conversation-level value.
 const CONVERSATION: &str = "conversation";
 
@@ -283,7 +275,7 @@ pub fn open_record(key: &DataKey, r: &mut ConversationRecord) -> Result<(), Cryp
             },
             &last.content,
         )?;
-        r.conversation.last_message_preview = Some(crate::persist::preview(&content));
+        r.conversation.last_message_preview = Some(crate::model::preview(&content));
     }
     Ok(())
 }

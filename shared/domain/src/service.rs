@@ -16,12 +16,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use convo_schema::events::CloudEvent;
-
 use crate::Deps;
 use crate::crypto::DataKey;
 use crate::error::DomainError;
+use crate::error::key_error;
 use crate::events;
+pub use crate::model::{expired, is_conversation_id};
+pub use crate::outbox::{MAX_COMMAND_BYTES, queue_events, send_write};
 use crate::ports::*;
 use crate::tokens::{self, Tokenizer};
 
@@ -162,20 +163,10 @@ fn openable(deps: &Deps, rec: &ConversationRecord) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Past its retention: it reads as missing until the store removes it.
-pub fn expired(rec: &ConversationRecord, now: Timestamp) -> bool {
-    rec.conversation.expires_at.is_some_and(|t| t <= now)
-}
-
 /// A user id given in a path or query, in the form it is stored under
 /// (the identity rule: `convo_schema::identity`).
 fn user_id_param(raw: &str) -> Result<String, ValidationError> {
     identity::party_id("userId", raw)
-}
-
-/// Conversation ids are ULIDs; anything else cannot exist.
-pub fn is_conversation_id(id: &str) -> bool {
-    id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 pub async fn create_conversation(
@@ -360,7 +351,7 @@ pub async fn append_messages(
         // the queue: its bodies, dead letters and the worker never hold it.
         if let Some(key) = &key {
             for m in all.iter_mut() {
-                let preview = crate::persist::preview_of_accepted(m);
+                let preview = crate::model::preview_of_accepted(m);
                 crate::sealing::seal_accepted(key, owner_id, conversation_id, m, &preview)
                     .map_err(|e| DomainError::Unavailable(format!("cannot seal a message: {e}")))?;
             }
@@ -489,28 +480,6 @@ fn ensure_active(record: &ConversationRecord) -> Result<(), DomainError> {
     }
 }
 
-/// Largest encoded write command: SQS takes 256 KiB per message, and the
-/// message attributes need a little room.
-pub const MAX_COMMAND_BYTES: usize = 250 * 1024;
-
-pub async fn send_write(deps: &Deps, command: &WriteCommand) -> Result<(), DomainError> {
-    check_command_size(command)?;
-    deps.writes.send_write(command).await?;
-    Ok(())
-}
-
-fn check_command_size(command: &WriteCommand) -> Result<(), DomainError> {
-    let size = serde_json::to_vec(command).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > MAX_COMMAND_BYTES {
-        return Err(ValidationError::too_large(
-            "messages",
-            format!("the messages encode to {size} bytes; one append takes at most {MAX_COMMAND_BYTES}"),
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// Builds and enqueues a write at most once per (conversation, operation,
 /// key): a retry with the same key and body gets the first answer again. The
 /// command is stored with the answer before it is sent, so a retry after a
@@ -539,7 +508,7 @@ where
         return replay(deps, conversation_id, &scoped, &key, record).await;
     }
     let (command, answer) = build().await?;
-    check_command_size(&command)?;
+    crate::outbox::check_command_size(&command)?;
     let record = IdempotencyRecord {
         fingerprint: key.fingerprint.clone(),
         command: Some(serde_json::to_string(&command).map_err(|e| DomainError::Internal(e.to_string()))?),
@@ -819,178 +788,13 @@ pub async fn review_conversation(
     Ok(reviewed)
 }
 
-/// Queues the events of a change the API has just committed. The change
-/// stands whatever happens here: if the queue refuses them (after the SDK's
-/// retries) they are logged by id and counted (`EventsNotQueued`, alarmed),
-/// not answered as an error the caller would retry into a second change.
-pub async fn queue_events(deps: &Deps, events: &[CloudEvent]) {
-    if events.is_empty() {
-        return;
-    }
-    if let Err(e) = deps.events.send_events(events).await {
-        for ev in events {
-            tracing::error!(event_id = %ev.id, event_type = %ev.event_type, error = %e, "could not queue an event");
-        }
-        deps.metrics
-            .record(&[("EventsNotQueued", events.len() as f64, "Count")]);
-    }
-}
-
 /// Erases a conversation and everything stored with it, and takes it out of
 /// the user's totals. Idempotent, and silent about existence: a missing or
 /// foreign id answers the same as an erased one.
 pub async fn delete_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<(), DomainError> {
-    delete_conversation_counted(deps, owner_id, conversation_id, true)
+    crate::erasure::delete_conversation_counted(deps, owner_id, conversation_id, true)
         .await
         .map(|_| ())
-}
-
-/// [`delete_conversation`], answering how many messages the conversation
-/// held when this call found it (`None`: missing, or another owner's).
-///
-/// `recount`: whether the user's last conversation is looked up again
-/// (a user's erasure deletes their totals at its end instead: no need).
-pub async fn delete_conversation_counted(
-    deps: &Deps,
-    owner_id: &str,
-    conversation_id: &str,
-    recount: bool,
-) -> Result<Option<u64>, DomainError> {
-    // A string that is not a conversation id names nothing that could
-    // exist (a 404); a well-formed id that is missing or another owner's is
-    // erased already, as far as this caller can know (idempotent).
-    if !is_conversation_id(conversation_id) {
-        return Err(DomainError::NotFound);
-    }
-    for _ in 0..8 {
-        let Some(mut record) = deps.store.get_conversation(conversation_id).await? else {
-            return Ok(None);
-        };
-        if record.conversation.owner_id != owner_id {
-            return Ok(None);
-        }
-        // 1. Mark it: from now on it reads as missing and takes no writes.
-        // (One whose key is gone reads as being erased already; the mark
-        // is written all the same, for the worker, which reads no key.)
-        if !record.deleting || record.shredded {
-            let expected = record.version;
-            record.deleting = true;
-            record.version = expected + 1;
-            match deps.store.put_conversation(&record, expected).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // 2. A guard behind every write accepted before the mark, in the
-        // conversation's FIFO group: the worker deletes whatever a write that
-        // read the conversation before the mark stores after step 3.
-        send_write(
-            deps,
-            &WriteCommand {
-                v: WRITE_COMMAND_VERSION,
-                command_id: deps.ids.new_id(),
-                conversation_id: conversation_id.to_string(),
-                owner_id: owner_id.to_string(),
-                accepted_at: deps.clock.now(),
-                kind: WriteKind::Erase {
-                    user_id: Some(record.conversation.user_id.clone()),
-                    agent_id: Some(record.conversation.agent_id.clone()),
-                },
-            },
-        )
-        .await?;
-        // 3. and 4.; a crash in between leaves the mark: a retry finishes
-        // (and so does the worker, when it reaches the guard).
-        if finish_erasure_recounting(deps, &record, recount).await? {
-            return Ok(Some(record.conversation.message_count));
-        }
-    }
-    Err(DomainError::Unavailable(
-        "the conversation is being written heavily; retry".into(),
-    ))
-}
-
-/// The end of an erasure of a conversation marked `deleting`: everything
-/// under it, then the conversation, its indexes, pair and totals. False
-/// when the conversation changed meanwhile (read it again). Idempotent: the
-/// API and the worker (at the erasure's guard) may both run it.
-pub async fn finish_erasure(deps: &Deps, record: &ConversationRecord) -> Result<bool, DomainError> {
-    finish_erasure_recounting(deps, record, true).await
-}
-
-async fn finish_erasure_recounting(
-    deps: &Deps,
-    record: &ConversationRecord,
-    recount: bool,
-) -> Result<bool, DomainError> {
-    let conversation_id = record.id();
-    deps.store.delete_conversation_items(conversation_id).await?;
-    let c = &record.conversation;
-    let counted = c.status != ConversationStatus::Active;
-    let stats = counted.then(|| StatsDelta {
-        conversations: -1,
-        messages: -(record.counted_messages.unwrap_or(c.message_count) as i64),
-        seconds: -c.duration_seconds.unwrap_or(0),
-        at: None,
-    });
-    match deps.store.remove_conversation(record, record.version, stats).await {
-        Ok(()) => {
-            // Writes that raced the mark may have left items behind.
-            deps.store.delete_conversation_items(conversation_id).await?;
-            if counted && recount {
-                recount_last_conversation(deps, &record.conversation).await?;
-            }
-            Ok(true)
-        }
-        Err(StoreError::Conflict(_)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// After an erasure the user's totals read as if the conversation never
-/// existed: their last conversation is the newest counted one left.
-async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result<(), DomainError> {
-    let Some(stats) = deps.store.user_stats(&erased.owner_id, &erased.user_id).await? else {
-        return Ok(());
-    };
-    if stats.last_conversation_at != Some(erased.start_time) {
-        return Ok(());
-    }
-    let mut cursor: Option<String> = None;
-    let now = deps.clock.now();
-    // Newest first: the first counted one is the last; bounded pages.
-    for _ in 0..20 {
-        let page = deps
-            .store
-            .list_conversations(
-                &erased.owner_id,
-                &ConversationList::User(erased.user_id.clone()),
-                cursor.as_deref(),
-                100,
-            )
-            .await?;
-        let found = page
-            .items
-            .iter()
-            .find(|r| !r.deleting && r.conversation.status != ConversationStatus::Active && !expired(r, now))
-            .map(|r| r.conversation.start_time);
-        if found.is_some() || page.next_cursor.is_none() {
-            deps.store
-                .set_last_conversation_at(&erased.owner_id, &erased.user_id, found)
-                .await?;
-            return Ok(());
-        }
-        cursor = page.next_cursor;
-    }
-    Ok(())
-}
-
-pub(crate) fn key_error(e: KeyError) -> DomainError {
-    match e {
-        KeyError::Unavailable(m) => DomainError::Unavailable(m),
-        KeyError::Corrupt(m) => DomainError::Internal(m),
-    }
 }
 
 /// The key a conversation's new messages are sealed under (`None`: the

@@ -7,8 +7,8 @@ use convo_schema::commands::{EndReason, WRITE_COMMAND_VERSION, WriteCommand, Wri
 
 use crate::Deps;
 use crate::error::DomainError;
+use crate::outbox::send_write;
 use crate::ports::StoreError;
-use crate::service::send_write;
 
 /// How many candidates one sweep examines per page.
 const PAGE: usize = 100;

@@ -705,7 +705,7 @@ mod tests {
         assert_eq!(head.last_message_preview.as_deref(), Some("hello"));
     }
 
-    const RECENT: usize = convo_domain::persist::RECENT_COMMANDS;
+    const RECENT: usize = convo_domain::model::RECENT_COMMANDS;
 
     proptest::proptest! {
         /// No two distinct key tuples make the same key: every key that
