@@ -27,8 +27,16 @@ def modules(src: Path) -> dict[str, list[Path]]:
 
 
 def strip_comments(text: str) -> str:
+    """Leaves code and doc comments (an intra-doc link to a module is a use
+    of it too); drops plain comments."""
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return "\n".join(line.split("//")[0] for line in text.splitlines())
+    kept = []
+    for line in text.splitlines():
+        if line.lstrip().startswith(("///", "//!")):
+            kept.append(line)
+        else:
+            kept.append(re.sub(r"//(?![/!]).*$", "", line))
+    return "\n".join(kept)
 
 
 def group_names(body: str) -> set[str]:

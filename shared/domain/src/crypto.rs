@@ -4,9 +4,9 @@
 //! that a ciphertext moved to another item or field fails to open (and is
 //! reported as corrupt, never returned).
 //!
-//! The keys: one data key per (owner, user) (see [`crate::ports::KeyRing`]),
+//! The keys: one data key per (owner, user) (the `KeyRing` port),
 //! wrapped by KMS or a local key-wrapping key; what is sealed where is in
-//! [`crate::sealing`].
+//! the `sealing` module.
 //!
 //! A sealed value is `0x01 ‖ nonce (12) ‖ ciphertext ‖ tag (16)`: 29 bytes
 //! more than the plaintext, stored as binary.

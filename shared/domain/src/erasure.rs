@@ -22,7 +22,7 @@
 //! event's, so a repeat is recognisable), and the job keeps its counts but
 //! no id of the person.
 
-use convo_schema::commands::{WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
+use convo_schema::commands::{WriteCommand, WriteKind};
 use convo_schema::{api::ErasureReport, identity};
 
 use crate::Deps;
@@ -147,15 +147,14 @@ pub async fn run_command(deps: &Deps, cmd: &WriteCommand) -> Result<(), DomainEr
 }
 
 fn step_command(job: &ErasureJob, step: u64) -> WriteCommand {
-    WriteCommand {
-        v: WRITE_COMMAND_VERSION,
-        // Deterministic: a step queued twice is one message to the queue.
-        command_id: format!("{}-{step}", job.erasure_id),
-        conversation_id: job.erasure_id.clone(),
-        owner_id: job.owner_id.clone(),
-        accepted_at: job.requested_at,
-        kind: WriteKind::EraseUser { step },
-    }
+    // Deterministic id: a step queued twice is one message to the queue.
+    WriteCommand::new(
+        format!("{}-{step}", job.erasure_id),
+        job.erasure_id.clone(),
+        job.owner_id.clone(),
+        job.requested_at,
+        WriteKind::EraseUser { step },
+    )
 }
 
 /// One step: erases the page the previous step found (its `pending`),
@@ -317,17 +316,15 @@ pub async fn delete_conversation_counted(
         // read the conversation before the mark stores after step 3.
         send_write(
             deps,
-            &WriteCommand {
-                v: WRITE_COMMAND_VERSION,
-                command_id: deps.ids.new_id(),
-                conversation_id: conversation_id.to_string(),
-                owner_id: owner_id.to_string(),
-                accepted_at: deps.clock.now(),
-                kind: WriteKind::Erase {
+            &crate::outbox::command(
+                deps,
+                owner_id,
+                conversation_id,
+                WriteKind::Erase {
                     user_id: Some(record.conversation.user_id.clone()),
                     agent_id: Some(record.conversation.agent_id.clone()),
                 },
-            },
+            ),
         )
         .await?;
         // 3. and 4.; a crash in between leaves the mark: a retry finishes

@@ -145,7 +145,7 @@ pub struct ConversationRecord {
     pub key_id: Option<KeyId>,
     /// The conversation's personal fields, sealed (title, userName,
     /// metadata, reviewNote, and the previews' snapshot); the public
-    /// fields are then empty. See [`crate::sealing`].
+    /// fields are then empty (the `sealing` module seals and opens them).
     #[serde(default, skip_serializing_if = "SealedFields::is_empty")]
     pub sealed: SealedFields,
     /// The newest chunk's last message, sealed: its preview is read from

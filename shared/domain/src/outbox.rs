@@ -5,11 +5,22 @@
 //! here rather than in each other.
 
 use convo_schema::ValidationError;
-use convo_schema::commands::WriteCommand;
+use convo_schema::commands::{WriteCommand, WriteKind};
 use convo_schema::events::CloudEvent;
 
 use crate::Deps;
 use crate::error::DomainError;
+
+/// A new command for a conversation, with a fresh id, accepted now.
+pub fn command(deps: &Deps, owner_id: &str, conversation_id: &str, kind: WriteKind) -> WriteCommand {
+    WriteCommand::new(
+        deps.ids.new_id(),
+        conversation_id.to_string(),
+        owner_id.to_string(),
+        deps.clock.now(),
+        kind,
+    )
+}
 
 /// Largest encoded write command: SQS takes 256 KiB per message, and the
 /// message attributes need a little room.

@@ -3,7 +3,7 @@
 //! overtakes a message accepted before it).
 
 use convo_schema::ConversationStatus;
-use convo_schema::commands::{EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
+use convo_schema::commands::{EndReason, WriteCommand, WriteKind};
 
 use crate::Deps;
 use crate::error::DomainError;
@@ -53,16 +53,15 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
             continue;
         }
         // Deterministic id: two overlapping sweeps enqueue one end.
-        let command = WriteCommand {
-            v: WRITE_COMMAND_VERSION,
-            command_id: format!("sweep-{}-{}", c.conversation_id, c.last_activity_at.timestamp_millis()),
-            conversation_id: c.conversation_id.clone(),
-            owner_id: c.owner_id.clone(),
-            accepted_at: now,
-            kind: WriteKind::End {
+        let command = WriteCommand::new(
+            format!("sweep-{}-{}", c.conversation_id, c.last_activity_at.timestamp_millis()),
+            c.conversation_id.clone(),
+            c.owner_id.clone(),
+            now,
+            WriteKind::End {
                 reason: EndReason::Idle,
             },
-        };
+        );
         send_write(deps, &command).await?;
         ended += 1;
     }

@@ -20,6 +20,26 @@ pub struct WriteCommand {
     pub kind: WriteKind,
 }
 
+impl WriteCommand {
+    /// A command in this code's format.
+    pub fn new(
+        command_id: String,
+        conversation_id: String,
+        owner_id: String,
+        accepted_at: Timestamp,
+        kind: WriteKind,
+    ) -> Self {
+        WriteCommand {
+            v: WRITE_COMMAND_VERSION,
+            command_id,
+            conversation_id,
+            owner_id,
+            accepted_at,
+            kind,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum WriteKind {

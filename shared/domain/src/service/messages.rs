@@ -161,17 +161,15 @@ pub async fn end_session(
     let record = load_owned(deps, owner_id, conversation_id).await?;
     accept(deps, conversation_id, "end", idempotency, || async {
         ensure_active(&record)?;
-        let now = deps.clock.now();
-        let command = WriteCommand {
-            v: WRITE_COMMAND_VERSION,
-            command_id: deps.ids.new_id(),
-            conversation_id: conversation_id.to_string(),
-            owner_id: owner_id.to_string(),
-            accepted_at: now,
-            kind: WriteKind::End {
+        let command = crate::outbox::command(
+            deps,
+            owner_id,
+            conversation_id,
+            WriteKind::End {
                 reason: EndReason::Client,
             },
-        };
+        );
+        let now = command.accepted_at;
         let answer = EndResponse {
             conversation_id: conversation_id.to_string(),
             command_id: command.command_id.clone(),
@@ -237,18 +235,16 @@ pub async fn remove_message(
         }
     };
     let message = found.filter(|m| !m.removed).ok_or(DomainError::MessageNotFound)?;
-    let now = deps.clock.now();
-    let command = WriteCommand {
-        v: WRITE_COMMAND_VERSION,
-        command_id: deps.ids.new_id(),
-        conversation_id: conversation_id.to_string(),
-        owner_id: owner_id.to_string(),
-        accepted_at: now,
-        kind: WriteKind::Remove {
+    let command = crate::outbox::command(
+        deps,
+        owner_id,
+        conversation_id,
+        WriteKind::Remove {
             message_id: message.message_id.clone(),
             index: message.message_index,
         },
-    };
+    );
+    let now = command.accepted_at;
     send_write(deps, &command).await?;
     Ok(RemoveMessageResponse {
         conversation_id: conversation_id.to_string(),
@@ -267,15 +263,8 @@ pub async fn clear_messages(
     conversation_id: &str,
 ) -> Result<ClearMessagesResponse, DomainError> {
     load_owned(deps, owner_id, conversation_id).await?;
-    let now = deps.clock.now();
-    let command = WriteCommand {
-        v: WRITE_COMMAND_VERSION,
-        command_id: deps.ids.new_id(),
-        conversation_id: conversation_id.to_string(),
-        owner_id: owner_id.to_string(),
-        accepted_at: now,
-        kind: WriteKind::Clear,
-    };
+    let command = crate::outbox::command(deps, owner_id, conversation_id, WriteKind::Clear);
+    let now = command.accepted_at;
     send_write(deps, &command).await?;
     Ok(ClearMessagesResponse {
         conversation_id: conversation_id.to_string(),
