@@ -49,9 +49,10 @@ SEED = 20261207
 FOLDS = 4
 C = 30.0
 # The share of harmless training texts each category's threshold may flag
-# out of fold: with ten categories, at most about 8 % of harmless texts in all.
-HARMLESS_BUDGET = 0.006
-VERSION = "convo-safety-2"
+# out of fold (0.6 % until convo-safety-2; raised when the word lists' topic
+# terms stopped flagging clinical and supportive text, see BENCHMARKS.md).
+HARMLESS_BUDGET = 0.008
+VERSION = "convo-safety-3"
 
 CATEGORIES = [
     "self_harm", "sexual", "sexual_minors", "grooming", "violence",

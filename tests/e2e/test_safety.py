@@ -33,7 +33,7 @@ def test_the_answer_names_the_stage_and_the_model(api):
     f = finding(paraphrase, "self_harm")
     assert f is not None and f["stage"] == "learned", paraphrase
     assert 0.0 < f["probability"] <= 1.0
-    assert paraphrase["model"] == "convo-safety-2"
+    assert paraphrase["model"] == "convo-safety-3"
     # Self-harm is flagged at critical, never blocked: the agent must answer.
     assert (paraphrase["action"], paraphrase["severity"]) == ("flagged", "critical")
     assert story == {"score": 1.0, "action": "safe"}, story

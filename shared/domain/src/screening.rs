@@ -16,7 +16,7 @@ use convo_safety::{Model, Overrides, Scores};
 use convo_schema::commands::TurnRisk;
 use convo_schema::{SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict, Severity};
 
-use crate::moderation::{RuleModerator, band, score_of};
+use crate::moderation::{Confirmation, RuleModerator, band, score_of};
 use crate::ports::Moderator;
 
 /// Each learned category's weight in the score (as a word list's), and its
@@ -35,6 +35,23 @@ pub const LEARNED_CATEGORIES: [(&str, f64, Severity); 10] = [
     ("drugs", 0.35, Severity::Medium),
     ("personal_data", 0.25, Severity::Medium),
 ];
+
+/// Which learned categories confirm a word list's topic terms (see
+/// `moderation`): a topic term counts when the model gives one of them at
+/// least [`TOPIC_CONFIRMATION`] of its threshold. Profanity has no learned
+/// counterpart: its topic terms, if an owner writes any, always count.
+pub const TOPIC_CONFIRMERS: [(&str, &[&str]); 5] = [
+    ("violence", &["violence", "weapons", "hate", "bullying"]),
+    ("self_harm", &["self_harm"]),
+    ("sexual", &["sexual", "sexual_minors", "grooming"]),
+    ("bullying", &["bullying", "hate"]),
+    ("drugs", &["drugs"]),
+];
+
+/// The share of a learned category's threshold that confirms a topic term:
+/// half the evidence the model alone would need to report the category.
+/// Fixed before it was measured, not tuned.
+pub const TOPIC_CONFIRMATION: f32 = 0.5;
 
 /// The conversation stage: each message's grooming signal (the higher of
 /// its grooming and sexual-content-involving-minors probabilities, counted
@@ -179,17 +196,36 @@ impl Moderator for LayeredModerator {
     }
 
     fn screen_turn(&self, content: &str) -> (SafetyVerdict, Option<TurnRisk>) {
-        let verdict = self.rules.screen(content);
         let Some(model) = &self.learned else {
-            return (verdict, None);
+            return (self.rules.screen(content), None);
         };
         let scores = model.score(content);
+        let thresholds = model.thresholds();
+        let verdict = self.rules.screen_confirmed(content, |list| {
+            let Some((_, confirmers)) = TOPIC_CONFIRMERS.iter().find(|(l, _)| *l == list) else {
+                return Confirmation::Unconditional;
+            };
+            confirmers
+                .iter()
+                .filter_map(|c| {
+                    let i = convo_safety::CATEGORIES.iter().position(|x| x == c)?;
+                    let p = scores.probability[i];
+                    (p >= TOPIC_CONFIRMATION * thresholds[i].min(1.0)).then_some(p)
+                })
+                .reduce(f32::max)
+                .map_or(Confirmation::Refused, Confirmation::By)
+        });
         let risk = TurnRisk {
             signal: self.signal(&scores),
             decay: self.policy.decay,
             threshold: self.policy.threshold,
         };
-        (combine(verdict, &scores, model.version()), Some(risk))
+        let mut verdict = combine(verdict, &scores, model.version());
+        // A topic term the model confirmed names the model too.
+        if verdict.model.is_none() && verdict.findings.iter().any(|f| f.probability.is_some()) {
+            verdict.model = Some(model.version().to_string());
+        }
+        (verdict, Some(risk))
     }
 
     fn redact(&self, content: &str) -> Option<String> {

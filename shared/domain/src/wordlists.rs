@@ -1,6 +1,7 @@
 //! Word lists from configuration: a directory whose `<category>.txt` files
 //! replace the built-in lists of those categories (same format: one term
-//! or phrase per line, `#` starts a comment). Read once at start-up.
+//! or phrase per line, `#` starts a comment, `~` starts a topic term that
+//! counts only when the learned stage confirms it). Read once at start-up.
 
 use std::path::Path;
 
@@ -28,7 +29,7 @@ pub fn apply_overrides(dir: &Path, mut categories: Vec<Category>) -> Result<Vec<
             ));
         };
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        category.terms = parse_word_list(&text);
+        (category.terms, category.topics) = parse_word_list(&text);
     }
     Ok(categories)
 }

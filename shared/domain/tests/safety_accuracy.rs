@@ -28,14 +28,13 @@ const CATEGORIES: [&str; 10] = convo_safety::CATEGORIES;
 /// Floors, a little under the measured figures (BENCHMARKS.md, "Safety"),
 /// so that a regression fails. The harmless ceiling counts every harmless
 /// line of the set, the assistant-style replies of `e5` included (clinical
-/// sex education, crisis guidance and history, where the word lists flag
-/// or block some: 0.092 of those).
-const MIN_RECALL_ALL: f64 = 0.72;
-const MIN_RECALL_ENGLISH: f64 = 0.84;
-const MIN_RECALL_PER_CATEGORY: f64 = 0.55;
-const MAX_HARMLESS_FLAGGED: f64 = 0.09;
-const MIN_PRECISION_PER_CATEGORY: f64 = 0.70;
-const MIN_GROOMING_CONVERSATIONS: f64 = 0.85;
+/// sex education, crisis guidance and history).
+const MIN_RECALL_ALL: f64 = 0.77;
+const MIN_RECALL_ENGLISH: f64 = 0.87;
+const MIN_RECALL_PER_CATEGORY: f64 = 0.57;
+const MAX_HARMLESS_FLAGGED: f64 = 0.075;
+const MIN_PRECISION_PER_CATEGORY: f64 = 0.72;
+const MIN_GROOMING_CONVERSATIONS: f64 = 0.90;
 const MAX_HARMLESS_CONVERSATIONS: f64 = 0.35;
 
 struct Example {

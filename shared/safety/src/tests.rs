@@ -9,7 +9,7 @@ fn model() -> &'static Model {
 #[test]
 fn the_built_in_model_loads_with_every_category() {
     let m = model();
-    assert_eq!(m.version(), "convo-safety-2");
+    assert_eq!(m.version(), "convo-safety-3");
     assert!(m.thresholds().iter().all(|t| *t > 0.0 && *t <= 1.0));
     assert_eq!(m.sentence_vector("hello there").len(), 256);
 }

@@ -158,7 +158,7 @@ pub struct SafetyVerdict {
     /// message).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<SafetyFinding>,
-    /// The learned model's version, when it found something.
+    /// The learned model's version, when it found or confirmed something.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
@@ -199,8 +199,9 @@ pub struct SafetyFinding {
     pub category: String,
     pub stage: SafetyStage,
     pub severity: Severity,
-    /// The learned model's probability for the category (learned and
-    /// conversation findings only).
+    /// The learned model's probability for the category: on learned and
+    /// conversation findings, and on a word-list finding made by topic
+    /// terms only, the probability that confirmed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
 }

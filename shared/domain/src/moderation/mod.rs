@@ -8,6 +8,15 @@
 //! Score = 1 − the sum of the weights of the categories found (each counted
 //! once), clamped to [0, 1]. Bands (the seed service's): ≥ 0.8 safe,
 //! 0.5–0.8 flagged, < 0.5 blocked.
+//!
+//! A list's line that starts with `~` is a *topic* term: a word that names
+//! a subject ("suicide", "sexual", "murder", "vaping") which health
+//! education, news, crisis support, history and fiction talk about as
+//! often as harm does. A category found only by topic terms counts when the
+//! caller confirms it ([`RuleModerator::screen_confirmed`]: the layered
+//! moderator asks the learned stage) and always when nobody can
+//! ([`Moderator::screen`], the lists alone). Acts and phrases aimed at
+//! someone ("kill myself", "send me pics") are plain terms and always count.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use convo_schema::{SafetyAction, SafetyFinding, SafetyStage, SafetyVerdict, Severity};
@@ -24,16 +33,23 @@ pub struct Category {
     pub name: String,
     pub weight: f64,
     pub severity: Severity,
+    /// Terms that count on their own.
     pub terms: Vec<String>,
+    /// Topic terms (`~` in the file): they count when confirmed.
+    pub topics: Vec<String>,
 }
 
 /// The built-in categories, from the word lists in `data/moderation/`.
 pub fn default_categories() -> Vec<Category> {
-    let list = |name: &str, weight: f64, severity: Severity, text: &str| Category {
-        name: name.to_string(),
-        weight,
-        severity,
-        terms: parse_word_list(text),
+    let list = |name: &str, weight: f64, severity: Severity, text: &str| {
+        let (terms, topics) = parse_word_list(text);
+        Category {
+            name: name.to_string(),
+            weight,
+            severity,
+            terms,
+            topics,
+        }
     };
     vec![
         list(
@@ -77,13 +93,21 @@ pub fn default_categories() -> Vec<Category> {
     ]
 }
 
-/// Terms of a word-list file: one per line, `#` starts a comment.
-pub fn parse_word_list(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(fold)
-        .collect()
+/// Terms and topic terms of a word-list file: one per line, `#` starts a
+/// comment, `~` starts a topic term.
+pub fn parse_word_list(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut terms = Vec::new();
+    let mut topics = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        match line.strip_prefix('~') {
+            Some(topic) if !topic.trim().is_empty() => topics.push(fold(topic.trim())),
+            Some(_) => {}
+            None if !line.is_empty() => terms.push(fold(line)),
+            None => {}
+        }
+    }
+    (terms, topics)
 }
 
 /// Lower case, accents removed: "Café" and "cafe" match alike.
@@ -108,11 +132,23 @@ pub fn fold(text: &str) -> String {
 
 const PII_WEIGHT: f64 = 0.25;
 
+/// Whether a category found only by topic terms counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Confirmation {
+    /// Nobody can judge it (the lists alone): it counts.
+    Unconditional,
+    /// Confirmed by a learned probability, recorded on the finding.
+    By(f32),
+    /// Not confirmed: it does not count.
+    Refused,
+}
+
 pub struct RuleModerator {
     categories: Vec<Category>,
     matcher: AhoCorasick,
-    /// For each pattern of `matcher`, the index of its category.
-    pattern_category: Vec<usize>,
+    /// For each pattern of `matcher`, the index of its category and
+    /// whether it is a topic term.
+    pattern_category: Vec<(usize, bool)>,
 }
 
 impl RuleModerator {
@@ -120,9 +156,11 @@ impl RuleModerator {
         let mut patterns = Vec::new();
         let mut pattern_category = Vec::new();
         for (i, c) in categories.iter().enumerate() {
-            for t in &c.terms {
-                patterns.push(t.clone());
-                pattern_category.push(i);
+            for (terms, topic) in [(&c.terms, false), (&c.topics, true)] {
+                for t in terms {
+                    patterns.push(t.clone());
+                    pattern_category.push((i, topic));
+                }
             }
         }
         let matcher = AhoCorasick::builder()
@@ -142,72 +180,50 @@ impl RuleModerator {
         }
     }
 
-    /// The categories found in `content`, in first-hit order.
-    fn categories_in(&self, folded: &str) -> Vec<usize> {
+    /// The categories found in `content`, in first-hit order, each with
+    /// whether only topic terms found it.
+    fn categories_in(&self, folded: &str) -> Vec<(usize, bool)> {
         let bytes = folded.as_bytes();
-        let mut found = Vec::new();
+        let mut found: Vec<(usize, bool)> = Vec::new();
         for m in self.matcher.find_overlapping_iter(folded) {
             let before_ok = m.start() == 0 || !is_word_byte(folded, m.start(), true);
             let after_ok = m.end() == bytes.len() || !is_word_byte(folded, m.end(), false);
             if before_ok && after_ok {
-                let cat = self.pattern_category[m.pattern().as_usize()];
-                if !found.contains(&cat) {
-                    found.push(cat);
+                let (cat, topic) = self.pattern_category[m.pattern().as_usize()];
+                match found.iter_mut().find(|(c, _)| *c == cat) {
+                    Some(entry) => entry.1 &= topic,
+                    None => found.push((cat, topic)),
                 }
             }
         }
         found
     }
-}
 
-impl Default for RuleModerator {
-    fn default() -> Self {
-        Self::new(default_categories())
+    /// The verdict of the lists and detectors, where a category found only
+    /// by topic terms counts when `confirm(category)` says so.
+    pub fn screen_confirmed(&self, content: &str, confirm: impl Fn(&str) -> Confirmation) -> SafetyVerdict {
+        self.verdict(content, &confirm)
     }
-}
 
-/// The score of a message whose categories weigh `weight` in all: 1 − the
-/// weight, to two decimals, within [0, 1].
-pub fn score_of(weight: f64) -> f64 {
-    ((1.0 - weight) * 100.0).round().clamp(0.0, 100.0) / 100.0
-}
-
-/// The seed service's bands: ≥ 0.8 safe, 0.5–0.8 flagged, < 0.5 blocked.
-pub fn band(score: f64) -> SafetyAction {
-    if score >= 0.8 {
-        SafetyAction::Safe
-    } else if score >= 0.5 {
-        SafetyAction::Flagged
-    } else {
-        SafetyAction::Blocked
-    }
-}
-
-/// Whether the character just before (`before`) or at byte `at` is part of a word.
-fn is_word_byte(s: &str, at: usize, before: bool) -> bool {
-    let c = if before {
-        s[..at].chars().next_back()
-    } else {
-        s[at..].chars().next()
-    };
-    c.is_some_and(|c| c.is_alphanumeric() || c == '\'')
-}
-
-impl Moderator for RuleModerator {
-    fn screen(&self, content: &str) -> SafetyVerdict {
+    fn verdict(&self, content: &str, confirm: &dyn Fn(&str) -> Confirmation) -> SafetyVerdict {
         let folded = fold(content);
         let mut categories = Vec::new();
         let mut findings = Vec::new();
         let mut weight = 0.0;
         let mut severity: Option<Severity> = None;
-        for i in self.categories_in(&folded) {
+        for (i, topic_only) in self.categories_in(&folded) {
             let c = &self.categories[i];
+            let probability = match topic_only.then(|| confirm(&c.name)) {
+                None | Some(Confirmation::Unconditional) => None,
+                Some(Confirmation::By(p)) => Some((f64::from(p) * 1000.0).round() / 1000.0),
+                Some(Confirmation::Refused) => continue,
+            };
             categories.push(c.name.clone());
             findings.push(SafetyFinding {
                 category: c.name.clone(),
                 stage: SafetyStage::Wordlist,
                 severity: c.severity,
-                probability: None,
+                probability,
             });
             weight += c.weight;
             severity = severity.max(Some(c.severity));
@@ -246,6 +262,47 @@ impl Moderator for RuleModerator {
             model: None,
         }
     }
+}
+
+impl Default for RuleModerator {
+    fn default() -> Self {
+        Self::new(default_categories())
+    }
+}
+
+/// The score of a message whose categories weigh `weight` in all: 1 − the
+/// weight, to two decimals, within [0, 1].
+pub fn score_of(weight: f64) -> f64 {
+    ((1.0 - weight) * 100.0).round().clamp(0.0, 100.0) / 100.0
+}
+
+/// The seed service's bands: ≥ 0.8 safe, 0.5–0.8 flagged, < 0.5 blocked.
+pub fn band(score: f64) -> SafetyAction {
+    if score >= 0.8 {
+        SafetyAction::Safe
+    } else if score >= 0.5 {
+        SafetyAction::Flagged
+    } else {
+        SafetyAction::Blocked
+    }
+}
+
+/// Whether the character just before (`before`) or at byte `at` is part of a word.
+fn is_word_byte(s: &str, at: usize, before: bool) -> bool {
+    let c = if before {
+        s[..at].chars().next_back()
+    } else {
+        s[at..].chars().next()
+    };
+    c.is_some_and(|c| c.is_alphanumeric() || c == '\'')
+}
+
+impl Moderator for RuleModerator {
+    /// The lists alone: topic terms count (nothing can confirm them).
+    fn screen(&self, content: &str) -> SafetyVerdict {
+        self.verdict(content, &|_| Confirmation::Unconditional)
+    }
+
     fn redact(&self, content: &str) -> Option<String> {
         let mut spans: Vec<(usize, usize, &str)> = Vec::new();
         spans.extend(email_spans(content).into_iter().map(|(a, b)| (a, b, "[email]")));
@@ -318,6 +375,19 @@ mod tests {
         let v = screen("ŠHIT happens");
         assert_eq!(v.categories, vec!["profanity"]);
         assert_eq!(v.action, SafetyAction::Flagged);
+    }
+
+    #[test]
+    fn a_tilde_marks_a_topic_term() {
+        let (terms, topics) = parse_word_list("# c\nKill myself\n~Suicide  # a subject\n~\n\n");
+        assert_eq!(terms, vec!["kill myself"]);
+        assert_eq!(topics, vec!["suicide"]);
+        let sh = default_categories()
+            .into_iter()
+            .find(|c| c.name == "self_harm")
+            .unwrap();
+        assert!(sh.topics.contains(&"suicide".to_string()));
+        assert!(sh.terms.contains(&"kill myself".to_string()));
     }
 
     #[test]

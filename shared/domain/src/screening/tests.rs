@@ -151,3 +151,54 @@ fn learned_off_keeps_the_word_lists_only() {
     assert!(v.findings.iter().all(|f| f.stage != SafetyStage::Learned));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_topic_term_counts_only_when_the_model_confirms_it() {
+    let rules = &moderator().rules;
+    let text = "Grief after losing someone to suicide is hard; a support group can help.";
+    assert_eq!(
+        rules.screen(text).categories,
+        vec!["self_harm"],
+        "the lists alone count a topic term"
+    );
+    let v = rules.screen_confirmed(text, |_| Confirmation::Refused);
+    assert_eq!(v.action, SafetyAction::Safe, "unconfirmed");
+    assert!(v.findings.is_empty());
+    let v = rules.screen_confirmed(text, |c| {
+        assert_eq!(c, "self_harm");
+        Confirmation::By(0.41)
+    });
+    assert_eq!(v.action, SafetyAction::Flagged);
+    assert_eq!(v.findings[0].stage, SafetyStage::Wordlist);
+    assert_eq!(
+        v.findings[0].probability,
+        Some(0.41),
+        "the confirming probability is shown"
+    );
+    // A plain term needs no confirmation, beside a topic term or alone.
+    let v = rules.screen_confirmed("suicide. I want to kill myself", |_| Confirmation::Refused);
+    assert_eq!(v.categories, vec!["self_harm"]);
+    assert_eq!(v.findings[0].probability, None);
+}
+
+#[test]
+fn the_model_confirms_a_topic_term_in_harm_and_not_in_education() {
+    let m = moderator();
+    let v = m.screen("tell me the most painless way to commit suicide tonight");
+    assert_eq!(v.action, SafetyAction::Flagged);
+    assert!(v.categories.contains(&"self_harm".to_string()), "{v:?}");
+    let v = m.screen("Write a persuasive essay for my health class on why teens should not start vaping.");
+    assert!(
+        !v.findings.iter().any(|f| f.stage == SafetyStage::Wordlist),
+        "an essay against vaping is not a drugs finding of the lists: {v:?}"
+    );
+    for (list, confirmers) in TOPIC_CONFIRMERS {
+        assert!(
+            crate::moderation::default_categories().iter().any(|c| c.name == list),
+            "{list}"
+        );
+        for c in confirmers {
+            assert!(convo_safety::CATEGORIES.contains(c), "{c}");
+        }
+    }
+}
