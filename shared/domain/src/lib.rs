@@ -23,6 +23,7 @@ pub mod ports;
 pub mod screening;
 pub mod sealing;
 pub mod service;
+pub mod store_rules;
 pub mod sweep;
 pub mod titles;
 pub mod tokens;

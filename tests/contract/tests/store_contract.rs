@@ -113,6 +113,43 @@ async fn sms_numbers_are_normalized_and_bad_ones_refused(w: World) {
     }
 }
 
+/// `store_rules::reusable` and `releases_pair` on both stores: an ended
+/// session and one being erased are never handed out by `reuseActive`
+/// (each store once had its own check: the embedded store's in its
+/// create, DynamoDB's in the read that hides a marked conversation).
+async fn reuse_active_never_hands_out_an_ended_or_erasing_conversation(w: World) {
+    let find = || {
+        let mut req = create_req("child-r", "toy-r");
+        req.reuse_active = true;
+        service::create_conversation(&w.deps, "alice", req)
+    };
+    let (first, new) = find().await.unwrap();
+    assert!(new);
+    service::end_session(&w.deps, "alice", &first.conversation_id, None)
+        .await
+        .unwrap();
+    w.settle().await;
+    let (second, new) = find().await.unwrap();
+    assert!(new, "an ended session releases its pair");
+    assert_ne!(second.conversation_id, first.conversation_id);
+    let (again, new) = find().await.unwrap();
+    assert!(!new);
+    assert_eq!(again.conversation_id, second.conversation_id);
+    // An erasure that marked the conversation and stopped there (a crash
+    // before its removal): the mark alone makes the pair stale.
+    let mut record = w.raw.get_conversation(&second.conversation_id).await.unwrap().unwrap();
+    let expected = record.version;
+    record.deleting = true;
+    record.version = expected + 1;
+    w.raw.put_conversation(&record, expected).await.unwrap();
+    let (third, new) = find().await.unwrap();
+    assert!(new, "a conversation being erased is not reused");
+    assert_ne!(third.conversation_id, second.conversation_id);
+    let (again, new) = find().await.unwrap();
+    assert!(!new, "the new one holds the pair");
+    assert_eq!(again.conversation_id, third.conversation_id);
+}
+
 async fn reuse_active_returns_one_conversation_under_a_race(w: World) {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -2677,6 +2714,7 @@ contract! {
     the_read_routes_find_a_new_conversation_at_once,
     sms_numbers_are_normalized_and_bad_ones_refused,
     reuse_active_returns_one_conversation_under_a_race,
+    reuse_active_never_hands_out_an_ended_or_erasing_conversation,
     append_answers_before_storing_and_the_worker_assigns_indexes,
     a_redelivered_command_changes_nothing,
     a_repeated_external_id_is_stored_once,

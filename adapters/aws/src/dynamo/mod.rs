@@ -120,7 +120,7 @@ impl ConversationStore for DynamoStore {
                         continue;
                     };
                     match self.get_conversation(&existing_id).await? {
-                        Some(existing) if existing.conversation.status == ConversationStatus::Active => {
+                        Some(existing) if convo_domain::store_rules::reusable(&existing) => {
                             return Ok(Created::Existing(Box::new(existing)));
                         }
                         _ => stale = Some(existing_id),
@@ -471,6 +471,7 @@ impl ConversationStore for DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
                 .update_expression("ADD conversations :c, messages :m, totalSeconds :s")
+                // `store_rules::removal_applies`.
                 .condition_expression("attribute_exists(pk) AND conversations >= :held")
                 .expression_attribute_values(":c", n(delta.conversations))
                 .expression_attribute_values(":m", n(delta.messages))

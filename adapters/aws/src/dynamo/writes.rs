@@ -38,6 +38,7 @@ impl DynamoStore {
             .expression_attribute_values(":v", n(expected_version))
             .build()
             .map_err(corrupt)?;
+        // `store_rules::apply_delta` as an update expression.
         // `lastConversationAt` is a max (as on the embedded store): it is set
         // only when it moves forward. An end applied late, of a conversation
         // older than the last one counted, fails that condition alone; the
@@ -79,6 +80,8 @@ impl DynamoStore {
             }
             Err(reasons) => return Err(cancelled(reasons)),
         }
+        // `store_rules::releases_pair` without the old item: the write that
+        // ends a session is the one whose delta counts the conversation.
         if delta.conversations > 0 {
             self.release_pair(c).await;
         }

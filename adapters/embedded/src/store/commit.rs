@@ -12,11 +12,11 @@ impl EmbeddedStore {
     ) -> Result<(), StoreError> {
         let mut active = txn.open_table(ACTIVE).map_err(unavailable)?;
         if let Some(old) = old
-            && old.status == ConversationStatus::Active
+            && memberships(old).active
         {
             active.remove(active_key(old).as_str()).map_err(unavailable)?;
         }
-        if new.status == ConversationStatus::Active {
+        if memberships(new).active {
             active.insert(active_key(new).as_str(), &[][..]).map_err(unavailable)?;
         }
         let mut by_user = txn.open_table(BY_USER).map_err(unavailable)?;
@@ -76,10 +76,9 @@ impl EmbeddedStore {
                     },
                 };
                 apply_delta(&mut s, &delta);
-                s.last_conversation_at = s.last_conversation_at.max(delta.at);
                 table.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
             }
-            if old.conversation.status == ConversationStatus::Active && c.status != ConversationStatus::Active {
+            if releases_pair(&old.conversation, c) {
                 let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
                 let pk = pair_key(c);
                 let points_here = pairs

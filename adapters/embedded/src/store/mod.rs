@@ -18,11 +18,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use convo_domain::cursor;
 use convo_domain::ports::*;
-use convo_schema::{Conversation, ConversationStatus, FlagStatus, Message, Sealed, Timestamp, UserStats};
+use convo_schema::{Conversation, FlagStatus, Message, Sealed, Timestamp, UserStats};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use convo_domain::pager::MessagePager;
+use convo_domain::store_rules::{apply_delta, memberships, releases_pair, removal_applies, reusable};
 
 use crate::db::{SEP, key, millis, num};
 
@@ -146,7 +147,7 @@ impl ConversationStore for EmbeddedStore {
                         let id = String::from_utf8_lossy(&existing_id).to_string();
                         if let Some(bytes) = convs.get(id.as_str()).map_err(unavailable)? {
                             let existing: ConversationRecord = decode(bytes.value())?;
-                            if existing.conversation.status == ConversationStatus::Active && !existing.deleting {
+                            if reusable(&existing) {
                                 return Ok(Created::Existing(Box::new(existing)));
                             }
                         }
@@ -498,7 +499,7 @@ impl ConversationStore for EmbeddedStore {
                     Some(v) => Some(decode(v.value())?),
                     None => None,
                 };
-                if let Some(mut s) = existing {
+                if let Some(mut s) = existing.filter(|s| removal_applies(Some(s), &delta)) {
                     apply_delta(&mut s, &delta);
                     table.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
                 }

@@ -128,16 +128,9 @@ pub(super) fn list_prefix(owner: &str, list: &ConversationList) -> String {
 
 /// The entries a conversation has in [`LISTS`] (by user is [`BY_USER`]).
 pub(super) fn list_keys(c: &Conversation) -> Vec<String> {
-    let mut lists = vec![
-        ConversationList::All,
-        ConversationList::Agent(c.agent_id.clone()),
-        ConversationList::Status(c.status),
-    ];
-    if c.flagged {
-        lists.push(ConversationList::Flagged);
-    }
     let at = key(&[&millis(c.created_at), &c.conversation_id]);
-    lists
+    memberships(c)
+        .lists
         .iter()
         .map(|l| format!("{}{at}", list_prefix(&c.owner_id, l)))
         .collect()
@@ -166,22 +159,15 @@ pub(super) fn active_key(c: &Conversation) -> String {
 }
 
 pub(super) fn expiry_key(c: &Conversation) -> Option<String> {
-    c.expires_at.map(|t| key(&[&millis(t), &c.conversation_id]))
+    memberships(c)
+        .expires_at
+        .map(|t| key(&[&millis(t), &c.conversation_id]))
 }
 
 pub(super) fn flagged_key(c: &Conversation) -> Option<String> {
-    match (c.flag_status, c.flagged_at) {
-        (Some(status), Some(at)) if c.flagged => {
-            Some(key(&[&c.owner_id, status.as_str(), &millis(at), &c.conversation_id]))
-        }
-        _ => None,
-    }
-}
-
-pub(super) fn apply_delta(s: &mut UserStats, delta: &StatsDelta) {
-    s.conversations = s.conversations.saturating_add_signed(delta.conversations);
-    s.messages = s.messages.saturating_add_signed(delta.messages);
-    s.total_seconds = (s.total_seconds + delta.seconds).max(0);
+    memberships(c)
+        .review
+        .map(|(status, at)| key(&[&c.owner_id, status.as_str(), &millis(at), &c.conversation_id]))
 }
 
 /// Removes every key of `table` that starts with `prefix`, which ends in

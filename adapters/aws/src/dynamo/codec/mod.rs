@@ -212,18 +212,19 @@ pub fn meta_item(r: &ConversationRecord) -> Result<Item, StoreError> {
     item.insert(BY_USER_SK.into(), s(created_sk(c)));
     item.insert(BY_OWNER_PK.into(), s(by_owner_pk(&c.owner_id, c.status, c.flagged)));
     item.insert(BY_AGENT_PK.into(), s(by_agent_pk(&c.owner_id, &c.agent_id)));
-    if c.status == ConversationStatus::Active {
+    let memberships = convo_domain::store_rules::memberships(c);
+    if memberships.active {
         item.insert(ACTIVE_PK.into(), s(format!("A#{}", shard(&c.conversation_id))));
         item.insert(
             ACTIVE_SK.into(),
             s(format!("{}#{}", millis(c.start_time), c.conversation_id)),
         );
     }
-    if let (true, Some(status), Some(at)) = (c.flagged, c.flag_status, c.flagged_at) {
+    if let Some((status, at)) = memberships.review {
         item.insert(FLAGGED_PK.into(), s(flagged_pk(&c.owner_id, status)));
         item.insert(FLAGGED_SK.into(), s(format!("{}#{}", millis(at), c.conversation_id)));
     }
-    if let Some(t) = ttl(c.expires_at) {
+    if let Some(t) = ttl(memberships.expires_at) {
         item.insert(TTL_ATTRIBUTE.into(), t);
     }
     Ok(item)
