@@ -87,7 +87,11 @@ fn append_handler(c: &mut Criterion) {
             if let Some(keys) = &deps.keys {
                 record.key_id = Some(keys.current_key(FIXTURE_OWNER, "child-42").await.expect("key").0);
             }
-            deps.store.create_conversation(&record, false).await.expect("seed");
+            deps.store
+                .conversations
+                .create_conversation(&record, false)
+                .await
+                .expect("seed");
         });
         let name = if sealed {
             "one 200-char message, sealed"

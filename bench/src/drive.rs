@@ -651,6 +651,7 @@ async fn encryption_cost(prefix: &str, exchanges_count: usize, sealed: bool) -> 
     let item = convo_aws::dynamo::codec::meta_item(
         &h.worker
             .store
+            .conversations
             .get_conversation(&cid)
             .await
             .map_err(|e| e.to_string())?

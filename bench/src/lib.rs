@@ -81,7 +81,7 @@ pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> Deps {
     let db = open_database(None).expect("in-memory database");
     let moderator = Arc::new(convo_domain::screening::moderator(None).expect("built-in word lists"));
     Deps {
-        store: Arc::new(EmbeddedStore::new(db).expect("store")),
+        store: convo_domain::deps::Stores::new(Arc::new(EmbeddedStore::new(db).expect("store"))),
         writes: sink.clone(),
         titles: sink.clone(),
         events: sink,

@@ -199,7 +199,7 @@ impl AwsSettings {
                 .map_err(|e| ConfigError::Invalid("CONVO_MODERATION_DIR", e))?,
         );
         Ok(Deps {
-            store: Arc::new(DynamoStore::new(dynamo, &self.table)),
+            store: convo_domain::deps::Stores::new(Arc::new(DynamoStore::new(dynamo, &self.table))),
             writes: Arc::new(SqsQueue::new(
                 sqs.clone(),
                 SqsQueueConfig {

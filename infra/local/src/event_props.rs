@@ -30,7 +30,7 @@ static DEPS: LazyLock<Deps> = LazyLock::new(|| {
     let db = open_database(None).expect("in-memory database");
     let moderator = Arc::new(convo_domain::screening::moderator(None).expect("built-in word lists"));
     Deps {
-        store: Arc::new(EmbeddedStore::new(db.clone()).expect("store")),
+        store: convo_domain::deps::Stores::new(Arc::new(EmbeddedStore::new(db.clone()).expect("store"))),
         writes: EmbeddedQueue::open(db.clone(), "writes", QueueKind::Fifo, 5).expect("writes queue"),
         titles: EmbeddedQueue::open(db.clone(), "titles", QueueKind::Standard, 5).expect("titles queue"),
         events: EmbeddedQueue::open(db, "events", QueueKind::Standard, 5).expect("events queue"),

@@ -157,7 +157,7 @@ pub(crate) fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
     )?;
     let moderator = Arc::new(convo_domain::screening::moderator(args.moderation_dir.as_deref())?);
     let plain = Deps {
-        store,
+        store: convo_domain::deps::Stores::new(store),
         writes: writes.clone(),
         titles: titles.clone(),
         events: events.clone(),

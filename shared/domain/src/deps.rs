@@ -73,9 +73,55 @@ impl Default for Config {
     }
 }
 
+/// The store, by role (see [`ConversationStore`]): each part of the
+/// domain uses the roles it names. With field-level encryption, the three
+/// roles that carry personal data (conversations, the message log, the
+/// lists) are the sealing decorator's; the others are the store itself.
+#[derive(Clone)]
+pub struct Stores {
+    pub conversations: Arc<dyn Conversations>,
+    pub messages: Arc<dyn MessageLog>,
+    pub lists: Arc<dyn ConversationLists>,
+    pub totals: Arc<dyn UserTotals>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub sessions: Arc<dyn SessionIndex>,
+    pub erasures: Arc<dyn ErasureJobs>,
+    pub health: Arc<dyn StoreHealth>,
+}
+
+impl Stores {
+    /// Every role played by one store.
+    pub fn new(store: Arc<dyn ConversationStore>) -> Self {
+        Self {
+            conversations: store.clone(),
+            messages: store.clone(),
+            lists: store.clone(),
+            totals: store.clone(),
+            idempotency: store.clone(),
+            sessions: store.clone(),
+            erasures: store.clone(),
+            health: store,
+        }
+    }
+
+    /// These roles with the personal ones sealed and opened with `keys`.
+    pub fn sealed_with(mut self, keys: Arc<dyn KeyRing>) -> Self {
+        let sealed = Arc::new(crate::sealing::SealedStore::new(
+            self.conversations.clone(),
+            self.messages.clone(),
+            self.lists.clone(),
+            keys,
+        ));
+        self.conversations = sealed.clone();
+        self.messages = sealed.clone();
+        self.lists = sealed;
+        self
+    }
+}
+
 #[derive(Clone)]
 pub struct Deps {
-    pub store: Arc<dyn ConversationStore>,
+    pub store: Stores,
     pub writes: Arc<dyn WriteQueue>,
     pub titles: Arc<dyn TitleQueue>,
     pub events: Arc<dyn EventQueue>,
@@ -92,11 +138,11 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// These dependencies with field-level encryption: the store seals
-    /// what it is given and opens what it reads with `keys`, and new
-    /// conversations get a data key.
+    /// These dependencies with field-level encryption: the personal roles
+    /// of the store seal what they are given and open what they read with
+    /// `keys`, and new conversations get a data key.
     pub fn sealed_with(mut self, keys: Arc<dyn KeyRing>) -> Self {
-        self.store = Arc::new(crate::sealing::SealedStore::new(self.store, keys.clone()));
+        self.store = self.store.sealed_with(keys.clone());
         self.keys = Some(keys);
         self
     }

@@ -53,7 +53,7 @@ pub async fn start(deps: &Deps, owner_id: &str, user_id: &str) -> Result<Erasure
         deps.metrics.record(&[("KeysDestroyed", 1.0, "Count")]);
     }
     let job = new_job(deps, owner_id, &user_id);
-    deps.store.put_erasure(&job, 0).await?;
+    deps.store.erasures.put_erasure(&job, 0).await?;
     // A job recorded whose first step could not be queued is retried by
     // the caller (a 503 says so): the key is gone already and a second job
     // erases the same items.
@@ -86,7 +86,7 @@ pub async fn report(deps: &Deps, owner_id: &str, erasure_id: &str) -> Result<Era
     if !is_conversation_id(erasure_id) {
         return Err(DomainError::ErasureNotFound);
     }
-    match deps.store.get_erasure(erasure_id).await? {
+    match deps.store.erasures.get_erasure(erasure_id).await? {
         Some(job) if job.owner_id == owner_id => Ok(job.report()),
         _ => Err(DomainError::ErasureNotFound),
     }
@@ -101,11 +101,12 @@ pub async fn erase_now(deps: &Deps, owner_id: &str, user_id: &str) -> Result<Era
         keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
     }
     let job = new_job(deps, owner_id, &user_id);
-    deps.store.put_erasure(&job, 0).await?;
+    deps.store.erasures.put_erasure(&job, 0).await?;
     let id = job.erasure_id.clone();
     for _ in 0..100_000 {
         let job = deps
             .store
+            .erasures
             .get_erasure(&id)
             .await?
             .ok_or_else(|| DomainError::Internal("the erasure job vanished".into()))?;
@@ -124,7 +125,7 @@ pub async fn run_command(deps: &Deps, cmd: &WriteCommand) -> Result<(), DomainEr
     let WriteKind::EraseUser { step } = cmd.kind else {
         return Ok(());
     };
-    let Some(job) = deps.store.get_erasure(&cmd.conversation_id).await? else {
+    let Some(job) = deps.store.erasures.get_erasure(&cmd.conversation_id).await? else {
         tracing::error!(erasure_id = %cmd.conversation_id, "erasure step for a job that does not exist; dropped");
         return Ok(());
     };
@@ -179,7 +180,7 @@ async fn run_step(deps: &Deps, job: &ErasureJob, step: u64, queue_next: bool) ->
     // time to show what the first pass could not see.
     if job.cursor.is_none()
         && let Some(clean) = job.clean_pass_at
-        && !deps.store.user_index_is_consistent()
+        && !deps.store.lists.user_index_is_consistent()
     {
         let remaining = deps.config.erasure_settle - (deps.clock.now() - clean);
         if remaining > chrono::Duration::zero() {
@@ -188,6 +189,7 @@ async fn run_step(deps: &Deps, job: &ErasureJob, step: u64, queue_next: bool) ->
     }
     let page = deps
         .store
+        .lists
         .list_conversations(
             owner_id,
             &ConversationList::User(user_id.clone()),
@@ -217,7 +219,7 @@ async fn run_step(deps: &Deps, job: &ErasureJob, step: u64, queue_next: bool) ->
     if next.cursor.is_none() {
         if next.found_in_pass {
             next.clean_pass_at = None;
-        } else if deps.store.user_index_is_consistent()
+        } else if deps.store.lists.user_index_is_consistent()
             || deps.config.erasure_settle <= chrono::Duration::zero()
             || job.clean_pass_at.is_some()
         {
@@ -230,7 +232,7 @@ async fn run_step(deps: &Deps, job: &ErasureJob, step: u64, queue_next: bool) ->
         next.found_in_pass = false;
     }
     if finished {
-        deps.store.delete_user_stats(owner_id, &user_id).await?;
+        deps.store.totals.delete_user_stats(owner_id, &user_id).await?;
         if next.conversations_deleted > 0 {
             // Before the job is marked done: a crash in between announces
             // again, with the same event id.
@@ -254,7 +256,7 @@ async fn run_step(deps: &Deps, job: &ErasureJob, step: u64, queue_next: bool) ->
     }
     next.step = step + 1;
     next.version = job.version + 1;
-    match deps.store.put_erasure(&next, job.version).await {
+    match deps.store.erasures.put_erasure(&next, job.version).await {
         Ok(()) => {}
         // Another delivery of this step recorded it first; it queues the
         // successor.
@@ -292,7 +294,7 @@ pub async fn delete_conversation_counted(
         return Err(DomainError::NotFound);
     }
     for _ in 0..8 {
-        let Some(mut record) = deps.store.get_conversation(conversation_id).await? else {
+        let Some(mut record) = deps.store.conversations.get_conversation(conversation_id).await? else {
             return Ok(None);
         };
         if record.conversation.owner_id != owner_id {
@@ -305,7 +307,7 @@ pub async fn delete_conversation_counted(
             let expected = record.version;
             record.deleting = true;
             record.version = expected + 1;
-            match deps.store.put_conversation(&record, expected).await {
+            match deps.store.conversations.put_conversation(&record, expected).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -352,7 +354,7 @@ async fn finish_erasure_recounting(
     recount: bool,
 ) -> Result<bool, DomainError> {
     let conversation_id = record.id();
-    deps.store.delete_conversation_items(conversation_id).await?;
+    deps.store.messages.delete_conversation_items(conversation_id).await?;
     let c = &record.conversation;
     let counted = c.status != ConversationStatus::Active;
     let stats = counted.then(|| StatsDelta {
@@ -361,10 +363,15 @@ async fn finish_erasure_recounting(
         seconds: -c.duration_seconds.unwrap_or(0),
         at: None,
     });
-    match deps.store.remove_conversation(record, record.version, stats).await {
+    match deps
+        .store
+        .conversations
+        .remove_conversation(record, record.version, stats)
+        .await
+    {
         Ok(()) => {
             // Writes that raced the mark may have left items behind.
-            deps.store.delete_conversation_items(conversation_id).await?;
+            deps.store.messages.delete_conversation_items(conversation_id).await?;
             if counted && recount {
                 recount_last_conversation(deps, &record.conversation).await?;
             }
@@ -378,7 +385,7 @@ async fn finish_erasure_recounting(
 /// After an erasure the user's totals read as if the conversation never
 /// existed: their last conversation is the newest counted one left.
 async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result<(), DomainError> {
-    let Some(stats) = deps.store.user_stats(&erased.owner_id, &erased.user_id).await? else {
+    let Some(stats) = deps.store.totals.user_stats(&erased.owner_id, &erased.user_id).await? else {
         return Ok(());
     };
     if stats.last_conversation_at != Some(erased.start_time) {
@@ -390,6 +397,7 @@ async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result
     for _ in 0..20 {
         let page = deps
             .store
+            .lists
             .list_conversations(
                 &erased.owner_id,
                 &ConversationList::User(erased.user_id.clone()),
@@ -404,6 +412,7 @@ async fn recount_last_conversation(deps: &Deps, erased: &Conversation) -> Result
             .map(|r| r.conversation.start_time);
         if found.is_some() || page.next_cursor.is_none() {
             deps.store
+                .totals
                 .set_last_conversation_at(&erased.owner_id, &erased.user_id, found)
                 .await?;
             return Ok(());

@@ -45,24 +45,24 @@ pub enum QueueError {
     TooLarge(usize),
 }
 
+/// The conversation items: created with their (agent, user) pair, read,
+/// replaced under a version, removed. Carries personal data (sealed by
+/// [`crate::sealing::SealedStore`]).
 #[async_trait]
-pub trait ConversationStore: Send + Sync {
+pub trait Conversations: Send + Sync {
     /// Stores a new conversation and points its (owner, agent, user) pair at
     /// it. With `reuse_active`, an existing active conversation of the pair
     /// wins instead (race-free: two concurrent calls create one).
     async fn create_conversation(&self, record: &ConversationRecord, reuse_active: bool)
     -> Result<Created, StoreError>;
-
     async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError>;
-
-    /// As [`ConversationStore::get_conversation`], for the read routes
+    /// As [`Conversations::get_conversation`], for the read routes
     /// (context and messages), which may see a change up to about a second
     /// late: a store may answer from a cheaper, eventually consistent read,
     /// but must never report a conversation that exists as missing.
     async fn get_conversation_for_read(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         self.get_conversation(conversation_id).await
     }
-
     /// Replaces the conversation item if its version is still
     /// `expected_version` (the per-append fields it holds are a snapshot;
     /// readers take them from the newest chunk), and applies `stats` to the
@@ -74,16 +74,29 @@ pub trait ConversationStore: Send + Sync {
         expected_version: u64,
         stats: Option<StatsDelta>,
     ) -> Result<(), StoreError>;
-
-    /// [`ConversationStore::put_conversation_with`] without totals.
+    /// [`Conversations::put_conversation_with`] without totals.
     async fn put_conversation(&self, record: &ConversationRecord, expected_version: u64) -> Result<(), StoreError> {
         self.put_conversation_with(record, expected_version, None).await
     }
+    /// Deletes the conversation itself (conditional on `expected_version`)
+    /// with its index entries and its (agent, user) pair, and applies `stats`
+    /// to the user's totals, atomically.
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError>;
+}
 
+/// A conversation's messages: chunks, their head state, externalId claims,
+/// flag pointers, and the pages read from them. Carries personal data
+/// (sealed).
+#[async_trait]
+pub trait MessageLog: Send + Sync {
     /// Stores a chunk unless its key is taken (then nothing is written and
     /// the chunk already there is described).
     async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError>;
-
     /// Up to `limit` chunks whose first index is below `below` (all when
     /// `None`), newest first: what a removal rewrites.
     async fn chunks_desc(
@@ -92,11 +105,9 @@ pub trait ConversationStore: Send + Sync {
         below: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Chunk>, StoreError>;
-
     /// Writes a chunk over the one stored under its key (a removal's
     /// tombstones; the conversation's worker is its only writer).
     async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError>;
-
     /// Rewrites the head state of the conversation's newest chunk (commands
     /// applied without storing a message: every message a repeat).
     async fn update_head(
@@ -105,7 +116,6 @@ pub trait ConversationStore: Send + Sync {
         chunk_first_index: u64,
         head: &HeadState,
     ) -> Result<(), StoreError>;
-
     /// Claims each `externalId` for its message (`(externalId, messageId)`),
     /// keeping it for `expires_at` when set. A claim already held by the same
     /// message is fine (a retried write); one held by another message is a
@@ -116,7 +126,12 @@ pub trait ConversationStore: Send + Sync {
         claims: &[(String, String)],
         expires_at: Option<Timestamp>,
     ) -> Result<(), StoreError>;
-
+    /// The claims already held among `external_ids`: externalId → messageId.
+    async fn existing_external_ids(
+        &self,
+        conversation_id: &str,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError>;
     /// Points the flagged-message list at flagged messages:
     /// `(messageIndex, first index of its chunk)`.
     async fn put_flag_pointers(
@@ -125,7 +140,26 @@ pub trait ConversationStore: Send + Sync {
         pointers: &[(u64, u64)],
         expires_at: Option<Timestamp>,
     ) -> Result<(), StoreError>;
+    async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
+    /// The flagged (and blocked) messages of a conversation, in index order,
+    /// from a sparse index: the cost follows the flags, not the length.
+    async fn list_flagged_messages(
+        &self,
+        conversation_id: &str,
+        order: Order,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Message>, StoreError>;
+    /// Deletes every item of a conversation but the conversation itself
+    /// (messages, externalId claims, flag pointers), in pages within the
+    /// store's batch limits.
+    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError>;
+}
 
+/// The owner's lists and the review queue, each one index. Returns
+/// conversations, so it carries personal data (opened when sealed).
+#[async_trait]
+pub trait ConversationLists: Send + Sync {
     /// One of the owner's conversation lists, newest first by creation
     /// (including conversations being erased, so that an erasure can be
     /// finished). Each list is one index: no list is ever scanned.
@@ -136,19 +170,6 @@ pub trait ConversationStore: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError>;
-
-    async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError>;
-
-    /// The flagged (and blocked) messages of a conversation, in index order,
-    /// from a sparse index: the cost follows the flags, not the length.
-    async fn list_flagged_messages(
-        &self,
-        conversation_id: &str,
-        order: Order,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Message>, StoreError>;
-
     /// The owner's flagged conversations in one review state, most recently
     /// flagged first (a sparse index: only flagged conversations are in it).
     async fn list_flagged_conversations(
@@ -158,41 +179,19 @@ pub trait ConversationStore: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError>;
-
-    /// The claims already held among `external_ids`: externalId → messageId.
-    async fn existing_external_ids(
-        &self,
-        conversation_id: &str,
-        external_ids: &[String],
-    ) -> Result<HashMap<String, String>, StoreError>;
-
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
-
-    /// Deletes every item of a conversation but the conversation itself
-    /// (messages, externalId claims, flag pointers), in pages within the
-    /// store's batch limits.
-    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError>;
-
-    /// Deletes the conversation itself (conditional on `expected_version`)
-    /// with its index entries and its (agent, user) pair, and applies `stats`
-    /// to the user's totals, atomically.
-    async fn remove_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-        stats: Option<StatsDelta>,
-    ) -> Result<(), StoreError>;
-
-    /// Conversations past their `expiresAt`, oldest first, for stores that do
-    /// not expire items themselves (DynamoDB's TTL does: it returns none).
-    async fn expired_conversations(
-        &self,
-        _now: Timestamp,
-        _limit: usize,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
-        Ok(Vec::new())
+    /// Whether the user index ([`ConversationList::User`]) shows every
+    /// committed change at once. DynamoDB's global secondary index lags;
+    /// an erasure then ends with a second clean pass after a settling time.
+    fn user_index_is_consistent(&self) -> bool {
+        true
     }
+}
 
+/// A user's totals (counts, seconds, the last conversation): numbers and
+/// the user's id, never content.
+#[async_trait]
+pub trait UserTotals: Send + Sync {
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError>;
     /// Sets (or, with `None`, clears) the time of the user's last counted
     /// conversation, if the user has totals (an erasure recomputes it).
     async fn set_last_conversation_at(
@@ -201,10 +200,41 @@ pub trait ConversationStore: Send + Sync {
         user_id: &str,
         at: Option<Timestamp>,
     ) -> Result<(), StoreError>;
-
     /// Deletes a user's totals.
     async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError>;
+}
 
+/// What an `Idempotency-Key` answered, and the write command it may still
+/// have to send (its content sealed as on the queue): nothing to open.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// The record of an idempotency key of a conversation (`key` is scoped
+    /// by operation), unless it expired at `now`.
+    async fn get_idempotency(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Stores the record unless a live one holds the key; returns whether it
+    /// was stored. It lives with the conversation (and is erased with it).
+    async fn put_idempotency(
+        &self,
+        conversation_id: &str,
+        key: &str,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The command is on the queue: forget it, keep the answer.
+    async fn settle_idempotency(&self, conversation_id: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// The sweeper's indexes: active sessions by start time, its cursor, and
+/// (on stores that do not expire items themselves) expired conversations.
+/// Used by the keyless sweeper: nothing here is opened.
+#[async_trait]
+pub trait SessionIndex: Send + Sync {
     /// Active conversations that started before `started_before`, oldest
     /// first (the sweeper's sparse index; the caller checks idleness),
     /// from just after `after` (a `next_cursor` of this method), at most
@@ -216,50 +246,63 @@ pub trait ConversationStore: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError>;
-
     /// Where the sweeper's next run resumes in the index above.
     async fn sweep_cursor(&self) -> Result<Option<String>, StoreError>;
-
     async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError>;
-
-    /// The record of an idempotency key of a conversation (`key` is scoped
-    /// by operation), unless it expired at `now`.
-    async fn get_idempotency(
+    /// Conversations past their `expiresAt`, oldest first, for stores that do
+    /// not expire items themselves (DynamoDB's TTL does: it returns none).
+    async fn expired_conversations(
         &self,
-        conversation_id: &str,
-        key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+        _now: Timestamp,
+        _limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+}
 
-    /// Stores the record unless a live one holds the key; returns whether it
-    /// was stored. It lives with the conversation (and is erased with it).
-    async fn put_idempotency(
-        &self,
-        conversation_id: &str,
-        key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError>;
-
-    /// The command is on the queue: forget it, keep the answer.
-    async fn settle_idempotency(&self, conversation_id: &str, key: &str) -> Result<(), StoreError>;
-
+/// The durable erasure jobs (`DELETE /users/{id}`): counts, times and a
+/// cursor; a finished job holds no id of the person.
+#[async_trait]
+pub trait ErasureJobs: Send + Sync {
     /// An erasure job, read strongly consistently.
     async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError>;
-
     /// Stores an erasure job at `job.version` if the stored one is at
     /// `expected_version` (0: none stored yet); `Conflict` otherwise.
     async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError>;
+}
 
-    /// Whether the user index ([`ConversationList::User`]) shows every
-    /// committed change at once. DynamoDB's global secondary index lags;
-    /// an erasure then ends with a second clean pass after a settling time.
-    fn user_index_is_consistent(&self) -> bool {
-        true
-    }
-
+/// Whether the store answers, for `/health`.
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
     async fn health(&self) -> ComponentHealth;
+}
+
+/// The whole store, by role: an adapter implements every role, and each
+/// part of the domain names only the roles it uses (through
+/// [`crate::deps::Stores`]). Implemented for anything that has them all.
+pub trait ConversationStore:
+    Conversations
+    + MessageLog
+    + ConversationLists
+    + UserTotals
+    + IdempotencyStore
+    + SessionIndex
+    + ErasureJobs
+    + StoreHealth
+{
+}
+
+impl<T> ConversationStore for T where
+    T: Conversations
+        + MessageLog
+        + ConversationLists
+        + UserTotals
+        + IdempotencyStore
+        + SessionIndex
+        + ErasureJobs
+        + StoreHealth
+        + ?Sized
+{
 }
 
 /// The FIFO writes queue: group = conversation id, deduplication id =

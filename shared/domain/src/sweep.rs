@@ -17,14 +17,23 @@ const PAGE: usize = 100;
 /// that do not expire items themselves. Totals are left as they are, as
 /// DynamoDB's TTL leaves them. Returns how many.
 pub async fn purge_expired(deps: &Deps) -> Result<usize, DomainError> {
-    let expired = deps.store.expired_conversations(deps.clock.now(), PAGE).await?;
+    let expired = deps
+        .store
+        .sessions
+        .expired_conversations(deps.clock.now(), PAGE)
+        .await?;
     for rec in &expired {
-        deps.store.delete_conversation_items(rec.id()).await?;
-        match deps.store.remove_conversation(rec, rec.version, None).await {
+        deps.store.messages.delete_conversation_items(rec.id()).await?;
+        match deps
+            .store
+            .conversations
+            .remove_conversation(rec, rec.version, None)
+            .await
+        {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        deps.store.delete_conversation_items(rec.id()).await?;
+        deps.store.messages.delete_conversation_items(rec.id()).await?;
     }
     if !expired.is_empty() {
         tracing::info!(purged = expired.len(), "expired conversations removed");
@@ -41,9 +50,10 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
     // examines `sweep_limit` of them and the next resumes after the last
     // (from the start once the end is reached), so long-lived sessions at
     // the front never hide idle ones behind them.
-    let after = deps.store.sweep_cursor().await?;
+    let after = deps.store.sessions.sweep_cursor().await?;
     let page = deps
         .store
+        .sessions
         .active_started_before(idle_before, after.as_deref(), deps.config.sweep_limit.max(1))
         .await?;
     let mut ended = 0;
@@ -68,7 +78,10 @@ pub async fn sweep_idle_sessions(deps: &Deps) -> Result<usize, DomainError> {
     // Recorded after the ends are queued: a run that fails examines the
     // same page again.
     if page.next_cursor != after {
-        deps.store.set_sweep_cursor(page.next_cursor.as_deref()).await?;
+        deps.store
+            .sessions
+            .set_sweep_cursor(page.next_cursor.as_deref())
+            .await?;
     }
     if ended > 0 {
         tracing::info!(ended, "idle sessions ended");

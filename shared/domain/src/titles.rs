@@ -194,7 +194,7 @@ async fn refresh_snapshot(deps: &Deps, record: &ConversationRecord, job: &TitleJ
     }
     let mut again = record.clone();
     again.version = record.version + 1;
-    match deps.store.put_conversation(&again, record.version).await {
+    match deps.store.conversations.put_conversation(&again, record.version).await {
         Ok(()) => Ok(true),
         Err(StoreError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
@@ -204,7 +204,7 @@ async fn refresh_snapshot(deps: &Deps, record: &ConversationRecord, job: &TitleJ
 /// Applies a title job. Idempotent: the same conversation gives the same title.
 pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome, DomainError> {
     for _ in 0..8 {
-        let Some(mut record) = deps.store.get_conversation(&job.conversation_id).await? else {
+        let Some(mut record) = deps.store.conversations.get_conversation(&job.conversation_id).await? else {
             return Ok(TitleOutcome::Gone);
         };
         if record.conversation.owner_id != job.owner_id || record.deleting {
@@ -218,6 +218,7 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
         }
         let page = deps
             .store
+            .messages
             .list_messages(
                 &job.conversation_id,
                 &MessageQuery {
@@ -255,7 +256,7 @@ pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome,
         c.title_source = Some(TitleSource::Generated);
         c.title_generated_at = Some(deps.clock.now());
         record.version = expected + 1;
-        match deps.store.put_conversation(&record, expected).await {
+        match deps.store.conversations.put_conversation(&record, expected).await {
             Ok(()) => {
                 announce(deps, &record.conversation, job.reason).await?;
                 return Ok(TitleOutcome::Set(title));

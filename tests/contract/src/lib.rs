@@ -49,7 +49,7 @@ pub struct World {
     pub worker: Deps,
     /// The store under test, seen through the data keys (what a reader
     /// gets); `raw` is the same store as it holds the data.
-    pub store: Arc<dyn ConversationStore>,
+    pub store: convo_domain::deps::Stores,
     pub raw: Arc<dyn ConversationStore>,
     pub keys: Arc<dyn KeyRing>,
     /// The concrete store, for looking under the port (erasure tests).
@@ -106,7 +106,7 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         convo_embedded::keys::LocalKeyRing::open(None, convo_domain::crypto::DataKey::generate().unwrap().0).unwrap(),
     );
     let worker = Deps {
-        store: faulty.clone(),
+        store: convo_domain::deps::Stores::new(faulty.clone()),
         writes: writes.clone(),
         titles: titles.clone(),
         events: events.clone(),
@@ -122,7 +122,7 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
     World {
         deps,
         worker,
-        store: Arc::new(convo_domain::sealing::SealedStore::new(store.clone(), keys.clone())),
+        store: convo_domain::deps::Stores::new(store.clone()).sealed_with(keys.clone()),
         raw: store,
         keys,
         embedded,
@@ -274,7 +274,13 @@ impl World {
     }
 
     pub async fn conversation(&self, id: &str) -> Conversation {
-        self.store.get_conversation(id).await.unwrap().unwrap().conversation
+        self.store
+            .conversations
+            .get_conversation(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation
     }
 
     pub async fn all_messages(&self, id: &str) -> Vec<Message> {
@@ -283,6 +289,7 @@ impl World {
         loop {
             let page = self
                 .store
+                .messages
                 .list_messages(
                     id,
                     &MessageQuery {
@@ -399,16 +406,19 @@ impl FaultyStore {
 }
 
 #[async_trait]
-impl ConversationStore for FaultyStore {
+impl Conversations for FaultyStore {
     async fn create_conversation(&self, r: &ConversationRecord, reuse: bool) -> Result<Created, StoreError> {
         self.inner.create_conversation(r, reuse).await
     }
+
     async fn get_conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         self.inner.get_conversation(id).await
     }
+
     async fn get_conversation_for_read(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         self.inner.get_conversation_for_read(id).await
     }
+
     async fn put_conversation_with(
         &self,
         r: &ConversationRecord,
@@ -418,14 +428,29 @@ impl ConversationStore for FaultyStore {
         self.check(Step::Meta, r.id())?;
         self.inner.put_conversation_with(r, v, s).await
     }
+
+    async fn remove_conversation(
+        &self,
+        r: &ConversationRecord,
+        v: u64,
+        s: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        self.inner.remove_conversation(r, v, s).await
+    }
+}
+
+#[async_trait]
+impl MessageLog for FaultyStore {
     async fn put_chunk(&self, c: &Chunk) -> Result<ChunkWrite, StoreError> {
         self.check(Step::Chunk, &c.conversation_id)?;
         self.inner.put_chunk(c).await
     }
+
     async fn update_head(&self, id: &str, chunk: u64, h: &HeadState) -> Result<(), StoreError> {
         self.check(Step::Head, id)?;
         self.inner.update_head(id, chunk, h).await
     }
+
     async fn claim_external_ids(
         &self,
         id: &str,
@@ -435,10 +460,50 @@ impl ConversationStore for FaultyStore {
         self.check(Step::Claims, id)?;
         self.inner.claim_external_ids(id, claims, e).await
     }
+
     async fn put_flag_pointers(&self, id: &str, p: &[(u64, u64)], e: Option<Timestamp>) -> Result<(), StoreError> {
         self.check(Step::FlagPointers, id)?;
         self.inner.put_flag_pointers(id, p, e).await
     }
+
+    async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+        self.inner.list_messages(id, q).await
+    }
+
+    async fn chunks_desc(&self, id: &str, below: Option<u64>, limit: usize) -> Result<Vec<Chunk>, StoreError> {
+        self.inner.chunks_desc(id, below, limit).await
+    }
+
+    async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError> {
+        self.check(Step::Chunk, &chunk.conversation_id)?;
+        self.inner.rewrite_chunk(chunk).await
+    }
+
+    async fn list_flagged_messages(
+        &self,
+        id: &str,
+        o: Order,
+        c: Option<&str>,
+        l: usize,
+    ) -> Result<Page<Message>, StoreError> {
+        self.inner.list_flagged_messages(id, o, c, l).await
+    }
+
+    async fn existing_external_ids(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.inner.existing_external_ids(id, ids).await
+    }
+
+    async fn delete_conversation_items(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.delete_conversation_items(id).await
+    }
+}
+
+#[async_trait]
+impl ConversationLists for FaultyStore {
     async fn list_conversations(
         &self,
         o: &str,
@@ -467,25 +532,7 @@ impl ConversationStore for FaultyStore {
         }
         Ok(page)
     }
-    async fn list_messages(&self, id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
-        self.inner.list_messages(id, q).await
-    }
-    async fn chunks_desc(&self, id: &str, below: Option<u64>, limit: usize) -> Result<Vec<Chunk>, StoreError> {
-        self.inner.chunks_desc(id, below, limit).await
-    }
-    async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError> {
-        self.check(Step::Chunk, &chunk.conversation_id)?;
-        self.inner.rewrite_chunk(chunk).await
-    }
-    async fn list_flagged_messages(
-        &self,
-        id: &str,
-        o: Order,
-        c: Option<&str>,
-        l: usize,
-    ) -> Result<Page<Message>, StoreError> {
-        self.inner.list_flagged_messages(id, o, c, l).await
-    }
+
     async fn list_flagged_conversations(
         &self,
         o: &str,
@@ -495,33 +542,35 @@ impl ConversationStore for FaultyStore {
     ) -> Result<Page<ConversationRecord>, StoreError> {
         self.inner.list_flagged_conversations(o, s, c, l).await
     }
-    async fn existing_external_ids(
-        &self,
-        id: &str,
-        ids: &[String],
-    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
-        self.inner.existing_external_ids(id, ids).await
+
+    fn user_index_is_consistent(&self) -> bool {
+        self.inner.user_index_is_consistent()
+            && !self.lagging_index.load(std::sync::atomic::Ordering::SeqCst)
+            && self.unindexed.lock().unwrap().0.is_empty()
     }
+}
+
+#[async_trait]
+impl UserTotals for FaultyStore {
     async fn user_stats(&self, o: &str, u: &str) -> Result<Option<UserStats>, StoreError> {
         self.inner.user_stats(o, u).await
     }
-    async fn active_started_before(
-        &self,
-        t: Timestamp,
-        a: Option<&str>,
-        l: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        self.inner.active_started_before(t, a, l).await
+
+    async fn delete_user_stats(&self, o: &str, u: &str) -> Result<(), StoreError> {
+        self.inner.delete_user_stats(o, u).await
     }
-    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.inner.sweep_cursor().await
+
+    async fn set_last_conversation_at(&self, o: &str, u: &str, at: Option<Timestamp>) -> Result<(), StoreError> {
+        self.inner.set_last_conversation_at(o, u, at).await
     }
-    async fn set_sweep_cursor(&self, c: Option<&str>) -> Result<(), StoreError> {
-        self.inner.set_sweep_cursor(c).await
-    }
+}
+
+#[async_trait]
+impl IdempotencyStore for FaultyStore {
     async fn get_idempotency(&self, c: &str, k: &str, n: Timestamp) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.get_idempotency(c, k, n).await
     }
+
     async fn put_idempotency(
         &self,
         c: &str,
@@ -532,42 +581,51 @@ impl ConversationStore for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.inner.put_idempotency(c, k, r, n, e).await
     }
+
     async fn settle_idempotency(&self, c: &str, k: &str) -> Result<(), StoreError> {
         self.inner.settle_idempotency(c, k).await
     }
+}
+
+#[async_trait]
+impl SessionIndex for FaultyStore {
+    async fn active_started_before(
+        &self,
+        t: Timestamp,
+        a: Option<&str>,
+        l: usize,
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        self.inner.active_started_before(t, a, l).await
+    }
+
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.inner.sweep_cursor().await
+    }
+
+    async fn set_sweep_cursor(&self, c: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_sweep_cursor(c).await
+    }
+
+    async fn expired_conversations(&self, n: Timestamp, l: usize) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner.expired_conversations(n, l).await
+    }
+}
+
+#[async_trait]
+impl ErasureJobs for FaultyStore {
     async fn get_erasure(&self, id: &str) -> Result<Option<ErasureJob>, StoreError> {
         self.inner.get_erasure(id).await
     }
+
     async fn put_erasure(&self, job: &ErasureJob, expected: u64) -> Result<(), StoreError> {
         self.check(Step::ErasureJob, &job.erasure_id)?;
         self.inner.put_erasure(job, expected).await
     }
-    fn user_index_is_consistent(&self) -> bool {
-        self.inner.user_index_is_consistent()
-            && !self.lagging_index.load(std::sync::atomic::Ordering::SeqCst)
-            && self.unindexed.lock().unwrap().0.is_empty()
-    }
+}
+
+#[async_trait]
+impl StoreHealth for FaultyStore {
     async fn health(&self) -> ComponentHealth {
         self.inner.health().await
-    }
-    async fn delete_conversation_items(&self, id: &str) -> Result<(), StoreError> {
-        self.inner.delete_conversation_items(id).await
-    }
-    async fn remove_conversation(
-        &self,
-        r: &ConversationRecord,
-        v: u64,
-        s: Option<StatsDelta>,
-    ) -> Result<(), StoreError> {
-        self.inner.remove_conversation(r, v, s).await
-    }
-    async fn expired_conversations(&self, n: Timestamp, l: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        self.inner.expired_conversations(n, l).await
-    }
-    async fn delete_user_stats(&self, o: &str, u: &str) -> Result<(), StoreError> {
-        self.inner.delete_user_stats(o, u).await
-    }
-    async fn set_last_conversation_at(&self, o: &str, u: &str, at: Option<Timestamp>) -> Result<(), StoreError> {
-        self.inner.set_last_conversation_at(o, u, at).await
     }
 }

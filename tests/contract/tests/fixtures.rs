@@ -34,7 +34,7 @@ async fn seed(w: &World) {
     let (mut conversation, _) = service::create_conversation(&w.deps, OWNER, req).await.unwrap();
     conversation.conversation_id = CID.to_string();
     let record = ConversationRecord::new(conversation);
-    w.store.create_conversation(&record, false).await.unwrap();
+    w.store.conversations.create_conversation(&record, false).await.unwrap();
 }
 
 #[tokio::test]

@@ -69,7 +69,12 @@ async fn create_sets_the_seed_fields(w: World) {
 /// sees what the worker stored, and misses what does not exist.
 async fn the_read_routes_find_a_new_conversation_at_once(w: World) {
     let c = new_conversation(&w, "alice").await;
-    let read = w.store.get_conversation_for_read(&c.conversation_id).await.unwrap();
+    let read = w
+        .store
+        .conversations
+        .get_conversation_for_read(&c.conversation_id)
+        .await
+        .unwrap();
     assert_eq!(read.map(|r| r.conversation), Some(c.clone()));
     service::append_messages(&w.deps, "alice", &c.conversation_id, exchange("hi", "hello"), None)
         .await
@@ -77,6 +82,7 @@ async fn the_read_routes_find_a_new_conversation_at_once(w: World) {
     w.settle().await;
     let read = w
         .store
+        .conversations
         .get_conversation_for_read(&c.conversation_id)
         .await
         .unwrap()
@@ -84,6 +90,7 @@ async fn the_read_routes_find_a_new_conversation_at_once(w: World) {
     assert_eq!(read.conversation.message_count, 2);
     assert!(
         w.store
+            .conversations
             .get_conversation_for_read("01JD0000000000000000000000")
             .await
             .unwrap()
@@ -366,11 +373,22 @@ async fn a_removal_without_a_totals_row_creates_none(w: World) {
             .conversations,
         1
     );
-    w.store.delete_user_stats("alice", "child-nostats").await.unwrap();
+    w.store
+        .totals
+        .delete_user_stats("alice", "child-nostats")
+        .await
+        .unwrap();
     service::delete_conversation(&w.deps, "alice", &c.conversation_id)
         .await
         .unwrap();
-    assert!(w.store.user_stats("alice", "child-nostats").await.unwrap().is_none());
+    assert!(
+        w.store
+            .totals
+            .user_stats("alice", "child-nostats")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let stats = service::user_stats(&w.deps, "alice", "child-nostats").await.unwrap();
     assert_eq!((stats.conversations, stats.messages), (0, 0));
     assert_eq!(
@@ -540,7 +558,13 @@ async fn an_erasure_report_is_private_and_steps_run_once(w: World) {
     assert_eq!((done.conversations_deleted, done.messages_deleted), (1, 2));
     assert_eq!(done.user_id, None);
     assert!(done.finished_at.is_some());
-    let stored = w.store.get_erasure(&started.erasure_id).await.unwrap().unwrap();
+    let stored = w
+        .store
+        .erasures
+        .get_erasure(&started.erasure_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stored.user_id, stored.pending.len(), stored.cursor), (None, 0, None));
     // Every step delivered again after the end: nothing changes.
     for n in 0..stored.step + 2 {
@@ -1767,7 +1791,7 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
         assert_eq!(w.leftovers(id).await, Vec::<String>::new(), "{id}");
     }
     assert_eq!(w.leftovers(marker).await, Vec::<String>::new());
-    assert_eq!(w.store.user_stats("alice", "child-e").await.unwrap(), None);
+    assert_eq!(w.store.totals.user_stats("alice", "child-e").await.unwrap(), None);
     let page = service::list_conversations(
         &w.deps,
         "alice",
@@ -1887,9 +1911,13 @@ async fn personal_data_is_masked_when_the_conversation_asks(w: World) {
                     .is_some_and(|p| p.contains("mum@"))
         })
     };
-    assert!(holds(w.store.chunks_desc(&open, None, 100).await.unwrap()));
+    assert!(holds(w.store.messages.chunks_desc(&open, None, 100).await.unwrap()));
     assert!(!holds(
-        w.store.chunks_desc(&private.conversation_id, None, 100).await.unwrap()
+        w.store
+            .messages
+            .chunks_desc(&private.conversation_id, None, 100)
+            .await
+            .unwrap()
     ));
     let open_now = w.conversation(&open).await;
     assert!(open_now.first_message_preview.unwrap().contains("mum@example.com"));
@@ -2438,7 +2466,7 @@ async fn messages_are_removed_in_order_and_leave_tombstones(w: World) {
         .unwrap();
     w.settle().await;
     assert_eq!(w.conversation(&id).await.first_message_preview, None);
-    for chunk in w.store.chunks_desc(&id, None, 100).await.unwrap() {
+    for chunk in w.store.messages.chunks_desc(&id, None, 100).await.unwrap() {
         assert_eq!(chunk.head.first_message_preview, None);
         assert!(chunk.messages.iter().all(|m| !m.content.contains("555")));
     }

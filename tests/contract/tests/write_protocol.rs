@@ -52,7 +52,7 @@ async fn an_exchange_is_one_chunk_write_and_nothing_else(w: World) {
     assert_eq!(w.faulty.calls(Step::Chunk), 1);
     assert_eq!(w.faulty.calls(Step::Meta), 0, "the conversation item is not rewritten");
     assert_eq!(w.faulty.calls(Step::Claims) + w.faulty.calls(Step::Head), 0);
-    let record = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let record = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     assert_eq!(record.version, 1);
     assert_eq!(record.head_chunk, Some(0));
     assert!(record.has_applied(&accepted.command_id));
@@ -65,7 +65,7 @@ async fn an_exchange_is_one_chunk_write_and_nothing_else(w: World) {
         .await
         .unwrap();
     w.settle().await;
-    let record = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let record = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     assert_eq!((record.head_chunk, record.conversation.message_count), (Some(2), 4));
     assert_eq!(record.conversation.first_message_preview.as_deref(), Some("question 0"));
     assert_eq!(w.faulty.calls(Step::Chunk), 2);
@@ -121,6 +121,7 @@ async fn assert_committed_once(w: &World, id: &str, user: &str) {
     assert_eq!(flagged.messages[0].message_index, 0, "{user}");
     let claimed = w
         .store
+        .messages
         .existing_external_ids(id, &[format!("{user}-SM1")])
         .await
         .unwrap();
@@ -188,7 +189,7 @@ async fn redelivered_prefixes_and_lone_records_change_nothing(w: World) {
     };
     let first = persist_batch(&w.deps, deliveries(0..3)).await;
     assert_eq!(first.messages_persisted, 6);
-    let before = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let before = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     // The whole batch again, a prefix, and the first record alone after its
     // later neighbours were deleted from the queue.
     for range in [0..3, 0..2, 0..1, 1..2] {
@@ -196,7 +197,7 @@ async fn redelivered_prefixes_and_lone_records_change_nothing(w: World) {
         assert!(again.failed.is_empty(), "{range:?}");
         assert_eq!(again.messages_persisted, 0, "{range:?}");
         assert_eq!(
-            w.store.get_conversation(&id).await.unwrap().unwrap(),
+            w.store.conversations.get_conversation(&id).await.unwrap().unwrap(),
             before,
             "{range:?}"
         );
@@ -365,7 +366,7 @@ async fn a_late_message_after_the_end_is_counted_once_across_a_crash(w: World) {
     w.settle().await;
     // Accepted before the end was applied, stored after it (its record was
     // held back), and the worker stops between the totals and the chunk.
-    let c = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let c = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     let late = convo_schema::commands::WriteCommand {
         v: convo_schema::commands::WRITE_COMMAND_VERSION,
         command_id: "01JLATE0000000000000000000".into(),
@@ -452,7 +453,7 @@ async fn an_end_after_the_end_is_remembered_for_after(w: World) {
     w.settle().await;
     // A second end from another client (or the sweeper's, first) changes
     // nothing, and a read after it does not wait.
-    let record = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let record = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     let second = convo_schema::commands::WriteCommand {
         v: convo_schema::commands::WRITE_COMMAND_VERSION,
         command_id: "01JEND2000000000000000000Z".into(),
@@ -470,7 +471,7 @@ async fn an_end_after_the_end_is_remembered_for_after(w: World) {
             .failed
             .is_empty()
     );
-    let after = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let after = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     assert_eq!(after.conversation, record.conversation);
     for command in [first.command_id.as_str(), second.command_id.as_str()] {
         let (_, status) = service::get_conversation_after(&w.deps, "alice", &id, Some(command))
@@ -527,7 +528,7 @@ async fn a_write_that_read_before_the_erasure_is_swept_after_it(w: World) {
         .unwrap();
     // A worker receives the write and reads the conversation...
     let batch = w.writes.receive(10, std::time::Duration::ZERO).await;
-    let record = w.store.get_conversation(&id).await.unwrap().unwrap();
+    let record = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     let mine = batch.iter().find(|r| r.group.as_deref() == Some(id.as_str())).unwrap();
     let command: convo_schema::commands::WriteCommand = serde_json::from_str(&mine.body).unwrap();
     let plan = convo_domain::persist::plan_commit(
@@ -541,9 +542,7 @@ async fn a_write_that_read_before_the_erasure_is_swept_after_it(w: World) {
     service::delete_conversation(&w.deps, "alice", &id).await.unwrap();
     assert!(w.leftovers(&id).await.is_empty());
     // ... and the stalled worker's chunk lands after the erasure swept.
-    convo_domain::persist::write_plan(w.store.as_ref(), &plan)
-        .await
-        .unwrap();
+    convo_domain::persist::write_plan(&w.store, &plan).await.unwrap();
     assert!(!w.leftovers(&id).await.is_empty(), "the race left a chunk");
     for r in &batch {
         if r.receipt == mine.receipt {

@@ -25,8 +25,10 @@
 //! The requests every operation is made of are in `requests`, the reads of
 //! conversations in `reads`, the versioned writes in `writes`, the
 //! bookkeeping beside conversations (idempotency, erasure jobs, the
-//! sweeper's index, flags, totals, health) in `bookkeeping`. This file is
-//! the `ConversationStore` implementation, one block as Rust wants it.
+//! sweeper's index, flags, totals, health) in `bookkeeping`, with the
+//! store's roles of those (user totals, idempotency, the sweeper's index,
+//! erasure jobs, health). This file implements the roles that carry
+//! conversations: `Conversations`, `MessageLog` and `ConversationLists`.
 
 mod bookkeeping;
 pub mod codec;
@@ -78,7 +80,7 @@ impl DynamoStore {
 }
 
 #[async_trait]
-impl ConversationStore for DynamoStore {
+impl Conversations for DynamoStore {
     async fn create_conversation(
         &self,
         record: &ConversationRecord,
@@ -155,6 +157,55 @@ impl ConversationStore for DynamoStore {
         self.write_meta(record, expected_version, stats).await
     }
 
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        let c = &record.conversation;
+        let meta = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(conv_pk(&c.conversation_id), META)))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(corrupt)?;
+        let mut items = vec![TransactWriteItem::builder().delete(meta.clone()).build()];
+        if let Some(delta) = stats {
+            // Only a row that holds the conversation is taken from: a missing
+            // row (the user's totals already erased) is not created negative,
+            // which would no longer decode. The conversation goes alone then.
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
+                .update_expression("ADD conversations :c, messages :m, totalSeconds :s")
+                // `store_rules::removal_applies`.
+                .condition_expression("attribute_exists(pk) AND conversations >= :held")
+                .expression_attribute_values(":c", n(delta.conversations))
+                .expression_attribute_values(":m", n(delta.messages))
+                .expression_attribute_values(":s", n(delta.seconds))
+                .expression_attribute_values(":held", n(-delta.conversations))
+                .build()
+                .map_err(corrupt)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        let counted = items.len() == 2;
+        match self.try_transact(items).await? {
+            Ok(()) => {}
+            Err(reasons) if counted && only_second_failed(&reasons) => {
+                self.transact(vec![TransactWriteItem::builder().delete(meta).build()])
+                    .await?;
+            }
+            Err(reasons) => return Err(cancelled(reasons)),
+        }
+        self.release_pair(c).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageLog for DynamoStore {
     async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError> {
         let result = self
             .client
@@ -318,6 +369,79 @@ impl ConversationStore for DynamoStore {
         Ok(())
     }
 
+    async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
+        if let Some(page) = self.read_messages(conversation_id, q, false).await? {
+            return Ok(page);
+        }
+        // The eventually consistent read lagged behind what the caller
+        // already saw: read again strongly consistent (which never lags).
+        self.read_messages(conversation_id, q, true)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("messages lag after a consistent read".into()))
+    }
+
+    async fn list_flagged_messages(
+        &self,
+        conversation_id: &str,
+        order: Order,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Message>, StoreError> {
+        self.list_flagged_messages_in(conversation_id, order, cursor_in, limit)
+            .await
+    }
+
+    async fn existing_external_ids(
+        &self,
+        conversation_id: &str,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let pk = conv_pk(conversation_id);
+        let unique: HashSet<&String> = external_ids.iter().collect();
+        let keys = unique.into_iter().map(|e| key(pk.clone(), &format!("X#{e}"))).collect();
+        let found = self.batch_get(keys, true).await?;
+        Ok(found
+            .iter()
+            .filter_map(|i| {
+                let ext = str_attr(i, SK)?.strip_prefix("X#")?.to_string();
+                Some((ext, str_attr(i, "messageId").unwrap_or_default().to_string()))
+            })
+            .collect())
+    }
+
+    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
+        let pk = conv_pk(conversation_id);
+        let mut exclusive_start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .limit(500)
+                .set_exclusive_start_key(exclusive_start)
+                .send()
+                .await
+                .map_err(sdk)?;
+            let keys: Vec<Item> = resp
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|k| str_attr(k, SK) != Some(META))
+                .collect();
+            self.batch_delete(keys).await?;
+            match resp.last_evaluated_key {
+                Some(k) => exclusive_start = Some(k),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ConversationLists for DynamoStore {
     async fn list_conversations(
         &self,
         owner_id: &str,
@@ -363,28 +487,6 @@ impl ConversationStore for DynamoStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
-        if let Some(page) = self.read_messages(conversation_id, q, false).await? {
-            return Ok(page);
-        }
-        // The eventually consistent read lagged behind what the caller
-        // already saw: read again strongly consistent (which never lags).
-        self.read_messages(conversation_id, q, true)
-            .await?
-            .ok_or_else(|| StoreError::Unavailable("messages lag after a consistent read".into()))
-    }
-
-    async fn list_flagged_messages(
-        &self,
-        conversation_id: &str,
-        order: Order,
-        cursor_in: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Message>, StoreError> {
-        self.list_flagged_messages_in(conversation_id, order, cursor_in, limit)
-            .await
-    }
-
     async fn list_flagged_conversations(
         &self,
         owner_id: &str,
@@ -396,176 +498,8 @@ impl ConversationStore for DynamoStore {
             .await
     }
 
-    async fn existing_external_ids(
-        &self,
-        conversation_id: &str,
-        external_ids: &[String],
-    ) -> Result<HashMap<String, String>, StoreError> {
-        let pk = conv_pk(conversation_id);
-        let unique: HashSet<&String> = external_ids.iter().collect();
-        let keys = unique.into_iter().map(|e| key(pk.clone(), &format!("X#{e}"))).collect();
-        let found = self.batch_get(keys, true).await?;
-        Ok(found
-            .iter()
-            .filter_map(|i| {
-                let ext = str_attr(i, SK)?.strip_prefix("X#")?.to_string();
-                Some((ext, str_attr(i, "messageId").unwrap_or_default().to_string()))
-            })
-            .collect())
-    }
-
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
-        self.user_stats_in(owner_id, user_id).await
-    }
-
-    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
-        let pk = conv_pk(conversation_id);
-        let mut exclusive_start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("pk, sk")
-                .limit(500)
-                .set_exclusive_start_key(exclusive_start)
-                .send()
-                .await
-                .map_err(sdk)?;
-            let keys: Vec<Item> = resp
-                .items
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|k| str_attr(k, SK) != Some(META))
-                .collect();
-            self.batch_delete(keys).await?;
-            match resp.last_evaluated_key {
-                Some(k) => exclusive_start = Some(k),
-                None => return Ok(()),
-            }
-        }
-    }
-
-    async fn remove_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-        stats: Option<StatsDelta>,
-    ) -> Result<(), StoreError> {
-        let c = &record.conversation;
-        let meta = aws_sdk_dynamodb::types::Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(conv_pk(&c.conversation_id), META)))
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", n(expected_version))
-            .build()
-            .map_err(corrupt)?;
-        let mut items = vec![TransactWriteItem::builder().delete(meta.clone()).build()];
-        if let Some(delta) = stats {
-            // Only a row that holds the conversation is taken from: a missing
-            // row (the user's totals already erased) is not created negative,
-            // which would no longer decode. The conversation goes alone then.
-            let update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(stats_pk(&c.owner_id, &c.user_id), "STATS")))
-                .update_expression("ADD conversations :c, messages :m, totalSeconds :s")
-                // `store_rules::removal_applies`.
-                .condition_expression("attribute_exists(pk) AND conversations >= :held")
-                .expression_attribute_values(":c", n(delta.conversations))
-                .expression_attribute_values(":m", n(delta.messages))
-                .expression_attribute_values(":s", n(delta.seconds))
-                .expression_attribute_values(":held", n(-delta.conversations))
-                .build()
-                .map_err(corrupt)?;
-            items.push(TransactWriteItem::builder().update(update).build());
-        }
-        let counted = items.len() == 2;
-        match self.try_transact(items).await? {
-            Ok(()) => {}
-            Err(reasons) if counted && only_second_failed(&reasons) => {
-                self.transact(vec![TransactWriteItem::builder().delete(meta).build()])
-                    .await?;
-            }
-            Err(reasons) => return Err(cancelled(reasons)),
-        }
-        self.release_pair(c).await;
-        Ok(())
-    }
-
-    async fn set_last_conversation_at(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-        at: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        self.set_last_conversation_at_in(owner_id, user_id, at).await
-    }
-
-    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
-        self.delete_user_stats_in(owner_id, user_id).await
-    }
-
-    async fn active_started_before(
-        &self,
-        started_before: Timestamp,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        self.active_started_before_in(started_before, after, limit).await
-    }
-
-    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.sweep_cursor_in().await
-    }
-
-    /// One item, rewritten by each run that moves on (one write unit).
-    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        self.set_sweep_cursor_in(cursor).await
-    }
-
-    async fn get_idempotency(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get_idempotency_in(conversation_id, idem_key, now).await
-    }
-
-    async fn put_idempotency(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.put_idempotency_in(conversation_id, idem_key, record, now, expires_at)
-            .await
-    }
-
-    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        self.settle_idempotency_in(conversation_id, idem_key).await
-    }
-
-    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        self.get_erasure_in(erasure_id).await
-    }
-
-    /// One item per job, its state as JSON (it is read and written whole),
-    /// written on a condition on its version.
-    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        self.put_erasure_in(job, expected_version).await
-    }
-
     /// The `byUser` global secondary index is eventually consistent.
     fn user_index_is_consistent(&self) -> bool {
         false
-    }
-
-    async fn health(&self) -> ComponentHealth {
-        self.health_in().await
     }
 }

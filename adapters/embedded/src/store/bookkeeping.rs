@@ -1,7 +1,7 @@
 //! The store's bookkeeping beside the conversations: idempotency records,
 //! erasure jobs, the sweeper's cursor, the flagged lists, the users'
-//! totals, and the store's health (the `ConversationStore` methods in
-//! `mod.rs` call these).
+//! totals, and the store's health; and the roles `UserTotals`,
+//! `IdempotencyStore`, `SessionIndex`, `ErasureJobs` and `StoreHealth`.
 
 use super::*;
 
@@ -306,5 +306,102 @@ impl EmbeddedStore {
             txn.commit().map_err(unavailable)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl UserTotals for EmbeddedStore {
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+        self.user_stats_in(owner_id, user_id).await
+    }
+
+    async fn set_last_conversation_at(
+        &self,
+        owner_id: &str,
+        user_id: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.set_last_conversation_at_in(owner_id, user_id, at).await
+    }
+
+    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
+        self.delete_user_stats_in(owner_id, user_id).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for EmbeddedStore {
+    async fn get_idempotency(
+        &self,
+        conversation_id: &str,
+        idem_key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.get_idempotency_in(conversation_id, idem_key, now).await
+    }
+
+    async fn put_idempotency(
+        &self,
+        conversation_id: &str,
+        idem_key: &str,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.put_idempotency_in(conversation_id, idem_key, record, now, expires_at)
+            .await
+    }
+
+    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
+        self.settle_idempotency_in(conversation_id, idem_key).await
+    }
+}
+
+#[async_trait]
+impl SessionIndex for EmbeddedStore {
+    async fn expired_conversations(&self, now: Timestamp, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
+        Ok(self
+            .records_before(EXPIRING, None, format!("{}{SEP}", millis(now)), limit)
+            .await?
+            .items)
+    }
+
+    async fn active_started_before(
+        &self,
+        started_before: Timestamp,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        let mut page = self
+            .records_before(ACTIVE, after.map(str::to_string), millis(started_before), limit)
+            .await?;
+        page.items.retain(|r| !r.deleting);
+        Ok(page)
+    }
+
+    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.sweep_cursor_in().await
+    }
+
+    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
+        self.set_sweep_cursor_in(cursor).await
+    }
+}
+
+#[async_trait]
+impl ErasureJobs for EmbeddedStore {
+    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
+        self.get_erasure_in(erasure_id).await
+    }
+
+    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
+        self.put_erasure_in(job, expected_version).await
+    }
+}
+
+#[async_trait]
+impl StoreHealth for EmbeddedStore {
+    async fn health(&self) -> ComponentHealth {
+        self.health_in().await
     }
 }

@@ -9,8 +9,10 @@
 //! The stored forms and keys are in `records`, the index reads in
 //! `queries`, the versioned writes in `commit`, the bookkeeping beside
 //! conversations (idempotency, erasure jobs, the sweeper's cursor, flags,
-//! totals, health) in `bookkeeping`. This file is the `ConversationStore`
-//! implementation, one block as Rust wants it.
+//! totals, health) in `bookkeeping`, with the store's roles of those (user
+//! totals, idempotency, the sweeper's index, erasure jobs, health). This
+//! file implements the roles that carry conversations: `Conversations`,
+//! `MessageLog` and `ConversationLists` (`convo_domain::ports`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,7 +126,7 @@ impl EmbeddedStore {
 }
 
 #[async_trait]
-impl ConversationStore for EmbeddedStore {
+impl Conversations for EmbeddedStore {
     async fn create_conversation(
         &self,
         record: &ConversationRecord,
@@ -188,6 +190,74 @@ impl ConversationStore for EmbeddedStore {
         self.write_meta(record, expected_version, stats).await
     }
 
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let id = record.id().to_string();
+            let current = Self::check_version(&txn, &id, expected_version)?;
+            let c = &current.conversation;
+            txn.open_table(CONVERSATIONS)
+                .map_err(unavailable)?
+                .remove(id.as_str())
+                .map_err(unavailable)?;
+            txn.open_table(BY_USER)
+                .map_err(unavailable)?
+                .remove(by_user_key(c).as_str())
+                .map_err(unavailable)?;
+            write_lists(&txn, Some(c), None)?;
+            txn.open_table(ACTIVE)
+                .map_err(unavailable)?
+                .remove(active_key(c).as_str())
+                .map_err(unavailable)?;
+            if let Some(k) = expiry_key(c) {
+                txn.open_table(EXPIRING)
+                    .map_err(unavailable)?
+                    .remove(k.as_str())
+                    .map_err(unavailable)?;
+            }
+            if let Some(k) = flagged_key(c) {
+                txn.open_table(FLAGGED_CONVERSATIONS)
+                    .map_err(unavailable)?
+                    .remove(k.as_str())
+                    .map_err(unavailable)?;
+            }
+            {
+                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
+                let pk = pair_key(c);
+                let points_here = pairs
+                    .get(pk.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|v| v.value() == id.as_bytes());
+                if points_here {
+                    pairs.remove(pk.as_str()).map_err(unavailable)?;
+                }
+            }
+            if let Some(delta) = stats {
+                let mut table = txn.open_table(STATS).map_err(unavailable)?;
+                let sk = key(&[&c.owner_id, &c.user_id]);
+                let existing: Option<UserStats> = match table.get(sk.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(mut s) = existing.filter(|s| removal_applies(Some(s), &delta)) {
+                    apply_delta(&mut s, &delta);
+                    table.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MessageLog for EmbeddedStore {
     async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError> {
         let k = chunk_key(&chunk.conversation_id, chunk.first_index);
         let stored = encode(&StoredChunk::of(chunk));
@@ -285,21 +355,6 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn list_conversations(
-        &self,
-        owner_id: &str,
-        list: &ConversationList,
-        cursor_in: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        let table = match list {
-            ConversationList::User(_) => BY_USER,
-            _ => LISTS,
-        };
-        self.index_page(table, list_prefix(owner_id, list), cursor_in, limit)
-            .await
-    }
-
     async fn list_messages(&self, conversation_id: &str, q: &MessageQuery) -> Result<Page<Message>, StoreError> {
         let id = conversation_id.to_string();
         let q = q.clone();
@@ -395,17 +450,6 @@ impl ConversationStore for EmbeddedStore {
             .await
     }
 
-    async fn list_flagged_conversations(
-        &self,
-        owner_id: &str,
-        status: FlagStatus,
-        cursor_in: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        self.list_flagged_conversations_in(owner_id, status, cursor_in, limit)
-            .await
-    }
-
     async fn existing_external_ids(
         &self,
         conversation_id: &str,
@@ -428,10 +472,6 @@ impl ConversationStore for EmbeddedStore {
         .await
     }
 
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
-        self.user_stats_in(owner_id, user_id).await
-    }
-
     async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
         let prefix = format!("{conversation_id}{SEP}");
         self.run(move |db| {
@@ -443,147 +483,33 @@ impl ConversationStore for EmbeddedStore {
         })
         .await
     }
+}
 
-    async fn remove_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-        stats: Option<StatsDelta>,
-    ) -> Result<(), StoreError> {
-        let record = record.clone();
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let id = record.id().to_string();
-            let current = Self::check_version(&txn, &id, expected_version)?;
-            let c = &current.conversation;
-            txn.open_table(CONVERSATIONS)
-                .map_err(unavailable)?
-                .remove(id.as_str())
-                .map_err(unavailable)?;
-            txn.open_table(BY_USER)
-                .map_err(unavailable)?
-                .remove(by_user_key(c).as_str())
-                .map_err(unavailable)?;
-            write_lists(&txn, Some(c), None)?;
-            txn.open_table(ACTIVE)
-                .map_err(unavailable)?
-                .remove(active_key(c).as_str())
-                .map_err(unavailable)?;
-            if let Some(k) = expiry_key(c) {
-                txn.open_table(EXPIRING)
-                    .map_err(unavailable)?
-                    .remove(k.as_str())
-                    .map_err(unavailable)?;
-            }
-            if let Some(k) = flagged_key(c) {
-                txn.open_table(FLAGGED_CONVERSATIONS)
-                    .map_err(unavailable)?
-                    .remove(k.as_str())
-                    .map_err(unavailable)?;
-            }
-            {
-                let mut pairs = txn.open_table(PAIRS).map_err(unavailable)?;
-                let pk = pair_key(c);
-                let points_here = pairs
-                    .get(pk.as_str())
-                    .map_err(unavailable)?
-                    .is_some_and(|v| v.value() == id.as_bytes());
-                if points_here {
-                    pairs.remove(pk.as_str()).map_err(unavailable)?;
-                }
-            }
-            if let Some(delta) = stats {
-                let mut table = txn.open_table(STATS).map_err(unavailable)?;
-                let sk = key(&[&c.owner_id, &c.user_id]);
-                let existing: Option<UserStats> = match table.get(sk.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
-                if let Some(mut s) = existing.filter(|s| removal_applies(Some(s), &delta)) {
-                    apply_delta(&mut s, &delta);
-                    table.insert(sk.as_str(), encode(&s).as_slice()).map_err(unavailable)?;
-                }
-            }
-            txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn expired_conversations(&self, now: Timestamp, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        Ok(self
-            .records_before(EXPIRING, None, format!("{}{SEP}", millis(now)), limit)
-            .await?
-            .items)
-    }
-
-    async fn set_last_conversation_at(
+#[async_trait]
+impl ConversationLists for EmbeddedStore {
+    async fn list_conversations(
         &self,
         owner_id: &str,
-        user_id: &str,
-        at: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        self.set_last_conversation_at_in(owner_id, user_id, at).await
-    }
-
-    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
-        self.delete_user_stats_in(owner_id, user_id).await
-    }
-
-    async fn active_started_before(
-        &self,
-        started_before: Timestamp,
-        after: Option<&str>,
+        list: &ConversationList,
+        cursor_in: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
-        let mut page = self
-            .records_before(ACTIVE, after.map(str::to_string), millis(started_before), limit)
-            .await?;
-        page.items.retain(|r| !r.deleting);
-        Ok(page)
-    }
-
-    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.sweep_cursor_in().await
-    }
-
-    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        self.set_sweep_cursor_in(cursor).await
-    }
-
-    async fn get_idempotency(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get_idempotency_in(conversation_id, idem_key, now).await
-    }
-
-    async fn put_idempotency(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.put_idempotency_in(conversation_id, idem_key, record, now, expires_at)
+        let table = match list {
+            ConversationList::User(_) => BY_USER,
+            _ => LISTS,
+        };
+        self.index_page(table, list_prefix(owner_id, list), cursor_in, limit)
             .await
     }
 
-    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        self.settle_idempotency_in(conversation_id, idem_key).await
-    }
-
-    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        self.get_erasure_in(erasure_id).await
-    }
-
-    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        self.put_erasure_in(job, expected_version).await
-    }
-
-    async fn health(&self) -> ComponentHealth {
-        self.health_in().await
+    async fn list_flagged_conversations(
+        &self,
+        owner_id: &str,
+        status: FlagStatus,
+        cursor_in: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        self.list_flagged_conversations_in(owner_id, status, cursor_in, limit)
+            .await
     }
 }

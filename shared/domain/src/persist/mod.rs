@@ -228,7 +228,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             }
             continue;
         }
-        let record = match deps.store.get_conversation(&cmd.conversation_id).await {
+        let record = match deps.store.conversations.get_conversation(&cmd.conversation_id).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 // The conversation was erased after the write was accepted.
@@ -268,6 +268,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
         } else {
             match deps
                 .store
+                .messages
                 .existing_external_ids(&cmd.conversation_id, &external_ids)
                 .await
             {
@@ -290,7 +291,7 @@ async fn persist_group(deps: &Deps, list: Vec<Delivery>) -> BatchOutcome {
             }
         };
         let plan = plan_commit(record, &commands, existing, &stored, &deps.config);
-        match write_plan(deps.store.as_ref(), &plan).await {
+        match write_plan(&deps.store, &plan).await {
             Ok(()) => {
                 for job in &plan.title_jobs {
                     if let Err(e) = deps.titles.send_title(job).await {
@@ -376,6 +377,7 @@ async fn already_stored(
     loop {
         let page = deps
             .store
+            .messages
             .list_messages(
                 record.id(),
                 &MessageQuery {

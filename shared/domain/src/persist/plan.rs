@@ -5,17 +5,20 @@ use super::*;
 
 /// Writes a plan in the order that keeps every crash point recoverable
 /// (see the module's documentation).
-pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<(), StoreError> {
+pub async fn write_plan(store: &crate::deps::Stores, plan: &Plan) -> Result<(), StoreError> {
     if !plan.changed {
         return Ok(());
     }
     let id = plan.record.id();
     let expires = plan.record.conversation.expires_at;
     if !plan.claims.is_empty() {
-        store.claim_external_ids(id, &plan.claims, expires).await?;
+        store.messages.claim_external_ids(id, &plan.claims, expires).await?;
     }
     if !plan.flag_pointers.is_empty() {
-        store.put_flag_pointers(id, &plan.flag_pointers, expires).await?;
+        store
+            .messages
+            .put_flag_pointers(id, &plan.flag_pointers, expires)
+            .await?;
     }
     // A flag alone goes first, so that a conversation never shows a flagged
     // message before its own flag (replayed, it changes nothing). What
@@ -25,11 +28,12 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
     let meta_first = plan.meta_changed && plan.stats.is_none();
     if meta_first {
         store
+            .conversations
             .put_conversation_with(&plan.record, plan.expected_version, None)
             .await?;
     }
     for (chunk, tags) in plan.chunks.iter().zip(&plan.chunk_commands) {
-        match store.put_chunk(chunk).await? {
+        match store.messages.put_chunk(chunk).await? {
             ChunkWrite::Stored => {}
             ChunkWrite::Taken(theirs) if tags.iter().all(|t| theirs.contains(t)) => {
                 // Another worker holding the same records stored this very
@@ -47,10 +51,11 @@ pub async fn write_plan(store: &dyn ConversationStore, plan: &Plan) -> Result<()
         && plan.head_changed
         && let Some(newest) = plan.record.head_chunk
     {
-        store.update_head(id, newest, &plan.record.head).await?;
+        store.messages.update_head(id, newest, &plan.record.head).await?;
     }
     if plan.meta_changed && !meta_first {
         store
+            .conversations
             .put_conversation_with(&plan.record, plan.expected_version, plan.stats)
             .await?;
     }

@@ -15,7 +15,7 @@ use super::*;
 pub(crate) async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(), DomainError> {
     let mut gone = false;
     for _ in 0..CONFLICT_RETRIES {
-        match deps.store.get_conversation(&cmd.conversation_id).await? {
+        match deps.store.conversations.get_conversation(&cmd.conversation_id).await? {
             Some(record) if !record.deleting => {
                 tracing::error!(conversation_id = %cmd.conversation_id, "erase command for a conversation not being erased; ignored");
                 return Ok(());
@@ -27,7 +27,10 @@ pub(crate) async fn erase_leftovers(deps: &Deps, cmd: &WriteCommand) -> Result<(
                 }
             }
             None => {
-                deps.store.delete_conversation_items(&cmd.conversation_id).await?;
+                deps.store
+                    .messages
+                    .delete_conversation_items(&cmd.conversation_id)
+                    .await?;
                 gone = true;
                 break;
             }
@@ -69,7 +72,7 @@ pub(crate) const REMOVAL_PAGE: usize = 25;
 /// once it is. Idempotent: a redelivery writes the same tombstones, and a
 /// `Clear` redelivered late leaves the messages accepted after it alone.
 pub(crate) async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(), StoreError> {
-    let Some(record) = deps.store.get_conversation(&cmd.conversation_id).await? else {
+    let Some(record) = deps.store.conversations.get_conversation(&cmd.conversation_id).await? else {
         return Ok(());
     };
     if record.deleting || record.conversation.owner_id != cmd.owner_id {
@@ -89,7 +92,7 @@ pub(crate) async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(),
     };
     loop {
         let limit = if first_goes { REMOVAL_PAGE } else { 1 };
-        let chunks = deps.store.chunks_desc(&cid, below, limit).await?;
+        let chunks = deps.store.messages.chunks_desc(&cid, below, limit).await?;
         let Some(last) = chunks.last() else { break };
         below = Some(last.first_index);
         for mut chunk in chunks {
@@ -110,7 +113,7 @@ pub(crate) async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(),
                 changed |= clear || sealed;
             }
             if changed {
-                deps.store.rewrite_chunk(&chunk).await?;
+                deps.store.messages.rewrite_chunk(&chunk).await?;
             }
         }
         if !first_goes || below == Some(0) {
@@ -119,7 +122,7 @@ pub(crate) async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(),
     }
     // The conversation item's copy of the previews, as the chunks now read.
     for _ in 0..CONFLICT_RETRIES {
-        let Some(mut now) = deps.store.get_conversation(&cid).await? else {
+        let Some(mut now) = deps.store.conversations.get_conversation(&cid).await? else {
             return Ok(());
         };
         if now.deleting {
@@ -134,7 +137,7 @@ pub(crate) async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(),
         // newest chunk; an ended conversation's list entry gets it back from
         // the title job queued below, which holds the key).
         let refresh = now.key_id.is_some() && now.sealed.remove(crate::model::LAST_PREVIEW).is_some();
-        match deps.store.put_conversation(&now, expected).await {
+        match deps.store.conversations.put_conversation(&now, expected).await {
             Ok(()) => {
                 if refresh
                     && now.conversation.status != ConversationStatus::Active
@@ -145,7 +148,7 @@ pub(crate) async fn apply_removal(deps: &Deps, cmd: &WriteCommand) -> Result<(),
                 {
                     tracing::warn!(conversation_id = %cid, error = %e, "could not queue the previews' refresh");
                 }
-                return deps.store.update_head(&cid, newest, &now.head).await;
+                return deps.store.messages.update_head(&cid, newest, &now.head).await;
             }
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e),

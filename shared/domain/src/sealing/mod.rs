@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use convo_schema::commands::AcceptedMessage;
-use convo_schema::{Conversation, FlagStatus, Message, Metadata, Sealed, SealedFields, Timestamp, ToolCall, UserStats};
+use convo_schema::{Conversation, FlagStatus, Message, Metadata, Sealed, SealedFields, Timestamp, ToolCall};
 
 use crate::crypto::{CryptoError, DataKey, Place};
 use crate::ports::*;

@@ -46,18 +46,30 @@ fn open_with(access: &Access, mut r: ConversationRecord) -> Result<ConversationR
 /// Conversations whose key is known (a conversation never changes key).
 const KNOWN_LIMIT: usize = 10_000;
 
-/// A [`ConversationStore`] that seals every personal field it is given and
-/// opens every one it reads, with the keys of a [`KeyRing`].
+/// The roles of a store that carry personal data (conversations, the
+/// message log, the lists), sealing every personal field they are given and
+/// opening every one they read, with the keys of a [`KeyRing`]. The other
+/// roles (totals, idempotency, the sweeper's index, erasure jobs, health)
+/// hold no sealed field and are not wrapped.
 pub struct SealedStore {
-    inner: Arc<dyn ConversationStore>,
+    conversations: Arc<dyn Conversations>,
+    messages: Arc<dyn MessageLog>,
+    lists: Arc<dyn ConversationLists>,
     keys: Arc<dyn KeyRing>,
     known: Mutex<HashMap<String, KeyRef>>,
 }
 
 impl SealedStore {
-    pub fn new(inner: Arc<dyn ConversationStore>, keys: Arc<dyn KeyRing>) -> Self {
+    pub fn new(
+        conversations: Arc<dyn Conversations>,
+        messages: Arc<dyn MessageLog>,
+        lists: Arc<dyn ConversationLists>,
+        keys: Arc<dyn KeyRing>,
+    ) -> Self {
         Self {
-            inner,
+            conversations,
+            messages,
+            lists,
             keys,
             known: Mutex::new(HashMap::new()),
         }
@@ -90,7 +102,7 @@ impl SealedStore {
             .cloned();
         let r = match known {
             Some(r) => r,
-            None => match self.inner.get_conversation(conversation_id).await? {
+            None => match self.conversations.get_conversation(conversation_id).await? {
                 Some(rec) => {
                     let r = KeyRef::of(&rec);
                     self.learn(conversation_id, r.clone());
@@ -231,28 +243,28 @@ fn open_messages_with(access: &Access, owner: &str, messages: &mut [Message]) ->
 }
 
 #[async_trait]
-impl ConversationStore for SealedStore {
+impl Conversations for SealedStore {
     async fn create_conversation(
         &self,
         record: &ConversationRecord,
         reuse_active: bool,
     ) -> Result<Created, StoreError> {
         let sealed = self.seal(record).await?;
-        match self.inner.create_conversation(&sealed, reuse_active).await? {
+        match self.conversations.create_conversation(&sealed, reuse_active).await? {
             Created::New => Ok(Created::New),
             Created::Existing(r) => Ok(Created::Existing(Box::new(self.open(*r).await?))),
         }
     }
 
     async fn get_conversation(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
-        match self.inner.get_conversation(conversation_id).await? {
+        match self.conversations.get_conversation(conversation_id).await? {
             Some(r) => Ok(Some(self.open(r).await?)),
             None => Ok(None),
         }
     }
 
     async fn get_conversation_for_read(&self, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError> {
-        match self.inner.get_conversation_for_read(conversation_id).await? {
+        match self.conversations.get_conversation_for_read(conversation_id).await? {
             Some(r) => Ok(Some(self.open(r).await?)),
             None => Ok(None),
         }
@@ -265,12 +277,28 @@ impl ConversationStore for SealedStore {
         stats: Option<StatsDelta>,
     ) -> Result<(), StoreError> {
         let sealed = self.seal(record).await?;
-        self.inner.put_conversation_with(&sealed, expected_version, stats).await
+        self.conversations
+            .put_conversation_with(&sealed, expected_version, stats)
+            .await
     }
 
+    async fn remove_conversation(
+        &self,
+        record: &ConversationRecord,
+        expected_version: u64,
+        stats: Option<StatsDelta>,
+    ) -> Result<(), StoreError> {
+        self.conversations
+            .remove_conversation(record, expected_version, stats)
+            .await
+    }
+}
+
+#[async_trait]
+impl MessageLog for SealedStore {
     async fn put_chunk(&self, chunk: &Chunk) -> Result<ChunkWrite, StoreError> {
         let sealed = self.seal_chunk(chunk).await?;
-        self.inner.put_chunk(&sealed).await
+        self.messages.put_chunk(&sealed).await
     }
 
     async fn chunks_desc(
@@ -279,7 +307,7 @@ impl ConversationStore for SealedStore {
         below: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Chunk>, StoreError> {
-        let chunks = self.inner.chunks_desc(conversation_id, below, limit).await?;
+        let chunks = self.messages.chunks_desc(conversation_id, below, limit).await?;
         let mut out = Vec::with_capacity(chunks.len());
         for c in chunks {
             out.push(self.open_chunk(c).await?);
@@ -289,11 +317,11 @@ impl ConversationStore for SealedStore {
 
     async fn rewrite_chunk(&self, chunk: &Chunk) -> Result<(), StoreError> {
         let sealed = self.seal_chunk(chunk).await?;
-        self.inner.rewrite_chunk(&sealed).await
+        self.messages.rewrite_chunk(&sealed).await
     }
 
     async fn update_head(&self, conversation_id: &str, first_index: u64, head: &HeadState) -> Result<(), StoreError> {
-        self.inner.update_head(conversation_id, first_index, head).await
+        self.messages.update_head(conversation_id, first_index, head).await
     }
 
     async fn claim_external_ids(
@@ -302,7 +330,9 @@ impl ConversationStore for SealedStore {
         claims: &[(String, String)],
         expires_at: Option<Timestamp>,
     ) -> Result<(), StoreError> {
-        self.inner.claim_external_ids(conversation_id, claims, expires_at).await
+        self.messages
+            .claim_external_ids(conversation_id, claims, expires_at)
+            .await
     }
 
     async fn put_flag_pointers(
@@ -311,27 +341,13 @@ impl ConversationStore for SealedStore {
         pointers: &[(u64, u64)],
         expires_at: Option<Timestamp>,
     ) -> Result<(), StoreError> {
-        self.inner
+        self.messages
             .put_flag_pointers(conversation_id, pointers, expires_at)
             .await
     }
 
-    async fn list_conversations(
-        &self,
-        owner_id: &str,
-        list: &ConversationList,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        let page = self.inner.list_conversations(owner_id, list, cursor, limit).await?;
-        Ok(Page {
-            items: self.open_all(page.items).await?,
-            next_cursor: page.next_cursor,
-        })
-    }
-
     async fn list_messages(&self, conversation_id: &str, query: &MessageQuery) -> Result<Page<Message>, StoreError> {
-        let mut page = self.inner.list_messages(conversation_id, query).await?;
+        let mut page = self.messages.list_messages(conversation_id, query).await?;
         self.open_messages(conversation_id, &mut page.items).await?;
         Ok(page)
     }
@@ -344,11 +360,40 @@ impl ConversationStore for SealedStore {
         limit: usize,
     ) -> Result<Page<Message>, StoreError> {
         let mut page = self
-            .inner
+            .messages
             .list_flagged_messages(conversation_id, order, cursor, limit)
             .await?;
         self.open_messages(conversation_id, &mut page.items).await?;
         Ok(page)
+    }
+
+    async fn existing_external_ids(
+        &self,
+        conversation_id: &str,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        self.messages.existing_external_ids(conversation_id, external_ids).await
+    }
+
+    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
+        self.messages.delete_conversation_items(conversation_id).await
+    }
+}
+
+#[async_trait]
+impl ConversationLists for SealedStore {
+    async fn list_conversations(
+        &self,
+        owner_id: &str,
+        list: &ConversationList,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationRecord>, StoreError> {
+        let page = self.lists.list_conversations(owner_id, list, cursor, limit).await?;
+        Ok(Page {
+            items: self.open_all(page.items).await?,
+            next_cursor: page.next_cursor,
+        })
     }
 
     async fn list_flagged_conversations(
@@ -359,7 +404,7 @@ impl ConversationStore for SealedStore {
         limit: usize,
     ) -> Result<Page<ConversationRecord>, StoreError> {
         let page = self
-            .inner
+            .lists
             .list_flagged_conversations(owner_id, status, cursor, limit)
             .await?;
         Ok(Page {
@@ -368,109 +413,7 @@ impl ConversationStore for SealedStore {
         })
     }
 
-    async fn existing_external_ids(
-        &self,
-        conversation_id: &str,
-        external_ids: &[String],
-    ) -> Result<HashMap<String, String>, StoreError> {
-        self.inner.existing_external_ids(conversation_id, external_ids).await
-    }
-
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
-        self.inner.user_stats(owner_id, user_id).await
-    }
-
-    async fn delete_conversation_items(&self, conversation_id: &str) -> Result<(), StoreError> {
-        self.inner.delete_conversation_items(conversation_id).await
-    }
-
-    async fn remove_conversation(
-        &self,
-        record: &ConversationRecord,
-        expected_version: u64,
-        stats: Option<StatsDelta>,
-    ) -> Result<(), StoreError> {
-        self.inner.remove_conversation(record, expected_version, stats).await
-    }
-
-    async fn expired_conversations(&self, now: Timestamp, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        let found = self.inner.expired_conversations(now, limit).await?;
-        self.open_all(found).await
-    }
-
-    async fn set_last_conversation_at(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-        at: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        self.inner.set_last_conversation_at(owner_id, user_id, at).await
-    }
-
-    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
-        self.inner.delete_user_stats(owner_id, user_id).await
-    }
-
-    async fn active_started_before(
-        &self,
-        started_before: Timestamp,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        let page = self.inner.active_started_before(started_before, after, limit).await?;
-        Ok(Page {
-            items: self.open_all(page.items).await?,
-            next_cursor: page.next_cursor,
-        })
-    }
-
-    async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.inner.sweep_cursor().await
-    }
-
-    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        self.inner.set_sweep_cursor(cursor).await
-    }
-
-    async fn get_idempotency(
-        &self,
-        conversation_id: &str,
-        key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.get_idempotency(conversation_id, key, now).await
-    }
-
-    async fn put_idempotency(
-        &self,
-        conversation_id: &str,
-        key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .put_idempotency(conversation_id, key, record, now, expires_at)
-            .await
-    }
-
-    async fn settle_idempotency(&self, conversation_id: &str, key: &str) -> Result<(), StoreError> {
-        self.inner.settle_idempotency(conversation_id, key).await
-    }
-
-    async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        self.inner.get_erasure(erasure_id).await
-    }
-
-    async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        self.inner.put_erasure(job, expected_version).await
-    }
-
     fn user_index_is_consistent(&self) -> bool {
-        self.inner.user_index_is_consistent()
-    }
-
-    async fn health(&self) -> ComponentHealth {
-        self.inner.health().await
+        self.lists.user_index_is_consistent()
     }
 }

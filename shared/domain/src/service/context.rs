@@ -151,6 +151,7 @@ pub async fn context_with(
     for _ in 0..8 {
         let page = deps
             .store
+            .messages
             .list_messages(
                 conversation_id,
                 &MessageQuery {

@@ -72,7 +72,12 @@ pub async fn create_conversation(
         record.key_id = Some(key_id);
     }
     for _ in 0..3 {
-        match deps.store.create_conversation(&record, req.reuse_active).await {
+        match deps
+            .store
+            .conversations
+            .create_conversation(&record, req.reuse_active)
+            .await
+        {
             Ok(Created::New) => {
                 // The key is read again, past any cache: if the user's
                 // erasure destroyed it between its read above and this
@@ -251,6 +256,7 @@ pub async fn list_conversations(
         // store's cursor is exactly where this page stops.
         let page = deps
             .store
+            .lists
             .list_conversations(owner_id, &list, cursor.as_deref(), limit - conversations.len())
             .await?;
         for r in page.items {

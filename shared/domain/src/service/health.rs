@@ -18,7 +18,7 @@ pub async fn deep_health(deps: &Deps, owner_id: &str) -> Result<(bool, serde_jso
         ));
     }
     let (store, writes, titles, events) = futures::join!(
-        deps.store.health(),
+        deps.store.health.health(),
         deps.writes.health(),
         deps.titles.health(),
         deps.events.health()

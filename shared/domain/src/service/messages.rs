@@ -214,6 +214,7 @@ pub async fn remove_message(
     let found = loop {
         let page = deps
             .store
+            .messages
             .list_messages(
                 conversation_id,
                 &MessageQuery {

@@ -76,7 +76,11 @@ pub async fn load_owned(deps: &Deps, owner_id: &str, conversation_id: &str) -> R
     if !is_conversation_id(conversation_id) {
         return Err(DomainError::NotFound);
     }
-    owned(deps, owner_id, deps.store.get_conversation(conversation_id).await?)
+    owned(
+        deps,
+        owner_id,
+        deps.store.conversations.get_conversation(conversation_id).await?,
+    )
 }
 
 /// As [`load_owned`], for the message reads (context, messages): the store
@@ -94,7 +98,10 @@ pub async fn load_owned_for_read(
     owned(
         deps,
         owner_id,
-        deps.store.get_conversation_for_read(conversation_id).await?,
+        deps.store
+            .conversations
+            .get_conversation_for_read(conversation_id)
+            .await?,
     )
 }
 
@@ -234,7 +241,12 @@ where
     };
     let scoped = format!("{operation}#{}", key.key);
     let now = deps.clock.now();
-    if let Some(record) = deps.store.get_idempotency(conversation_id, &scoped, now).await? {
+    if let Some(record) = deps
+        .store
+        .idempotency
+        .get_idempotency(conversation_id, &scoped, now)
+        .await?
+    {
         return replay(deps, conversation_id, &scoped, &key, record).await;
     }
     let (command, answer) = build().await?;
@@ -247,18 +259,29 @@ where
     let expires = now + deps.config.idempotency_ttl;
     if !deps
         .store
+        .idempotency
         .put_idempotency(conversation_id, &scoped, &record, now, expires)
         .await?
     {
         // A concurrent request with the same key won: answer as it does.
-        let Some(winner) = deps.store.get_idempotency(conversation_id, &scoped, now).await? else {
+        let Some(winner) = deps
+            .store
+            .idempotency
+            .get_idempotency(conversation_id, &scoped, now)
+            .await?
+        else {
             return Err(DomainError::Unavailable("idempotency key contended; retry".into()));
         };
         return replay(deps, conversation_id, &scoped, &key, winner).await;
     }
     // On failure the record stays: a retry sends this same command.
     deps.writes.send_write(&command).await?;
-    if let Err(e) = deps.store.settle_idempotency(conversation_id, &scoped).await {
+    if let Err(e) = deps
+        .store
+        .idempotency
+        .settle_idempotency(conversation_id, &scoped)
+        .await
+    {
         tracing::warn!(error = %e, "could not settle an idempotency key; a retry will resend its command");
     }
     Ok(answer)
@@ -280,7 +303,7 @@ async fn replay<T: DeserializeOwned>(
         let command: WriteCommand =
             serde_json::from_str(raw).map_err(|e| DomainError::Internal(format!("stored command unreadable: {e}")))?;
         deps.writes.send_write(&command).await?;
-        if let Err(e) = deps.store.settle_idempotency(conversation_id, scoped).await {
+        if let Err(e) = deps.store.idempotency.settle_idempotency(conversation_id, scoped).await {
             tracing::warn!(error = %e, "could not settle an idempotency key");
         }
     }
@@ -312,7 +335,7 @@ where
         let expected = record.version;
         change(&mut record.conversation)?;
         record.version = expected + 1;
-        match deps.store.put_conversation(&record, expected).await {
+        match deps.store.conversations.put_conversation(&record, expected).await {
             Ok(()) => return Ok(record.conversation),
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),

@@ -44,6 +44,7 @@ pub async fn list_messages(
         // `limit` messages and still point on.
         let page = deps
             .store
+            .messages
             .list_flagged_messages(conversation_id, order, p.cursor, limit)
             .await?;
         return Ok(MessagePage {
@@ -61,6 +62,7 @@ pub async fn list_messages(
     }
     let page = deps
         .store
+        .messages
         .list_messages(
             conversation_id,
             &MessageQuery {

@@ -55,6 +55,7 @@ pub async fn list_reviews(deps: &Deps, owner_id: &str, p: ReviewParams<'_>) -> R
     let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
     let page = deps
         .store
+        .lists
         .list_flagged_conversations(owner_id, status, p.cursor, limit)
         .await?;
     let now = deps.clock.now();
