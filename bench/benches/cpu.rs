@@ -21,7 +21,7 @@ use std::sync::Arc;
 use convo_bench::{Sink, in_memory_deps, message_text};
 use convo_domain::persist::{Delivery, persist_batch};
 use convo_domain::ports::ConversationRecord;
-use convo_domain::{Config, Deps, service};
+use convo_domain::{ApiDeps, Config, service};
 use convo_schema::Conversation;
 use convo_schema::api::{AppendRequest, CreateConversationRequest};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -50,7 +50,7 @@ fn config() -> Config {
 }
 
 /// A stored conversation of `owner`.
-async fn create(deps: &Deps, owner: &str) -> Conversation {
+async fn create(deps: &ApiDeps, owner: &str) -> Conversation {
     let req: CreateConversationRequest =
         serde_json::from_value(serde_json::json!({"userId": "child-42", "agentId": "toy-7"})).expect("request");
     service::create_conversation(deps, owner, req).await.expect("create").0
@@ -73,19 +73,20 @@ fn append_handler(c: &mut Criterion) {
     // the cache, as on a warm Lambda; the cache is the key ring's either way).
     for sealed in [false, true] {
         let sink = Arc::new(Sink::default());
-        let mut deps = in_memory_deps(sink.clone(), config());
-        if sealed {
-            let master = convo_domain::crypto::DataKey::generate().expect("key").0;
-            let ring = convo_embedded::keys::LocalKeyRing::open(None, master).expect("key ring");
-            deps = deps.sealed_with(Arc::new(ring));
-        }
+        let deps = in_memory_deps(
+            sink.clone(),
+            Config {
+                encryption: sealed,
+                ..config()
+            },
+        );
         // The conversation the API Gateway fixture names, owned by its `sub`.
         rt.block_on(async {
             let mut conversation = create(&deps, FIXTURE_OWNER).await;
             conversation.conversation_id = FIXTURE_CID.into();
             let mut record = ConversationRecord::new(conversation);
-            if let Some(keys) = &deps.keys {
-                record.key_id = Some(keys.current_key(FIXTURE_OWNER, "child-42").await.expect("key").0);
+            if sealed {
+                record.key_id = Some(deps.keys.current_key(FIXTURE_OWNER, "child-42").await.expect("key").0);
             }
             deps.store
                 .conversations
@@ -220,7 +221,15 @@ fn persist_worker(c: &mut Criterion) {
     const RECORDS: usize = 10;
     let rt = runtime();
     let sink = Arc::new(Sink::default());
-    let deps = in_memory_deps(sink.clone(), config());
+    // In clear, as this benchmark always ran (the worker never opens what
+    // it stores, sealed or not).
+    let deps = in_memory_deps(
+        sink.clone(),
+        Config {
+            encryption: false,
+            ..config()
+        },
+    );
     let exchange = || -> AppendRequest {
         serde_json::from_value(serde_json::json!({"messages": [
             {"role": "user", "content": message_text(200)},

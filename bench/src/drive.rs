@@ -103,7 +103,7 @@ pub fn exchanges(count: usize) -> Vec<[String; 2]> {
 pub struct Harness {
     /// The API's (and the title generator's): with encryption on, through
     /// the sealing store.
-    pub deps: Deps,
+    pub deps: convo_domain::ApiDeps,
     /// The write worker's: the plain store, no key (as on Lambda).
     pub worker: Deps,
     /// The data keys' ring, with encryption on (its KMS calls are counted).
@@ -188,20 +188,20 @@ impl Harness {
             .map_err(|e| e.to_string())?;
         // Metrics go to stdout on Lambda (EMF); here they would only be noise.
         worker.metrics = std::sync::Arc::new(convo_domain::NoMetrics);
-        let (deps, keys) = if encryption {
-            convo_aws::keys::create_key_table(&plain_dynamo, &settings.keys_table).await?;
-            let kms = aws_sdk_kms::Client::new(&sdk);
-            settings.kms_key_id = resources::create_kms_key(&kms, &format!("alias/{prefix}")).await?;
-            let ring = Arc::new(convo_aws::KmsKeyRing::new(
-                plain_dynamo.clone(),
-                &settings.keys_table,
-                kms,
-                &settings.kms_key_id,
-            ));
-            (worker.clone().sealed_with(ring.clone()), Some(ring))
-        } else {
-            (worker.clone(), None)
-        };
+        // The API's functions always hold the key ring (with encryption off
+        // too, for what is already sealed); with it off nothing is sealed
+        // and the ring is never asked.
+        convo_aws::keys::create_key_table(&plain_dynamo, &settings.keys_table).await?;
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        settings.kms_key_id = resources::create_kms_key(&kms, &format!("alias/{prefix}")).await?;
+        let ring = Arc::new(convo_aws::KmsKeyRing::new(
+            plain_dynamo.clone(),
+            &settings.keys_table,
+            kms,
+            &settings.kms_key_id,
+        ));
+        let deps = worker.clone().sealed_with(ring.clone());
+        let keys = Some(ring);
         Ok(Self {
             deps,
             worker,

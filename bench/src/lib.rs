@@ -76,8 +76,16 @@ impl TitleQueue for Sink {
 }
 
 /// The handlers' dependencies: an in-memory embedded store, the built-in
-/// moderator, and `sink` for both queues.
-pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> Deps {
+/// moderator, `sink` for both queues, and a fresh in-memory key ring (new
+/// conversations are sealed when `config.encryption` is on).
+pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> convo_domain::ApiDeps {
+    let master = convo_domain::crypto::DataKey::generate().expect("key").0;
+    let ring = convo_embedded::keys::LocalKeyRing::open(None, master).expect("key ring");
+    in_memory_worker_deps(sink, config).sealed_with(Arc::new(ring))
+}
+
+/// As [`in_memory_deps`], without the key ring: the write worker's.
+pub fn in_memory_worker_deps(sink: Arc<Sink>, config: Config) -> Deps {
     let db = open_database(None).expect("in-memory database");
     let moderator = Arc::new(convo_domain::screening::moderator(None).expect("built-in word lists"));
     Deps {
@@ -90,7 +98,6 @@ pub fn in_memory_deps(sink: Arc<Sink>, config: Config) -> Deps {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(NoMetrics),
-        keys: None,
         config,
     }
 }

@@ -176,7 +176,7 @@ impl AwsSettings {
     /// keys: used with encryption off too, for what is already sealed and
     /// for erasures). Clients are built here, once per process, and shared
     /// by every invocation.
-    pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Result<Deps, ConfigError> {
+    pub fn deps(&self, sdk: &aws_config::SdkConfig) -> Result<convo_domain::ApiDeps, ConfigError> {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let deps = self.deps_with(dynamo.clone(), aws_sdk_sqs::Client::new(sdk))?;
         Ok(deps.sealed_with(self.key_ring(dynamo, aws_sdk_kms::Client::new(sdk))))
@@ -232,7 +232,6 @@ impl AwsSettings {
             titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
             moderator,
             metrics: Arc::new(crate::metrics::EmfMetrics),
-            keys: None,
             config: self.config.clone(),
         })
     }

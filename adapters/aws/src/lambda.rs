@@ -32,35 +32,30 @@ pub fn init_tracing() {
 /// variable) is logged and ends the process: Lambda reports the init failure.
 /// With encryption on, the store seals and opens with the data keys (the
 /// API's functions and the title generator).
-pub async fn bootstrap() -> Deps {
-    bootstrap_with(true).await
+pub async fn bootstrap() -> convo_domain::ApiDeps {
+    let (settings, sdk) = settings().await;
+    exit_on_error(settings.deps(&sdk))
 }
 
 /// As [`bootstrap`], for the functions that never see clear text (the
 /// write worker, the sweeper, the end of a session): no data key, and no
 /// permission to use one.
 pub async fn bootstrap_without_keys() -> Deps {
-    bootstrap_with(false).await
+    let (settings, sdk) = settings().await;
+    exit_on_error(settings.deps_with(aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk)))
 }
 
-async fn bootstrap_with(keys: bool) -> Deps {
+async fn settings() -> (AwsSettings, aws_config::SdkConfig) {
     init_tracing();
-    let settings = match AwsSettings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "convo cannot start");
-            std::process::exit(1);
-        }
-    };
+    let settings = exit_on_error(AwsSettings::from_env());
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     crate::metrics::cold_start();
-    let deps = if keys {
-        settings.deps(&sdk)
-    } else {
-        settings.deps_with(aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk))
-    };
-    match deps {
-        Ok(deps) => deps,
+    (settings, sdk)
+}
+
+fn exit_on_error<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    match result {
+        Ok(value) => value,
         Err(e) => {
             tracing::error!(error = %e, "convo cannot start");
             std::process::exit(1);

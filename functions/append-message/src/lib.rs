@@ -9,7 +9,6 @@
 //!   removal on the same group, so it applies after every write accepted
 //!   before it.
 
-use convo_domain::Deps;
 use convo_domain::service::{self, IdempotencyKey};
 use convo_http::{
     ApiError, HandlerResult, body_bytes, finish, header_text, json_body, owner, path_param, query, route_key,
@@ -17,7 +16,7 @@ use convo_http::{
 use convo_schema::api::AppendRequest;
 use lambda_http::Request;
 
-pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
+pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult {
     let route = route_key(&req);
     let result: Result<serde_json::Value, ApiError> = async {
         let owner = owner(&req)?;

@@ -6,14 +6,14 @@
 //! erasure: `DELETE /conversations/{id}` and `DELETE /users/{userId}` (202: a
 //! durable job, reported on by the read API's `GET /erasures/{erasureId}`).
 
-use convo_domain::{Deps, erasure, service};
+use convo_domain::{erasure, service};
 use convo_http::{ApiError, HandlerResult, finish, json_body, owner, path_param, route_key};
 use convo_schema::api::{
     CreateConversationRequest, DeleteConversationResponse, PatchConversationRequest, ReviewRequest,
 };
 use lambda_http::Request;
 
-pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
+pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult {
     let route = route_key(&req);
     let result: Result<(u16, serde_json::Value), ApiError> = async {
         let owner = owner(&req)?;

@@ -2,12 +2,11 @@
 //! (never over a user's), one record at a time; failures are retried.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use convo_domain::Deps;
 use convo_domain::titles::generate_title;
 use convo_schema::commands::TitleJob;
 use lambda_runtime::{Error, LambdaEvent};
 
-pub async fn handle(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+pub async fn handle(deps: &convo_domain::ApiDeps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let mut response = SqsBatchResponse::default();
     for record in event.payload.records {
         let id = record.message_id.unwrap_or_default();

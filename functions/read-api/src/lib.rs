@@ -17,7 +17,6 @@
 //!   figures, refreshed at most once per `Config::deep_health_interval`
 //! - `GET /openapi.json`, the API's OpenAPI document (no token needed)
 
-use convo_domain::Deps;
 use convo_domain::service::{self, ListParams, MessageParams, ReviewParams};
 use convo_http::{ApiError, HandlerResult, finish, json, owner, path_param, query, route_key};
 use convo_schema::api::AfterStatus;
@@ -34,7 +33,10 @@ pub const AFTER_HEADER: &str = "x-convo-after";
 static DEEP_HEALTH: tokio::sync::Mutex<Option<(std::time::Instant, bool, serde_json::Value)>> =
     tokio::sync::Mutex::const_new(None);
 
-async fn deep_health(deps: &Deps, owner: &str) -> Result<(bool, serde_json::Value), convo_domain::DomainError> {
+async fn deep_health(
+    deps: &convo_domain::ApiDeps,
+    owner: &str,
+) -> Result<(bool, serde_json::Value), convo_domain::DomainError> {
     // The operator check comes first, so that a refusal costs nothing.
     if !deps.config.operators.iter().any(|o| o == owner) {
         return service::deep_health(deps, owner).await;
@@ -54,7 +56,7 @@ async fn deep_health(deps: &Deps, owner: &str) -> Result<(bool, serde_json::Valu
     Ok((ok, body))
 }
 
-pub async fn handle(deps: &Deps, req: Request) -> HandlerResult {
+pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult {
     let route = route_key(&req);
     if route == "GET /openapi.json" {
         let mut resp = convo_http::json(200, &convo_http::openapi::document());

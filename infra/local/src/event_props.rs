@@ -26,7 +26,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 
 /// One in-memory deployment shared by every case (state left by one case
 /// is input to the next, as on a real server).
-static DEPS: LazyLock<Deps> = LazyLock::new(|| {
+static DEPS: LazyLock<convo_domain::ApiDeps> = LazyLock::new(|| {
     let db = open_database(None).expect("in-memory database");
     let moderator = Arc::new(convo_domain::screening::moderator(None).expect("built-in word lists"));
     Deps {
@@ -39,9 +39,12 @@ static DEPS: LazyLock<Deps> = LazyLock::new(|| {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
-        keys: None,
         config: Config::default(),
     }
+    .sealed_with(Arc::new(
+        convo_embedded::keys::LocalKeyRing::open(None, convo_domain::crypto::DataKey::generate().expect("key").0)
+            .expect("key ring"),
+    ))
 });
 
 /// The statuses the document lists per (method, path).

@@ -9,7 +9,6 @@ use std::time::Instant;
 use axum::body::{Body as AxumBody, to_bytes};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use convo_domain::Deps;
 use convo_http::ApiError;
 use convo_schema::ErrorCode;
 use lambda_http::Body;
@@ -97,7 +96,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 pub struct Gateway {
-    pub deps: Deps,
+    pub deps: convo_domain::ApiDeps,
     pub verifier: Verifier,
 }
 
@@ -202,7 +201,11 @@ pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
 }
 
 /// Runs the function that serves a route, as Lambda would.
-pub async fn call(function: Function, deps: &Deps, req: lambda_http::Request) -> convo_http::HandlerResult {
+pub async fn call(
+    function: Function,
+    deps: &convo_domain::ApiDeps,
+    req: lambda_http::Request,
+) -> convo_http::HandlerResult {
     match function {
         Function::CreateConversation => create_conversation::handle(deps, req).await,
         Function::AppendMessage => append_message::handle(deps, req).await,

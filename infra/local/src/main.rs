@@ -126,7 +126,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         if let Some(events_to) = events_to {
             tasks.push(tokio::spawn(pollers::poll(
                 rt.events.clone(),
-                rt.deps.clone(),
+                rt.plain.clone(),
                 move |deps, event| {
                     let to = events_to.clone();
                     async move { publish_events::handle(to.as_ref(), deps.metrics.as_ref(), event).await }

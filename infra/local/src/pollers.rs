@@ -110,9 +110,10 @@ fn to_sqs_event(arn: &str, batch: &[Record]) -> SqsEvent {
 /// A receive is never abandoned half-way (a dropped SQS receive would leave
 /// its records invisible until their timeout): `stop` is checked between
 /// batches, and a receive returns within about a second.
-pub async fn poll<H, Fut>(source: Arc<dyn Source>, deps: Deps, handler: H, stop: watch::Receiver<bool>)
+pub async fn poll<D, H, Fut>(source: Arc<dyn Source>, deps: D, handler: H, stop: watch::Receiver<bool>)
 where
-    H: Fn(Deps, LambdaEvent<SqsEvent>) -> Fut + Send + Sync + 'static,
+    D: Clone + Send + Sync + 'static,
+    H: Fn(D, LambdaEvent<SqsEvent>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<SqsBatchResponse, Error>> + Send,
 {
     loop {

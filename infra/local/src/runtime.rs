@@ -5,7 +5,7 @@ use super::*;
 
 pub(crate) struct Runtime {
     /// The API's and the title generator's (with the data keys).
-    pub(crate) deps: Deps,
+    pub(crate) deps: convo_domain::ApiDeps,
     /// The write worker's and the sweeper's: no key, as on Lambda.
     pub(crate) plain: Deps,
     pub(crate) writes: Arc<dyn Source>,
@@ -166,7 +166,6 @@ pub(crate) fn embedded(args: &ServeArgs) -> Result<Runtime, String> {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
-        keys: None,
         config: config(args)?,
     };
     // The keys are used with encryption off too: what is sealed stays

@@ -119,6 +119,12 @@ impl Stores {
     }
 }
 
+/// What every function is given: the store by role, the queues, the clock
+/// and ids, the moderator and titler, metrics and tunables. It holds no
+/// key ring: with it alone a function sees sealed fields as they are
+/// stored and cannot open them (the write worker, the sweeper, the end of
+/// a session, which never need clear text). The functions that serve or
+/// accept content are given [`ApiDeps`].
 #[derive(Clone)]
 pub struct Deps {
     pub store: Stores,
@@ -130,10 +136,6 @@ pub struct Deps {
     pub moderator: Arc<dyn Moderator>,
     pub titler: Arc<dyn TitleGenerator>,
     pub metrics: Arc<dyn Metrics>,
-    /// The data keys (issue 16); `None` with encryption off, and for the
-    /// functions that never see clear text (the worker, the sweeper, the
-    /// end of a session), whose store is then the plain one.
-    pub keys: Option<Arc<dyn KeyRing>>,
     pub config: Config,
 }
 
@@ -141,10 +143,55 @@ impl Deps {
     /// These dependencies with field-level encryption: the personal roles
     /// of the store seal what they are given and open what they read with
     /// `keys`, and new conversations get a data key.
-    pub fn sealed_with(mut self, keys: Arc<dyn KeyRing>) -> Self {
-        self.store = self.store.sealed_with(keys.clone());
-        self.keys = Some(keys);
-        self
+    pub fn sealed_with(self, keys: Arc<dyn KeyRing>) -> ApiDeps {
+        let mut deps = self;
+        deps.store = deps.store.sealed_with(keys.clone());
+        ApiDeps { deps, keys }
+    }
+}
+
+/// The dependencies of the functions that serve or accept content (the
+/// API's and the title generator): [`Deps`] whose personal store roles
+/// are sealed, and the data keys (issue 16), used with encryption off too
+/// for what is already sealed. A use case that reads or writes content
+/// takes this type, so a keyless function cannot call it: the compiler
+/// keeps the worker, the sweeper and the end of a session away from clear
+/// text.
+///
+/// ```compile_fail
+/// async fn keyless(deps: &convo_domain::Deps) {
+///     // The worker's dependencies cannot read a conversation's content.
+///     let _ = convo_domain::service::get_conversation(deps, "owner", "id").await;
+/// }
+/// ```
+///
+/// while the same call with the API's dependencies compiles, and the keyless
+/// end of a session takes either:
+///
+/// ```no_run
+/// async fn keyed(deps: &convo_domain::ApiDeps, worker: &convo_domain::Deps) {
+///     let _ = convo_domain::service::get_conversation(deps, "owner", "id").await;
+///     let _ = convo_domain::service::end_session(worker, "owner", "id", None).await;
+///     let _ = convo_domain::service::end_session(deps, "owner", "id", None).await;
+/// }
+/// ```
+#[derive(Clone)]
+pub struct ApiDeps {
+    pub deps: Deps,
+    pub keys: Arc<dyn KeyRing>,
+}
+
+impl std::ops::Deref for ApiDeps {
+    type Target = Deps;
+
+    fn deref(&self) -> &Deps {
+        &self.deps
+    }
+}
+
+impl std::ops::DerefMut for ApiDeps {
+    fn deref_mut(&mut self) -> &mut Deps {
+        &mut self.deps
     }
 }
 

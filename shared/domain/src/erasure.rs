@@ -22,6 +22,7 @@
 //! event's, so a repeat is recognisable), and the job keeps its counts but
 //! no id of the person.
 
+use crate::ApiDeps;
 use convo_schema::commands::{WriteCommand, WriteKind};
 use convo_schema::{api::ErasureReport, identity};
 
@@ -44,14 +45,12 @@ const ERASE_CONCURRENCY: usize = 8;
 
 /// Starts the erasure of a user: destroys their data key, records the job
 /// and queues its first step. Returns the job's report (`running`).
-pub async fn start(deps: &Deps, owner_id: &str, user_id: &str) -> Result<ErasureReport, DomainError> {
+pub async fn start(deps: &ApiDeps, owner_id: &str, user_id: &str) -> Result<ErasureReport, DomainError> {
     let user_id = identity::party_id("userId", user_id)?;
     // The user's data key goes first: whatever happens to the job below,
     // nothing sealed under it opens again.
-    if let Some(keys) = &deps.keys {
-        keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
-        deps.metrics.record(&[("KeysDestroyed", 1.0, "Count")]);
-    }
+    deps.keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
+    deps.metrics.record(&[("KeysDestroyed", 1.0, "Count")]);
     let job = new_job(deps, owner_id, &user_id);
     deps.store.erasures.put_erasure(&job, 0).await?;
     // A job recorded whose first step could not be queued is retried by
@@ -95,11 +94,9 @@ pub async fn report(deps: &Deps, owner_id: &str, erasure_id: &str) -> Result<Era
 /// Erases a user at once, in this call: the job's steps run here instead
 /// of on the queue. For tests and tools working on a small store; the API
 /// always queues the job.
-pub async fn erase_now(deps: &Deps, owner_id: &str, user_id: &str) -> Result<ErasureReport, DomainError> {
+pub async fn erase_now(deps: &ApiDeps, owner_id: &str, user_id: &str) -> Result<ErasureReport, DomainError> {
     let user_id = identity::party_id("userId", user_id)?;
-    if let Some(keys) = &deps.keys {
-        keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
-    }
+    deps.keys.destroy(owner_id, &user_id).await.map_err(key_error)?;
     let job = new_job(deps, owner_id, &user_id);
     deps.store.erasures.put_erasure(&job, 0).await?;
     let id = job.erasure_id.clone();

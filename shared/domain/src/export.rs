@@ -9,13 +9,13 @@
 //! the conversation within it, and the message cursor within that
 //! conversation.
 
+use crate::ApiDeps;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use convo_schema::api::UserExportPage;
 use convo_schema::{ErrorCode, ValidationError};
 use serde::{Deserialize, Serialize};
 
-use crate::Deps;
 use crate::error::DomainError;
 use crate::service::{self, ListParams, MessageParams};
 
@@ -70,7 +70,7 @@ fn encode(p: &Position) -> String {
 /// cursor are checked by the store as any other (bound to their list), so a
 /// cursor of another owner's list is refused.
 pub async fn export_user(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     user_id: &str,
     cursor: Option<&str>,

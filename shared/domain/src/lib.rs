@@ -29,7 +29,7 @@ pub mod titles;
 pub mod tokens;
 pub mod wordlists;
 
-pub use deps::{Config, Deps};
+pub use deps::{ApiDeps, Config, Deps};
 pub use deps::{SystemClock, UlidSource};
 pub use error::DomainError;
 pub use ports::*;

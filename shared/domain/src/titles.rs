@@ -5,6 +5,7 @@
 //! moderator objects to, no names of the participants), ranks them by how
 //! often they occur and how early, and keeps 3 to 8 in first-seen order.
 
+use crate::ApiDeps;
 use std::collections::{HashMap, HashSet};
 
 use convo_schema::commands::TitleJob;
@@ -202,7 +203,7 @@ async fn refresh_snapshot(deps: &Deps, record: &ConversationRecord, job: &TitleJ
 }
 
 /// Applies a title job. Idempotent: the same conversation gives the same title.
-pub async fn generate_title(deps: &Deps, job: &TitleJob) -> Result<TitleOutcome, DomainError> {
+pub async fn generate_title(deps: &ApiDeps, job: &TitleJob) -> Result<TitleOutcome, DomainError> {
     for _ in 0..8 {
         let Some(mut record) = deps.store.conversations.get_conversation(&job.conversation_id).await? else {
             return Ok(TitleOutcome::Gone);

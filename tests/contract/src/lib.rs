@@ -43,7 +43,7 @@ pub enum StoreKind {
 pub struct World {
     /// The API's and the title generator's: the store seals and opens with
     /// the data keys (issue 16: the suite runs with encryption on).
-    pub deps: Deps,
+    pub deps: convo_domain::ApiDeps,
     /// The write worker's, as on Lambda: the plain store and no key (it
     /// stores what the API sealed without opening it).
     pub worker: Deps,
@@ -115,7 +115,6 @@ pub async fn world(kind: StoreKind, config: Config) -> World {
         titler: Arc::new(ExtractiveTitler::new(moderator.clone())),
         moderator,
         metrics: Arc::new(convo_domain::ports::NoMetrics),
-        keys: None,
         config,
     };
     let deps = worker.clone().sealed_with(keys.clone());

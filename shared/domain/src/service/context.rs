@@ -2,6 +2,7 @@
 //! and token budgets (tool calls kept with their results).
 
 use super::*;
+use crate::ApiDeps;
 
 pub(crate) fn context_message(m: Message) -> ContextMessage {
     ContextMessage {
@@ -82,7 +83,7 @@ pub(crate) async fn count_tokens(
 /// The recent messages, oldest first, ready for an LLM. Blocked messages are
 /// left out: the agent must not answer them.
 pub async fn context(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     max_messages: Option<&str>,
@@ -120,7 +121,7 @@ pub const MAX_CONTEXT_TOKENS: usize = 10_000_000;
 /// and the reply's priming included) fits in it, counted with the chosen
 /// tokenizer, and `maxMessages` defaults to its maximum.
 pub async fn context_with(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     p: ContextParams<'_>,

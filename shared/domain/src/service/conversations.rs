@@ -1,9 +1,10 @@
 //! Conversations: create (with `reuseActive`), read, list, patch, erase.
 
 use super::*;
+use crate::ApiDeps;
 
 pub async fn create_conversation(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     req: CreateConversationRequest,
 ) -> Result<(Conversation, bool), DomainError> {
@@ -62,7 +63,8 @@ pub async fn create_conversation(
             .map(|keep| now + keep),
     };
     let mut record = ConversationRecord::new(conversation);
-    if let Some(keys) = deps.keys.as_ref().filter(|_| deps.config.encryption) {
+    if deps.config.encryption {
+        let keys = &deps.keys;
         // The user's data key (made on their first conversation): the
         // store seals the conversation's personal fields under it.
         let (key_id, _) = keys
@@ -84,7 +86,7 @@ pub async fn create_conversation(
                 // write, the conversation is erased and the caller told to
                 // retry (a new key is made then), so that nothing is ever
                 // accepted under a dead key.
-                if let (Some(keys), Some(key_id)) = (&deps.keys, record.key_id)
+                if let (keys, Some(key_id)) = (&deps.keys, record.key_id)
                     && !keys
                         .confirm(owner_id, &record.conversation.user_id, key_id)
                         .await
@@ -115,7 +117,7 @@ pub async fn create_conversation(
 
 /// Sets a user title, merges metadata, or archives an ended conversation.
 pub async fn patch_conversation(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     req: PatchConversationRequest,
@@ -160,14 +162,18 @@ pub(crate) fn merge_metadata(target: &mut Metadata, changes: &Metadata) {
     }
 }
 
-pub async fn get_conversation(deps: &Deps, owner_id: &str, conversation_id: &str) -> Result<Conversation, DomainError> {
+pub async fn get_conversation(
+    deps: &ApiDeps,
+    owner_id: &str,
+    conversation_id: &str,
+) -> Result<Conversation, DomainError> {
     Ok(get_conversation_after(deps, owner_id, conversation_id, None).await?.0)
 }
 
 /// `GET /conversations/{id}?after=`: the conversation once the write is
 /// applied (see [`load_after`]).
 pub async fn get_conversation_after(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     after: Option<&str>,
@@ -241,7 +247,7 @@ pub const MAX_LIST_ROUNDS: usize = 8;
 
 /// The owner's conversations, newest first, filtered.
 pub async fn list_conversations(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     p: ListParams<'_>,
 ) -> Result<ConversationPage, DomainError> {
@@ -261,7 +267,6 @@ pub async fn list_conversations(
             .await?;
         for r in page.items {
             if !r.deleting && !expired(&r, now) && filter.matches(&r.conversation) {
-                openable(deps, &r)?;
                 conversations.push(r.conversation);
             }
         }

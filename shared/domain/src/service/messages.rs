@@ -2,11 +2,12 @@
 //! validated, screened where it carries content, and queued in order.
 
 use super::*;
+use crate::ApiDeps;
 
 /// Validates, screens and enqueues an exchange; answers before anything is
 /// stored. The worker assigns indexes and applies it in queue order.
 pub async fn append_messages(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     req: AppendRequest,
@@ -191,7 +192,7 @@ pub const REMOVE_SEARCH_MESSAGES: usize = 10_000;
 /// later. `after` waits for a write of the caller's first (so a message
 /// just appended can be found).
 pub async fn remove_message(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     message_id: &str,
@@ -259,7 +260,7 @@ pub async fn remove_message(
 /// stays (LangChain's `clear()`). Applied by the worker after every write
 /// accepted before it.
 pub async fn clear_messages(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
 ) -> Result<ClearMessagesResponse, DomainError> {

@@ -2,6 +2,7 @@
 //! Every operation takes the caller's owner id (the JWT `sub`); another
 //! owner's conversation is reported exactly like a missing one.
 
+use crate::ApiDeps;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -112,7 +113,7 @@ pub async fn load_owned_for_read(
 /// when `cheap`); only while the write is not applied does it poll, with
 /// small strongly consistent reads of the conversation, backing off.
 pub async fn load_after(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     after: Option<&str>,
@@ -124,7 +125,6 @@ pub async fn load_after(
     } else {
         load_owned(deps, owner_id, conversation_id).await?
     };
-    openable(deps, &record)?;
     let Some(command_id) = after else {
         return Ok((record, None));
     };
@@ -170,20 +170,6 @@ fn owned(deps: &Deps, owner_id: &str, found: Option<ConversationRecord>) -> Resu
         }
         _ => Err(DomainError::NotFound),
     }
-}
-
-/// A sealed conversation needs a key ring to be read or written: a
-/// function composed without one (the worker, the end of a session, the
-/// sweeper) never serves its content or adds to it. Fails closed: an
-/// error, never the sealed fields served empty or a message stored in clear.
-fn openable(deps: &Deps, rec: &ConversationRecord) -> Result<(), DomainError> {
-    if rec.key_id.is_some() && deps.keys.is_none() {
-        return Err(DomainError::Internal(format!(
-            "conversation {} is sealed and this function holds no key ring",
-            rec.id()
-        )));
-    }
-    Ok(())
 }
 
 /// A user id given in a path or query, in the form it is stored under
@@ -349,9 +335,8 @@ where
 /// The key a conversation's new messages are sealed under (`None`: the
 /// conversation is stored in clear). A conversation whose key is gone is
 /// being erased: it reads as missing.
-async fn message_key(deps: &Deps, record: &ConversationRecord) -> Result<Option<Arc<DataKey>>, DomainError> {
-    openable(deps, record)?;
-    let (Some(keys), Some(id)) = (&deps.keys, record.key_id) else {
+async fn message_key(deps: &ApiDeps, record: &ConversationRecord) -> Result<Option<Arc<DataKey>>, DomainError> {
+    let (keys, Some(id)) = (&deps.keys, record.key_id) else {
         return Ok(None);
     };
     let c = &record.conversation;

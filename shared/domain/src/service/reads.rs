@@ -1,6 +1,7 @@
 //! Reading a conversation's messages, a page at a time.
 
 use super::*;
+use crate::ApiDeps;
 
 /// The query string of `GET /conversations/{id}/messages`.
 #[derive(Debug, Default)]
@@ -17,7 +18,7 @@ pub struct MessageParams<'a> {
 }
 
 pub async fn list_messages(
-    deps: &Deps,
+    deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
     p: MessageParams<'_>,
