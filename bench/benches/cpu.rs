@@ -275,7 +275,7 @@ fn persist_worker(c: &mut Criterion) {
 }
 
 fn context_tokens(c: &mut Criterion) {
-    use convo_domain::tokens::Tokenizer;
+    use convo_domain::tokens::{Count, Tokenizer};
     use convo_schema::Role;
     use convo_schema::api::ContextMessage;
     let messages: Vec<ContextMessage> = (0..20)

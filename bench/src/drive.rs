@@ -340,9 +340,9 @@ impl Harness {
                 &self.deps,
                 OWNER,
                 conversation_id,
-                service::MessageParams {
-                    limit: Some("200"),
-                    cursor: cursor.as_deref(),
+                &service::MessagesQuery {
+                    limit: 200,
+                    cursor: cursor.clone(),
                     ..Default::default()
                 },
             )
@@ -444,7 +444,12 @@ pub async fn cost(
             let reads = std::iter::repeat_n(("tail", None), tail_reads).chain([("tail-after", command_id.as_deref())]);
             for (kind, after) in reads {
                 let started = Instant::now();
-                let context = service::context(&h.deps, OWNER, &cid, Some("20"), None, after)
+                let query = service::ContextQuery {
+                    max_messages: 20,
+                    after: after.map(str::to_string),
+                    ..Default::default()
+                };
+                let context = service::context(&h.deps, OWNER, &cid, &query)
                     .await
                     .map_err(|e| format!("{kind}: {e:?}"))?;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -24,7 +24,10 @@ pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult
         let value = match route.as_str() {
             "DELETE /conversations/{id}/messages/{messageId}" => {
                 let message = path_param(&req, "messageId").ok_or_else(ApiError::not_found_route)?;
-                to_json(service::remove_message(deps, &owner, &id, &message, query(&req, "after")).await?)
+                let after = query(&req, "after")
+                    .map(convo_schema::queries::command_id)
+                    .transpose()?;
+                to_json(service::remove_message(deps, &owner, &id, &message, after.as_deref()).await?)
             }
             "DELETE /conversations/{id}/messages" => to_json(service::clear_messages(deps, &owner, &id).await?),
             _ => {

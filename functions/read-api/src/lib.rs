@@ -20,6 +20,7 @@
 use convo_domain::service::{self, ListParams, MessageParams, ReviewParams};
 use convo_http::{ApiError, HandlerResult, finish, json, owner, path_param, query, route_key};
 use convo_schema::api::AfterStatus;
+use convo_schema::queries;
 use lambda_http::Request;
 
 /// The header that reports what a read with `after=` found.
@@ -93,11 +94,12 @@ pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult
                     cursor: query(&req, "cursor"),
                     limit: query(&req, "limit"),
                 };
-                to_json(service::list_conversations(deps, &owner, p).await?)
+                to_json(service::list_conversations(deps, &owner, &p.parse()?).await?)
             }
             "GET /conversations/{id}" => {
+                let after_command = query(&req, "after").map(queries::command_id).transpose()?;
                 let (conversation, status) =
-                    service::get_conversation_after(deps, &owner, &id()?, query(&req, "after")).await?;
+                    service::get_conversation_after(deps, &owner, &id()?, after_command.as_deref()).await?;
                 after = status;
                 to_json(conversation)
             }
@@ -111,7 +113,7 @@ pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult
                     flagged: query(&req, "flagged"),
                     after: query(&req, "after"),
                 };
-                let page = service::list_messages(deps, &owner, &id()?, p).await?;
+                let page = service::list_messages(deps, &owner, &id()?, &p.parse()?).await?;
                 after = page.after;
                 to_json(page)
             }
@@ -123,7 +125,7 @@ pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult
                     tokenizer: query(&req, "tokenizer"),
                     after: query(&req, "after"),
                 };
-                let context = service::context_with(deps, &owner, &id()?, p).await?;
+                let context = service::context(deps, &owner, &id()?, &p.parse()?).await?;
                 after = context.after;
                 to_json(context)
             }
@@ -133,7 +135,7 @@ pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult
                     cursor: query(&req, "cursor"),
                     limit: query(&req, "limit"),
                 };
-                to_json(service::list_reviews(deps, &owner, p).await?)
+                to_json(service::list_reviews(deps, &owner, &p.parse()?).await?)
             }
             "GET /users/{userId}/export" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;

@@ -17,7 +17,8 @@ use convo_schema::{ErrorCode, ValidationError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
-use crate::service::{self, ListParams, MessageParams};
+use crate::model::Order;
+use crate::service::{self, ListQuery, MessagesQuery};
 
 /// The most messages one export page holds.
 pub const MESSAGES_PER_PAGE: usize = 500;
@@ -76,7 +77,6 @@ pub async fn export_user(
     cursor: Option<&str>,
 ) -> Result<UserExportPage, DomainError> {
     let mut at = cursor.map(decode).transpose()?.unwrap_or_default();
-    let limit = CONVERSATIONS_PER_LIST.to_string();
     let mut out = UserExportPage {
         user_id: String::new(),
         conversations: Vec::new(),
@@ -86,17 +86,13 @@ pub async fn export_user(
     // The id as stored (the identity rule), and a refusal of a bad one.
     out.user_id = service::user_stats(deps, owner_id, user_id).await?.user_id;
     loop {
-        let page = service::list_conversations(
-            deps,
-            owner_id,
-            ListParams {
-                user_id: Some(&out.user_id),
-                cursor: at.list.as_deref(),
-                limit: Some(&limit),
-                ..ListParams::default()
-            },
-        )
-        .await?;
+        let query = ListQuery {
+            user_id: Some(out.user_id.clone()),
+            cursor: at.list.clone(),
+            limit: CONVERSATIONS_PER_LIST,
+            ..ListQuery::default()
+        };
+        let page = service::list_conversations(deps, owner_id, &query).await?;
         for conversation in &page.conversations {
             let key = (
                 conversation.created_at.timestamp_millis(),
@@ -127,20 +123,13 @@ pub async fn export_user(
                     out.next_cursor = Some(encode(&at));
                     return Ok(out);
                 }
-                let room = room.min(200).to_string();
-                let cursor = at.messages.as_deref();
-                let messages = service::list_messages(
-                    deps,
-                    owner_id,
-                    &conversation.conversation_id,
-                    MessageParams {
-                        cursor,
-                        limit: Some(&room),
-                        order: Some("asc"),
-                        ..MessageParams::default()
-                    },
-                )
-                .await;
+                let query = MessagesQuery {
+                    cursor: at.messages.clone(),
+                    limit: room.min(200),
+                    order: Order::Asc,
+                    ..MessagesQuery::default()
+                };
+                let messages = service::list_messages(deps, owner_id, &conversation.conversation_id, &query).await;
                 let messages = match messages {
                     Ok(m) => m,
                     // Erased or expired since it was listed: nothing to export.

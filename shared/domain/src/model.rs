@@ -393,12 +393,7 @@ pub struct StatsDelta {
     pub at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Order {
-    #[default]
-    Asc,
-    Desc,
-}
+pub use convo_schema::queries::Order;
 
 /// A page request for messages. `cursor` is opaque; the store issued it.
 #[derive(Debug, Clone, Default)]

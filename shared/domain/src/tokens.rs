@@ -9,8 +9,8 @@
 //! `tiktoken-rs` follows too. Text is encoded as ordinary text: a special
 //! token's spelling in a message is counted as the characters it is.
 
+use convo_schema::Role;
 use convo_schema::api::ContextMessage;
-use convo_schema::{Role, ValidationError};
 use tiktoken_rs::CoreBPE;
 
 /// Tokens framing every message.
@@ -20,52 +20,33 @@ pub const REPLY_PRIMING: usize = 3;
 /// Tokens each tool call adds beyond its name and arguments.
 pub const PER_TOOL_CALL: usize = 1;
 
-/// The tokenizers convo counts with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tokenizer {
-    /// GPT-4o, GPT-4.1, o-series, GPT-5 (the default).
-    O200kBase,
-    /// GPT-4, GPT-3.5 Turbo, text-embedding-3.
-    Cl100kBase,
+pub use convo_schema::queries::Tokenizer;
+
+/// Counting with a [`Tokenizer`] (its name is the schema's; the encodings
+/// are tiktoken's).
+pub trait Count {
+    /// Tokens of a text, special tokens counted as text.
+    fn count(self, text: &str) -> usize;
+    /// What one message costs in a chat request.
+    fn message(self, m: &ContextMessage) -> usize;
 }
 
-impl Tokenizer {
-    pub const ALL: [Self; 2] = [Self::O200kBase, Self::Cl100kBase];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::O200kBase => "o200k_base",
-            Self::Cl100kBase => "cl100k_base",
-        }
+fn bpe(t: Tokenizer) -> &'static CoreBPE {
+    match t {
+        Tokenizer::O200kBase => tiktoken_rs::o200k_base_singleton(),
+        Tokenizer::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
     }
+}
 
-    /// `tokenizer=` as given (default `o200k_base`).
-    pub fn parse(raw: Option<&str>) -> Result<Self, ValidationError> {
-        match raw {
-            None => Ok(Self::O200kBase),
-            Some(s) => Self::ALL
-                .into_iter()
-                .find(|t| t.as_str() == s)
-                .ok_or_else(|| ValidationError::invalid("tokenizer", "tokenizer must be o200k_base or cl100k_base")),
-        }
-    }
-
-    fn bpe(self) -> &'static CoreBPE {
-        match self {
-            Self::O200kBase => tiktoken_rs::o200k_base_singleton(),
-            Self::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
-        }
-    }
-
-    pub fn count(self, text: &str) -> usize {
+impl Count for Tokenizer {
+    fn count(self, text: &str) -> usize {
         if text.is_empty() {
             return 0;
         }
-        self.bpe().encode_ordinary(text).len()
+        bpe(self).encode_ordinary(text).len()
     }
 
-    /// What one message costs in a chat request.
-    pub fn message(self, m: &ContextMessage) -> usize {
+    fn message(self, m: &ContextMessage) -> usize {
         let role = match m.role {
             Role::User => "user",
             Role::Assistant => "assistant",

@@ -13,6 +13,7 @@ pub mod events;
 pub mod identity;
 pub mod limits;
 pub mod model;
+pub mod queries;
 pub mod sealed;
 pub mod validate;
 

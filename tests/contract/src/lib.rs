@@ -628,3 +628,74 @@ impl StoreHealth for FaultyStore {
         self.inner.health().await
     }
 }
+
+/// The read routes as the HTTP edge calls them (`functions/read-api`): the
+/// query string parsed into a typed query first, then the use case. Cases
+/// give the query as strings, as a client would.
+pub mod reads {
+    use convo_domain::service::{self, ContextParams, ListParams, MessageParams, ReviewParams};
+    use convo_domain::{ApiDeps, DomainError};
+    use convo_schema::api::{AfterStatus, ContextResponse, ConversationPage, MessagePage};
+    use convo_schema::{Conversation, queries};
+
+    pub async fn list_conversations(
+        deps: &ApiDeps,
+        owner: &str,
+        p: ListParams<'_>,
+    ) -> Result<ConversationPage, DomainError> {
+        service::list_conversations(deps, owner, &p.parse()?).await
+    }
+
+    pub async fn list_messages(
+        deps: &ApiDeps,
+        owner: &str,
+        id: &str,
+        p: MessageParams<'_>,
+    ) -> Result<MessagePage, DomainError> {
+        service::list_messages(deps, owner, id, &p.parse()?).await
+    }
+
+    pub async fn context_with(
+        deps: &ApiDeps,
+        owner: &str,
+        id: &str,
+        p: ContextParams<'_>,
+    ) -> Result<ContextResponse, DomainError> {
+        service::context(deps, owner, id, &p.parse()?).await
+    }
+
+    pub async fn context(
+        deps: &ApiDeps,
+        owner: &str,
+        id: &str,
+        max_messages: Option<&str>,
+        max_age: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<ContextResponse, DomainError> {
+        let p = ContextParams {
+            max_messages,
+            max_age,
+            after,
+            ..ContextParams::default()
+        };
+        context_with(deps, owner, id, p).await
+    }
+
+    pub async fn list_reviews(
+        deps: &ApiDeps,
+        owner: &str,
+        p: ReviewParams<'_>,
+    ) -> Result<ConversationPage, DomainError> {
+        service::list_reviews(deps, owner, &p.parse()?).await
+    }
+
+    pub async fn get_conversation_after(
+        deps: &ApiDeps,
+        owner: &str,
+        id: &str,
+        after: Option<&str>,
+    ) -> Result<(Conversation, Option<AfterStatus>), DomainError> {
+        let after = after.map(queries::command_id).transpose()?;
+        service::get_conversation_after(deps, owner, id, after.as_deref()).await
+    }
+}

@@ -38,7 +38,7 @@ fn gone<T: std::fmt::Debug>(r: Result<T, DomainError>) -> ErrorCode {
 }
 
 async fn messages(w: &World, owner: &str, id: &str) -> Result<Vec<Message>, DomainError> {
-    service::list_messages(&w.deps, owner, id, MessageParams::default())
+    reads::list_messages(&w.deps, owner, id, MessageParams::default())
         .await
         .map(|p| p.messages)
 }
@@ -287,7 +287,7 @@ async fn an_ended_sealed_conversation_lists_its_previews(w: World) {
 
 /// The owner's list of one user's conversations, as the API answers it.
 async fn listed(w: &World, user: &str) -> Vec<Conversation> {
-    service::list_conversations(
+    reads::list_conversations(
         &w.deps,
         "alice",
         ListParams {
@@ -453,7 +453,7 @@ async fn a_page_of_conversations_looks_each_key_up_once(w: World) {
         lookups: std::sync::atomic::AtomicUsize::new(0),
     });
     let deps = w.worker.clone().sealed_with(counting.clone());
-    let page = service::list_conversations(
+    let page = reads::list_conversations(
         &deps,
         "alice",
         service::ListParams {

@@ -9,6 +9,7 @@ use convo_domain::persist::{Delivery, persist_batch};
 use convo_domain::ports::*;
 use convo_domain::service::{self, IdempotencyKey, ListParams, MessageParams};
 use convo_domain::sweep::sweep_idle_sessions;
+use convo_domain::tokens::Count;
 use convo_schema::api::*;
 use convo_schema::commands::WriteCommand;
 use convo_schema::*;
@@ -1001,10 +1002,10 @@ async fn another_owner_sees_exactly_what_a_missing_id_shows(w: World) {
             .await
             .unwrap_err();
         let e3 = service::end_session(&w.deps, "bob", target, None).await.unwrap_err();
-        let e4 = service::list_messages(&w.deps, "bob", target, MessageParams::default())
+        let e4 = reads::list_messages(&w.deps, "bob", target, MessageParams::default())
             .await
             .unwrap_err();
-        let e5 = service::context(&w.deps, "bob", target, None, None, None)
+        let e5 = reads::context(&w.deps, "bob", target, None, None, None)
             .await
             .unwrap_err();
         let e6 = service::patch_conversation(
@@ -1022,7 +1023,7 @@ async fn another_owner_sees_exactly_what_a_missing_id_shows(w: World) {
             assert_eq!(code(e), ErrorCode::ConversationNotFound, "{target}");
         }
     }
-    let page = service::list_conversations(
+    let page = reads::list_conversations(
         &w.deps,
         "bob",
         ListParams {
@@ -1067,19 +1068,19 @@ async fn context_is_recent_oldest_first_and_leaves_blocked_messages_out(w: World
     assert!(blocked.blocked);
     assert_eq!(blocked.messages[0].safety.action, SafetyAction::Blocked);
     w.settle().await;
-    let ctx = service::context(&w.deps, "alice", &id, Some("4"), Some("24h"), None)
+    let ctx = reads::context(&w.deps, "alice", &id, Some("4"), Some("24h"), None)
         .await
         .unwrap();
     let got: Vec<&str> = ctx.messages.iter().map(|m| m.content.as_str()).collect();
     // The last 4 unblocked messages, oldest first; the blocked one is left
     // out and the one older than 24 h is outside the window.
     assert_eq!(got, vec!["q1", "a1", "q2", "a2"]);
-    let ctx = service::context(&w.deps, "alice", &id, Some("50"), Some("24h"), None)
+    let ctx = reads::context(&w.deps, "alice", &id, Some("50"), Some("24h"), None)
         .await
         .unwrap();
     assert_eq!(ctx.messages.len(), 6);
     assert_eq!(ctx.messages[0].role, Role::User);
-    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None, None)
+    let ctx = reads::context(&w.deps, "alice", &id, Some("50"), None, None)
         .await
         .unwrap();
     assert_eq!(ctx.messages.first().map(|m| m.content.as_str()), Some("old question"));
@@ -1103,7 +1104,7 @@ async fn messages_page_by_cursor_in_both_orders_and_by_time(w: World) {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = service::list_messages(
+        let page = reads::list_messages(
             &w.deps,
             "alice",
             &id,
@@ -1127,7 +1128,7 @@ async fn messages_page_by_cursor_in_both_orders_and_by_time(w: World) {
     let start = w.conversation(&id).await.start_time;
     let since = (start + Duration::minutes(5)).to_rfc3339();
     let until = (start + Duration::minutes(10)).to_rfc3339();
-    let page = service::list_messages(
+    let page = reads::list_messages(
         &w.deps,
         "alice",
         &id,
@@ -1166,18 +1167,16 @@ async fn a_tampered_or_foreign_cursor_is_refused(w: World) {
         cursor,
         ..Default::default()
     };
-    let page = service::list_messages(&w.deps, "alice", &a, params(None))
-        .await
-        .unwrap();
+    let page = reads::list_messages(&w.deps, "alice", &a, params(None)).await.unwrap();
     let cursor = page.next_cursor.unwrap();
-    let err = service::list_messages(&w.deps, "alice", &b, params(Some(&cursor)))
+    let err = reads::list_messages(&w.deps, "alice", &b, params(Some(&cursor)))
         .await
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
     let mut tampered = cursor.clone();
     tampered.insert(3, 'x');
     for bad in [tampered.as_str(), "garbage", ""] {
-        let err = service::list_messages(&w.deps, "alice", &a, params(Some(bad)))
+        let err = reads::list_messages(&w.deps, "alice", &a, params(Some(bad)))
             .await
             .unwrap_err();
         assert_eq!(code(err), ErrorCode::InvalidCursor, "{bad}");
@@ -1188,7 +1187,7 @@ async fn a_tampered_or_foreign_cursor_is_refused(w: World) {
         limit: Some("1"),
         ..Default::default()
     };
-    let err = service::list_conversations(&w.deps, "alice", list(Some(&cursor)))
+    let err = reads::list_conversations(&w.deps, "alice", list(Some(&cursor)))
         .await
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
@@ -1209,7 +1208,7 @@ async fn conversations_list_newest_first_with_pages(w: World) {
     let mut got = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = service::list_conversations(
+        let page = reads::list_conversations(
             &w.deps,
             "alice",
             ListParams {
@@ -1450,7 +1449,7 @@ async fn a_window_finds_backfilled_messages(w: World) {
         (Some(0), Some(2), "asc", vec!["m0", "m2"]),
     ] {
         let (s, u) = (since.map(at), until.map(at));
-        let page = service::list_messages(
+        let page = reads::list_messages(
             &w.deps,
             "alice",
             &id,
@@ -1551,7 +1550,7 @@ async fn flagged_conversations_are_reviewed_from_a_list(w: World) {
                 cursor: cursor.as_deref(),
                 limit: Some("1"),
             };
-            service::list_reviews(&deps, "alice", p).await.unwrap()
+            reads::list_reviews(&deps, "alice", p).await.unwrap()
         }
     };
     // Most recently flagged first, one per page.
@@ -1592,7 +1591,7 @@ async fn flagged_conversations_are_reviewed_from_a_list(w: World) {
         ..Default::default()
     };
     assert_eq!(
-        code(service::list_reviews(&w.deps, "alice", p).await.unwrap_err()),
+        code(reads::list_reviews(&w.deps, "alice", p).await.unwrap_err()),
         ErrorCode::ValidationFailed
     );
 }
@@ -1625,7 +1624,7 @@ async fn flagged_messages_list_on_their_own(w: World) {
             let mut got = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let page = service::list_messages(
+                let page = reads::list_messages(
                     &deps,
                     "alice",
                     &id,
@@ -1657,7 +1656,7 @@ async fn flagged_messages_list_on_their_own(w: World) {
     assert_eq!(list(Some("desc"), None, Some(at(5))).await, [3, 1]);
     assert_eq!(list(Some("desc"), Some(at(2)), Some(at(6))).await, [5, 3]);
     // A cursor of one order is refused by the other.
-    let first = service::list_messages(
+    let first = reads::list_messages(
         &w.deps,
         "alice",
         &id,
@@ -1675,9 +1674,7 @@ async fn flagged_messages_list_on_their_own(w: World) {
         cursor: first.next_cursor.as_deref(),
         ..Default::default()
     };
-    let err = service::list_messages(&w.deps, "alice", &id, reversed)
-        .await
-        .unwrap_err();
+    let err = reads::list_messages(&w.deps, "alice", &id, reversed).await.unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
 }
 
@@ -1792,7 +1789,7 @@ async fn erasure_leaves_nothing_of_the_user(w: World) {
     }
     assert_eq!(w.leftovers(marker).await, Vec::<String>::new());
     assert_eq!(w.store.totals.user_stats("alice", "child-e").await.unwrap(), None);
-    let page = service::list_conversations(
+    let page = reads::list_conversations(
         &w.deps,
         "alice",
         ListParams {
@@ -1844,7 +1841,7 @@ async fn a_conversation_expires_whole_after_its_retention(w: World) {
         .await
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::ConversationNotFound);
-    let page = service::list_conversations(
+    let page = reads::list_conversations(
         &w.deps,
         "alice",
         ListParams {
@@ -2006,7 +2003,7 @@ async fn list_all(w: &World, owner: &str, p: ListParams<'_>) -> Vec<String> {
     let mut got = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
-        let page = service::list_conversations(
+        let page = reads::list_conversations(
             &w.deps,
             owner,
             ListParams {
@@ -2109,7 +2106,7 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
         }
     }
     // A page of the unfiltered list holds what it says and points on.
-    let first = service::list_conversations(
+    let first = reads::list_conversations(
         &w.deps,
         "alice",
         ListParams {
@@ -2122,7 +2119,7 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
     assert_eq!(first.conversations.len(), 2);
     let cursor = first.next_cursor.expect("more than two");
     // A cursor belongs to its list.
-    let err = service::list_conversations(
+    let err = reads::list_conversations(
         &w.deps,
         "alice",
         ListParams {
@@ -2134,7 +2131,7 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
     .await
     .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidCursor);
-    let err = service::list_conversations(
+    let err = reads::list_conversations(
         &w.deps,
         "bob",
         ListParams {
@@ -2163,7 +2160,7 @@ async fn the_owner_lists_conversations_by_any_filter(w: World) {
             ..Default::default()
         },
     ] {
-        let err = service::list_conversations(&w.deps, "alice", bad).await.unwrap_err();
+        let err = reads::list_conversations(&w.deps, "alice", bad).await.unwrap_err();
         assert_eq!(code(err), ErrorCode::ValidationFailed);
     }
 }
@@ -2201,7 +2198,7 @@ async fn tool_calls_round_trip_and_the_context_pairs_them(w: World) {
         let id = id.clone();
         let n = n.to_string();
         async move {
-            service::context(&deps, "alice", &id, Some(&n), None, None)
+            reads::context(&deps, "alice", &id, Some(&n), None, None)
                 .await
                 .unwrap()
                 .messages
@@ -2325,14 +2322,14 @@ async fn the_context_fits_a_token_budget(w: World) {
                 max_messages,
                 ..Default::default()
             };
-            service::context_with(&deps, "alice", &id, p).await.unwrap()
+            reads::context_with(&deps, "alice", &id, p).await.unwrap()
         }
     };
     for (tokenizer, name) in [
         (Tokenizer::O200kBase, "o200k_base"),
         (Tokenizer::Cl100kBase, "cl100k_base"),
     ] {
-        let full = service::context(&w.deps, "alice", &id, Some("12"), None, None)
+        let full = reads::context(&w.deps, "alice", &id, Some("12"), None, None)
             .await
             .unwrap()
             .messages;
@@ -2371,7 +2368,7 @@ async fn the_context_fits_a_token_budget(w: World) {
             max_tokens: Some(raw),
             ..Default::default()
         };
-        let err = service::context_with(&w.deps, "alice", &id, p).await.unwrap_err();
+        let err = reads::context_with(&w.deps, "alice", &id, p).await.unwrap_err();
         assert_eq!(code(err), ErrorCode::ValidationFailed, "{field}");
     }
     let p = service::ContextParams {
@@ -2380,7 +2377,7 @@ async fn the_context_fits_a_token_budget(w: World) {
         ..Default::default()
     };
     assert_eq!(
-        code(service::context_with(&w.deps, "alice", &id, p).await.unwrap_err()),
+        code(reads::context_with(&w.deps, "alice", &id, p).await.unwrap_err()),
         ErrorCode::ValidationFailed
     );
 }
@@ -2389,7 +2386,7 @@ async fn visible(w: &World, id: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = service::list_messages(
+        let page = reads::list_messages(
             &w.deps,
             "alice",
             id,
@@ -2436,11 +2433,11 @@ async fn messages_are_removed_in_order_and_leave_tombstones(w: World) {
     assert_eq!(after.len(), 6, "the index stays gapless");
     assert!(after[3].removed && after[3].content.is_empty() && after[3].message_id == stored[3].message_id);
     assert_eq!(w.conversation(&id).await.message_count, 6);
-    let (_, seen) = service::get_conversation_after(&w.deps, "alice", &id, Some(&answer.command_id))
+    let (_, seen) = reads::get_conversation_after(&w.deps, "alice", &id, Some(&answer.command_id))
         .await
         .unwrap();
     assert_eq!(seen, Some(AfterStatus::Applied));
-    let ctx = service::context(&w.deps, "alice", &id, Some("50"), None, None)
+    let ctx = reads::context(&w.deps, "alice", &id, Some("50"), None, None)
         .await
         .unwrap();
     assert!(ctx.messages.iter().all(|m| m.content != "once upon a time"));

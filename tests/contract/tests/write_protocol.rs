@@ -106,7 +106,7 @@ async fn assert_committed_once(w: &World, id: &str, user: &str) {
     assert_eq!(c.flag_status, Some(FlagStatus::Unreviewed), "{user}");
     let stats = service::user_stats(&w.deps, "alice", user).await.unwrap();
     assert_eq!((stats.conversations, stats.messages), (1, 2), "{user}: counted once");
-    let flagged = service::list_messages(
+    let flagged = reads::list_messages(
         &w.deps,
         "alice",
         id,
@@ -258,7 +258,7 @@ async fn a_read_after_its_write_waits_for_it(w: World) {
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
             w.settle().await;
         };
-        let read = service::context(&w.deps, "alice", &id, Some("50"), None, Some(&accepted.command_id));
+        let read = reads::context(&w.deps, "alice", &id, Some("50"), None, Some(&accepted.command_id));
         let (ctx, ()) = futures::join!(read, worker);
         let ctx = ctx.unwrap();
         assert_eq!(ctx.after, Some(AfterStatus::Applied), "turn {turn}");
@@ -271,14 +271,14 @@ async fn a_read_after_its_write_waits_for_it(w: World) {
             .collect();
         assert_eq!(users, turns, "turn {turn}: every earlier turn and this one");
         // Once applied, the other reads answer at once, and say so.
-        let (c, status) = service::get_conversation_after(&w.deps, "alice", &id, Some(&accepted.command_id))
+        let (c, status) = reads::get_conversation_after(&w.deps, "alice", &id, Some(&accepted.command_id))
             .await
             .unwrap();
         assert_eq!(
             (c.message_count, status),
             (2 * (turn as u64 + 1), Some(AfterStatus::Applied))
         );
-        let page = service::list_messages(
+        let page = reads::list_messages(
             &w.deps,
             "alice",
             &id,
@@ -297,7 +297,7 @@ async fn a_read_after_its_write_waits_for_it(w: World) {
     // An end is found by its command too.
     let ended = service::end_session(&w.deps, "alice", &id, None).await.unwrap();
     w.settle().await;
-    let (c, status) = service::get_conversation_after(&w.deps, "alice", &id, Some(&ended.command_id))
+    let (c, status) = reads::get_conversation_after(&w.deps, "alice", &id, Some(&ended.command_id))
         .await
         .unwrap();
     assert_eq!(
@@ -312,7 +312,7 @@ async fn a_read_after_a_write_not_yet_stored_says_so_when_the_wait_runs_out(w: W
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let ctx = service::context(&w.deps, "alice", &id, None, None, Some(&accepted.command_id))
+    let ctx = reads::context(&w.deps, "alice", &id, None, None, Some(&accepted.command_id))
         .await
         .unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_millis(150), "it waited");
@@ -320,18 +320,18 @@ async fn a_read_after_a_write_not_yet_stored_says_so_when_the_wait_runs_out(w: W
     assert!(ctx.messages.is_empty());
     // Plain reads never wait; a malformed command id is refused.
     assert_eq!(
-        service::context(&w.deps, "alice", &id, None, None, None)
+        reads::context(&w.deps, "alice", &id, None, None, None)
             .await
             .unwrap()
             .after,
         None
     );
-    let err = service::context(&w.deps, "alice", &id, None, None, Some("not a command!"))
+    let err = reads::context(&w.deps, "alice", &id, None, None, Some("not a command!"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ValidationFailed);
     w.settle().await;
-    let ctx = service::context(&w.deps, "alice", &id, None, None, Some(&accepted.command_id))
+    let ctx = reads::context(&w.deps, "alice", &id, None, None, Some(&accepted.command_id))
         .await
         .unwrap();
     assert_eq!((ctx.after, ctx.messages.len()), (Some(AfterStatus::Applied), 2));
@@ -351,7 +351,7 @@ async fn appends_of_repeats_only_are_remembered_for_after(w: World) {
         .unwrap();
     w.settle().await;
     assert_eq!(w.faulty.calls(Step::Head), 1);
-    let (c, status) = service::get_conversation_after(&w.deps, "alice", &id, Some(&retry.command_id))
+    let (c, status) = reads::get_conversation_after(&w.deps, "alice", &id, Some(&retry.command_id))
         .await
         .unwrap();
     assert_eq!((c.message_count, status), (1, Some(AfterStatus::Applied)));
@@ -474,7 +474,7 @@ async fn an_end_after_the_end_is_remembered_for_after(w: World) {
     let after = w.store.conversations.get_conversation(&id).await.unwrap().unwrap();
     assert_eq!(after.conversation, record.conversation);
     for command in [first.command_id.as_str(), second.command_id.as_str()] {
-        let (_, status) = service::get_conversation_after(&w.deps, "alice", &id, Some(command))
+        let (_, status) = reads::get_conversation_after(&w.deps, "alice", &id, Some(command))
             .await
             .unwrap();
         assert_eq!(status, Some(AfterStatus::Applied), "{command}");
@@ -497,7 +497,7 @@ async fn a_patch_between_the_chunks_and_the_end_keeps_the_list_right(w: World) {
     let patch: PatchConversationRequest = serde_json::from_value(serde_json::json!({"title": "Bedtime"})).unwrap();
     service::patch_conversation(&w.deps, "alice", &id, patch).await.unwrap();
     w.settle().await;
-    let listed = service::list_conversations(
+    let listed = reads::list_conversations(
         &w.deps,
         "alice",
         service::ListParams {

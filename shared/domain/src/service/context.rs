@@ -80,68 +80,22 @@ pub(crate) async fn count_tokens(
     .map_err(|e| DomainError::Internal(format!("token counting failed: {e}")))
 }
 
-/// The recent messages, oldest first, ready for an LLM. Blocked messages are
-/// left out: the agent must not answer them.
-pub async fn context(
-    deps: &ApiDeps,
-    owner_id: &str,
-    conversation_id: &str,
-    max_messages: Option<&str>,
-    max_age: Option<&str>,
-    after: Option<&str>,
-) -> Result<ContextResponse, DomainError> {
-    let p = ContextParams {
-        max_messages,
-        max_age,
-        after,
-        ..ContextParams::default()
-    };
-    context_with(deps, owner_id, conversation_id, p).await
-}
-
-/// The query string of `GET /conversations/{id}/context`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ContextParams<'a> {
-    pub max_messages: Option<&'a str>,
-    pub max_age: Option<&'a str>,
-    /// A token budget: the newest whole messages that fit in it.
-    pub max_tokens: Option<&'a str>,
-    /// `o200k_base` (default) or `cl100k_base`.
-    pub tokenizer: Option<&'a str>,
-    pub after: Option<&'a str>,
-}
-
-/// The largest token budget taken (the largest context windows hold a
-/// few million tokens; convo returns at most 200 messages anyway).
-pub const MAX_CONTEXT_TOKENS: usize = 10_000_000;
-
 /// The context, bounded by messages, age and tokens: the newest messages
 /// (blocked ones left out) while each bound holds, returned oldest first.
 /// With a token budget, what the messages cost in a chat request (framing
 /// and the reply's priming included) fits in it, counted with the chosen
 /// tokenizer, and `maxMessages` defaults to its maximum.
-pub async fn context_with(
+pub async fn context(
     deps: &ApiDeps,
     owner_id: &str,
     conversation_id: &str,
-    p: ContextParams<'_>,
+    q: &ContextQuery,
 ) -> Result<ContextResponse, DomainError> {
-    let budget = p
-        .max_tokens
-        .map(|raw| validate::limit("maxTokens", Some(raw), MAX_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS))
-        .transpose()?;
-    let tokenizer = Tokenizer::parse(p.tokenizer)?;
-    let default_messages = if budget.is_some() {
-        MAX_CONTEXT_MESSAGES
-    } else {
-        DEFAULT_CONTEXT_MESSAGES
-    };
-    let wanted = validate::limit("maxMessages", p.max_messages, default_messages, MAX_CONTEXT_MESSAGES)?;
-    let since = match p.max_age {
-        Some(raw) => validate::max_age("maxAge", raw)?.and_then(|age| deps.clock.now().checked_sub_signed(age)),
-        None => None,
-    };
-    let (record, after) = load_after(deps, owner_id, conversation_id, p.after, true).await?;
+    let budget = q.max_tokens;
+    let tokenizer = q.tokenizer;
+    let wanted = q.max_messages;
+    let since = q.max_age.and_then(|age| deps.clock.now().checked_sub_signed(age));
+    let (record, after) = load_after(deps, owner_id, conversation_id, q.after.as_deref(), true).await?;
     // Newest first; with a budget, in smaller pages, as it may be spent soon.
     let page_size = if budget.is_some() { wanted.min(40) } else { wanted };
     let mut picked: Vec<(ContextMessage, Option<usize>)> = Vec::with_capacity(wanted);

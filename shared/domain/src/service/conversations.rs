@@ -182,18 +182,7 @@ pub async fn get_conversation_after(
     Ok((record.conversation, status))
 }
 
-/// The query string of `GET /conversations`: every filter is optional.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ListParams<'a> {
-    pub user_id: Option<&'a str>,
-    pub agent_id: Option<&'a str>,
-    pub status: Option<&'a str>,
-    pub flagged: Option<&'a str>,
-    pub cursor: Option<&'a str>,
-    pub limit: Option<&'a str>,
-}
-
-/// The filters of a listing, validated.
+/// The filters of a listing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ListFilter {
     pub user_id: Option<String>,
@@ -203,19 +192,13 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
-    pub fn parse(p: &ListParams<'_>) -> Result<Self, ValidationError> {
-        Ok(Self {
-            user_id: p.user_id.map(|raw| identity::party_id("userId", raw)).transpose()?,
-            agent_id: p.agent_id.map(|raw| identity::party_id("agentId", raw)).transpose()?,
-            status: p
-                .status
-                .map(|s| {
-                    ConversationStatus::parse(s)
-                        .ok_or_else(|| ValidationError::invalid("status", "status must be active, ended or archived"))
-                })
-                .transpose()?,
-            flagged: p.flagged.map(|f| validate::boolean("flagged", f)).transpose()?,
-        })
+    pub fn of(q: &ListQuery) -> Self {
+        Self {
+            user_id: q.user_id.clone(),
+            agent_id: q.agent_id.clone(),
+            status: q.status,
+            flagged: q.flagged,
+        }
     }
 
     /// The index that serves this filter: the most selective one it names
@@ -249,14 +232,14 @@ pub const MAX_LIST_ROUNDS: usize = 8;
 pub async fn list_conversations(
     deps: &ApiDeps,
     owner_id: &str,
-    p: ListParams<'_>,
+    q: &ListQuery,
 ) -> Result<ConversationPage, DomainError> {
-    let filter = ListFilter::parse(&p)?;
-    let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
+    let filter = ListFilter::of(q);
+    let limit = q.limit;
     let list = filter.list();
     let now = deps.clock.now();
     let mut conversations = Vec::new();
-    let mut cursor = p.cursor.map(str::to_string);
+    let mut cursor = q.cursor.clone();
     for _ in 0..MAX_LIST_ROUNDS {
         // Never ask for more than the page still needs, so that the
         // store's cursor is exactly where this page stops.

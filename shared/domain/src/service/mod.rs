@@ -10,8 +10,8 @@ use convo_schema::api::*;
 use convo_schema::commands::{AcceptedMessage, EndReason, WRITE_COMMAND_VERSION, WriteCommand, WriteKind};
 use convo_schema::limits::*;
 use convo_schema::{
-    Conversation, ConversationStatus, ErrorCode, FlagStatus, Message, Metadata, SafetyAction, Timestamp, TitleSource,
-    ToolCall, UserStats, ValidationError, identity, validate,
+    Conversation, ConversationStatus, ErrorCode, Message, Metadata, SafetyAction, Timestamp, TitleSource, ToolCall,
+    UserStats, ValidationError, identity, validate,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +25,10 @@ use crate::events;
 pub use crate::model::{expired, is_conversation_id};
 pub use crate::outbox::{MAX_COMMAND_BYTES, queue_events, send_write};
 use crate::ports::*;
-use crate::tokens::{self, Tokenizer};
+use crate::tokens::{self, Count, Tokenizer};
+pub use convo_schema::queries::{
+    ContextParams, ContextQuery, ListParams, ListQuery, MessageParams, MessagesQuery, ReviewParams, ReviewQuery,
+};
 
 mod context;
 mod conversations;
@@ -119,7 +122,6 @@ pub async fn load_after(
     after: Option<&str>,
     cheap: bool,
 ) -> Result<(ConversationRecord, Option<AfterStatus>), DomainError> {
-    let after = after.map(command_id_param).transpose()?;
     let record = if cheap {
         load_owned_for_read(deps, owner_id, conversation_id).await?
     } else {
@@ -145,21 +147,6 @@ pub async fn load_after(
         if std::time::Instant::now() >= deadline {
             return Ok((record, Some(AfterStatus::Pending)));
         }
-    }
-}
-
-/// The `after` query parameter: a command id as a 202 gave it.
-fn command_id_param(raw: &str) -> Result<&str, ValidationError> {
-    let ok = !raw.is_empty()
-        && raw.len() <= MAX_EXTERNAL_ID_CHARS
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(raw)
-    } else {
-        Err(ValidationError::invalid(
-            "after",
-            "after must be the commandId of a write (letters, digits, - and _)",
-        ))
     }
 }
 

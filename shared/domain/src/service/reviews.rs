@@ -36,32 +36,13 @@ pub async fn review_conversation(
     Ok(reviewed)
 }
 
-/// The query string of `GET /reviews`.
-#[derive(Debug, Default)]
-pub struct ReviewParams<'a> {
-    pub status: Option<&'a str>,
-    pub cursor: Option<&'a str>,
-    pub limit: Option<&'a str>,
-}
-
 /// The owner's flagged conversations in a review state (default
 /// unreviewed), most recently flagged first.
-pub async fn list_reviews(
-    deps: &ApiDeps,
-    owner_id: &str,
-    p: ReviewParams<'_>,
-) -> Result<ConversationPage, DomainError> {
-    let status = match p.status {
-        None => FlagStatus::Unreviewed,
-        Some(s) => FlagStatus::parse(s).ok_or_else(|| {
-            ValidationError::invalid("status", "status must be unreviewed, reviewed, dismissed or escalated")
-        })?,
-    };
-    let limit = validate::limit("limit", p.limit, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
+pub async fn list_reviews(deps: &ApiDeps, owner_id: &str, q: &ReviewQuery) -> Result<ConversationPage, DomainError> {
     let page = deps
         .store
         .lists
-        .list_flagged_conversations(owner_id, status, p.cursor, limit)
+        .list_flagged_conversations(owner_id, q.status, q.cursor.as_deref(), q.limit)
         .await?;
     let now = deps.clock.now();
     let mut conversations = Vec::with_capacity(page.items.len());
