@@ -47,7 +47,7 @@ pub enum QueueError {
 
 /// The conversation items: created with their (agent, user) pair, read,
 /// replaced under a version, removed. Carries personal data (sealed by
-/// [`crate::sealing::SealedStore`]).
+/// `sealing::SealedStore`).
 #[async_trait]
 pub trait Conversations: Send + Sync {
     /// Stores a new conversation and points its (owner, agent, user) pair at
@@ -279,7 +279,7 @@ pub trait StoreHealth: Send + Sync {
 
 /// The whole store, by role: an adapter implements every role, and each
 /// part of the domain names only the roles it uses (through
-/// [`crate::deps::Stores`]). Implemented for anything that has them all.
+/// `deps::Stores`). Implemented for anything that has them all.
 pub trait ConversationStore:
     Conversations
     + MessageLog
