@@ -62,7 +62,7 @@ pub struct Operation {
 }
 
 impl Operation {
-    fn convo(kind: &str, messages_before: usize) -> Self {
+    pub(crate) fn convo(kind: &str, messages_before: usize) -> Self {
         Self {
             system: "convo".into(),
             kind: kind.into(),
@@ -357,7 +357,7 @@ impl Harness {
     }
 }
 
-fn new_message(role: Role, content: &str) -> NewMessage {
+pub(crate) fn new_message(role: Role, content: &str) -> NewMessage {
     NewMessage {
         role,
         content: content.to_string(),

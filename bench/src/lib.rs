@@ -8,6 +8,7 @@ pub mod coldstart;
 pub mod drive;
 pub mod plot;
 pub mod report;
+pub mod user_context;
 
 use std::sync::{Arc, Mutex};
 

@@ -78,6 +78,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// What a user's context costs (issue 25): `conversations` sessions of
+    /// one user with one agent, then `GET /users/{id}/context` for each
+    /// `--max-messages`, billed (JSON).
+    UserContext {
+        #[arg(long, default_value_t = 3)]
+        conversations: usize,
+        /// Exchanges (two messages) per conversation.
+        #[arg(long, default_value_t = 4)]
+        exchanges: usize,
+        #[arg(long, value_delimiter = ',', default_value = "15,50")]
+        max_messages: Vec<usize>,
+        #[arg(long, default_value = "bench-user-context")]
+        prefix: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Bill the recorded requests and write the tables and the plot.
     Report {
         /// The directory `bench/run` wrote the results to.
@@ -141,6 +157,16 @@ async fn main() {
             prefix,
             out,
         } => match drive::encryption(&prefix, &lengths, users, appends).await {
+            Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
+        Command::UserContext {
+            conversations,
+            exchanges,
+            max_messages,
+            prefix,
+            out,
+        } => match convo_bench::user_context::run(&prefix, conversations, exchanges, &max_messages).await {
             Ok(r) => std::fs::write(&out, serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },

@@ -41,6 +41,7 @@ pub const ID_PATTERN: &str = r"^[^#/\x00-\x1f\x7f-\x9f]*[^#/\x00-\x20\x7f-\xa0\u
         clear_messages,
         end_session,
         context,
+        user_context,
         review,
         list_reviews,
         user_stats,
@@ -479,6 +480,33 @@ fn review() {}
     params(ReviewsQuery, PageQuery),
     responses((status = 200, description = "A page", body = ConversationPage)))]
 fn list_reviews() {}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(non_snake_case)]
+struct UserContextAgent {
+    /// Only the conversations with this agent.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb](?:[^#/\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^#/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb])?$"
+    )]
+    agentId: Option<String>,
+}
+
+/// A user's most recent messages across their conversations (with one
+/// agent, when `agentId` is given), oldest first, each naming its
+/// conversation, within the same bounds as a conversation's context: the
+/// newest conversations first, read one after another until the bounds are
+/// reached (tool calls kept with their results, blocked messages left
+/// out). It looks at the user's 10 most recently created conversations.
+/// With `after=`, the user's newest conversation is read once that write is
+/// applied.
+#[utoipa::path(get, path = "/users/{userId}/context", tag = "users",
+    params(UserPath, UserContextAgent, ContextQuery, AfterQuery),
+    responses((status = 200, description = "The user's context", body = UserContextResponse,
+        headers(("X-Convo-After" = String, description = "With `after=`: `applied` or `pending`")))))]
+fn user_context() {}
 
 /// A user's totals (updated when sessions end).
 #[utoipa::path(get, path = "/users/{userId}/stats", tag = "users",

@@ -11,6 +11,8 @@
 //! found in the `X-Convo-After` header (`applied` or `pending`).
 //! - `GET /users/{userId}/stats`
 //! - `GET /users/{userId}/export` (cursor): everything held about a user, opened
+//! - `GET /users/{userId}/context`: a user's most recent messages across
+//!   their conversations (with one agent, when asked)
 //! - `GET /erasures/{erasureId}`: a user's erasure's progress and outcome
 //! - `GET /health` (no token needed): liveness only, no call to anything
 //! - `GET /health/deep` (an operator's token): the store's and the queues'
@@ -140,6 +142,22 @@ pub async fn handle(deps: &convo_domain::ApiDeps, req: Request) -> HandlerResult
             "GET /users/{userId}/export" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
                 to_json(convo_domain::export::export_user(deps, &owner, &user, query(&req, "cursor")).await?)
+            }
+            "GET /users/{userId}/context" => {
+                let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;
+                let p = service::UserContextParams {
+                    agent_id: query(&req, "agentId"),
+                    context: service::ContextParams {
+                        max_messages: query(&req, "maxMessages"),
+                        max_age: query(&req, "maxAge"),
+                        max_tokens: query(&req, "maxTokens"),
+                        tokenizer: query(&req, "tokenizer"),
+                        after: query(&req, "after"),
+                    },
+                };
+                let context = service::user_context(deps, &owner, &user, &p.parse()?).await?;
+                after = context.after;
+                to_json(context)
             }
             "GET /users/{userId}/stats" => {
                 let user = path_param(&req, "userId").ok_or_else(ApiError::not_found_route)?;

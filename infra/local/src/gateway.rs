@@ -58,6 +58,7 @@ pub const ROUTES: &[(&str, &str, Function, bool)] = &[
     ("GET", "/conversations/{id}/messages", Function::ReadApi, true),
     ("GET", "/conversations/{id}/context", Function::ReadApi, true),
     ("GET", "/users/{userId}/stats", Function::ReadApi, true),
+    ("GET", "/users/{userId}/context", Function::ReadApi, true),
     ("GET", "/users/{userId}/export", Function::ReadApi, true),
     ("GET", "/erasures/{erasureId}", Function::ReadApi, true),
     ("GET", "/reviews", Function::ReadApi, true),

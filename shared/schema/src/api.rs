@@ -323,6 +323,38 @@ pub struct ContextResponse {
     pub after: Option<AfterStatus>,
 }
 
+/// A message of a user's context, with the conversation it is from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserContextMessage {
+    pub conversation_id: String,
+    #[serde(flatten)]
+    pub message: ContextMessage,
+}
+
+/// `GET /users/{userId}/context`: the user's most recent messages across
+/// their conversations (with one agent, when asked), oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserContextResponse {
+    /// The user's id as stored (the identity rule).
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Oldest first, ready to hand to an LLM; each names its conversation.
+    pub messages: Vec<UserContextMessage>,
+    /// The conversations the messages come from, oldest first.
+    pub conversations: Vec<String>,
+    /// With `maxTokens`: what these messages cost in a chat request, the
+    /// reply's priming included (at most `maxTokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+    /// With `after=`: whether the answer holds that write (a write to the
+    /// user's newest conversation, the one an agent writes to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AfterStatus>,
+}
+
 pub type UserStatsResponse = UserStats;
 
 /// The 202 answer to `DELETE /conversations/{id}/messages/{messageId}`: the

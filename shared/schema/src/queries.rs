@@ -233,6 +233,34 @@ impl Default for ContextQuery {
     }
 }
 
+/// The query string of `GET /users/{userId}/context`, as given: the
+/// context's bounds, and the agent whose conversations it spans.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UserContextParams<'a> {
+    pub agent_id: Option<&'a str>,
+    pub context: ContextParams<'a>,
+}
+
+/// `GET /users/{userId}/context`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserContextQuery {
+    /// Only the conversations with this agent (the id as stored).
+    pub agent_id: Option<String>,
+    pub context: ContextQuery,
+}
+
+impl UserContextParams<'_> {
+    pub fn parse(&self) -> Result<UserContextQuery, ValidationError> {
+        Ok(UserContextQuery {
+            agent_id: self
+                .agent_id
+                .map(|raw| identity::party_id("agentId", raw))
+                .transpose()?,
+            context: self.context.parse()?,
+        })
+    }
+}
+
 /// The query string of `GET /reviews`, as given.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReviewParams<'a> {

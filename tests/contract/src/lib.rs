@@ -689,6 +689,17 @@ pub mod reads {
         service::list_reviews(deps, owner, &p.parse()?).await
     }
 
+    pub async fn user_context(
+        deps: &ApiDeps,
+        owner: &str,
+        user: &str,
+        agent_id: Option<&str>,
+        context: ContextParams<'_>,
+    ) -> Result<convo_schema::api::UserContextResponse, DomainError> {
+        let p = service::UserContextParams { agent_id, context };
+        service::user_context(deps, owner, user, &p.parse()?).await
+    }
+
     pub async fn get_conversation_after(
         deps: &ApiDeps,
         owner: &str,

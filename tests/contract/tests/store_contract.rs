@@ -158,6 +158,149 @@ async fn reuse_active_never_hands_out_an_ended_or_erasing_conversation(w: World)
     assert_eq!(again.conversation_id, third.conversation_id);
 }
 
+/// `GET /users/{userId}/context` (issue 25): the user's newest messages
+/// across their conversations, oldest first, each naming its conversation;
+/// one agent's only when asked; within the context's bounds; nothing of
+/// another owner or of a conversation being erased.
+async fn a_users_context_spans_their_conversations(w: World) {
+    let start = |agent: &'static str| {
+        let w = &w;
+        async move {
+            service::create_conversation(&w.deps, "alice", create_req("child-u", agent))
+                .await
+                .unwrap()
+                .0
+                .conversation_id
+        }
+    };
+    // The morning's conversation, ended; the afternoon's, with the same toy;
+    // and one with another agent in between.
+    let morning = start("toy-u").await;
+    service::append_messages(
+        &w.deps,
+        "alice",
+        &morning,
+        exchange("I have swimming today", "Have fun!"),
+        None,
+    )
+    .await
+    .unwrap();
+    service::end_session(&w.deps, "alice", &morning, None).await.unwrap();
+    w.settle().await;
+    w.clock.advance(Duration::hours(3));
+    let other = start("tutor-u").await;
+    service::append_messages(&w.deps, "alice", &other, exchange("what is 7 x 8", "56"), None)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::hours(3));
+    let afternoon = start("toy-u").await;
+    let accepted = service::append_messages(
+        &w.deps,
+        "alice",
+        &afternoon,
+        exchange("hi again", "How was swimming?"),
+        None,
+    )
+    .await
+    .unwrap();
+    let read = |agent: Option<&'static str>, max_messages: Option<&'static str>, max_age: Option<&'static str>| {
+        let w = &w;
+        async move {
+            reads::user_context(
+                &w.deps,
+                "alice",
+                "child-u",
+                agent,
+                service::ContextParams {
+                    max_messages,
+                    max_age,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Read-your-writes: the newest conversation is read once the write is
+    // applied (the worker runs here when the suite says so).
+    w.settle().await;
+    let ctx = reads::user_context(
+        &w.deps,
+        "alice",
+        "child-u",
+        Some("toy-u"),
+        service::ContextParams {
+            after: Some(&accepted.command_id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.after, Some(AfterStatus::Applied));
+    let texts = |ctx: &UserContextResponse| -> Vec<(String, String)> {
+        ctx.messages
+            .iter()
+            .map(|m| (m.conversation_id.clone(), m.message.content.clone()))
+            .collect()
+    };
+    assert_eq!(
+        texts(&ctx),
+        vec![
+            (morning.clone(), "I have swimming today".to_string()),
+            (morning.clone(), "Have fun!".to_string()),
+            (afternoon.clone(), "hi again".to_string()),
+            (afternoon.clone(), "How was swimming?".to_string()),
+        ],
+        "one agent's conversations, oldest first"
+    );
+    assert_eq!(ctx.conversations, vec![morning.clone(), afternoon.clone()]);
+    assert_eq!(ctx.user_id, "child-u");
+    // Every agent: the tutor's conversation sits between them.
+    let all = read(None, None, None).await;
+    assert_eq!(
+        all.conversations,
+        vec![morning.clone(), other.clone(), afternoon.clone()]
+    );
+    // The bounds: the newest three messages; the last four hours.
+    let three = read(None, Some("3"), None).await;
+    assert_eq!(
+        texts(&three),
+        vec![
+            (other.clone(), "56".to_string()),
+            (afternoon.clone(), "hi again".to_string()),
+            (afternoon.clone(), "How was swimming?".to_string()),
+        ]
+    );
+    let recent = read(Some("toy-u"), None, Some("4h")).await;
+    assert_eq!(
+        recent.conversations,
+        vec![afternoon.clone()],
+        "the morning is over 4 hours old"
+    );
+    // Nothing of another owner's; nothing of a conversation being erased.
+    let theirs = reads::user_context(&w.deps, "bob", "child-u", None, Default::default())
+        .await
+        .unwrap();
+    assert!(theirs.messages.is_empty());
+    service::delete_conversation(&w.deps, "alice", &morning).await.unwrap();
+    let after_erasure = read(Some("toy-u"), None, None).await;
+    assert_eq!(after_erasure.conversations, vec![afternoon.clone()]);
+    // A bad bound is refused, naming it.
+    let err = reads::user_context(
+        &w.deps,
+        "alice",
+        "child-u",
+        None,
+        service::ContextParams {
+            max_messages: Some("0"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(err), ErrorCode::ValidationFailed);
+}
+
 async fn reuse_active_returns_one_conversation_under_a_race(w: World) {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -2740,6 +2883,7 @@ contract! {
     sms_numbers_are_normalized_and_bad_ones_refused,
     reuse_active_returns_one_conversation_under_a_race,
     reuse_active_never_hands_out_an_ended_or_erasing_conversation,
+    a_users_context_spans_their_conversations,
     append_answers_before_storing_and_the_worker_assigns_indexes,
     a_redelivered_command_changes_nothing,
     a_repeated_external_id_is_stored_once,

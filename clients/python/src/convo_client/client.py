@@ -31,6 +31,7 @@ from .models import (
     AppendResponse,
     ClearMessagesResponse,
     ContextResponse,
+    UserContextResponse,
     Conversation,
     ConversationPage,
     EndResponse,
@@ -134,6 +135,12 @@ class _Routes:
         return _Call("GET", f"/conversations/{_seg(cid)}/context", reads=cid,
                      params=_query(maxMessages=max_messages, maxAge=max_age, maxTokens=max_tokens,
                                    tokenizer=tokenizer))
+
+    def _user_context(self, user_id: str, agent_id: str | None, max_messages: int | None, max_age: str | None,
+                      max_tokens: int | None, tokenizer: str | None, after: str | None) -> _Call:
+        return _Call("GET", f"/users/{_seg(user_id)}/context",
+                     params=_query(agentId=agent_id, maxMessages=max_messages, maxAge=max_age,
+                                   maxTokens=max_tokens, tokenizer=tokenizer, after=after))
 
     def _remove(self, cid: str, message_id: str) -> _Call:
         # Reads (after= finds a message this client just appended) and writes.
@@ -328,6 +335,15 @@ class ConvoClient(_Routes):
                 max_tokens: int | None = None, tokenizer: str | None = None) -> ContextResponse:
         return self._run(self._context(conversation_id, max_messages, max_age, max_tokens, tokenizer))
 
+    def user_context(self, user_id: str, *, agent_id: str | None = None, max_messages: int | None = None,
+                     max_age: str | None = None, max_tokens: int | None = None, tokenizer: str | None = None,
+                     after: str | None = None) -> UserContextResponse:
+        """A user's most recent messages across their conversations (with
+        ``agent_id`` only, when given), oldest first, each with its
+        ``conversationId``. ``after`` (a write's ``commandId``) waits for that
+        write in the user's newest conversation."""
+        return self._run(self._user_context(user_id, agent_id, max_messages, max_age, max_tokens, tokenizer, after))
+
     def delete_message(self, conversation_id: str, message_id: str) -> RemoveMessageResponse:
         """Removes one message (after this client's earlier writes); answers with the message as it was."""
         return self._run(self._remove(conversation_id, message_id))
@@ -490,6 +506,13 @@ class AsyncConvoClient(_Routes):
                       max_age: str | None = None, max_tokens: int | None = None,
                       tokenizer: str | None = None) -> ContextResponse:
         return await self._run(self._context(conversation_id, max_messages, max_age, max_tokens, tokenizer))
+
+    async def user_context(self, user_id: str, *, agent_id: str | None = None, max_messages: int | None = None,
+                           max_age: str | None = None, max_tokens: int | None = None,
+                           tokenizer: str | None = None, after: str | None = None) -> UserContextResponse:
+        """As :meth:`ConvoClient.user_context`."""
+        return await self._run(
+            self._user_context(user_id, agent_id, max_messages, max_age, max_tokens, tokenizer, after))
 
     async def delete_message(self, conversation_id: str, message_id: str) -> RemoveMessageResponse:
         return await self._run(self._remove(conversation_id, message_id))

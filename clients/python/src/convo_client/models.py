@@ -156,6 +156,19 @@ class ContextResponse(TypedDict, total=False):
     after: Literal["applied", "pending"]
 
 
+class UserContextMessage(ContextMessage, total=False):
+    conversationId: str
+
+
+class UserContextResponse(TypedDict, total=False):
+    userId: str
+    agentId: str
+    messages: list[UserContextMessage]
+    conversations: list[str]
+    tokens: int
+    after: Literal["applied", "pending"]
+
+
 class RemoveMessageResponse(TypedDict):
     conversationId: str
     commandId: str

@@ -28,6 +28,7 @@ use crate::ports::*;
 use crate::tokens::{self, Count, Tokenizer};
 pub use convo_schema::queries::{
     ContextParams, ContextQuery, ListParams, ListQuery, MessageParams, MessagesQuery, ReviewParams, ReviewQuery,
+    UserContextParams, UserContextQuery,
 };
 
 mod context;
