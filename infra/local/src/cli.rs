@@ -198,6 +198,12 @@ pub(crate) struct ServeArgs {
     /// any owner. Refused unless --addr is a loopback address.
     #[arg(long, env = "CONVO_DEV_SIGN_IN")]
     pub(crate) dev_sign_in: bool,
+    /// Origins a browser app may call the API from (repeatable, or comma
+    /// separated; `*` for any), besides this machine's own pages
+    /// (`http://localhost`, `http://127.0.0.1`, `http://[::1]`, any port),
+    /// which may always.
+    #[arg(long, env = "CONVO_CORS_ORIGINS")]
+    pub(crate) cors_origin: Vec<String>,
     /// Log format: text or json.
     #[arg(long, env = "CONVO_LOG_FORMAT", default_value = "text")]
     pub(crate) log_format: String,

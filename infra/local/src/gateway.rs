@@ -99,13 +99,74 @@ fn percent_decode(s: &str) -> Option<String> {
 pub struct Gateway {
     pub deps: convo_domain::ApiDeps,
     pub verifier: Verifier,
+    pub cors: crate::cors::Cors,
 }
 
 /// Largest body the gateway forwards (API Gateway's limit is 10 MB; convo's
 /// handlers refuse more than 512 KiB with a clear error anyway).
 const GATEWAY_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Serves a request as API Gateway would, with CORS for the origins
+/// allowed (`crate::cors`): a preflight is answered here, and an answer to
+/// an allowed origin says so.
 pub async fn serve_request(gw: Arc<Gateway>, req: axum::extract::Request) -> Response {
+    let origin = gw.cors.allowed(req.headers());
+    if req.method() == axum::http::Method::OPTIONS && req.headers().contains_key("access-control-request-method") {
+        return preflight(req.uri().path(), origin);
+    }
+    let mut resp = serve_route(gw, req).await;
+    if let Some(origin) = origin {
+        let h = resp.headers_mut();
+        h.insert("access-control-allow-origin", origin);
+        h.insert(
+            "access-control-expose-headers",
+            axum::http::HeaderValue::from_static(crate::cors::EXPOSE_HEADERS),
+        );
+        h.append("vary", axum::http::HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
+/// A CORS preflight: 204 with the methods of the path's routes for an
+/// allowed origin; 403 for another; 404 for a path no route serves.
+fn preflight(path: &str, origin: Option<axum::http::HeaderValue>) -> Response {
+    let mut methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, template, ..)| match_path(template, path).is_some())
+        .map(|(m, ..)| *m)
+        .collect();
+    if methods.is_empty() {
+        return to_axum(ApiError::not_found_route().into_response(None));
+    }
+    let Some(origin) = origin else {
+        return to_axum(
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "this origin may not call the API from a browser (--cors-origin allows it)",
+            )
+            .into_response(None),
+        );
+    };
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    let mut resp = Response::new(AxumBody::empty());
+    *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert("access-control-allow-origin", origin);
+    if let Ok(v) = methods.join(", ").parse() {
+        h.insert("access-control-allow-methods", v);
+    }
+    h.insert(
+        "access-control-allow-headers",
+        axum::http::HeaderValue::from_static(crate::cors::ALLOW_HEADERS),
+    );
+    h.insert("access-control-max-age", axum::http::HeaderValue::from_static("600"));
+    h.insert("vary", axum::http::HeaderValue::from_static("origin"));
+    resp
+}
+
+async fn serve_route(gw: Arc<Gateway>, req: axum::extract::Request) -> Response {
     let started = Instant::now();
     let request_id = ulid::Ulid::new().to_string();
     let method = req.method().as_str().to_string();

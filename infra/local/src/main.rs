@@ -10,6 +10,7 @@ mod aws_mode;
 mod cli;
 mod commands;
 mod console;
+mod cors;
 #[cfg(test)]
 mod event_props;
 mod gateway;
@@ -175,6 +176,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let gw = Arc::new(gateway::Gateway {
             deps: rt.deps.clone(),
             verifier,
+            cors: cors::Cors::new(&args.cors_origin)?,
         });
         let app = console::router(console_config, dev_secret)
             .fallback(move |req: axum::extract::Request| gateway::serve_request(gw.clone(), req));
