@@ -4,6 +4,7 @@ schema cannot state. Each hook changes only the generated *valid* requests
 schemathesis.toml."""
 
 import unicodedata
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
@@ -55,6 +56,9 @@ def map_case(context, case):
             continue
         for key in ("userId", "agentId"):
             value = container.get(key)
+            # Path parameters arrive percent-encoded ("%2B…").
+            if container is case.path_parameters and isinstance(value, str):
+                value = urllib.parse.unquote(value)
             if isinstance(value, str) and unicodedata.normalize("NFKC", value).startswith("+"):
                 container[key] = PHONE[key]
     if isinstance(body, dict) and isinstance(body.get("channel"), str) and body["channel"].lower() == "sms":
