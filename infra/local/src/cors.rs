@@ -32,10 +32,9 @@ impl Cors {
             if o.is_empty() {
                 continue;
             }
+            let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
             let ok = o == "*"
-                || ((o.starts_with("http://") || o.starts_with("https://"))
-                    && !o["https://".len().min(o.len())..].contains('/')
-                    && HeaderValue::from_str(o).is_ok());
+                || (host.is_some_and(|h| !h.is_empty() && !h.contains('/')) && HeaderValue::from_str(o).is_ok());
             if !ok {
                 return Err(format!(
                     "--cors-origin {raw:?}: give an origin (scheme, host and port, like https://app.example:8443) or *"
@@ -99,7 +98,13 @@ mod tests {
         assert!(cors.allowed(&HeaderMap::new()).is_none(), "no Origin, no CORS");
         let any = Cors::new(&["*".into()]).unwrap();
         assert!(any.allowed(&origin("https://anything.example")).is_some());
-        for bad in ["app.example", "https://app.example/path", "ftp://x"] {
+        for bad in [
+            "app.example",
+            "https://app.example/path",
+            "ftp://x",
+            "http://é/x",
+            "https://",
+        ] {
             assert!(Cors::new(&[bad.into()]).is_err(), "{bad}");
         }
     }
