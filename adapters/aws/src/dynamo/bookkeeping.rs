@@ -6,186 +6,6 @@
 use super::*;
 
 impl DynamoStore {
-    pub(super) async fn get_idempotency_in(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some(item) = self.get(conv_pk(conversation_id), &idem_sk(idem_key)).await? else {
-            return Ok(None);
-        };
-        let expires: i64 = item
-            .get("expiresAtMs")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if expires <= now.timestamp_millis() {
-            return Ok(None);
-        }
-        Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?))
-    }
-
-    pub(super) async fn put_idempotency_in(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let mut item: Item = serde_dynamo::to_item(record).map_err(corrupt)?;
-        item.retain(|_, v| !matches!(v, AttributeValue::Null(_)));
-        item.extend(key(conv_pk(conversation_id), &idem_sk(idem_key)));
-        item.insert("expiresAtMs".into(), n(expires_at.timestamp_millis()));
-        item.insert(TTL_ATTRIBUTE.into(), n(expires_at.timestamp()));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expiresAtMs <= :now")
-            .expression_attribute_values(":now", n(now.timestamp_millis()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk(e)),
-        }
-    }
-
-    pub(super) async fn settle_idempotency_in(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(conv_pk(conversation_id), &idem_sk(idem_key))))
-            .update_expression("REMOVE command")
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk(e)),
-        }
-    }
-
-    pub(super) async fn get_erasure_in(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        let Some(item) = self.get(erasure_pk(erasure_id), ERASURE_SK).await? else {
-            return Ok(None);
-        };
-        let version: u64 = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt("an erasure job without its version".into()))?;
-        let body =
-            str_attr(&item, "job").ok_or_else(|| StoreError::Corrupt("an erasure job without its body".into()))?;
-        let job: ErasureJob = serde_json::from_str(body).map_err(corrupt)?;
-        Ok(Some(ErasureJob { version, ..job }))
-    }
-
-    pub(super) async fn put_erasure_in(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        let mut item = key(erasure_pk(&job.erasure_id), ERASURE_SK);
-        item.insert("version".into(), n(job.version));
-        item.insert("job".into(), s(serde_json::to_string(job).map_err(corrupt)?));
-        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
-        let put = if expected_version == 0 {
-            put.condition_expression("attribute_not_exists(pk)")
-        } else {
-            put.condition_expression("version = :v")
-                .expression_attribute_values(":v", n(expected_version))
-        };
-        match put.send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict(format!(
-                    "the erasure job is no longer at version {expected_version}"
-                )))
-            }
-            Err(e) => Err(sdk(e)),
-        }
-    }
-
-    pub(super) async fn sweep_cursor_in(&self) -> Result<Option<String>, StoreError> {
-        let item = self.get(SWEEP_PK.to_string(), SWEEP_SK).await?;
-        Ok(item.and_then(|i| str_attr(&i, "cursor").map(str::to_string)))
-    }
-
-    pub(super) async fn set_sweep_cursor_in(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        match cursor {
-            Some(c) => {
-                let mut item = key(SWEEP_PK.to_string(), SWEEP_SK);
-                item.insert("cursor".into(), s(c));
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .send()
-                    .await
-                    .map_err(sdk)?;
-            }
-            None => {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(SWEEP_PK.to_string(), SWEEP_SK)))
-                    .send()
-                    .await
-                    .map_err(sdk)?;
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) async fn health_in(&self) -> ComponentHealth {
-        let mut figures = serde_json::Map::new();
-        figures.insert("kind".into(), "dynamodb".into());
-        figures.insert("table".into(), self.table.clone().into());
-        let ok = match self.client.describe_table().table_name(&self.table).send().await {
-            Ok(out) => {
-                if let Some(t) = out.table {
-                    figures.insert(
-                        "tableStatus".into(),
-                        t.table_status
-                            .map(|s| s.as_str().to_string())
-                            .unwrap_or_default()
-                            .into(),
-                    );
-                    figures.insert("approximateItems".into(), t.item_count.unwrap_or(0).into());
-                }
-                true
-            }
-            Err(e) => {
-                // The SDK's text goes to the log only: it can name the
-                // account, the role and the table's ARN.
-                tracing::warn!(error = %DisplayErrorContext(e), "health: DescribeTable failed");
-                figures.insert("error".into(), "the table could not be described".into());
-                false
-            }
-        };
-        ComponentHealth {
-            name: "store".into(),
-            ok,
-            figures,
-        }
-    }
-
     pub(super) async fn list_flagged_messages_in(
         &self,
         conversation_id: &str,
@@ -267,15 +87,18 @@ impl DynamoStore {
             .collect();
         Ok(Page { items, next_cursor })
     }
+}
 
-    pub(super) async fn user_stats_in(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+#[async_trait]
+impl UserTotals for DynamoStore {
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
         match self.get(stats_pk(owner_id, user_id), "STATS").await? {
             Some(item) => Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?)),
             None => Ok(None),
         }
     }
 
-    pub(super) async fn set_last_conversation_at_in(
+    async fn set_last_conversation_at(
         &self,
         owner_id: &str,
         user_id: &str,
@@ -300,7 +123,7 @@ impl DynamoStore {
         }
     }
 
-    pub(super) async fn delete_user_stats_in(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
+    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -310,8 +133,90 @@ impl DynamoStore {
             .map_err(sdk)?;
         Ok(())
     }
+}
 
-    pub(super) async fn active_started_before_in(
+#[async_trait]
+impl IdempotencyStore for DynamoStore {
+    async fn get_idempotency(
+        &self,
+        conversation_id: &str,
+        idem_key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get(conv_pk(conversation_id), &idem_sk(idem_key)).await? else {
+            return Ok(None);
+        };
+        let expires: i64 = item
+            .get("expiresAtMs")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if expires <= now.timestamp_millis() {
+            return Ok(None);
+        }
+        Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?))
+    }
+
+    async fn put_idempotency(
+        &self,
+        conversation_id: &str,
+        idem_key: &str,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut item: Item = serde_dynamo::to_item(record).map_err(corrupt)?;
+        item.retain(|_, v| !matches!(v, AttributeValue::Null(_)));
+        item.extend(key(conv_pk(conversation_id), &idem_sk(idem_key)));
+        item.insert("expiresAtMs".into(), n(expires_at.timestamp_millis()));
+        item.insert(TTL_ATTRIBUTE.into(), n(expires_at.timestamp()));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expiresAtMs <= :now")
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(conv_pk(conversation_id), &idem_sk(idem_key))))
+            .update_expression("REMOVE command")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionIndex for DynamoStore {
+    async fn active_started_before(
         &self,
         started_before: Timestamp,
         after: Option<&str>,
@@ -379,93 +284,117 @@ impl DynamoStore {
             next_cursor,
         })
     }
-}
-
-#[async_trait]
-impl UserTotals for DynamoStore {
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
-        self.user_stats_in(owner_id, user_id).await
-    }
-
-    async fn set_last_conversation_at(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-        at: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        self.set_last_conversation_at_in(owner_id, user_id, at).await
-    }
-
-    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
-        self.delete_user_stats_in(owner_id, user_id).await
-    }
-}
-
-#[async_trait]
-impl IdempotencyStore for DynamoStore {
-    async fn get_idempotency(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get_idempotency_in(conversation_id, idem_key, now).await
-    }
-
-    async fn put_idempotency(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.put_idempotency_in(conversation_id, idem_key, record, now, expires_at)
-            .await
-    }
-
-    async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        self.settle_idempotency_in(conversation_id, idem_key).await
-    }
-}
-
-#[async_trait]
-impl SessionIndex for DynamoStore {
-    async fn active_started_before(
-        &self,
-        started_before: Timestamp,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ConversationRecord>, StoreError> {
-        self.active_started_before_in(started_before, after, limit).await
-    }
 
     async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.sweep_cursor_in().await
+        let item = self.get(SWEEP_PK.to_string(), SWEEP_SK).await?;
+        Ok(item.and_then(|i| str_attr(&i, "cursor").map(str::to_string)))
     }
 
     /// One item, rewritten by each run that moves on (one write unit).
     async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        self.set_sweep_cursor_in(cursor).await
+        match cursor {
+            Some(c) => {
+                let mut item = key(SWEEP_PK.to_string(), SWEEP_SK);
+                item.insert("cursor".into(), s(c));
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .send()
+                    .await
+                    .map_err(sdk)?;
+            }
+            None => {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(SWEEP_PK.to_string(), SWEEP_SK)))
+                    .send()
+                    .await
+                    .map_err(sdk)?;
+            }
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl ErasureJobs for DynamoStore {
     async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        self.get_erasure_in(erasure_id).await
+        let Some(item) = self.get(erasure_pk(erasure_id), ERASURE_SK).await? else {
+            return Ok(None);
+        };
+        let version: u64 = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("an erasure job without its version".into()))?;
+        let body =
+            str_attr(&item, "job").ok_or_else(|| StoreError::Corrupt("an erasure job without its body".into()))?;
+        let job: ErasureJob = serde_json::from_str(body).map_err(corrupt)?;
+        Ok(Some(ErasureJob { version, ..job }))
     }
 
     /// One item per job, its state as JSON (it is read and written whole),
     /// written on a condition on its version.
     async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        self.put_erasure_in(job, expected_version).await
+        let mut item = key(erasure_pk(&job.erasure_id), ERASURE_SK);
+        item.insert("version".into(), n(job.version));
+        item.insert("job".into(), s(serde_json::to_string(job).map_err(corrupt)?));
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let put = if expected_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "the erasure job is no longer at version {expected_version}"
+                )))
+            }
+            Err(e) => Err(sdk(e)),
+        }
     }
 }
 
 #[async_trait]
 impl StoreHealth for DynamoStore {
     async fn health(&self) -> ComponentHealth {
-        self.health_in().await
+        let mut figures = serde_json::Map::new();
+        figures.insert("kind".into(), "dynamodb".into());
+        figures.insert("table".into(), self.table.clone().into());
+        let ok = match self.client.describe_table().table_name(&self.table).send().await {
+            Ok(out) => {
+                if let Some(t) = out.table {
+                    figures.insert(
+                        "tableStatus".into(),
+                        t.table_status
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_default()
+                            .into(),
+                    );
+                    figures.insert("approximateItems".into(), t.item_count.unwrap_or(0).into());
+                }
+                true
+            }
+            Err(e) => {
+                // The SDK's text goes to the log only: it can name the
+                // account, the role and the table's ARN.
+                tracing::warn!(error = %DisplayErrorContext(e), "health: DescribeTable failed");
+                figures.insert("error".into(), "the table could not be described".into());
+                false
+            }
+        };
+        ComponentHealth {
+            name: "store".into(),
+            ok,
+            figures,
+        }
     }
 }

@@ -6,182 +6,6 @@
 use super::*;
 
 impl EmbeddedStore {
-    pub(super) async fn get_idempotency_in(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let k = key(&[conversation_id, idem_key]);
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-            let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            Ok(item.filter(|i| i.expires_at > now).map(|i| i.record))
-        })
-        .await
-    }
-
-    pub(super) async fn put_idempotency_in(
-        &self,
-        conversation_id: &str,
-        idem_key: &str,
-        record: &IdempotencyRecord,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let k = key(&[conversation_id, idem_key]);
-        let item = IdempotencyItem {
-            record: record.clone(),
-            expires_at,
-        };
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let stored = {
-                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let live = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => decode::<IdempotencyItem>(v.value())?.expires_at > now,
-                    None => false,
-                };
-                if !live {
-                    table
-                        .insert(k.as_str(), encode(&item).as_slice())
-                        .map_err(unavailable)?;
-                }
-                !live
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(stored)
-        })
-        .await
-    }
-
-    pub(super) async fn settle_idempotency_in(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        let k = key(&[conversation_id, idem_key]);
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
-                if let Some(mut item) = item {
-                    item.record.command = None;
-                    table
-                        .insert(k.as_str(), encode(&item).as_slice())
-                        .map_err(unavailable)?;
-                }
-            }
-            txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    pub(super) async fn get_erasure_in(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        let k = erasure_id.to_string();
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let table = txn.open_table(ERASURES).map_err(unavailable)?;
-            let Some(v) = table.get(k.as_str()).map_err(unavailable)? else {
-                return Ok(None);
-            };
-            let item: ErasureItem = decode(v.value())?;
-            Ok(Some(ErasureJob {
-                version: item.version,
-                ..item.job
-            }))
-        })
-        .await
-    }
-
-    pub(super) async fn put_erasure_in(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        let k = job.erasure_id.clone();
-        let item = ErasureItem {
-            version: job.version,
-            job: job.clone(),
-        };
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut table = txn.open_table(ERASURES).map_err(unavailable)?;
-                let stored = match table.get(k.as_str()).map_err(unavailable)? {
-                    Some(v) => decode::<ErasureItem>(v.value())?.version,
-                    None => 0,
-                };
-                if stored != expected_version {
-                    return Err(StoreError::Conflict(format!(
-                        "the erasure job is at version {stored}, not {expected_version}"
-                    )));
-                }
-                table
-                    .insert(k.as_str(), encode(&item).as_slice())
-                    .map_err(unavailable)?;
-            }
-            txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    pub(super) async fn sweep_cursor_in(&self) -> Result<Option<String>, StoreError> {
-        self.run(|db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let info = txn.open_table(STORE_INFO).map_err(unavailable)?;
-            let cursor = info.get(SWEEP_CURSOR).map_err(unavailable)?;
-            Ok(cursor.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
-        })
-        .await
-    }
-
-    pub(super) async fn set_sweep_cursor_in(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        let cursor = cursor.map(str::to_string);
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut info = txn.open_table(STORE_INFO).map_err(unavailable)?;
-                match &cursor {
-                    Some(c) => info.insert(SWEEP_CURSOR, c.as_bytes()).map(|_| ()),
-                    None => info.remove(SWEEP_CURSOR).map(|_| ()),
-                }
-                .map_err(unavailable)?;
-            }
-            txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    pub(super) async fn health_in(&self) -> ComponentHealth {
-        let result = self
-            .run(|db| {
-                let txn = db.begin_read().map_err(unavailable)?;
-                let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
-                let active = txn.open_table(ACTIVE).map_err(unavailable)?;
-                Ok((convs.len().map_err(unavailable)?, active.len().map_err(unavailable)?))
-            })
-            .await;
-        let mut figures = serde_json::Map::new();
-        figures.insert("kind".into(), "embedded (redb)".into());
-        let ok = match result {
-            Ok((total, active)) => {
-                figures.insert("conversations".into(), total.into());
-                figures.insert("activeSessions".into(), active.into());
-                true
-            }
-            Err(e) => {
-                figures.insert("error".into(), e.to_string().into());
-                false
-            }
-        };
-        ComponentHealth {
-            name: "store".into(),
-            ok,
-            figures,
-        }
-    }
-
     pub(super) async fn list_flagged_messages_in(
         &self,
         conversation_id: &str,
@@ -254,8 +78,11 @@ impl EmbeddedStore {
             next_cursor: page.next_cursor,
         })
     }
+}
 
-    pub(super) async fn user_stats_in(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+#[async_trait]
+impl UserTotals for EmbeddedStore {
+    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
         let sk = key(&[owner_id, user_id]);
         self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -268,7 +95,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn set_last_conversation_at_in(
+    async fn set_last_conversation_at(
         &self,
         owner_id: &str,
         user_id: &str,
@@ -295,7 +122,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn delete_user_stats_in(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
+    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
         let sk = key(&[owner_id, user_id]);
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -310,26 +137,6 @@ impl EmbeddedStore {
 }
 
 #[async_trait]
-impl UserTotals for EmbeddedStore {
-    async fn user_stats(&self, owner_id: &str, user_id: &str) -> Result<Option<UserStats>, StoreError> {
-        self.user_stats_in(owner_id, user_id).await
-    }
-
-    async fn set_last_conversation_at(
-        &self,
-        owner_id: &str,
-        user_id: &str,
-        at: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        self.set_last_conversation_at_in(owner_id, user_id, at).await
-    }
-
-    async fn delete_user_stats(&self, owner_id: &str, user_id: &str) -> Result<(), StoreError> {
-        self.delete_user_stats_in(owner_id, user_id).await
-    }
-}
-
-#[async_trait]
 impl IdempotencyStore for EmbeddedStore {
     async fn get_idempotency(
         &self,
@@ -337,7 +144,17 @@ impl IdempotencyStore for EmbeddedStore {
         idem_key: &str,
         now: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get_idempotency_in(conversation_id, idem_key, now).await
+        let k = key(&[conversation_id, idem_key]);
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+            let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            Ok(item.filter(|i| i.expires_at > now).map(|i| i.record))
+        })
+        .await
     }
 
     async fn put_idempotency(
@@ -348,12 +165,52 @@ impl IdempotencyStore for EmbeddedStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.put_idempotency_in(conversation_id, idem_key, record, now, expires_at)
-            .await
+        let k = key(&[conversation_id, idem_key]);
+        let item = IdempotencyItem {
+            record: record.clone(),
+            expires_at,
+        };
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let stored = {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                let live = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => decode::<IdempotencyItem>(v.value())?.expires_at > now,
+                    None => false,
+                };
+                if !live {
+                    table
+                        .insert(k.as_str(), encode(&item).as_slice())
+                        .map_err(unavailable)?;
+                }
+                !live
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(stored)
+        })
+        .await
     }
 
     async fn settle_idempotency(&self, conversation_id: &str, idem_key: &str) -> Result<(), StoreError> {
-        self.settle_idempotency_in(conversation_id, idem_key).await
+        let k = key(&[conversation_id, idem_key]);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                let item: Option<IdempotencyItem> = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(mut item) = item {
+                    item.record.command = None;
+                    table
+                        .insert(k.as_str(), encode(&item).as_slice())
+                        .map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
     }
 }
 
@@ -380,28 +237,109 @@ impl SessionIndex for EmbeddedStore {
     }
 
     async fn sweep_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.sweep_cursor_in().await
+        self.run(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let info = txn.open_table(STORE_INFO).map_err(unavailable)?;
+            let cursor = info.get(SWEEP_CURSOR).map_err(unavailable)?;
+            Ok(cursor.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        })
+        .await
     }
 
     async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<(), StoreError> {
-        self.set_sweep_cursor_in(cursor).await
+        let cursor = cursor.map(str::to_string);
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut info = txn.open_table(STORE_INFO).map_err(unavailable)?;
+                match &cursor {
+                    Some(c) => info.insert(SWEEP_CURSOR, c.as_bytes()).map(|_| ()),
+                    None => info.remove(SWEEP_CURSOR).map(|_| ()),
+                }
+                .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl ErasureJobs for EmbeddedStore {
     async fn get_erasure(&self, erasure_id: &str) -> Result<Option<ErasureJob>, StoreError> {
-        self.get_erasure_in(erasure_id).await
+        let k = erasure_id.to_string();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ERASURES).map_err(unavailable)?;
+            let Some(v) = table.get(k.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let item: ErasureItem = decode(v.value())?;
+            Ok(Some(ErasureJob {
+                version: item.version,
+                ..item.job
+            }))
+        })
+        .await
     }
 
     async fn put_erasure(&self, job: &ErasureJob, expected_version: u64) -> Result<(), StoreError> {
-        self.put_erasure_in(job, expected_version).await
+        let k = job.erasure_id.clone();
+        let item = ErasureItem {
+            version: job.version,
+            job: job.clone(),
+        };
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(ERASURES).map_err(unavailable)?;
+                let stored = match table.get(k.as_str()).map_err(unavailable)? {
+                    Some(v) => decode::<ErasureItem>(v.value())?.version,
+                    None => 0,
+                };
+                if stored != expected_version {
+                    return Err(StoreError::Conflict(format!(
+                        "the erasure job is at version {stored}, not {expected_version}"
+                    )));
+                }
+                table
+                    .insert(k.as_str(), encode(&item).as_slice())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl StoreHealth for EmbeddedStore {
     async fn health(&self) -> ComponentHealth {
-        self.health_in().await
+        let result = self
+            .run(|db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let convs = txn.open_table(CONVERSATIONS).map_err(unavailable)?;
+                let active = txn.open_table(ACTIVE).map_err(unavailable)?;
+                Ok((convs.len().map_err(unavailable)?, active.len().map_err(unavailable)?))
+            })
+            .await;
+        let mut figures = serde_json::Map::new();
+        figures.insert("kind".into(), "embedded (redb)".into());
+        let ok = match result {
+            Ok((total, active)) => {
+                figures.insert("conversations".into(), total.into());
+                figures.insert("activeSessions".into(), active.into());
+                true
+            }
+            Err(e) => {
+                figures.insert("error".into(), e.to_string().into());
+                false
+            }
+        };
+        ComponentHealth {
+            name: "store".into(),
+            ok,
+            figures,
+        }
     }
 }
